@@ -1,0 +1,91 @@
+// The typed configuration snapshot. Built and validated by fg::config::load_file()
+// off the event loops; immutable once built and shared by workers through
+// std::shared_ptr<const Config>.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "floodgate/status.h"
+
+namespace fg {
+
+struct HostPort {
+  std::string host;  // literal IPv4 or IPv6 address (no brackets) or a host name
+  uint16_t port = 0;
+  std::string text;  // as written in the config, e.g. "[::1]:8080"
+};
+
+struct ServerConfig {
+  std::vector<HostPort> listen;  // at least one
+  int workers = 1;               // resolved: "auto" becomes the number of cores
+  bool workers_auto = false;
+  uint64_t max_connections = 20000;
+  uint64_t header_timeout_ms = 10000;
+  uint64_t body_timeout_ms = 30000;
+  uint64_t idle_timeout_ms = 60000;
+  uint64_t send_timeout_ms = 30000;
+  uint64_t drain_timeout_ms = 15000;
+  uint64_t max_header_bytes = 16 * 1024;
+  uint64_t max_uri_bytes = 8 * 1024;
+  uint64_t max_body_bytes = 1024 * 1024;
+};
+
+enum class Balance { kRoundRobin, kLeastConn };
+
+struct UpstreamConfig {
+  std::string name;
+  std::vector<HostPort> servers;  // at least one
+  Balance balance = Balance::kRoundRobin;
+  uint64_t connect_timeout_ms = 1000;
+  uint64_t timeout_ms = 5000;            // time to first response byte (and max gap after)
+  uint64_t max_connections = 512;        // per server, per instance
+  uint64_t keepalive = 64;               // idle pooled connections per server, per worker
+  uint64_t keepalive_timeout_ms = 60000; // an idle pooled connection is closed after this
+};
+
+struct RouteMatch {
+  std::vector<std::string> methods;  // empty: any method; upper-case
+  std::string path;                  // exact match when !is_prefix
+  bool is_prefix = false;
+};
+
+struct RouteConfig {
+  std::string name;
+  RouteMatch match;
+  std::string upstream;          // name of an [upstreams.X] table
+  size_t upstream_index = 0;     // index into Config::upstreams, resolved by the loader
+  uint64_t max_body_bytes = 0;   // 0: server.max_body_bytes applies
+};
+
+struct LogConfig {
+  std::string file;     // empty: stderr
+  bool access = true;   // one JSON line per request
+};
+
+struct Config {
+  std::string source_path;
+  std::string hash;  // hex digest of the file's bytes, for /status and logs
+  ServerConfig server;
+  std::vector<UpstreamConfig> upstreams;
+  std::vector<RouteConfig> routes;  // in file order; first match wins
+  LogConfig log;
+
+  // Index of the first route matching method and path (path without query), or -1.
+  int match_route(std::string_view method, std::string_view path) const;
+};
+
+namespace config {
+
+// Reads, parses and validates a config file. On failure the message has the form
+// "FILE:LINE:COL: message" (syntax or typed-value errors) or "FILE: key.path: message"
+// (semantic errors without a position). Never throws. Safe on any thread.
+Result<std::shared_ptr<const Config>> load_file(const std::string& path);
+
+// Same, from text already in memory; `name` is used in messages.
+Result<std::shared_ptr<const Config>> load_string(const std::string& text, const std::string& name);
+
+}  // namespace config
+}  // namespace fg
