@@ -1,1 +1,462 @@
-// placeholder
+// Client connections: reading, strict parsing, limits, timeouts and orderly closing.
+#include "proxy/client_conn.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <cstring>
+
+#include "core/log.h"
+#include "http/serialize.h"
+#include "net/stream_write.h"
+#include "net/worker.h"
+
+namespace fg::proxy {
+namespace {
+
+// Above this many queued response bytes the upstream is paused; below the low mark
+// it resumes. Keeps memory per slow client bounded whatever the response size.
+constexpr size_t kHighWater = 256 * 1024;
+constexpr size_t kLowWater = 64 * 1024;
+// How long a refused connection keeps draining input after our answer, so the
+// kernel does not reset the connection (and destroy the answer) on unread bytes.
+constexpr uint64_t kLingerMs = 2000;
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+
+bool valid_request_id(std::string_view v) {
+  if (v.empty() || v.size() > 128) return false;
+  for (char c : v) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.' || c == ':';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+http::RequestParser::Limits limits_of(const Config& c) {
+  return {c.server.max_header_bytes, c.server.max_uri_bytes};
+}
+
+}  // namespace
+
+ClientConn::ClientConn(net::Worker* worker)
+    : worker_(worker), parser_(this, limits_of(worker->config())), session_(this) {}
+
+void ClientConn::accept(uv_stream_t* server) {
+  uv_tcp_init(worker_->loop(), &tcp_);
+  uv_timer_init(worker_->loop(), &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+  pending_closes_ = 2;
+  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(&tcp_)) != 0) {
+    close();
+    return;
+  }
+  auto& inst = worker_->instance();
+  counted_ = true;
+  if (inst.connections.fetch_add(1, std::memory_order_relaxed) >=
+      static_cast<int64_t>(worker_->config().server.max_connections)) {
+    close();  // over max_connections: closed at once, before reading anything
+    return;
+  }
+  uv_tcp_nodelay(&tcp_, 1);
+  sockaddr_storage ss{};
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&tcp_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    char ip[64] = {0};
+    if (ss.ss_family == AF_INET6)
+      uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), ip, sizeof ip);
+    else
+      uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), ip, sizeof ip);
+    client_ip_ = ip;
+  }
+  set_timer(Timer::kHeader, worker_->config().server.header_timeout_ms);
+  start_read();
+}
+
+void ClientConn::start_read() {
+  if (reading_ || state_ == State::kClosing) return;
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
+  reading_ = true;
+}
+
+void ClientConn::stop_read() {
+  if (!reading_) return;
+  uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  reading_ = false;
+}
+
+void ClientConn::set_timer(Timer which, uint64_t ms) {
+  timer_kind_ = which;
+  if (which == Timer::kNone) {
+    uv_timer_stop(&timer_);
+  } else {
+    uv_timer_start(&timer_, on_timer, ms, 0);
+  }
+}
+
+void ClientConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* self = static_cast<ClientConn*>(h->data);
+  *buf = uv_buf_init(self->worker_->read_buffer(), net::Worker::kReadBufferSize);
+}
+
+void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* self = static_cast<ClientConn*>(s->data);
+  if (nread == 0 || self->state_ == State::kClosing) return;
+  if (self->state_ == State::kLingering) {
+    if (nread < 0) self->close();
+    return;  // discard: we only wait for the client to finish sending
+  }
+  if (nread < 0) {
+    // The client went away (or half-closed). Between requests that is a clean end;
+    // mid-request the exchange is abandoned and the upstream connection dropped.
+    if (self->in_request_ && !self->request_body_done_) {
+      self->session_.abort();
+      if (self->session_.status() == 0) self->session_.set_status(499, "client_closed");
+      self->write_access_log();
+    } else if (self->in_request_) {
+      // Half-close after a complete request: finish sending the response, then close.
+      self->close_after_flush_ = true;
+      self->stop_read();
+      return;
+    }
+    self->close();
+    return;
+  }
+  const char* data = buf->base;
+  size_t len = static_cast<size_t>(nread);
+  if (self->parser_.idle() && !self->in_request_ && self->timer_kind_ == Timer::kIdle) {
+    // First byte of a new request on a kept-alive connection: the head clock starts.
+    self->set_timer(Timer::kHeader, self->worker_->config().server.header_timeout_ms);
+  }
+  if (self->inbuf_off_ >= self->inbuf_.size()) {
+    self->inbuf_.clear();
+    self->inbuf_off_ = 0;
+  }
+  self->inbuf_.append(data, len);
+  self->process_input();
+}
+
+void ClientConn::process_input() {
+  if (processing_) return;
+  processing_ = true;
+  while (state_ == State::kOpen && !parse_paused_ && inbuf_off_ < inbuf_.size()) {
+    const char* p = inbuf_.data() + inbuf_off_;
+    size_t n = inbuf_.size() - inbuf_off_;
+    auto out = parser_.execute(p, n);
+    inbuf_off_ += out.consumed;
+    if (out.state == http::RequestParser::State::kError) {
+      const auto& err = parser_.error();
+      if (in_request_ && session_.active()) session_.abort();
+      if (!in_request_ || session_.status() == 0) {
+        respond_error(err.status, err.code, err.message, false);
+      } else {
+        close();
+      }
+      break;
+    }
+    if (out.state == http::RequestParser::State::kMessageDone) {
+      // One request at a time: the next is parsed once this exchange is over.
+      parse_paused_ = true;
+      if (!in_request_) {
+        // The exchange already ended (a local answer): move on at once.
+        begin_next_request();
+      }
+      break;
+    }
+    // kNeedMore consumed everything.
+  }
+  if (inbuf_off_ >= inbuf_.size()) {
+    inbuf_.clear();
+    inbuf_off_ = 0;
+  } else if (inbuf_.size() - inbuf_off_ > worker_->config().server.max_header_bytes + 65536) {
+    // Pipelined input piles up while we answer: stop reading until we catch up.
+    stop_read();
+  }
+  processing_ = false;
+}
+
+void ClientConn::on_request_head(http::RequestHead& head) {
+  const Config& cfg = worker_->config();
+  uint64_t now = worker_->now_ms();
+  std::string request_id;
+  const http::Header* rid = http::find_header(head.headers, "X-Request-Id");
+  if (rid && valid_request_id(rid->value))
+    request_id = rid->value;
+  else
+    worker_->next_request_id(request_id);
+  in_request_ = true;
+  request_body_done_ = false;
+  body_paused_ = false;
+
+  int route = cfg.match_route(head.method, head.path());
+  if (route < 0) {
+    session_.record_local(std::move(head), -1, now, std::move(request_id), 404, "error");
+    // The body (if any) is read and discarded so the connection can stay open.
+    respond_error(404, "no_route", "no route matches this request", true);
+    return;
+  }
+  uint64_t max_body = cfg.routes[static_cast<size_t>(route)].max_body_bytes;
+  if (max_body == 0) max_body = cfg.server.max_body_bytes;
+  if (head.body == http::BodyKind::kContentLength && head.content_length > max_body) {
+    session_.record_local(std::move(head), route, now, std::move(request_id), 413, "error");
+    // Refused before reading the body: no 100 Continue, and the connection closes.
+    respond_error(413, "body_too_large", "request body exceeds max_body_bytes", false);
+    return;
+  }
+  if (head.expect_continue && head.version_minor >= 1 && head.body != http::BodyKind::kNone) {
+    uv_buf_t b = net::buf_of(kContinue.data(), kContinue.size());
+    write(&b, 1);
+  }
+  if (head.body != http::BodyKind::kNone) set_timer(Timer::kBody, cfg.server.body_timeout_ms);
+  else set_timer(Timer::kNone, 0);
+  session_.start(std::move(head), route, now, std::move(request_id));
+}
+
+void ClientConn::on_request_body(const char* data, size_t len) {
+  if (state_ != State::kOpen) return;
+  if (timer_kind_ == Timer::kBody || timer_kind_ == Timer::kHeader)
+    set_timer(Timer::kBody, worker_->config().server.body_timeout_ms);
+  if (!session_.active()) return;  // answered locally: discard
+  // Chunked bodies have no declared length: enforce the cap as they stream.
+  const Config& cfg = worker_->config();
+  uint64_t max_body = cfg.routes[static_cast<size_t>(session_.route())].max_body_bytes;
+  if (max_body == 0) max_body = cfg.server.max_body_bytes;
+  body_bytes_ += len;
+  if (body_bytes_ > max_body) {
+    session_.abort();
+    if (session_.status() == 0) {
+      session_.set_status(413, "error");
+      respond_error(413, "body_too_large", "request body exceeds max_body_bytes", false);
+    } else {
+      abort();
+    }
+    return;
+  }
+  session_.body(data, len);
+}
+
+void ClientConn::on_request_complete() {
+  request_body_done_ = true;
+  body_bytes_ = 0;
+  if (timer_kind_ == Timer::kBody) set_timer(Timer::kNone, 0);
+  if (session_.active()) session_.body_done();
+}
+
+void ClientConn::pause_body() {
+  body_paused_ = true;
+  stop_read();
+  if (timer_kind_ == Timer::kBody) set_timer(Timer::kNone, 0);
+}
+
+void ClientConn::resume_body() {
+  if (!body_paused_) return;
+  body_paused_ = false;
+  if (state_ != State::kOpen) return;
+  if (!request_body_done_) set_timer(Timer::kBody, worker_->config().server.body_timeout_ms);
+  start_read();
+}
+
+bool ClientConn::write(uv_buf_t* bufs, unsigned n) {
+  if (state_ == State::kClosing) return false;
+  int r = net::write_bufs(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, on_write);
+  if (r != 0) {
+    if (in_request_ && session_.active()) session_.abort();
+    close();
+    return false;
+  }
+  if (write_queue_size() > 0 && timer_kind_ != Timer::kSend && timer_kind_ != Timer::kLinger)
+    set_timer(Timer::kSend, worker_->config().server.send_timeout_ms);
+  return true;
+}
+
+size_t ClientConn::write_queue_size() const {
+  return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_));
+}
+
+void ClientConn::on_write(uv_write_t* req, int status) {
+  auto* w = static_cast<net::OwnedWrite*>(req->data);
+  auto* self = static_cast<ClientConn*>(req->handle->data);
+  delete w;
+  if (self->state_ == State::kClosing) return;
+  if (status < 0) {
+    if (self->in_request_ && self->session_.active()) self->session_.abort();
+    self->close();
+    return;
+  }
+  size_t queued = self->write_queue_size();
+  if (self->timer_kind_ == Timer::kSend) {
+    if (queued > 0)
+      self->set_timer(Timer::kSend, self->worker_->config().server.send_timeout_ms);  // progress
+    else
+      self->set_timer(Timer::kNone, 0);
+  }
+  if (queued <= kLowWater && self->session_.active()) self->session_.client_drained();
+  if (queued == 0 && self->close_after_flush_ && self->state_ == State::kOpen) self->linger();
+}
+
+void ClientConn::respond_error(int status, std::string_view code, std::string_view message,
+                               bool keep_alive, std::string_view extra) {
+  const auto& head = session_.head();
+  bool http10 = in_request_ && head.version_minor == 0;
+  keep_alive = keep_alive && !draining_ && in_request_ && head.keep_alive;
+  std::string rid = in_request_ ? session_.request_id() : std::string();
+  if (rid.empty()) worker_->next_request_id(rid);
+  std::string resp = http::make_error_response(status, code, message, rid, keep_alive, http10, extra);
+  if (session_.status() == 0 || !in_request_) session_.set_status(status, session_.outcome());
+  uv_buf_t b = net::buf_of(resp.data(), resp.size());
+  if (!write(&b, 1)) return;
+  if (!in_request_) {
+    // Refused before a request was accepted (malformed head, timeout): log it too.
+    session_.record_local(http::RequestHead(), -1, worker_->now_ms(), rid, status, "error");
+    in_request_ = true;
+  }
+  request_done(keep_alive);
+}
+
+void ClientConn::request_done(bool keep_alive) {
+  write_access_log();
+  in_request_ = false;
+  if (!keep_alive || draining_) {
+    parse_paused_ = true;
+    close_after_flush();
+    return;
+  }
+  if (parser_.in_body() || !parse_paused_) {
+    // The answer went out before the request finished arriving (404 with a body):
+    // keep parsing to discard the rest, then continue with the next request.
+    set_timer(Timer::kBody, worker_->config().server.body_timeout_ms);
+    start_read();
+    return;
+  }
+  begin_next_request();
+}
+
+void ClientConn::begin_next_request() {
+  parser_.reset_for_next();
+  parse_paused_ = false;
+  if (write_queue_size() == 0) set_timer(Timer::kIdle, worker_->config().server.idle_timeout_ms);
+  else set_timer(Timer::kSend, worker_->config().server.send_timeout_ms);
+  start_read();
+  if (inbuf_off_ < inbuf_.size()) {
+    set_timer(Timer::kHeader, worker_->config().server.header_timeout_ms);
+    if (!processing_) {
+      process_input();
+    }
+  }
+}
+
+void ClientConn::close_after_flush() {
+  close_after_flush_ = true;
+  if (write_queue_size() == 0) linger();
+}
+
+void ClientConn::linger() {
+  if (state_ != State::kOpen) return;
+  state_ = State::kLingering;
+  // Half-close our side so the client sees the end of the answer, and keep reading
+  // (discarding) for a while so unread input does not turn the close into a reset.
+  int r = uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), on_shutdown);
+  if (r != 0) {
+    close();
+    return;
+  }
+  start_read();
+  set_timer(Timer::kLinger, kLingerMs);
+}
+
+void ClientConn::on_shutdown(uv_shutdown_t* req, int status) {
+  auto* self = static_cast<ClientConn*>(req->handle->data);
+  if (status < 0 && self->state_ == State::kLingering) self->close();
+}
+
+void ClientConn::abort() {
+  // Close without lingering: the client must see the response was cut.
+  close();
+}
+
+void ClientConn::drain() {
+  draining_ = true;
+  if (state_ != State::kOpen) return;
+  if (!in_request_ && parser_.idle()) close();
+  // else: the response in progress carries Connection: close and the exchange ends it.
+}
+
+void ClientConn::on_timer(uv_timer_t* t) {
+  auto* self = static_cast<ClientConn*>(t->data);
+  Timer kind = self->timer_kind_;
+  self->timer_kind_ = Timer::kNone;
+  switch (kind) {
+    case Timer::kHeader:
+      // The whole head did not arrive in time (slowloris): 408 and close.
+      if (self->in_request_) {
+        self->close();
+      } else {
+        self->respond_error(408, "request_timeout", "request head not received within header_timeout",
+                            false);
+      }
+      break;
+    case Timer::kBody:
+    case Timer::kSend:
+      if (self->in_request_ && self->session_.active()) {
+        self->session_.abort();
+        if (self->session_.status() == 0) self->session_.set_status(408, "error");
+        self->write_access_log();
+        self->in_request_ = false;
+      }
+      self->close();
+      break;
+    case Timer::kIdle:
+    case Timer::kLinger:
+      self->close();
+      break;
+    case Timer::kNone:
+      break;
+  }
+}
+
+void ClientConn::close() {
+  if (state_ == State::kClosing) return;
+  state_ = State::kClosing;
+  if (in_request_ && session_.active()) session_.abort();
+  uv_timer_stop(&timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+}
+
+void ClientConn::on_close(uv_handle_t* h) {
+  auto* self = static_cast<ClientConn*>(h->data);
+  if (--self->pending_closes_ > 0) return;
+  if (self->counted_) self->worker_->instance().connections.fetch_sub(1, std::memory_order_relaxed);
+  self->worker_->conn_closed(self);
+  delete self;
+}
+
+void ClientConn::write_access_log() {
+  if (!worker_->config().log.access) return;
+  const auto& s = session_;
+  if (s.status() == 0) return;
+  std::string& out = worker_->access_log().buffer();
+  std::string ts;
+  log::append_timestamp(ts, log::wall_ms());
+  const Config& cfg = worker_->config();
+  std::string_view route = s.route() >= 0 ? std::string_view(cfg.routes[static_cast<size_t>(s.route())].name)
+                                          : std::string_view();
+  uint64_t now = worker_->now_ms();
+  log::Line(out)
+      .str("ts", ts)
+      .str("request_id", s.request_id())
+      .str("client", client_ip_)
+      .str("method", s.head().method)
+      .str("path", s.head().path())
+      .str("route", route)
+      .num("status", s.status())
+      .str("outcome", s.outcome())
+      .str("upstream", s.upstream_addr())
+      .num("upstream_ms", s.upstream_ms())
+      .num("total_ms", static_cast<int64_t>(now - s.start_ms()))
+      .finish();
+  worker_->access_log().maybe_flush();
+}
+
+}  // namespace fg::proxy

@@ -1,1 +1,259 @@
-// placeholder
+// One request's exchange with the upstream: connect (with safe retries), forward,
+// stream the response back with backpressure in both directions.
+#include "proxy/proxy_session.h"
+
+#include "net/stream_write.h"
+#include "net/worker.h"
+#include "proxy/client_conn.h"
+
+namespace fg::proxy {
+namespace {
+
+// Request body bytes buffered before the upstream connection is ready; beyond this
+// the client is paused. Nothing is buffered without bound.
+constexpr size_t kMaxPending = 64 * 1024;
+// Above this many queued bytes towards the client the upstream read is paused.
+constexpr size_t kClientHighWater = 256 * 1024;
+// Upstream write queue above which the client body is paused.
+constexpr size_t kUpstreamHighWater = 64 * 1024;
+
+}  // namespace
+
+void ProxySession::start(http::RequestHead&& head, int route, uint64_t start_ms, std::string request_id) {
+  net::Worker* w = client_->worker();
+  const Config& cfg = w->config();
+  head_ = std::move(head);
+  route_ = route;
+  start_ms_ = start_ms;
+  request_id_ = std::move(request_id);
+  status_ = 0;
+  outcome_ = "forwarded";
+  upstream_addr_.clear();
+  upstream_ms_ = -1;
+  pending_.clear();
+  head_sent_ = false;
+  body_done_ = false;
+  response_started_ = false;
+  upstream_paused_ = false;
+  stale_retries_ = 0;
+  conn_ = nullptr;
+  active_ = true;
+  pool_ = &w->pool(cfg.routes[static_cast<size_t>(route)].upstream_index);
+  tried_.assign(pool_->server_count(), false);
+
+  upstream_head_.clear();
+  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  http::append_upstream_request_head(upstream_head_, head_, info);
+  try_connect();
+}
+
+void ProxySession::record_local(http::RequestHead&& head, int route, uint64_t start_ms,
+                                std::string request_id, int status, const char* outcome) {
+  head_ = std::move(head);
+  route_ = route;
+  start_ms_ = start_ms;
+  request_id_ = std::move(request_id);
+  status_ = status;
+  outcome_ = outcome;
+  upstream_addr_.clear();
+  upstream_ms_ = -1;
+  active_ = false;
+}
+
+void ProxySession::try_connect() {
+  UpstreamConn* c = nullptr;
+  auto r = pool_->acquire(this, tried_, &c);
+  if (r == UpstreamPool::Acquire::kBusy) {
+    fail(503, "upstream_busy", "every upstream server is at max_connections");
+    return;
+  }
+  if (r == UpstreamPool::Acquire::kNoServer) {
+    fail(502, "upstream_connect_failed", "no upstream server could be reached");
+    return;
+  }
+  conn_ = c;
+  upstream_addr_ = pool_->server_name(c->server());
+  upstream_start_ms_ = client_->worker()->now_ms();
+  if (r == UpstreamPool::Acquire::kReady) send_request();
+}
+
+void ProxySession::on_upstream_connected(UpstreamConn* conn) {
+  if (!active_ || conn != conn_) return;
+  send_request();
+}
+
+void ProxySession::send_request() {
+  head_sent_ = true;
+  uv_buf_t bufs[2] = {net::buf_of(upstream_head_.data(), upstream_head_.size()),
+                      net::buf_of(pending_.data(), pending_.size())};
+  conn_->expect_response(head_.is_head(), pool_->config().timeout_ms);
+  UpstreamConn* c = conn_;
+  if (!c->write(bufs, pending_.empty() ? 1 : 2)) return;  // the error callback handled it
+  pending_.clear();
+  if (!body_done_) client_->resume_body();
+}
+
+void ProxySession::forward(const char* data, size_t len) {
+  if (!head_sent_) {
+    pending_.append(data, len);
+    if (pending_.size() > kMaxPending) client_->pause_body();
+    return;
+  }
+  uv_buf_t b = net::buf_of(data, len);
+  UpstreamConn* c = conn_;
+  if (!c->write(&b, 1)) return;
+  c->touch_timer();
+  if (c->write_queue_size() > kUpstreamHighWater) client_->pause_body();
+}
+
+void ProxySession::body(const char* data, size_t len) {
+  if (!active_ || len == 0) return;
+  if (head_.body == http::BodyKind::kChunked) {
+    std::string framed;
+    framed.reserve(len + 16);
+    http::append_chunk_header(framed, len);
+    framed.append(data, len);
+    framed.append(http::kChunkTrailer);
+    forward(framed.data(), framed.size());
+  } else {
+    forward(data, len);
+  }
+}
+
+void ProxySession::body_done() {
+  if (!active_) return;
+  body_done_ = true;
+  if (head_.body == http::BodyKind::kChunked) forward(http::kLastChunk.data(), http::kLastChunk.size());
+}
+
+void ProxySession::on_upstream_drained() {
+  if (active_ && !body_done_) client_->resume_body();
+}
+
+void ProxySession::client_drained() {
+  if (active_ && upstream_paused_ && conn_) {
+    upstream_paused_ = false;
+    conn_->resume_reading();
+  }
+}
+
+void ProxySession::on_upstream_head(http::ResponseHead& resp) {
+  if (!active_) return;
+  response_started_ = true;
+  status_ = resp.status;
+  upstream_ms_ = static_cast<int64_t>(client_->worker()->now_ms() - upstream_start_ms_);
+  framing_ = http::choose_client_framing(resp, head_);
+  // Keep the client connection only when this request was read whole (otherwise its
+  // unread rest would be taken for the next request) and the framing allows it.
+  client_keep_alive_ = head_.keep_alive && body_done_ && !client_->worker()->draining() &&
+                       framing_ != http::ClientFraming::kClose;
+  std::string out;
+  out.reserve(512);
+  std::string extra = "X-Request-Id: " + request_id_ + "\r\n";
+  http::append_client_response_head(out, resp, head_, framing_, client_keep_alive_, extra);
+  uv_buf_t b = net::buf_of(out.data(), out.size());
+  client_->write(&b, 1);
+}
+
+void ProxySession::on_upstream_body(const char* data, size_t len) {
+  if (!active_ || len == 0) return;
+  bool ok;
+  if (framing_ == http::ClientFraming::kChunked) {
+    std::string h;
+    http::append_chunk_header(h, len);
+    uv_buf_t bufs[3] = {net::buf_of(h.data(), h.size()), net::buf_of(data, len),
+                        net::buf_of(http::kChunkTrailer.data(), http::kChunkTrailer.size())};
+    ok = client_->write(bufs, 3);
+  } else if (framing_ == http::ClientFraming::kNone) {
+    ok = true;
+  } else {
+    uv_buf_t b = net::buf_of(data, len);
+    ok = client_->write(&b, 1);
+  }
+  if (!ok || !active_) return;
+  if (client_->write_queue_size() > kClientHighWater && conn_) {
+    // A slow reader: stop pulling from the upstream until the client drains.
+    upstream_paused_ = true;
+    conn_->pause_reading();
+  }
+}
+
+void ProxySession::on_upstream_complete() {
+  if (!active_) return;
+  if (framing_ == http::ClientFraming::kChunked) {
+    uv_buf_t b = net::buf_of(http::kLastChunk.data(), http::kLastChunk.size());
+    if (!client_->write(&b, 1) || !active_) return;
+  }
+  // Reuse the upstream connection only if it saw our whole request.
+  UpstreamConn* c = conn_;
+  conn_ = nullptr;
+  pool_->release(c, body_done_);
+  finish(client_keep_alive_);
+}
+
+void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out) {
+  if (!active_) return;
+  UpstreamConn* c = conn_;
+  conn_ = nullptr;
+  bool nothing_sent = kind == UpstreamError::kConnect;
+  // A pooled connection that the server had already closed: a bodiless GET/HEAD can be
+  // sent again on a fresh connection (it changes nothing on the server).
+  bool stale_safe = kind == UpstreamError::kReset && c && c->reused() && !response_started_ &&
+                    head_.body == http::BodyKind::kNone &&
+                    (head_.method == "GET" || head_.method == "HEAD") && stale_retries_ < 1;
+  if (nothing_sent && !response_started_) {
+    head_sent_ = false;
+    try_connect();
+    (void)connect_timed_out;
+    return;
+  }
+  if (stale_safe) {
+    stale_retries_++;
+    head_sent_ = false;
+    if (c) tried_[c->server()] = false;
+    try_connect();
+    return;
+  }
+  if (response_started_) {
+    // The head is already out: the only honest signal left is cutting the connection.
+    status_ = status_ ? status_ : 502;
+    outcome_ = "error";
+    active_ = false;
+    client_->abort();
+    return;
+  }
+  if (kind == UpstreamError::kTimeout)
+    fail(504, "upstream_timeout", "the upstream did not answer within its timeout");
+  else if (kind == UpstreamError::kBadResponse)
+    fail(502, "upstream_bad_response", "the upstream sent an invalid HTTP response");
+  else
+    fail(502, "upstream_reset", "the upstream closed the connection before answering");
+}
+
+void ProxySession::fail(int status, const char* code, const char* message) {
+  active_ = false;
+  outcome_ = "error";
+  status_ = status;
+  if (conn_) {
+    pool_->release(conn_, false);
+    conn_ = nullptr;
+  }
+  // The request body may still be arriving: keep-alive only if it is complete.
+  client_->respond_error(status, code, message, body_done_ || head_.body == http::BodyKind::kNone);
+}
+
+void ProxySession::finish(bool keep_alive) {
+  active_ = false;
+  client_->request_done(keep_alive);
+}
+
+void ProxySession::abort() {
+  if (!active_) return;
+  active_ = false;
+  if (conn_) {
+    pool_->release(conn_, false);
+    conn_ = nullptr;
+  }
+}
+
+}  // namespace fg::proxy

@@ -1,1 +1,363 @@
-// placeholder
+// Upstream connections and their per-worker keep-alive pools.
+#include "proxy/upstream_pool.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include <cstring>
+
+#include "net/stream_write.h"
+#include "net/worker.h"
+
+namespace fg::proxy {
+namespace {
+
+// Above this many queued bytes towards the upstream the client body is paused.
+constexpr size_t kLowWater = 16 * 1024;
+// Extra idle pooled connections beyond `keepalive` are trimmed once idle this long,
+// so a burst that needs more connections than the cap reuses them instead of churning.
+constexpr uint64_t kExcessIdleMs = 1000;
+
+}  // namespace
+
+const char* upstream_error_name(UpstreamError e) {
+  switch (e) {
+    case UpstreamError::kConnect: return "connect";
+    case UpstreamError::kTimeout: return "timeout";
+    case UpstreamError::kReset: return "reset";
+    case UpstreamError::kBadResponse: return "bad_response";
+  }
+  return "unknown";
+}
+
+// ---------------------------------------------------------------- UpstreamConn
+
+UpstreamConn::UpstreamConn(UpstreamPool* pool, size_t server)
+    : pool_(pool), server_(server), parser_(this) {}
+
+void UpstreamConn::connect(UpstreamUser* user) {
+  user_ = user;
+  state_ = State::kConnecting;
+  uv_loop_t* loop = pool_->worker()->loop();
+  uv_tcp_init(loop, &tcp_);
+  uv_timer_init(loop, &timer_);
+  tcp_.data = this;
+  timer_.data = this;
+  pending_closes_ = 2;
+  connect_req_.data = this;
+  const auto& addr = pool_->servers_[server_].addr;
+  int r = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&addr), on_connect);
+  if (r != 0) {
+    // Report asynchronously-equivalent: the caller expects a callback, never a
+    // re-entrant one from inside acquire(); a zero timer defers it.
+    timeout_ms_ = 0;
+    uv_timer_start(&timer_, on_timer, 0, 0);
+    complete_ = true;  // marks "connect failed immediately" for on_timer
+    return;
+  }
+  uv_timer_start(&timer_, on_timer, pool_->config().connect_timeout_ms, 0);
+}
+
+void UpstreamConn::on_connect(uv_connect_t* req, int status) {
+  auto* self = static_cast<UpstreamConn*>(req->data);
+  if (self->state_ == State::kClosing) return;
+  uv_timer_stop(&self->timer_);
+  if (status < 0) {
+    self->fail(UpstreamError::kConnect);
+    return;
+  }
+  uv_tcp_nodelay(&self->tcp_, 1);
+  self->state_ = State::kBusy;
+  self->resume_reading();
+  if (self->user_) self->user_->on_upstream_connected(self);
+}
+
+bool UpstreamConn::write(uv_buf_t* bufs, unsigned n) {
+  if (state_ != State::kBusy) return false;
+  int r = net::write_bufs(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, on_write);
+  if (r != 0) {
+    fail(UpstreamError::kReset);
+    return false;
+  }
+  return true;
+}
+
+size_t UpstreamConn::write_queue_size() const {
+  return uv_stream_get_write_queue_size(reinterpret_cast<const uv_stream_t*>(&tcp_));
+}
+
+void UpstreamConn::on_write(uv_write_t* req, int status) {
+  auto* w = static_cast<net::OwnedWrite*>(req->data);
+  auto* self = static_cast<UpstreamConn*>(req->handle->data);
+  delete w;
+  if (self->state_ != State::kBusy) return;
+  if (status < 0) {
+    self->fail(UpstreamError::kReset);
+    return;
+  }
+  if (self->write_queue_size() <= kLowWater && self->user_) self->user_->on_upstream_drained();
+}
+
+void UpstreamConn::expect_response(bool request_was_head, uint64_t timeout_ms) {
+  parser_.begin(request_was_head);
+  complete_ = false;
+  timeout_ms_ = timeout_ms;
+  uv_timer_start(&timer_, on_timer, timeout_ms_, 0);
+}
+
+void UpstreamConn::touch_timer() {
+  if (state_ == State::kBusy && timeout_ms_ > 0) uv_timer_start(&timer_, on_timer, timeout_ms_, 0);
+}
+
+void UpstreamConn::pause_reading() {
+  if (reading_ && state_ == State::kBusy) {
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+    reading_ = false;
+    // No timer while the client is the slow side: its send_timeout governs.
+    uv_timer_stop(&timer_);
+  }
+}
+
+void UpstreamConn::resume_reading() {
+  if (!reading_ && (state_ == State::kBusy || state_ == State::kIdle)) {
+    uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
+    reading_ = true;
+    if (state_ == State::kBusy && timeout_ms_ > 0 && !complete_)
+      uv_timer_start(&timer_, on_timer, timeout_ms_, 0);
+  }
+}
+
+void UpstreamConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
+  auto* self = static_cast<UpstreamConn*>(h->data);
+  *buf = uv_buf_init(self->pool_->worker()->read_buffer(), net::Worker::kReadBufferSize);
+}
+
+void UpstreamConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
+  auto* self = static_cast<UpstreamConn*>(s->data);
+  if (nread == 0 || self->state_ == State::kClosing) return;
+  if (self->state_ == State::kIdle) {
+    // A pooled connection must be silent: data or EOF means the server is done with it.
+    self->close();
+    return;
+  }
+  if (nread < 0) {
+    if (self->parser_.started() && self->parser_.finish()) return;  // close-delimited end
+    self->fail(UpstreamError::kReset);
+    return;
+  }
+  self->handle_data(buf->base, static_cast<size_t>(nread));
+}
+
+void UpstreamConn::handle_data(const char* data, size_t len) {
+  if (timeout_ms_ > 0) uv_timer_start(&timer_, on_timer, timeout_ms_, 0);
+  auto out = parser_.execute(data, len);
+  if (state_ != State::kBusy && state_ != State::kIdle) return;
+  if (out.state == http::ResponseParser::State::kError) {
+    fail(UpstreamError::kBadResponse);
+  } else if (out.state == http::ResponseParser::State::kMessageDone && out.consumed < len) {
+    // Bytes after a complete response that nobody asked for: never reuse this one.
+    if (state_ == State::kIdle) close();
+  }
+}
+
+void UpstreamConn::on_response_head(http::ResponseHead& head) {
+  if (user_) user_->on_upstream_head(head);
+}
+
+void UpstreamConn::on_response_body(const char* data, size_t len) {
+  if (user_) user_->on_upstream_body(data, len);
+}
+
+void UpstreamConn::on_response_complete() {
+  complete_ = true;
+  uv_timer_stop(&timer_);
+  requests_++;
+  if (user_) user_->on_upstream_complete();
+}
+
+void UpstreamConn::on_timer(uv_timer_t* t) {
+  auto* self = static_cast<UpstreamConn*>(t->data);
+  if (self->state_ == State::kConnecting) {
+    bool immediate = self->complete_;
+    self->complete_ = false;
+    self->fail(UpstreamError::kConnect, !immediate);
+  } else if (self->state_ == State::kBusy) {
+    self->fail(UpstreamError::kTimeout);
+  }
+}
+
+void UpstreamConn::fail(UpstreamError kind, bool connect_timed_out) {
+  UpstreamUser* user = user_;
+  user_ = nullptr;
+  close();
+  if (user) user->on_upstream_error(kind, connect_timed_out);
+}
+
+void UpstreamConn::close() {
+  if (state_ == State::kClosing) return;
+  bool was_idle = state_ == State::kIdle;
+  state_ = State::kClosing;
+  user_ = nullptr;
+  uv_timer_stop(&timer_);
+  if (was_idle) {
+    auto& idle = pool_->servers_[server_].idle;
+    for (size_t i = 0; i < idle.size(); i++) {
+      if (idle[i] == this) {
+        idle.erase(idle.begin() + static_cast<long>(i));
+        break;
+      }
+    }
+  } else {
+    pool_->servers_[server_].active--;
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&tcp_), on_close);
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer_), on_close);
+}
+
+void UpstreamConn::on_close(uv_handle_t* h) {
+  auto* self = static_cast<UpstreamConn*>(h->data);
+  if (--self->pending_closes_ == 0) {
+    self->pool_->forget(self);
+    delete self;
+  }
+}
+
+// ---------------------------------------------------------------- UpstreamPool
+
+UpstreamPool::UpstreamPool(net::Worker* worker, const UpstreamConfig& config, ServerCounters* counters)
+    : worker_(worker), config_(config), counters_(counters) {
+  servers_.resize(config_.servers.size());
+  for (size_t i = 0; i < servers_.size(); i++) servers_[i].name = config_.servers[i].text;
+}
+
+UpstreamPool::~UpstreamPool() = default;
+
+Status UpstreamPool::resolve() {
+  for (size_t i = 0; i < servers_.size(); i++) {
+    const HostPort& hp = config_.servers[i];
+    auto& ss = servers_[i].addr;
+    if (uv_ip4_addr(hp.host.c_str(), hp.port, reinterpret_cast<sockaddr_in*>(&ss)) == 0) continue;
+    if (uv_ip6_addr(hp.host.c_str(), hp.port, reinterpret_cast<sockaddr_in6*>(&ss)) == 0) continue;
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    int r = getaddrinfo(hp.host.c_str(), nullptr, &hints, &res);
+    if (r != 0 || res == nullptr) {
+      return Status::error("upstreams." + config_.name + ": cannot resolve " + hp.text + ": " +
+                           gai_strerror(r));
+    }
+    std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
+    if (ss.ss_family == AF_INET)
+      reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(hp.port);
+    else
+      reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(hp.port);
+    freeaddrinfo(res);
+  }
+  return Status::ok();
+}
+
+size_t UpstreamPool::pick(const std::vector<bool>& tried) {
+  size_t n = servers_.size();
+  size_t best = n;
+  if (config_.balance == Balance::kLeastConn) {
+    // Fewest busy connections on this worker; ties broken round-robin.
+    for (size_t k = 0; k < n; k++) {
+      size_t i = (rr_ + k) % n;
+      if (tried[i]) continue;
+      if (best == n || servers_[i].active < servers_[best].active) best = i;
+    }
+  } else {
+    for (size_t k = 0; k < n; k++) {
+      size_t i = (rr_ + k) % n;
+      if (!tried[i]) {
+        best = i;
+        break;
+      }
+    }
+  }
+  if (best != n) rr_ = (best + 1) % n;
+  return best;
+}
+
+UpstreamPool::Acquire UpstreamPool::acquire(UpstreamUser* user, std::vector<bool>& tried,
+                                            UpstreamConn** out) {
+  if (tried.size() != servers_.size()) tried.assign(servers_.size(), false);
+  bool busy = false;
+  for (;;) {
+    size_t i = pick(tried);
+    if (i == servers_.size()) return busy ? Acquire::kBusy : Acquire::kNoServer;
+    tried[i] = true;
+    Server& s = servers_[i];
+    if (!s.idle.empty()) {
+      UpstreamConn* c = s.idle.back();
+      s.idle.pop_back();
+      c->state_ = UpstreamConn::State::kBusy;
+      c->user_ = user;
+      s.active++;
+      *out = c;
+      return Acquire::kReady;
+    }
+    auto& counter = counters_->count[i];
+    if (counter.fetch_add(1, std::memory_order_relaxed) >= static_cast<int64_t>(config_.max_connections)) {
+      counter.fetch_sub(1, std::memory_order_relaxed);
+      busy = true;
+      continue;
+    }
+    auto* c = new UpstreamConn(this, i);
+    c->counted_ = true;
+    s.active++;
+    open_++;
+    c->connect(user);
+    *out = c;
+    return Acquire::kConnecting;
+  }
+}
+
+void UpstreamPool::release(UpstreamConn* conn, bool reusable) {
+  if (conn->state_ == UpstreamConn::State::kClosing) return;
+  if (!reusable || !conn->complete_ || worker_->draining()) {
+    conn->close();
+    return;
+  }
+  Server& s = servers_[conn->server_];
+  s.active--;
+  conn->state_ = UpstreamConn::State::kIdle;
+  conn->user_ = nullptr;
+  conn->timeout_ms_ = 0;
+  conn->idle_since_ms_ = worker_->now_ms();
+  uv_timer_stop(&conn->timer_);
+  conn->resume_reading();
+  s.idle.push_back(conn);
+}
+
+void UpstreamPool::forget(UpstreamConn* conn) {
+  if (conn->counted_) counters_->count[conn->server_].fetch_sub(1, std::memory_order_relaxed);
+  open_--;
+}
+
+void UpstreamPool::close_idle() {
+  for (auto& s : servers_) {
+    while (!s.idle.empty()) s.idle.back()->close();  // close() erases it from the stack
+  }
+}
+
+void UpstreamPool::sweep(uint64_t now_ms) {
+  for (auto& s : servers_) {
+    // The stack's bottom holds the longest-idle connections.
+    size_t excess = s.idle.size() > config_.keepalive ? s.idle.size() - config_.keepalive : 0;
+    size_t i = 0;
+    while (i < s.idle.size()) {
+      UpstreamConn* c = s.idle[i];
+      uint64_t idle_for = now_ms - c->idle_since_ms_;
+      if (idle_for >= config_.keepalive_timeout_ms || (excess > 0 && idle_for >= kExcessIdleMs)) {
+        if (excess > 0) excess--;
+        c->close();  // erases index i
+        continue;
+      }
+      i++;
+    }
+  }
+}
+
+}  // namespace fg::proxy

@@ -1,0 +1,103 @@
+// A worker: one thread, one libuv loop, its own SO_REUSEPORT listeners, its own
+// upstream pools and client connections. Everything it owns is created and destroyed on
+// its loop; other threads talk to it only through request_stop() (a uv_async).
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <future>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/log.h"
+#include "floodgate/config.h"
+#include "proxy/upstream_pool.h"
+
+namespace fg::proxy {
+class ClientConn;
+}
+
+namespace fg::net {
+
+// Process-wide state shared by the workers: atomics only.
+struct Instance {
+  explicit Instance(const Config& config);
+  // Client connections open across all workers. Relaxed: the max_connections check may
+  // admit up to workers-1 connections too many during a simultaneous burst.
+  std::atomic<int64_t> connections{0};
+  std::vector<std::unique_ptr<proxy::ServerCounters>> server_counters;  // per upstream
+};
+
+class Listener;
+
+class Worker {
+ public:
+  Worker(int id, Instance* instance, std::shared_ptr<const Config> config);
+  ~Worker();
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Starts the thread and waits until its listeners are bound. Any thread.
+  Status start();
+  // Begins a graceful drain (stop accepting, finish in-flight requests up to
+  // server.drain_timeout, then close everything). Any thread; idempotent.
+  void request_stop();
+  // Waits for the thread to end. Any thread but this worker's.
+  void join();
+
+  // Loop-thread only below.
+  int id() const { return id_; }
+  uv_loop_t* loop() { return &loop_; }
+  const Config& config() const { return *config_; }
+  Instance& instance() { return *instance_; }
+  proxy::UpstreamPool& pool(size_t upstream_index) { return *pools_[upstream_index]; }
+  log::LogBuffer& access_log() { return access_log_; }
+  bool draining() const { return draining_; }
+  uint64_t now_ms() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
+
+  // A fresh request id: this worker's random prefix and a counter.
+  void next_request_id(std::string& out);
+
+  // The worker's shared read buffer: every read callback consumes it fully before
+  // returning, so one buffer serves all streams of the loop.
+  static constexpr size_t kReadBufferSize = 64 * 1024;
+  char* read_buffer() { return read_buffer_.get(); }
+
+  void accept_from(uv_stream_t* server);
+  void conn_closed(proxy::ClientConn* conn);
+
+ private:
+  void run(std::promise<Status>* started);
+  void begin_drain();
+  void maybe_finish();
+  static void on_stop_async(uv_async_t* a);
+  static void on_drain_timer(uv_timer_t* t);
+  static void on_tick(uv_timer_t* t);
+
+  int id_;
+  Instance* instance_;
+  std::shared_ptr<const Config> config_;
+  std::thread thread_;
+  uv_loop_t loop_;
+  uv_async_t stop_async_;
+  uv_timer_t drain_timer_;
+  uv_timer_t tick_timer_;  // log flush and pool sweep
+  std::atomic<bool> stop_requested_{false};
+  bool draining_ = false;
+  bool finished_ = false;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<proxy::UpstreamPool>> pools_;
+  std::vector<proxy::ClientConn*> conns_;  // open client connections (index kept in conn)
+  log::LogBuffer access_log_;
+  std::unique_ptr<char[]> read_buffer_;
+  std::string id_prefix_;
+  uint64_t id_counter_ = 0;
+  uint64_t accept_errors_logged_ms_ = 0;
+};
+
+}  // namespace fg::net

@@ -1,0 +1,102 @@
+// One client connection: reads and strictly parses requests (one at a time, so pipelined
+// responses stay in order), applies the [server] limits and timeouts, and hands each
+// routed request to its ProxySession. Owned by its worker; freed only in the last close
+// callback, never from inside a read or parser callback.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <string>
+
+#include "http/request_parser.h"
+#include "proxy/proxy_session.h"
+
+namespace fg::net {
+class Worker;
+}
+
+namespace fg::proxy {
+
+class ClientConn final : public http::RequestParser::Handler {
+ public:
+  explicit ClientConn(net::Worker* worker);
+
+  // Accepts from `server`; on failure the connection closes itself.
+  void accept(uv_stream_t* server);
+
+  // Graceful drain: close now when between requests, else after the current response.
+  void drain();
+  // Closes at once (drain timeout, shutdown).
+  void close();
+
+  size_t list_index = 0;  // position in the worker's connection list
+
+  // ---- used by ProxySession (same loop) ----
+  net::Worker* worker() const { return worker_; }
+  const std::string& client_ip() const { return client_ip_; }
+  // Writes response bytes; false when the connection is closing or broken.
+  bool write(uv_buf_t* bufs, unsigned n);
+  size_t write_queue_size() const;
+  // The session finished the exchange. `keep_alive` false closes after the flush.
+  void request_done(bool keep_alive);
+  // The upstream paused/resumed feeding this client (backpressure on request bodies).
+  void pause_body();
+  void resume_body();
+  // The response failed after its head was sent: the client only learns by a close.
+  void abort();
+  // Answers with a gateway-made JSON error and ends the exchange.
+  void respond_error(int status, std::string_view code, std::string_view message, bool keep_alive,
+                     std::string_view extra = {});
+  bool closing() const { return state_ != State::kOpen; }
+
+ private:
+  enum class State { kOpen, kLingering, kClosing };
+  enum class Timer { kNone, kHeader, kIdle, kBody, kSend, kLinger };
+
+  // RequestParser::Handler
+  void on_request_head(http::RequestHead& head) override;
+  void on_request_body(const char* data, size_t len) override;
+  void on_request_complete() override;
+
+  void process_input();
+  void set_timer(Timer which, uint64_t ms);
+  void start_read();
+  void stop_read();
+  void close_after_flush();
+  void linger();
+  void begin_next_request();
+  void write_access_log();
+
+  static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void on_write(uv_write_t* req, int status);
+  static void on_timer(uv_timer_t* t);
+  static void on_shutdown(uv_shutdown_t* req, int status);
+  static void on_close(uv_handle_t* h);
+
+  net::Worker* worker_;
+  uv_tcp_t tcp_;
+  uv_timer_t timer_;
+  uv_shutdown_t shutdown_req_;
+  http::RequestParser parser_;
+  ProxySession session_;
+  State state_ = State::kOpen;
+  Timer timer_kind_ = Timer::kNone;
+  std::string client_ip_;
+  std::string inbuf_;        // received bytes not yet parsed (pipelining, pauses)
+  size_t inbuf_off_ = 0;
+  uint64_t body_bytes_ = 0;      // body bytes of the current request so far
+  int pending_closes_ = 0;
+  bool reading_ = false;
+  bool in_request_ = false;      // a request head was accepted and its exchange is not done
+  bool request_body_done_ = false;
+  bool parse_paused_ = false;    // waiting for the current exchange before parsing more
+  bool body_paused_ = false;     // the session asked to stop reading the body
+  bool processing_ = false;      // re-entrancy guard for process_input()
+  bool close_after_flush_ = false;
+  bool draining_ = false;
+  bool counted_ = false;
+};
+
+}  // namespace fg::proxy

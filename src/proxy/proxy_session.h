@@ -1,0 +1,92 @@
+// The exchange of one client request with the upstream: routing target, connection
+// from the pool, request head and body forwarding (buffered only until connected,
+// bounded by backpressure), response streaming with backpressure, retries that are
+// safe by construction (only when nothing reached the server, or for a bodiless
+// GET/HEAD on a pooled connection that turned out stale), and the access-log facts.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "http/message.h"
+#include "http/serialize.h"
+#include "proxy/upstream_pool.h"
+
+namespace fg::proxy {
+
+class ClientConn;
+
+class ProxySession final : public UpstreamUser {
+ public:
+  explicit ProxySession(ClientConn* client) : client_(client) {}
+
+  // Starts a new exchange for a routed request. `head` is moved in.
+  void start(http::RequestHead&& head, int route, uint64_t start_ms, std::string request_id);
+  // Request body bytes (decoded) and the end of the request from the client.
+  void body(const char* data, size_t len);
+  void body_done();
+  // The client went away or the connection must close: drop the upstream side.
+  void abort();
+  // The client's write queue drained: resume reading the upstream.
+  void client_drained();
+
+  bool active() const { return active_; }
+  // Facts for the access log of the current/last exchange.
+  const http::RequestHead& head() const { return head_; }
+  const std::string& request_id() const { return request_id_; }
+  int route() const { return route_; }
+  int status() const { return status_; }
+  const char* outcome() const { return outcome_; }
+  const std::string& upstream_addr() const { return upstream_addr_; }
+  int64_t upstream_ms() const { return upstream_ms_; }
+  uint64_t start_ms() const { return start_ms_; }
+  // Records a locally answered request (404, 413, ...) for the access log.
+  void record_local(http::RequestHead&& head, int route, uint64_t start_ms, std::string request_id,
+                    int status, const char* outcome);
+  void set_status(int status, const char* outcome) {
+    status_ = status;
+    outcome_ = outcome;
+  }
+
+  // UpstreamUser
+  void on_upstream_connected(UpstreamConn* conn) override;
+  void on_upstream_head(http::ResponseHead& head) override;
+  void on_upstream_body(const char* data, size_t len) override;
+  void on_upstream_complete() override;
+  void on_upstream_error(UpstreamError kind, bool connect_timed_out) override;
+  void on_upstream_drained() override;
+
+ private:
+  void try_connect();
+  void send_request();
+  void forward(const char* data, size_t len);
+  void fail(int status, const char* code, const char* message);
+  void finish(bool keep_alive);
+
+  ClientConn* client_;
+  UpstreamPool* pool_ = nullptr;
+  UpstreamConn* conn_ = nullptr;
+  http::RequestHead head_;
+  std::string request_id_;
+  std::string upstream_head_;   // serialized request head, kept for a safe retry
+  std::string pending_;         // framed body bytes not yet written upstream
+  std::vector<bool> tried_;
+  std::string upstream_addr_;
+  http::ClientFraming framing_ = http::ClientFraming::kNone;
+  const char* outcome_ = "forwarded";
+  uint64_t start_ms_ = 0;
+  uint64_t upstream_start_ms_ = 0;
+  int64_t upstream_ms_ = -1;
+  int route_ = -1;
+  int status_ = 0;
+  int stale_retries_ = 0;
+  bool active_ = false;
+  bool head_sent_ = false;       // the request head went to the upstream
+  bool body_done_ = false;       // the client finished sending the request
+  bool response_started_ = false;
+  bool client_keep_alive_ = true;
+  bool upstream_paused_ = false;
+};
+
+}  // namespace fg::proxy

@@ -1,0 +1,172 @@
+// Per-worker pools of keep-alive connections to the servers of one upstream, and the
+// upstream connection itself. A pool belongs to one worker loop and dies there; the only
+// cross-worker state is the instance-wide per-server connection counter (an atomic).
+#pragma once
+
+#include <uv.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "floodgate/config.h"
+#include "http/response_parser.h"
+
+namespace fg::net {
+class Worker;
+}
+
+namespace fg::proxy {
+
+class UpstreamConn;
+class UpstreamPool;
+
+enum class UpstreamError {
+  kConnect,      // connect refused/failed: nothing of the request reached the server
+  kTimeout,      // no (further) response byte within the upstream timeout
+  kReset,        // the connection broke (EOF or reset) before the response completed
+  kBadResponse,  // the upstream sent something that is not HTTP/1.x
+};
+
+const char* upstream_error_name(UpstreamError e);
+
+// The session that currently holds a connection receives its events. Every callback
+// runs on the worker loop; the user may call UpstreamPool::release() from inside any of
+// them (the connection object stays valid until its close callback).
+class UpstreamUser {
+ public:
+  virtual ~UpstreamUser() = default;
+  virtual void on_upstream_connected(UpstreamConn* conn) = 0;
+  virtual void on_upstream_head(http::ResponseHead& head) = 0;
+  virtual void on_upstream_body(const char* data, size_t len) = 0;
+  virtual void on_upstream_complete() = 0;
+  virtual void on_upstream_error(UpstreamError kind, bool connect_timed_out) = 0;
+  // The connection's write queue drained below the low-water mark.
+  virtual void on_upstream_drained() = 0;
+};
+
+class UpstreamConn final : public http::ResponseParser::Handler {
+ public:
+  enum class State { kConnecting, kBusy, kIdle, kClosing };
+
+  UpstreamConn(UpstreamPool* pool, size_t server);
+  // Starts connecting; the user gets on_upstream_connected or on_upstream_error(kConnect).
+  void connect(UpstreamUser* user);
+
+  // Sends request bytes (copied only if the socket cannot take them at once).
+  // Returns false when the connection is broken (an error callback follows).
+  bool write(uv_buf_t* bufs, unsigned n);
+  size_t write_queue_size() const;
+
+  // Arms the parser for the response and starts the first-byte timer.
+  void expect_response(bool request_was_head, uint64_t timeout_ms);
+  // Restarts the first-byte timer (called while request body bytes still flow).
+  void touch_timer();
+
+  void pause_reading();
+  void resume_reading();
+
+  bool reused() const { return requests_ > 0; }
+  bool response_started() const { return parser_.started(); }
+  size_t server() const { return server_; }
+  State state() const { return state_; }
+  UpstreamPool* pool() const { return pool_; }
+
+  // Closes the connection; callbacks stop at once. Memory is freed in the close callback.
+  void close();
+
+ private:
+  friend class UpstreamPool;
+  void on_response_head(http::ResponseHead& head) override;
+  void on_response_body(const char* data, size_t len) override;
+  void on_response_complete() override;
+
+  static void on_connect(uv_connect_t* req, int status);
+  static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void on_timer(uv_timer_t* t);
+  static void on_write(uv_write_t* req, int status);
+  static void on_close(uv_handle_t* h);
+  void fail(UpstreamError kind, bool connect_timed_out = false);
+  void handle_data(const char* data, size_t len);
+
+  UpstreamPool* pool_;
+  size_t server_;
+  State state_ = State::kConnecting;
+  UpstreamUser* user_ = nullptr;
+  uv_tcp_t tcp_;
+  uv_timer_t timer_;
+  uv_connect_t connect_req_;
+  http::ResponseParser parser_;
+  uint64_t timeout_ms_ = 0;
+  uint64_t requests_ = 0;
+  uint64_t idle_since_ms_ = 0;
+  int pending_closes_ = 0;
+  bool reading_ = false;
+  bool complete_ = false;
+  bool counted_ = false;  // holds a slot of the instance-wide per-server counter
+};
+
+// Instance-wide connection counters per upstream server (shared by workers). Relaxed
+// atomics: a burst of simultaneous connects on several workers may overshoot the cap
+// by at most workers-1 connections.
+struct ServerCounters {
+  explicit ServerCounters(size_t n) : count(n) {
+    for (auto& c : count) c.store(0);
+  }
+  std::vector<std::atomic<int64_t>> count;
+};
+
+class UpstreamPool {
+ public:
+  UpstreamPool(net::Worker* worker, const UpstreamConfig& config, ServerCounters* counters);
+  ~UpstreamPool();
+  UpstreamPool(const UpstreamPool&) = delete;
+  UpstreamPool& operator=(const UpstreamPool&) = delete;
+
+  // Resolves the server addresses (blocking getaddrinfo; called at worker start).
+  Status resolve();
+
+  enum class Acquire { kReady, kConnecting, kNoServer, kBusy };
+  // Picks a server not yet in `tried` (balance policy) and gives `user` either a pooled
+  // connection (kReady: use it now) or a new one (kConnecting: wait for a callback).
+  // `tried` has one flag per server and is updated with the chosen one.
+  Acquire acquire(UpstreamUser* user, std::vector<bool>& tried, UpstreamConn** out);
+
+  // Gives a connection back after a response. Reusable ones go to the idle stack; the
+  // rest are closed. The user receives no further callbacks.
+  void release(UpstreamConn* conn, bool reusable);
+
+  // Closes every idle connection; busy ones close when released (used on drain).
+  void close_idle();
+  // Periodic trim: idle connections past keepalive_timeout, and those beyond the
+  // `keepalive` cap that have been idle for a second (so a burst does not churn).
+  void sweep(uint64_t now_ms);
+
+  const UpstreamConfig& config() const { return config_; }
+  const std::string& server_name(size_t i) const { return servers_[i].name; }
+  size_t server_count() const { return servers_.size(); }
+  net::Worker* worker() const { return worker_; }
+  size_t open_connections() const { return open_; }
+
+ private:
+  friend class UpstreamConn;
+  struct Server {
+    std::string name;
+    sockaddr_storage addr{};
+    std::vector<UpstreamConn*> idle;  // stack: most recently used last
+    int64_t active = 0;               // this worker's connecting + busy connections
+  };
+  void forget(UpstreamConn* conn);  // a connection closed
+  size_t pick(const std::vector<bool>& tried);
+
+  net::Worker* worker_;
+  UpstreamConfig config_;
+  ServerCounters* counters_;
+  std::vector<Server> servers_;
+  size_t rr_ = 0;
+  size_t open_ = 0;
+};
+
+}  // namespace fg::proxy
