@@ -52,12 +52,50 @@ struct RouteMatch {
   bool is_prefix = false;
 };
 
+enum class Overflow { kReject, kDegrade };
+
+struct ClientKey {
+  bool by_header = false;  // false: the client's IP address
+  std::string header;      // header name when by_header ("header:X-User-Id")
+};
+
 struct RouteConfig {
   std::string name;
   RouteMatch match;
   std::string upstream;          // name of an [upstreams.X] table
   size_t upstream_index = 0;     // index into Config::upstreams, resolved by the loader
   uint64_t max_body_bytes = 0;   // 0: server.max_body_bytes applies
+
+  // Admission (all optional). rate == 0: no route budget.
+  double rate = 0;               // requests/s admitted to the upstream
+  double burst = 0;              // extra requests allowed at once; default 0
+  double client_rate = 0;        // per client key; 0: no per-client limit
+  double client_burst = 0;       // default: client_rate (one second's worth), at least 1
+  ClientKey client_key;
+  Overflow overflow = Overflow::kReject;
+  bool dry_run = false;          // decide and count, but forward anyway
+  bool core = true;              // false: shed first under [pressure]
+};
+
+struct AdminConfig {
+  bool enabled = false;          // true when [admin] listen is set
+  HostPort listen;
+  std::string token;             // empty: no authentication
+};
+
+struct DegradeConfig {
+  int status = 503;
+  std::string body = "{\"error\":\"busy\",\"message\":\"the service is busy, please retry shortly\"}";
+  std::string content_type = "application/json; charset=utf-8";
+  uint64_t retry_after_ms = 1000; // sent as Retry-After (seconds, rounded up)
+};
+
+struct PressureConfig {
+  uint64_t loop_lag_ms = 0;      // 0: this condition is off
+};
+
+struct ReloadConfig {
+  bool watch = false;            // reload when the config file is saved
 };
 
 struct LogConfig {
@@ -72,6 +110,11 @@ struct Config {
   std::vector<UpstreamConfig> upstreams;
   std::vector<RouteConfig> routes;  // in file order; first match wins
   LogConfig log;
+  AdminConfig admin;
+  DegradeConfig degrade;
+  PressureConfig pressure;
+  ReloadConfig reload;
+  uint64_t client_table_size = 65536;  // per-client limiter slots per route (server.client_table_size)
 
   // Index of the first route matching method and path (path without query), or -1.
   int match_route(std::string_view method, std::string_view path) const;

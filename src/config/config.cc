@@ -1,1 +1,775 @@
-// placeholder
+// Loading and validation of the TOML configuration into an immutable fg::Config.
+// Every key is checked against the set this version understands, so that a typo
+// fails the load instead of silently leaving a protection switched off.
+#include "floodgate/config.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <exception>
+#include <initializer_list>
+#include <string_view>
+#include <thread>
+#include <toml++/toml.h>
+
+#include "floodgate/units.h"
+
+namespace fg::config {
+namespace {
+
+// The shared toml++ library is built with exceptions, so parse errors arrive as
+// toml::parse_error; they are caught right at the call and never leave this file.
+
+constexpr uint64_t kMinHeaderBytes = 1024;
+constexpr uint64_t kMaxHeaderBytes = 1024 * 1024;
+constexpr uint64_t kMinUriBytes = 64;
+constexpr int kMaxWorkers = 256;
+constexpr uint64_t kMaxDurationMs = 24ull * 60 * 60 * 1000;
+// Config files are small; a bound keeps a wrong path (a disk image, /dev/zero)
+// from being read into memory.
+constexpr size_t kMaxFileBytes = 16 * 1024 * 1024;
+// After this many problems the rest is usually fallout from the first ones.
+constexpr size_t kMaxErrors = 20;
+
+std::string hash_hex(std::string_view bytes) {
+  // 64-bit FNV-1a: a fingerprint to tell two loaded versions apart, not a
+  // security measure.
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(16, '0');
+  for (int i = 15; i >= 0; --i) {
+    out[static_cast<size_t>(i)] = kHex[h & 0xf];
+    h >>= 4;
+  }
+  return out;
+}
+
+std::string_view type_name(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    case toml::node_type::date: return "date";
+    case toml::node_type::time: return "time";
+    case toml::node_type::date_time: return "date-time";
+    default: return "nothing";
+  }
+}
+
+// Edit distance, used only to suggest the intended key for an unknown one.
+size_t distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + cost});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// RFC 9110 tchar: what an HTTP method token may contain.
+bool is_tchar(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+// Route and upstream names end up in metric labels and log fields, so they
+// are kept to characters that need no escaping there.
+bool is_name(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool is_hostname(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  for (char c : s) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '-' || c == '.';
+    if (!ok) return false;
+  }
+  // A numeric last label ("10.0.0.256") is a mistyped IPv4 address, never a
+  // name a resolver would find.
+  const std::string_view last = s.substr(s.rfind('.') == std::string_view::npos ? 0 : s.rfind('.') + 1);
+  return !last.empty() && !std::all_of(last.begin(), last.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+class Loader {
+ public:
+  explicit Loader(std::string name) : name_(std::move(name)) {}
+
+  Result<std::shared_ptr<const Config>> load(const std::string& text) {
+    toml::table root;
+    try {
+      root = toml::parse(text, name_);
+    } catch (const toml::parse_error& e) {
+      error_at(e.source(), "", std::string(e.description()));
+      return finish();
+    }
+    auto cfg = std::make_shared<Config>();
+    cfg->source_path = name_;
+    cfg->hash = hash_hex(text);
+    load_root(root, *cfg);
+    if (!errors_.empty()) return finish();
+    return std::shared_ptr<const Config>(std::move(cfg));
+  }
+
+ private:
+  // ---- error reporting -------------------------------------------------------
+
+  void add_error(std::string line) {
+    if (errors_.size() < kMaxErrors) errors_.push_back(std::move(line));
+    else truncated_ = true;
+  }
+
+  // "FILE:LINE:COL: key.path: message", or "FILE: key.path: message" when the
+  // node has no position (tables that were never written in the file).
+  void error_at(const toml::source_region& where, const std::string& path, const std::string& message) {
+    std::string line = name_;
+    if (where.begin.line != 0) {
+      line += ':' + std::to_string(where.begin.line) + ':' + std::to_string(where.begin.column);
+    }
+    line += ": ";
+    if (!path.empty()) line += path + ": ";
+    line += message;
+    add_error(std::move(line));
+  }
+
+  void error(const toml::node& node, const std::string& path, const std::string& message) {
+    error_at(node.source(), path, message);
+  }
+
+  void error_no_pos(const std::string& path, const std::string& message) {
+    error_at(toml::source_region{}, path, message);
+  }
+
+  Status finish() {
+    std::string all;
+    for (const std::string& e : errors_) {
+      if (!all.empty()) all += '\n';
+      all += e;
+    }
+    if (truncated_) all += "\n" + name_ + ": (further errors not shown)";
+    return Status::error(std::move(all));
+  }
+
+  static std::string join(const std::string& path, std::string_view key) {
+    if (path.empty()) return std::string(key);
+    return path + "." + std::string(key);
+  }
+
+  static std::string index(const std::string& path, size_t i) {
+    return path + "[" + std::to_string(i) + "]";
+  }
+
+  // ---- typed readers: each reports its own error and returns false -------
+
+  // Rejects every key of `table` that is not in `allowed`, pointing at the key.
+  void check_keys(const toml::table& table, const std::string& path,
+                  std::initializer_list<std::string_view> allowed) {
+    for (auto&& [key, node] : table) {
+      (void)node;
+      const std::string_view k = key.str();
+      if (std::find(allowed.begin(), allowed.end(), k) != allowed.end()) continue;
+      std::string message = "unknown key";
+      std::string_view best;
+      // Short keys are all close to each other ("rate" vs "name"), so they only
+      // get a suggestion for a single-character slip.
+      size_t best_distance = k.size() <= 4 ? 2 : 3;
+      for (std::string_view candidate : allowed) {
+        const size_t d = distance(k, candidate);
+        if (d < best_distance) {
+          best_distance = d;
+          best = candidate;
+        }
+      }
+      if (!best.empty()) message += " (did you mean \"" + std::string(best) + "\"?)";
+      error_at(key.source(), join(path, k), message);
+    }
+  }
+
+  const toml::table* as_table(const toml::node& node, const std::string& path) {
+    if (const toml::table* t = node.as_table()) return t;
+    error(node, path, "expected a table, got " + std::string(type_name(node)));
+    return nullptr;
+  }
+
+  bool read_string(const toml::node& node, const std::string& path, std::string* out) {
+    if (const auto* v = node.as_string()) {
+      *out = v->get();
+      return true;
+    }
+    error(node, path, "expected a string, got " + std::string(type_name(node)));
+    return false;
+  }
+
+  bool read_bool(const toml::node& node, const std::string& path, bool* out) {
+    if (const auto* v = node.as_boolean()) {
+      *out = v->get();
+      return true;
+    }
+    error(node, path, "expected true or false, got " + std::string(type_name(node)));
+    return false;
+  }
+
+  bool read_int(const toml::node& node, const std::string& path, int64_t min, int64_t max,
+                uint64_t* out) {
+    const auto* v = node.as_integer();
+    if (v == nullptr) {
+      error(node, path, "expected an integer, got " + std::string(type_name(node)));
+      return false;
+    }
+    const int64_t x = v->get();
+    if (x < min || x > max) {
+      const std::string range = max == INT64_MAX ? "must be at least " + std::to_string(min)
+                                                 : "must be between " + std::to_string(min) + " and " +
+                                                       std::to_string(max);
+      error(node, path, range + ", got " + std::to_string(x));
+      return false;
+    }
+    *out = static_cast<uint64_t>(x);
+    return true;
+  }
+
+  // Durations are strings with a unit; all timeouts here must be positive.
+  bool read_duration(const toml::node& node, const std::string& path, uint64_t* out) {
+    const auto* v = node.as_string();
+    if (v == nullptr) {
+      error(node, path, "expected a duration string such as \"10s\", got " + std::string(type_name(node)));
+      return false;
+    }
+    Result<uint64_t> ms = parse_duration_ms(v->get());
+    if (!ms) {
+      error(node, path, ms.message());
+      return false;
+    }
+    if (*ms == 0 || *ms > kMaxDurationMs) {
+      error(node, path, "must be between 1ms and 1d, got \"" + v->get() + "\"");
+      return false;
+    }
+    *out = *ms;
+    return true;
+  }
+
+  // Sizes are strings with a unit, or integers counting bytes.
+  bool read_size(const toml::node& node, const std::string& path, uint64_t min, uint64_t max,
+                 uint64_t* out) {
+    uint64_t bytes = 0;
+    if (const auto* i = node.as_integer()) {
+      if (i->get() < 0) {
+        error(node, path, "invalid size " + std::to_string(i->get()) + ": must not be negative");
+        return false;
+      }
+      bytes = static_cast<uint64_t>(i->get());
+    } else if (const auto* s = node.as_string()) {
+      Result<uint64_t> parsed = parse_size_bytes(s->get());
+      if (!parsed) {
+        error(node, path, parsed.message());
+        return false;
+      }
+      bytes = *parsed;
+    } else {
+      error(node, path, "expected a size such as \"16KiB\" or an integer of bytes, got " +
+                            std::string(type_name(node)));
+      return false;
+    }
+    if (bytes < min || bytes > max) {
+      const std::string range = max == UINT64_MAX ? "must be at least " + std::to_string(min) + " bytes"
+                                                  : "must be between " + std::to_string(min) + " and " +
+                                                        std::to_string(max) + " bytes";
+      error(node, path, range + ", got " + std::to_string(bytes));
+      return false;
+    }
+    *out = bytes;
+    return true;
+  }
+
+  // "host:port", "[v6]:port". Listeners need literal addresses (nothing to
+  // resolve at bind time); upstream servers may also name a host.
+  bool read_host_port(const toml::node& node, const std::string& path, bool allow_name, HostPort* out) {
+    std::string text;
+    if (!read_string(node, path, &text)) return false;
+    auto fail = [&](const std::string& why) {
+      error(node, path, "invalid address \"" + text + "\": " + why);
+      return false;
+    };
+    std::string host;
+    std::string_view port;
+    if (!text.empty() && text.front() == '[') {
+      const size_t close = text.find(']');
+      if (close == std::string::npos) return fail("missing ']'");
+      host = text.substr(1, close - 1);
+      if (close + 1 >= text.size() || text[close + 1] != ':') return fail("expected \"[ADDRESS]:PORT\"");
+      port = std::string_view(text).substr(close + 2);
+      // A link-local address may carry a zone ("fe80::1%eth0"); inet_pton
+      // does not know zones, so only the address part is checked here.
+      const size_t zone = host.find('%');
+      const std::string address = host.substr(0, zone);
+      in6_addr a6{};
+      if (inet_pton(AF_INET6, address.c_str(), &a6) != 1) return fail("not an IPv6 address inside [...]");
+      if (zone != std::string::npos && !is_name(std::string_view(host).substr(zone + 1))) {
+        return fail("invalid IPv6 zone");
+      }
+    } else {
+      const size_t colon = text.rfind(':');
+      if (colon == std::string::npos) return fail("expected \"HOST:PORT\"");
+      host = text.substr(0, colon);
+      port = std::string_view(text).substr(colon + 1);
+      if (host.find(':') != std::string::npos) {
+        return fail("IPv6 addresses go in brackets, e.g. \"[::1]:8080\"");
+      }
+      in_addr a4{};
+      const bool is_ip = inet_pton(AF_INET, host.c_str(), &a4) == 1;
+      if (!is_ip) {
+        if (!allow_name) return fail("expected a literal IPv4 address or [IPv6] address");
+        if (!is_hostname(host)) return fail("invalid host name");
+      }
+    }
+    if (host.empty()) return fail("missing host");
+    if (port.empty() || port.size() > 5 ||
+        !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return fail("port must be a number 1-65535");
+    }
+    const int p = std::stoi(std::string(port));
+    if (p < 1 || p > 65535) return fail("port must be a number 1-65535");
+    out->host = std::move(host);
+    out->port = static_cast<uint16_t>(p);
+    out->text = std::move(text);
+    return true;
+  }
+
+  // A string or an array of strings; duplicates are rejected because two
+  // entries for one address is always a copy-paste slip.
+  void read_address_list(const toml::node& node, const std::string& path, bool allow_array,
+                         bool allow_name, std::vector<HostPort>* out) {
+    auto add = [&](const toml::node& n, const std::string& p) {
+      HostPort hp;
+      if (!read_host_port(n, p, allow_name, &hp)) return;
+      for (const HostPort& seen : *out) {
+        if (seen.host == hp.host && seen.port == hp.port) {
+          error(n, p, "\"" + hp.text + "\" is listed twice");
+          return;
+        }
+      }
+      out->push_back(std::move(hp));
+    };
+    if (const toml::array* arr = node.as_array()) {
+      if (arr->empty()) {
+        error(node, path, "must list at least one address");
+        return;
+      }
+      for (size_t i = 0; i < arr->size(); ++i) add((*arr)[i], index(path, i));
+      return;
+    }
+    if (allow_array && node.is_string()) {
+      add(node, path);
+      return;
+    }
+    error(node, path, std::string(allow_array ? "expected a string or an array of strings"
+                                              : "expected an array of strings") +
+                          ", got " + std::string(type_name(node)));
+  }
+
+  // ---- sections ----------------------------------------------------------
+
+  void load_root(const toml::table& root, Config& cfg) {
+    check_keys(root, "", {"server", "upstreams", "routes", "log"});
+
+    if (const toml::node* n = root.get("server")) {
+      if (const toml::table* t = as_table(*n, "server")) load_server(*t, cfg.server);
+    } else {
+      error_no_pos("server", "missing [server] table");
+    }
+
+    if (const toml::node* n = root.get("upstreams")) {
+      if (const toml::table* t = as_table(*n, "upstreams")) load_upstreams(*t, cfg);
+    } else {
+      error_no_pos("upstreams", "at least one [upstreams.NAME] table is required");
+    }
+
+    if (const toml::node* n = root.get("routes")) {
+      load_routes(*n, cfg);
+    } else {
+      error_no_pos("routes", "at least one [[routes]] entry is required");
+    }
+
+    if (const toml::node* n = root.get("log")) {
+      if (const toml::table* t = as_table(*n, "log")) load_log(*t, cfg.log);
+    }
+  }
+
+  void load_server(const toml::table& t, ServerConfig& s) {
+    check_keys(t, "server",
+               {"listen", "workers", "max_connections", "header_timeout", "body_timeout", "idle_timeout",
+                "send_timeout", "drain_timeout", "max_header_bytes", "max_uri_bytes", "max_body_bytes"});
+
+    if (const toml::node* n = t.get("listen")) {
+      read_address_list(*n, "server.listen", true, false, &s.listen);
+    } else {
+      error(t, "server.listen", "required, e.g. listen = \"0.0.0.0:8080\"");
+    }
+
+    if (const toml::node* n = t.get("workers")) {
+      if (const auto* str = n->as_string()) {
+        if (str->get() == "auto") {
+          s.workers_auto = true;
+          const unsigned cores = std::thread::hardware_concurrency();
+          s.workers = static_cast<int>(std::clamp(cores, 1u, static_cast<unsigned>(kMaxWorkers)));
+        } else {
+          error(*n, "server.workers", "expected \"auto\" or a number 1-256, got \"" + str->get() + "\"");
+        }
+      } else if (n->is_integer()) {
+        uint64_t w = 0;
+        if (read_int(*n, "server.workers", 1, kMaxWorkers, &w)) s.workers = static_cast<int>(w);
+      } else {
+        error(*n, "server.workers", "expected \"auto\" or a number 1-256, got " + std::string(type_name(*n)));
+      }
+    }
+
+    if (const toml::node* n = t.get("max_connections")) {
+      read_int(*n, "server.max_connections", 1, INT64_MAX, &s.max_connections);
+    }
+
+    const std::pair<std::string_view, uint64_t*> timeouts[] = {
+        {"header_timeout", &s.header_timeout_ms}, {"body_timeout", &s.body_timeout_ms},
+        {"idle_timeout", &s.idle_timeout_ms},     {"send_timeout", &s.send_timeout_ms},
+        {"drain_timeout", &s.drain_timeout_ms},
+    };
+    for (const auto& [key, field] : timeouts) {
+      if (const toml::node* n = t.get(key)) read_duration(*n, join("server", key), field);
+    }
+
+    if (const toml::node* n = t.get("max_header_bytes")) {
+      read_size(*n, "server.max_header_bytes", kMinHeaderBytes, kMaxHeaderBytes, &s.max_header_bytes);
+    }
+    if (const toml::node* n = t.get("max_uri_bytes")) {
+      // The request line is part of the head, so a URI limit above the head
+      // limit could never fire: 431 would always come first.
+      if (read_size(*n, "server.max_uri_bytes", kMinUriBytes, kMaxHeaderBytes, &s.max_uri_bytes) &&
+          s.max_uri_bytes > s.max_header_bytes) {
+        error(*n, "server.max_uri_bytes",
+              "must not exceed server.max_header_bytes (" + std::to_string(s.max_header_bytes) + ")");
+      }
+    }
+    if (const toml::node* n = t.get("max_body_bytes")) {
+      read_size(*n, "server.max_body_bytes", 0, UINT64_MAX, &s.max_body_bytes);
+    }
+  }
+
+  void load_upstreams(const toml::table& t, Config& cfg) {
+    if (t.empty()) {
+      error(t, "upstreams", "at least one [upstreams.NAME] table is required");
+      return;
+    }
+    // toml++ keeps keys sorted; file order is what an operator expects to see
+    // in /status, so sort by position before loading.
+    std::vector<std::pair<const toml::key*, const toml::node*>> entries;
+    for (auto&& [key, node] : t) entries.emplace_back(&key, &node);
+    std::stable_sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+      const auto& pa = a.first->source().begin;
+      const auto& pb = b.first->source().begin;
+      return pa.line != pb.line ? pa.line < pb.line : pa.column < pb.column;
+    });
+    for (const auto& [key, node] : entries) {
+      const std::string name(key->str());
+      const std::string path = "upstreams." + name;
+      if (!is_name(name)) {
+        error_at(key->source(), path, "upstream names may use only letters, digits, '_', '-' and '.'");
+        continue;
+      }
+      const toml::table* ut = as_table(*node, path);
+      if (ut == nullptr) continue;
+      UpstreamConfig u;
+      u.name = name;
+      load_upstream(*ut, path, u);
+      cfg.upstreams.push_back(std::move(u));
+    }
+  }
+
+  void load_upstream(const toml::table& t, const std::string& path, UpstreamConfig& u) {
+    check_keys(t, path,
+               {"servers", "balance", "connect_timeout", "timeout", "max_connections", "keepalive",
+                "keepalive_timeout"});
+
+    if (const toml::node* n = t.get("servers")) {
+      read_address_list(*n, path + ".servers", false, true, &u.servers);
+    } else {
+      error(t, path + ".servers", "required, e.g. servers = [\"127.0.0.1:8081\"]");
+    }
+
+    if (const toml::node* n = t.get("balance")) {
+      std::string b;
+      if (read_string(*n, path + ".balance", &b)) {
+        if (b == "round_robin") u.balance = Balance::kRoundRobin;
+        else if (b == "least_conn") u.balance = Balance::kLeastConn;
+        else error(*n, path + ".balance", "expected \"round_robin\" or \"least_conn\", got \"" + b + "\"");
+      }
+    }
+    if (const toml::node* n = t.get("connect_timeout")) {
+      read_duration(*n, path + ".connect_timeout", &u.connect_timeout_ms);
+    }
+    if (const toml::node* n = t.get("timeout")) read_duration(*n, path + ".timeout", &u.timeout_ms);
+    if (const toml::node* n = t.get("keepalive_timeout")) {
+      read_duration(*n, path + ".keepalive_timeout", &u.keepalive_timeout_ms);
+    }
+    if (const toml::node* n = t.get("max_connections")) {
+      read_int(*n, path + ".max_connections", 1, INT64_MAX, &u.max_connections);
+    }
+    if (const toml::node* n = t.get("keepalive")) read_int(*n, path + ".keepalive", 0, INT64_MAX, &u.keepalive);
+  }
+
+  void load_routes(const toml::node& node, Config& cfg) {
+    const toml::array* arr = node.as_array();
+    if (arr == nullptr) {
+      error(node, "routes", "expected [[routes]] entries (an array of tables), got " +
+                                std::string(type_name(node)));
+      return;
+    }
+    if (arr->empty()) {
+      error(node, "routes", "at least one [[routes]] entry is required");
+      return;
+    }
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const std::string path = index("routes", i);
+      const toml::table* t = as_table((*arr)[i], path);
+      if (t == nullptr) continue;
+      RouteConfig r;
+      if (load_route(*t, path, cfg, r)) cfg.routes.push_back(std::move(r));
+    }
+    if (errors_.empty()) check_shadowed(*arr, cfg);
+  }
+
+  // Returns false when the route is too broken to take part in the later
+  // cross-route checks (which would then only report noise).
+  bool load_route(const toml::table& t, const std::string& path, const Config& cfg, RouteConfig& r) {
+    const size_t errors_before = errors_.size();
+    check_keys(t, path, {"name", "match", "upstream", "max_body_bytes"});
+
+    if (const toml::node* n = t.get("name")) {
+      if (read_string(*n, path + ".name", &r.name)) {
+        if (!is_name(r.name)) {
+          error(*n, path + ".name", "route names must be non-empty and use only letters, digits, '_', '-' and '.'");
+        } else {
+          for (size_t j = 0; j < cfg.routes.size(); ++j) {
+            if (cfg.routes[j].name == r.name) {
+              error(*n, path + ".name", "duplicate route name \"" + r.name + "\"");
+              break;
+            }
+          }
+        }
+      }
+    } else {
+      error(t, path + ".name", "required");
+    }
+
+    if (const toml::node* n = t.get("match")) {
+      if (const toml::table* m = as_table(*n, path + ".match")) load_match(*m, path + ".match", r.match);
+    } else {
+      error(t, path + ".match", "required, e.g. match = { prefix = \"/\" }");
+    }
+
+    if (const toml::node* n = t.get("upstream")) {
+      if (read_string(*n, path + ".upstream", &r.upstream)) {
+        bool found = false;
+        for (size_t j = 0; j < cfg.upstreams.size(); ++j) {
+          if (cfg.upstreams[j].name == r.upstream) {
+            r.upstream_index = j;
+            found = true;
+            break;
+          }
+        }
+        if (!found) error(*n, path + ".upstream", "unknown upstream \"" + r.upstream + "\"");
+      }
+    } else {
+      error(t, path + ".upstream", "required");
+    }
+
+    if (const toml::node* n = t.get("max_body_bytes")) {
+      // 0 would read as "inherit" in RouteConfig, so an override starts at 1.
+      read_size(*n, path + ".max_body_bytes", 1, UINT64_MAX, &r.max_body_bytes);
+    }
+    return errors_.size() == errors_before;
+  }
+
+  void load_match(const toml::table& t, const std::string& path, RouteMatch& m) {
+    check_keys(t, path, {"methods", "path", "prefix"});
+
+    if (const toml::node* n = t.get("methods")) {
+      const toml::array* arr = n->as_array();
+      if (arr == nullptr) {
+        error(*n, path + ".methods", "expected an array of strings, got " + std::string(type_name(*n)));
+      } else if (arr->empty()) {
+        error(*n, path + ".methods", "must not be empty (leave it out to match any method)");
+      } else {
+        for (size_t i = 0; i < arr->size(); ++i) {
+          const std::string p = index(path + ".methods", i);
+          std::string method;
+          if (!read_string((*arr)[i], p, &method)) continue;
+          if (method.empty() || !std::all_of(method.begin(), method.end(), is_tchar)) {
+            error((*arr)[i], p, "invalid HTTP method \"" + method + "\"");
+            continue;
+          }
+          // Methods are case-sensitive on the wire; upper-casing here lets
+          // matching stay a plain comparison while "get" still means GET.
+          std::transform(method.begin(), method.end(), method.begin(),
+                         [](char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; });
+          if (std::find(m.methods.begin(), m.methods.end(), method) == m.methods.end()) {
+            m.methods.push_back(std::move(method));
+          }
+        }
+      }
+    }
+
+    const toml::node* exact = t.get("path");
+    const toml::node* prefix = t.get("prefix");
+    if (exact != nullptr && prefix != nullptr) {
+      error(*prefix, path, "set either path (exact) or prefix, not both");
+      return;
+    }
+    if (exact == nullptr && prefix == nullptr) {
+      error(t, path, "needs path = \"/exact\" or prefix = \"/start/\"");
+      return;
+    }
+    const toml::node& n = exact != nullptr ? *exact : *prefix;
+    const std::string p = path + (exact != nullptr ? ".path" : ".prefix");
+    if (!read_string(n, p, &m.path)) return;
+    m.is_prefix = prefix != nullptr;
+    if (m.path.empty() || m.path.front() != '/') {
+      error(n, p, "must start with '/', got \"" + m.path + "\"");
+      return;
+    }
+    for (char c : m.path) {
+      const auto u = static_cast<unsigned char>(c);
+      if (u <= 0x20 || u == 0x7f) {
+        error(n, p, "must not contain spaces or control characters");
+        return;
+      }
+      if (c == '?' || c == '#') {
+        error(n, p, "matches the path only; it must not contain '?' or '#'");
+        return;
+      }
+    }
+  }
+
+  // A route that an earlier one always wins over can never be selected, which
+  // means its limits silently never apply (typically a catch-all placed
+  // first). Methods are checked one by one, since GET and POST may be taken
+  // by two different earlier routes.
+  void check_shadowed(const toml::array& arr, const Config& cfg) {
+    for (size_t i = 1; i < cfg.routes.size(); ++i) {
+      const RouteConfig& later = cfg.routes[i];
+      std::vector<std::string_view> methods(later.match.methods.begin(), later.match.methods.end());
+      if (methods.empty()) methods.push_back("");  // "any method": only a method-less route covers it
+      size_t winner = i;
+      bool all_covered = true;
+      for (std::string_view method : methods) {
+        size_t by = i;
+        for (size_t j = 0; j < i && by == i; ++j) {
+          const RouteMatch& em = cfg.routes[j].match;
+          const bool method_ok =
+              em.methods.empty() ||
+              (!method.empty() && std::find(em.methods.begin(), em.methods.end(), method) != em.methods.end());
+          if (method_ok && covers(em, later.match)) by = j;
+        }
+        if (by == i) {
+          all_covered = false;
+          break;
+        }
+        winner = std::min(winner, by);
+      }
+      if (all_covered) {
+        error(arr[i], index("routes", i),
+              "route \"" + later.name + "\" can never match: earlier route \"" + cfg.routes[winner].name +
+                  "\" (routes[" + std::to_string(winner) + "]) takes all of its requests");
+      }
+    }
+  }
+
+  // Whether every path `later` matches is also matched by `earlier`. For a
+  // prefix it is enough that the prefix itself matches: the prefix rule then
+  // also accepts every longer path under it. The check goes through
+  // Config::match_route so it can never disagree with runtime matching.
+  static bool covers(const RouteMatch& earlier, const RouteMatch& later) {
+    if (!earlier.is_prefix) return !later.is_prefix && earlier.path == later.path;
+    Config probe;
+    RouteConfig r;
+    r.match.path = earlier.path;
+    r.match.is_prefix = true;
+    probe.routes.push_back(std::move(r));
+    return probe.match_route("", later.path) == 0;
+  }
+
+  void load_log(const toml::table& t, LogConfig& log) {
+    check_keys(t, "log", {"file", "access"});
+    if (const toml::node* n = t.get("file")) read_string(*n, "log.file", &log.file);
+    if (const toml::node* n = t.get("access")) read_bool(*n, "log.access", &log.access);
+  }
+
+  std::string name_;
+  std::vector<std::string> errors_;
+  bool truncated_ = false;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<const Config>> load_string(const std::string& text, const std::string& name) {
+  try {
+    Loader loader(name);
+    return loader.load(text);
+  } catch (const std::exception& e) {
+    // Only allocation failure can get here; the loader itself reports errors
+    // as values.
+    return Status::error(name + ": " + e.what());
+  }
+}
+
+Result<std::shared_ptr<const Config>> load_file(const std::string& path) {
+  try {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Status::error(path + ": cannot read: " + std::strerror(errno));
+    std::string text;
+    char buf[16384];
+    for (;;) {
+      const ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        const int err = errno;
+        ::close(fd);
+        return Status::error(path + ": cannot read: " + std::strerror(err));
+      }
+      if (n == 0) break;
+      text.append(buf, static_cast<size_t>(n));
+      if (text.size() > kMaxFileBytes) {
+        ::close(fd);
+        return Status::error(path + ": cannot read: larger than 16 MiB, not a config file");
+      }
+    }
+    ::close(fd);
+    return load_string(text, path);
+  } catch (const std::exception& e) {
+    return Status::error(path + ": " + e.what());
+  }
+}
+
+}  // namespace fg::config

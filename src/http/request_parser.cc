@@ -1,1 +1,448 @@
-// placeholder
+// Strict request parsing: llhttp does the grammar, a byte pre-scan of the head and a
+// check of the collected headers refuse what llhttp tolerates but a proxy must not
+// forward (request smuggling vectors, oversized heads, upgrades).
+#include "http/request_parser.h"
+
+#include <llhttp.h>
+
+#include <string>
+#include <utility>
+
+namespace fg::http {
+
+namespace {
+
+constexpr size_t kReservedHeaders = 16;
+
+bool is_ows(char c) { return c == ' ' || c == '\t'; }
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && is_ows(s.front())) s.remove_prefix(1);
+  while (!s.empty() && is_ows(s.back())) s.remove_suffix(1);
+  return s;
+}
+
+// Strict Content-Length: 1*DIGIT without sign, inner spaces or list syntax ("5, 5"), and
+// no overflow. llhttp checks most of this already; repeating it keeps the rule in one
+// readable place and independent of llhttp's leniency defaults.
+bool parse_content_length(std::string_view v, uint64_t* out) {
+  v = trim_ows(v);
+  if (v.empty()) return false;
+  uint64_t n = 0;
+  for (char c : v) {
+    if (c < '0' || c > '9') return false;
+    uint64_t d = static_cast<uint64_t>(c - '0');
+    if (n > (UINT64_MAX - d) / 10) return false;
+    n = n * 10 + d;
+  }
+  *out = n;
+  return true;
+}
+
+// True when the comma-separated list `v` contains `token` (case-insensitive, OWS trimmed).
+bool has_token(std::string_view v, std::string_view token) {
+  while (!v.empty()) {
+    size_t comma = v.find(',');
+    std::string_view item = trim_ows(v.substr(0, comma));
+    if (iequals(item, token)) return true;
+    if (comma == std::string_view::npos) break;
+    v.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+// RFC 9110 token: llhttp 8 lets spaces and empty names through in header names, which
+// other implementations would read differently, so names are checked here.
+bool is_token(std::string_view s) {
+  if (s.empty()) return false;
+  for (char ch : s) {
+    const unsigned char c = static_cast<unsigned char>(ch);
+    const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    if (!alnum && std::string_view("!#$%&'*+-.^_`|~").find(ch) == std::string_view::npos) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+struct RequestParser::Impl {
+  // Where the pre-scan is inside the head. The request line is split into its three
+  // parts only to measure the request-target for the 414 limit.
+  enum class Part : uint8_t { kMethod, kTarget, kVersion, kHeaders };
+
+  Impl(RequestParser::Handler* handler, Limits limits) : handler_(handler), limits_(limits) {
+    llhttp_init(&parser_, HTTP_REQUEST, &settings());
+    parser_.data = this;
+    reset();
+  }
+
+  static const llhttp_settings_t& settings() {
+    static const llhttp_settings_t s = [] {
+      llhttp_settings_t st;
+      llhttp_settings_init(&st);
+      st.on_method = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_method(at, n); };
+      st.on_url = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_url(at, n); };
+      st.on_header_field = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_header_field(at, n); };
+      st.on_header_value = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_header_value(at, n); };
+      st.on_header_value_complete = [](llhttp_t* p) { return self(p)->on_header_value_complete(); };
+      st.on_headers_complete = [](llhttp_t* p) { return self(p)->on_headers_complete(); };
+      st.on_body = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_body(at, n); };
+      st.on_message_complete = [](llhttp_t* p) { return self(p)->on_message_complete(); };
+      return st;
+    }();
+    return s;
+  }
+
+  static Impl* self(llhttp_t* p) { return static_cast<Impl*>(p->data); }
+
+  void reset() {
+    llhttp_reset(&parser_);
+    state_ = State::kNeedMore;
+    head_ = RequestHead{};
+    head_.headers.reserve(kReservedHeaders);
+    field_.clear();
+    value_.clear();
+    seen_any_ = false;
+    head_delivered_ = false;
+    message_done_ = false;
+    callback_failed_ = false;
+    scan_done_ = false;
+    after_cr_ = false;
+    line_start_ = true;
+    part_ = Part::kMethod;
+    head_bytes_ = 0;
+    target_bytes_ = 0;
+    trailer_bytes_ = 0;
+  }
+
+  void fail(int status, std::string_view code, std::string_view message) {
+    error_.status = status;
+    error_.code.assign(code);
+    error_.message.assign(message);
+    state_ = State::kError;
+  }
+
+  // Pre-scan of the raw head bytes, one state machine step per byte so that the verdict
+  // does not depend on how the input is split. Returns how many bytes of `p` are clean;
+  // on a violation it fills `*pending` and stops at the offending byte. The error is only
+  // applied after llhttp has seen the clean prefix, so that whichever problem comes
+  // first in the byte stream is the one reported.
+  size_t scan_head(const char* p, size_t n, ParseError* pending, bool* violated) {
+    auto refuse = [&](size_t i, int status, const char* code, const char* msg) {
+      pending->status = status;
+      pending->code = code;
+      pending->message = msg;
+      *violated = true;
+      return i;
+    };
+    for (size_t i = 0; i < n; ++i) {
+      const unsigned char c = static_cast<unsigned char>(p[i]);
+      ++head_bytes_;
+      if (after_cr_) {
+        if (c != '\n') return refuse(i, 400, "smuggling", "bare CR in request head");
+        after_cr_ = false;
+        if (line_start_) {
+          // An empty line before the request line is tolerated (RFC 9112 §2.2; llhttp
+          // does the same). Anywhere else it ends the head.
+          if (part_ != Part::kMethod) {
+            scan_done_ = true;
+            if (head_bytes_ > limits_.max_header_bytes) {
+              return refuse(i, 431, "header_too_large", "request head too large");
+            }
+            return i + 1;
+          }
+        } else {
+          part_ = Part::kHeaders;
+          line_start_ = true;
+        }
+      } else if (c == '\r') {
+        after_cr_ = true;
+      } else if (c == '\n') {
+        return refuse(i, 400, "smuggling", "bare LF in request head");
+      } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
+        return refuse(i, 400, "smuggling", "control character in request head");
+      } else if (part_ == Part::kHeaders) {
+        // A header line that starts with whitespace is obs-fold (or a malformed first
+        // header); intermediaries disagree on how to unfold it, so it is refused.
+        if (line_start_ && (c == ' ' || c == '\t')) {
+          return refuse(i, 400, "smuggling", "obs-fold in request head");
+        }
+        line_start_ = false;
+      } else {
+        line_start_ = false;
+        if (c == ' ') {
+          if (part_ == Part::kMethod) {
+            part_ = Part::kTarget;
+          } else if (part_ == Part::kTarget) {
+            part_ = Part::kVersion;
+          }
+        } else if (part_ == Part::kTarget && ++target_bytes_ > limits_.max_uri_bytes) {
+          return refuse(i, 414, "uri_too_long", "request-target too long");
+        }
+      }
+      if (head_bytes_ > limits_.max_header_bytes) {
+        return refuse(i, 431, "header_too_large", "request head too large");
+      }
+    }
+    return n;
+  }
+
+  Outcome execute(const char* data, size_t len) {
+    if (state_ != State::kNeedMore) return {state_, 0};
+    if (len == 0) return {State::kNeedMore, 0};
+    seen_any_ = true;
+
+    ParseError pending;
+    bool violated = false;
+    size_t feed = len;
+    if (!scan_done_) {
+      // Once the head ends cleanly the rest of the input (body, or a pipelined request
+      // that llhttp will stop in front of) goes to llhttp unscanned.
+      size_t clean = scan_head(data, len, &pending, &violated);
+      if (violated) feed = clean;
+    }
+
+    llhttp_errno_t err = feed > 0 ? llhttp_execute(&parser_, data, feed) : HPE_OK;
+    if (err == HPE_PAUSED) {
+      // Only on_message_complete pauses: the position is just past the message.
+      state_ = State::kMessageDone;
+      return {state_, static_cast<size_t>(llhttp_get_error_pos(&parser_) - data)};
+    }
+    if (err != HPE_OK) {
+      if (!callback_failed_) fail_from_llhttp(err);
+      state_ = State::kError;
+      const char* pos = llhttp_get_error_pos(&parser_);
+      size_t consumed = pos != nullptr && pos >= data && pos <= data + feed ? static_cast<size_t>(pos - data) : feed;
+      return {state_, consumed};
+    }
+    if (violated) {
+      error_ = std::move(pending);
+      state_ = State::kError;
+      return {state_, feed};
+    }
+    return {State::kNeedMore, len};
+  }
+
+  void fail_from_llhttp(llhttp_errno_t err) {
+    const char* reason = llhttp_get_error_reason(&parser_);
+    std::string_view msg = reason != nullptr ? reason : "malformed request";
+    switch (err) {
+      case HPE_INVALID_VERSION:
+        fail(505, "http_version_not_supported", msg);
+        break;
+      case HPE_UNEXPECTED_CONTENT_LENGTH:
+      case HPE_INVALID_CONTENT_LENGTH:
+      case HPE_INVALID_TRANSFER_ENCODING:
+        fail(400, "smuggling", msg);
+        break;
+      case HPE_PAUSED_UPGRADE:
+        // Unreachable while upgrades and CONNECT are refused in on_headers_complete;
+        // kept so that a future llhttp behaviour change cannot open a tunnel.
+        fail(400, "upgrade_not_supported", "protocol upgrade is not supported");
+        break;
+      default:
+        fail(400, "bad_request", msg);
+        break;
+    }
+  }
+
+  // A callback refusing the request records the error itself and returns -1, which makes
+  // llhttp stop with an error code we then ignore.
+  int refuse_in_callback(int status, std::string_view code, std::string_view message) {
+    fail(status, code, message);
+    callback_failed_ = true;
+    return -1;
+  }
+
+  int on_method(const char* at, size_t n) {
+    head_.method.append(at, n);
+    return 0;
+  }
+
+  int on_url(const char* at, size_t n) {
+    head_.target.append(at, n);
+    return 0;
+  }
+
+  int on_header_field(const char* at, size_t n) {
+    if (head_delivered_) return count_trailer(n);
+    field_.append(at, n);
+    return 0;
+  }
+
+  int on_header_value(const char* at, size_t n) {
+    if (head_delivered_) return count_trailer(n);
+    value_.append(at, n);
+    return 0;
+  }
+
+  // Trailers are parsed but dropped (the body is re-framed upstream); they still count
+  // against the head limit so that an endless trailer section is cut.
+  int count_trailer(size_t n) {
+    trailer_bytes_ += n;
+    if (trailer_bytes_ > limits_.max_header_bytes) {
+      return refuse_in_callback(431, "header_too_large", "chunked trailers too large");
+    }
+    return 0;
+  }
+
+  int on_header_value_complete() {
+    if (head_delivered_) return 0;
+    if (!is_token(field_)) return refuse_in_callback(400, "bad_request", "invalid header name");
+    std::string_view v = trim_ows(value_);
+    head_.headers.push_back(Header{std::move(field_), std::string(v)});
+    field_.clear();
+    value_.clear();
+    return 0;
+  }
+
+  int on_headers_complete() {
+    head_.version_major = llhttp_get_http_major(&parser_);
+    head_.version_minor = llhttp_get_http_minor(&parser_);
+    if (head_.version_major != 1 || head_.version_minor > 1) {
+      return refuse_in_callback(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are supported");
+    }
+    const bool http11 = head_.version_minor == 1;
+
+    int cl_count = 0, te_count = 0, host_count = 0;
+    const Header* cl = nullptr;
+    const Header* te = nullptr;
+    const Header* host = nullptr;
+    bool upgrade = false, bad_expect = false, expect_continue = false;
+    for (const Header& h : head_.headers) {
+      const std::string_view name = h.name;
+      if (iequals(name, "content-length")) {
+        ++cl_count;
+        cl = &h;
+      } else if (iequals(name, "transfer-encoding")) {
+        ++te_count;
+        te = &h;
+      } else if (iequals(name, "host")) {
+        ++host_count;
+        host = &h;
+      } else if (iequals(name, "upgrade")) {
+        upgrade = true;
+      } else if (iequals(name, "connection")) {
+        if (http11 && has_token(h.value, "upgrade")) upgrade = true;
+      } else if (iequals(name, "expect")) {
+        if (iequals(h.value, "100-continue")) {
+          expect_continue = true;
+        } else {
+          bad_expect = true;
+        }
+      }
+    }
+
+    // Framing first: these are the request-smuggling vectors of SPEC §3. Anything that
+    // two HTTP implementations could frame differently is refused outright.
+    if (cl_count > 0 && te_count > 0) {
+      return refuse_in_callback(400, "smuggling", "Content-Length together with Transfer-Encoding");
+    }
+    if (cl_count > 1) return refuse_in_callback(400, "smuggling", "several Content-Length headers");
+    if (te_count > 1) return refuse_in_callback(400, "smuggling", "several Transfer-Encoding headers");
+    if (te != nullptr) {
+      if (!iequals(te->value, "chunked")) {
+        return refuse_in_callback(400, "smuggling", "Transfer-Encoding other than chunked");
+      }
+      // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+      if (!http11) return refuse_in_callback(400, "smuggling", "Transfer-Encoding in an HTTP/1.0 request");
+      head_.body = BodyKind::kChunked;
+    } else if (cl != nullptr) {
+      uint64_t n = 0;
+      if (!parse_content_length(cl->value, &n)) {
+        return refuse_in_callback(400, "smuggling", "invalid Content-Length");
+      }
+      // Content-Length: 0 stays kContentLength so that the upstream request carries it.
+      head_.body = BodyKind::kContentLength;
+      head_.content_length = n;
+    } else {
+      head_.body = BodyKind::kNone;
+    }
+
+    if (host_count > 1) return refuse_in_callback(400, "bad_request", "several Host headers");
+    if (host_count == 0 && http11) return refuse_in_callback(400, "bad_request", "missing Host header");
+
+    // CONNECT answers 405 rather than 400: the request is well-formed, the gateway just
+    // does not offer tunnels, and 405 tells the client so.
+    if (llhttp_get_method(&parser_) == HTTP_CONNECT) {
+      return refuse_in_callback(405, "method_not_allowed", "CONNECT is not supported");
+    }
+    if (upgrade) return refuse_in_callback(400, "upgrade_not_supported", "protocol upgrade is not supported");
+    if (bad_expect) return refuse_in_callback(417, "expectation_failed", "only Expect: 100-continue is supported");
+
+    // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
+    head_.expect_continue = expect_continue && http11;
+    head_.keep_alive = llhttp_should_keep_alive(&parser_) != 0;
+    if (host != nullptr) head_.host = host->value;
+
+    head_delivered_ = true;
+    handler_->on_request_head(head_);
+    return 0;
+  }
+
+  int on_body(const char* at, size_t n) {
+    handler_->on_request_body(at, n);
+    return 0;
+  }
+
+  int on_message_complete() {
+    message_done_ = true;
+    handler_->on_request_complete();
+    // Pausing makes llhttp_execute() return right after this message, which is what lets
+    // the caller deal with pipelined requests one at a time.
+    return HPE_PAUSED;
+  }
+
+  bool finish() {
+    if (state_ == State::kError) return false;
+    if (state_ == State::kMessageDone || !seen_any_) return true;
+    fail(400, "incomplete_request", "connection closed before the request was complete");
+    return false;
+  }
+
+  llhttp_t parser_;
+  RequestParser::Handler* handler_;
+  Limits limits_;
+  State state_ = State::kNeedMore;
+  ParseError error_;
+  RequestHead head_;
+  std::string field_;  // header name pieces of the header being parsed
+  std::string value_;  // header value pieces of the header being parsed
+  bool seen_any_ = false;
+  bool head_delivered_ = false;
+  bool message_done_ = false;
+  bool callback_failed_ = false;
+  // Pre-scan state.
+  bool scan_done_ = false;
+  bool after_cr_ = false;
+  bool line_start_ = true;
+  Part part_ = Part::kMethod;
+  uint64_t head_bytes_ = 0;
+  uint64_t target_bytes_ = 0;
+  uint64_t trailer_bytes_ = 0;
+};
+
+RequestParser::RequestParser(Handler* handler, Limits limits)
+    : impl_(std::make_unique<Impl>(handler, limits)) {}
+
+RequestParser::~RequestParser() = default;
+
+RequestParser::Outcome RequestParser::execute(const char* data, size_t len) { return impl_->execute(data, len); }
+
+void RequestParser::reset_for_next() {
+  // A full llhttp reset (not just resume) also leaves llhttp's "connection closed"
+  // state that it enters after a non-keep-alive message.
+  impl_->reset();
+}
+
+bool RequestParser::finish() { return impl_->finish(); }
+
+bool RequestParser::idle() const { return !impl_->seen_any_; }
+
+bool RequestParser::in_body() const { return impl_->head_delivered_ && !impl_->message_done_; }
+
+const ParseError& RequestParser::error() const { return impl_->error_; }
+
+void RequestParser::set_limits(Limits limits) { impl_->limits_ = limits; }
+
+}  // namespace fg::http

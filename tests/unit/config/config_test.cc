@@ -1,1 +1,532 @@
+// Config loading: a full valid file, the shipped example, and every validation
+// error with the position or key path it must name.
 #include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "floodgate/config.h"
+
+using fg::Balance;
+using fg::Config;
+
+namespace {
+
+const char* const kName = "test.toml";
+
+// Smallest valid file; error tests append to or edit a copy of it.
+const std::string kMinimal = R"([server]
+listen = "127.0.0.1:8080"
+
+[upstreams.shop]
+servers = ["127.0.0.1:8081"]
+
+[[routes]]
+name = "all"
+match = { prefix = "/" }
+upstream = "shop"
+)";
+
+std::shared_ptr<const Config> load_ok(const std::string& text) {
+  auto r = fg::config::load_string(text, kName);
+  INFO(r.message());
+  REQUIRE(r.is_ok());
+  return r.value();
+}
+
+std::string load_error(const std::string& text) {
+  auto r = fg::config::load_string(text, kName);
+  REQUIRE_FALSE(r.is_ok());
+  return r.message();
+}
+
+// kMinimal with [server] replaced by the given body.
+std::string with_server(const std::string& body) {
+  return "[server]\n" + body + R"(
+
+[upstreams.shop]
+servers = ["127.0.0.1:8081"]
+
+[[routes]]
+name = "all"
+match = { prefix = "/" }
+upstream = "shop"
+)";
+}
+
+// A valid [server] and [upstreams.shop] followed by the given routes, which
+// start on line 7.
+std::string with_routes(const std::string& routes) {
+  return R"([server]
+listen = "127.0.0.1:8080"
+
+[upstreams.shop]
+servers = ["127.0.0.1:8081"]
+
+)" + routes;
+}
+
+using Catch::Contains;
+using Catch::StartsWith;
+
+}  // namespace
+
+TEST_CASE("a full config parses with every value", "[config]") {
+  const std::string text = R"(
+[server]
+listen = ["0.0.0.0:8080", "[::1]:8443"]
+workers = 4
+max_connections = 1000
+header_timeout = "5s"
+body_timeout = "20s"
+idle_timeout = "1m"
+send_timeout = "1.5s"
+drain_timeout = "30s"
+max_header_bytes = "32KiB"
+max_uri_bytes = 4096
+max_body_bytes = "2MB"
+
+[upstreams.shop]
+servers = ["127.0.0.1:8081", "shop.internal:8082"]
+balance = "least_conn"
+connect_timeout = "250ms"
+timeout = "3s"
+max_connections = 100
+keepalive = 0
+keepalive_timeout = "30s"
+
+[upstreams.api]
+servers = ["[::1]:9000"]
+
+[[routes]]
+name = "orders"
+match = { methods = ["post", "PUT"], path = "/api/orders" }
+upstream = "shop"
+max_body_bytes = "64KiB"
+
+[[routes]]
+name = "api"
+match = { prefix = "/api/" }
+upstream = "api"
+
+[log]
+file = "/var/log/floodgate.log"
+access = false
+)";
+  auto cfg = load_ok(text);
+  CHECK(cfg->source_path == kName);
+
+  const auto& s = cfg->server;
+  REQUIRE(s.listen.size() == 2);
+  CHECK(s.listen[0].host == "0.0.0.0");
+  CHECK(s.listen[0].port == 8080);
+  CHECK(s.listen[0].text == "0.0.0.0:8080");
+  CHECK(s.listen[1].host == "::1");
+  CHECK(s.listen[1].port == 8443);
+  CHECK(s.listen[1].text == "[::1]:8443");
+  CHECK(s.workers == 4);
+  CHECK_FALSE(s.workers_auto);
+  CHECK(s.max_connections == 1000);
+  CHECK(s.header_timeout_ms == 5000);
+  CHECK(s.body_timeout_ms == 20000);
+  CHECK(s.idle_timeout_ms == 60000);
+  CHECK(s.send_timeout_ms == 1500);
+  CHECK(s.drain_timeout_ms == 30000);
+  CHECK(s.max_header_bytes == 32 * 1024);
+  CHECK(s.max_uri_bytes == 4096);
+  CHECK(s.max_body_bytes == 2000000);
+
+  REQUIRE(cfg->upstreams.size() == 2);
+  // File order, not the alphabetical order toml++ keeps tables in.
+  const auto& shop = cfg->upstreams[0];
+  CHECK(shop.name == "shop");
+  REQUIRE(shop.servers.size() == 2);
+  CHECK(shop.servers[1].host == "shop.internal");
+  CHECK(shop.servers[1].port == 8082);
+  CHECK(shop.balance == Balance::kLeastConn);
+  CHECK(shop.connect_timeout_ms == 250);
+  CHECK(shop.timeout_ms == 3000);
+  CHECK(shop.max_connections == 100);
+  CHECK(shop.keepalive == 0);
+  CHECK(shop.keepalive_timeout_ms == 30000);
+  const auto& api = cfg->upstreams[1];
+  CHECK(api.name == "api");
+  CHECK(api.servers[0].host == "::1");
+  CHECK(api.balance == Balance::kRoundRobin);
+
+  REQUIRE(cfg->routes.size() == 2);
+  const auto& orders = cfg->routes[0];
+  CHECK(orders.name == "orders");
+  CHECK(orders.match.methods == std::vector<std::string>{"POST", "PUT"});
+  CHECK(orders.match.path == "/api/orders");
+  CHECK_FALSE(orders.match.is_prefix);
+  CHECK(orders.upstream == "shop");
+  CHECK(orders.upstream_index == 0);
+  CHECK(orders.max_body_bytes == 64 * 1024);
+  const auto& api_route = cfg->routes[1];
+  CHECK(api_route.match.methods.empty());
+  CHECK(api_route.match.path == "/api/");
+  CHECK(api_route.match.is_prefix);
+  CHECK(api_route.upstream_index == 1);
+  CHECK(api_route.max_body_bytes == 0);
+
+  CHECK(cfg->log.file == "/var/log/floodgate.log");
+  CHECK_FALSE(cfg->log.access);
+}
+
+TEST_CASE("omitted keys take the documented defaults", "[config]") {
+  auto cfg = load_ok(kMinimal);
+  const fg::ServerConfig defaults;
+  const auto& s = cfg->server;
+  CHECK(s.workers == 1);
+  CHECK_FALSE(s.workers_auto);
+  CHECK(s.max_connections == defaults.max_connections);
+  CHECK(s.header_timeout_ms == 10000);
+  CHECK(s.body_timeout_ms == 30000);
+  CHECK(s.idle_timeout_ms == 60000);
+  CHECK(s.send_timeout_ms == 30000);
+  CHECK(s.drain_timeout_ms == 15000);
+  CHECK(s.max_header_bytes == 16384);
+  CHECK(s.max_uri_bytes == 8192);
+  CHECK(s.max_body_bytes == 1048576);
+  const auto& u = cfg->upstreams.at(0);
+  CHECK(u.balance == Balance::kRoundRobin);
+  CHECK(u.connect_timeout_ms == 1000);
+  CHECK(u.timeout_ms == 5000);
+  CHECK(u.max_connections == 512);
+  CHECK(u.keepalive == 64);
+  CHECK(u.keepalive_timeout_ms == 60000);
+  CHECK(cfg->log.file.empty());
+  CHECK(cfg->log.access);
+}
+
+TEST_CASE("workers = \"auto\" resolves to the core count", "[config]") {
+  auto cfg = load_ok(with_server("listen = \"127.0.0.1:1\"\nworkers = \"auto\""));
+  CHECK(cfg->server.workers_auto);
+  const unsigned cores = std::thread::hardware_concurrency();
+  CHECK(cfg->server.workers == static_cast<int>(cores == 0 ? 1 : std::min(cores, 256u)));
+}
+
+TEST_CASE("the hash is FNV-1a of the file bytes", "[config]") {
+  auto a = load_ok(kMinimal);
+  auto b = load_ok(kMinimal + "# a comment changes the bytes\n");
+  CHECK(a->hash.size() == 16);
+  CHECK(a->hash.find_first_not_of("0123456789abcdef") == std::string::npos);
+  CHECK(a->hash != b->hash);
+  CHECK(load_ok(kMinimal)->hash == a->hash);
+}
+
+TEST_CASE("the shipped conf/floodgate.toml loads", "[config]") {
+  const std::string path = std::string(FG_SOURCE_ROOT) + "/conf/floodgate.toml";
+  auto r = fg::config::load_file(path);
+  INFO(r.message());
+  REQUIRE(r.is_ok());
+  const Config& cfg = *r.value();
+  CHECK(cfg.source_path == path);
+  REQUIRE(cfg.server.listen.size() == 1);
+  CHECK(cfg.server.listen[0].text == "127.0.0.1:8080");
+  CHECK(cfg.server.workers_auto);
+  REQUIRE(cfg.upstreams.size() == 1);
+  CHECK(cfg.upstreams[0].name == "shop");
+  CHECK(cfg.upstreams[0].servers.at(0).text == "127.0.0.1:8081");
+  REQUIRE(cfg.routes.size() == 4);
+  CHECK(cfg.routes[0].name == "orders");
+  CHECK(cfg.routes[1].name == "catalog");
+  CHECK(cfg.routes[2].name == "notify");
+  CHECK(cfg.routes[3].name == "shop");
+  CHECK(cfg.match_route("POST", "/api/orders") == 0);
+  CHECK(cfg.match_route("GET", "/api/products/7") == 1);
+  CHECK(cfg.match_route("POST", "/notify/alipay") == 2);
+  CHECK(cfg.match_route("GET", "/anything") == 3);
+}
+
+TEST_CASE("load_file reports unreadable files", "[config]") {
+  auto missing = fg::config::load_file("/nonexistent/floodgate.toml");
+  REQUIRE_FALSE(missing.is_ok());
+  CHECK(missing.message() == "/nonexistent/floodgate.toml: cannot read: No such file or directory");
+
+  auto dir = fg::config::load_file("/");
+  REQUIRE_FALSE(dir.is_ok());
+  CHECK_THAT(dir.message(), StartsWith("/: cannot read: "));
+}
+
+TEST_CASE("load_file reads a file and names it in errors", "[config]") {
+  const std::string path = "config_test_tmp.toml";
+  {
+    std::ofstream out(path);
+    out << "bogus = 1\n" << kMinimal;
+  }
+  auto r = fg::config::load_file(path);
+  std::remove(path.c_str());
+  REQUIRE_FALSE(r.is_ok());
+  CHECK(r.message() == "config_test_tmp.toml:1:1: bogus: unknown key");
+}
+
+TEST_CASE("syntax errors carry file:line:col", "[config]") {
+  CHECK_THAT(load_error("[server]\nlisten = \"127.0.0.1:8080\nworkers = 2\n"), StartsWith("test.toml:2:"));
+  CHECK_THAT(load_error("[server]\nlisten = = 1\n"), StartsWith("test.toml:2:"));
+  CHECK_THAT(load_error(kMinimal + "[server]\n"), StartsWith("test.toml:11:1: Error while parsing table header"));
+}
+
+TEST_CASE("unknown keys are rejected everywhere, with their position", "[config]") {
+  SECTION("top level") {
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://x\"\n") == "test.toml:11:2: redis: unknown key");
+  }
+  SECTION("server, with a suggestion") {
+    CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nheader_timout = \"1s\"")) ==
+          "test.toml:3:1: server.header_timout: unknown key (did you mean \"header_timeout\"?)");
+  }
+  SECTION("upstream") {
+    CHECK(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\nbackup = [\"1.2.3.4:81\"]\n") ==
+          "test.toml:14:1: upstreams.b.backup: unknown key");
+  }
+  SECTION("route") {
+    CHECK(load_error(with_routes("[[routes]]\nname = \"r\"\nmatch = { prefix = \"/\" }\nupstream = \"shop\"\n"
+                                 "rate = 10\n")) == "test.toml:11:1: routes[0].rate: unknown key");
+  }
+  SECTION("match") {
+    CHECK(load_error(with_routes("[[routes]]\nname = \"r\"\nmatch = { prefix = \"/\", host = \"x\" }\n"
+                                 "upstream = \"shop\"\n")) == "test.toml:9:25: routes[0].match.host: unknown key");
+  }
+  SECTION("log") {
+    CHECK_THAT(load_error(kMinimal + "[log]\nacces = true\n"), StartsWith("test.toml:12:1: log.acces: unknown key"));
+  }
+}
+
+TEST_CASE("keys of features not built yet are unknown", "[config]") {
+  const std::string msg = load_error(kMinimal + "\n[upstreams.shop.breaker]\nwindow = \"10s\"\n\n[admin]\n"
+                                     "listen = \"127.0.0.1:9090\"\n");
+  CHECK_THAT(msg, Contains("test.toml:12:17: upstreams.shop.breaker: unknown key"));
+  CHECK_THAT(msg, Contains("test.toml:15:2: admin: unknown key"));
+}
+
+TEST_CASE("IPv6 and any-address listeners", "[config]") {
+  auto cfg = load_ok(with_server("listen = [\"0.0.0.0:80\", \"[::]:80\", \"[fe80::1%lo]:81\"]"));
+  REQUIRE(cfg->server.listen.size() == 3);
+  CHECK(cfg->server.listen[1].host == "::");
+  CHECK(cfg->server.listen[2].host == "fe80::1%lo");
+}
+
+TEST_CASE("wrong types name the key and position", "[config]") {
+  CHECK(load_error(with_server("listen = 8080")) ==
+        "test.toml:2:10: server.listen: expected a string or an array of strings, got integer");
+  CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nmax_connections = \"many\"")) ==
+        "test.toml:3:19: server.max_connections: expected an integer, got string");
+  CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nheader_timeout = 10")) ==
+        "test.toml:3:18: server.header_timeout: expected a duration string such as \"10s\", got integer");
+  CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nmax_body_bytes = true")) ==
+        "test.toml:3:18: server.max_body_bytes: expected a size such as \"16KiB\" or an integer of bytes, got boolean");
+  CHECK_THAT(load_error(kMinimal + "[log]\naccess = \"yes\"\n"),
+             StartsWith("test.toml:12:10: log.access: expected true or false, got string"));
+  CHECK_THAT(load_error("server = 1\n"), StartsWith("test.toml:1:10: server: expected a table, got integer"));
+  CHECK_THAT(load_error("routes = \"x\"\n" + with_routes("")),
+             Contains("test.toml:1:10: routes: expected [[routes]] entries"));
+  CHECK_THAT(load_error(with_routes("[[routes]]\nname = 3\nmatch = { prefix = \"/\" }\nupstream = \"shop\"\n")),
+             Contains("test.toml:8:8: routes[0].name: expected a string, got integer"));
+}
+
+TEST_CASE("bad durations and sizes are reported with the units hint", "[config]") {
+  CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\n  header_timeout = \"10x\"")) ==
+        "test.toml:3:20: server.header_timeout: invalid duration \"10x\" (use ms, s, m, h, d, e.g. \"250ms\" or \"1.5s\")");
+  CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:1\"\nidle_timeout = \"60\"")),
+             StartsWith("test.toml:3:16: server.idle_timeout: invalid duration \"60\": missing unit"));
+  CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:1\"\nsend_timeout = \"0s\"")),
+             StartsWith("test.toml:3:16: server.send_timeout: must be between 1ms and 1d"));
+  CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:1\"\ndrain_timeout = \"2d\"")),
+             StartsWith("test.toml:3:17: server.drain_timeout: must be between 1ms and 1d"));
+  CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:1\"\nmax_body_bytes = \"1XB\"")),
+             StartsWith("test.toml:3:18: server.max_body_bytes: invalid size \"1XB\""));
+  CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:1\"\nmax_body_bytes = -1")),
+             StartsWith("test.toml:3:18: server.max_body_bytes: invalid size -1: must not be negative"));
+  CHECK_THAT(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\ntimeout = \"soon\"\n"),
+             StartsWith("test.toml:14:11: upstreams.b.timeout: invalid duration \"soon\""));
+}
+
+TEST_CASE("range checks", "[config]") {
+  CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:1\"\nmax_header_bytes = \"512B\"")),
+             StartsWith("test.toml:3:20: server.max_header_bytes: must be between 1024 and 1048576 bytes, got 512"));
+  CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:1\"\nmax_header_bytes = \"2MiB\"")),
+             StartsWith("test.toml:3:20: server.max_header_bytes: must be between 1024 and 1048576"));
+  CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:1\"\nmax_header_bytes = \"4KiB\"\nmax_uri_bytes = \"8KiB\"")),
+             StartsWith("test.toml:4:17: server.max_uri_bytes: must not exceed server.max_header_bytes (4096)"));
+  CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:1\"\nmax_connections = 0")),
+             StartsWith("test.toml:3:19: server.max_connections: must be at least 1, got 0"));
+  CHECK_THAT(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\nkeepalive = -1\n"),
+             StartsWith("test.toml:14:13: upstreams.b.keepalive: must be at least 0, got -1"));
+  CHECK_THAT(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\nmax_connections = 0\n"),
+             StartsWith("test.toml:14:19: upstreams.b.max_connections: must be at least 1, got 0"));
+  CHECK_THAT(load_error(with_routes("[[routes]]\nname = \"r\"\nmatch = { prefix = \"/\" }\nupstream = \"shop\"\n"
+                                    "max_body_bytes = 0\n")),
+             StartsWith("test.toml:11:18: routes[0].max_body_bytes: must be at least 1 bytes, got 0"));
+}
+
+TEST_CASE("workers must be auto or 1..256", "[config]") {
+  CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nworkers = 0")) ==
+        "test.toml:3:11: server.workers: must be between 1 and 256, got 0");
+  CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:1\"\nworkers = 257")), Contains("server.workers: must be between 1 and 256"));
+  CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:1\"\nworkers = \"Auto\"")),
+             StartsWith("test.toml:3:11: server.workers: expected \"auto\" or a number 1-256"));
+  CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:1\"\nworkers = 2.5")),
+             StartsWith("test.toml:3:11: server.workers: expected \"auto\" or a number 1-256, got float"));
+}
+
+TEST_CASE("listen addresses are validated", "[config]") {
+  auto listen_error = [](const std::string& value) {
+    return load_error(with_server("listen = " + value));
+  };
+  CHECK(listen_error("\"127.0.0.1:0\"") ==
+        "test.toml:2:10: server.listen: invalid address \"127.0.0.1:0\": port must be a number 1-65535");
+  CHECK_THAT(listen_error("\"127.0.0.1:65536\""), Contains("port must be a number 1-65535"));
+  CHECK_THAT(listen_error("\"127.0.0.1:99999\""), Contains("port must be a number 1-65535"));
+  CHECK_THAT(listen_error("\"127.0.0.1:\""), Contains("port must be a number 1-65535"));
+  CHECK_THAT(listen_error("\"127.0.0.1:8o\""), Contains("port must be a number 1-65535"));
+  CHECK_THAT(listen_error("\"127.0.0.1\""), Contains("expected \"HOST:PORT\""));
+  CHECK_THAT(listen_error("\"::1:8080\""), Contains("IPv6 addresses go in brackets"));
+  CHECK_THAT(listen_error("\"[::1]8080\""), Contains("expected \"[ADDRESS]:PORT\""));
+  CHECK_THAT(listen_error("\"[::1:8080\""), Contains("missing ']'"));
+  CHECK_THAT(listen_error("\"[1.2.3.4]:8080\""), Contains("not an IPv6 address"));
+  CHECK_THAT(listen_error("\"[fe80::1%]:8080\""), Contains("invalid IPv6 zone"));
+  CHECK_THAT(listen_error("\"localhost:8080\""), Contains("expected a literal IPv4 address"));
+  CHECK_THAT(listen_error("\":8080\""), Contains("server.listen: invalid address"));
+  CHECK_THAT(listen_error("[]"), StartsWith("test.toml:2:10: server.listen: must list at least one address"));
+  CHECK_THAT(listen_error("[\"127.0.0.1:1\", \"127.0.0.1:x\"]"),
+             StartsWith("test.toml:2:26: server.listen[1]: invalid address \"127.0.0.1:x\""));
+  CHECK_THAT(listen_error("[\"127.0.0.1:1\", \"127.0.0.1:1\"]"),
+             StartsWith("test.toml:2:26: server.listen[1]: \"127.0.0.1:1\" is listed twice"));
+  CHECK_THAT(load_error(with_server("workers = 2")), StartsWith("test.toml:1:1: server.listen: required"));
+}
+
+TEST_CASE("upstream servers are validated", "[config]") {
+  auto servers_error = [](const std::string& value) {
+    return load_error(kMinimal + "\n[upstreams.b]\nservers = " + value + "\n");
+  };
+  CHECK_THAT(servers_error("[]"), StartsWith("test.toml:13:11: upstreams.b.servers: must list at least one address"));
+  CHECK_THAT(servers_error("\"1.2.3.4:80\""), StartsWith("test.toml:13:11: upstreams.b.servers: expected an array of strings"));
+  CHECK_THAT(servers_error("[\"1.2.3.4:0\"]"), StartsWith("test.toml:13:12: upstreams.b.servers[0]: invalid address"));
+  CHECK_THAT(servers_error("[\"10.0.0.256:80\"]"), Contains("invalid host name"));
+  CHECK_THAT(servers_error("[\"bad_host:80\"]"), Contains("invalid host name"));
+  CHECK_THAT(load_error(kMinimal + "\n[upstreams.b]\nbalance = \"random\"\nservers = [\"1.2.3.4:80\"]\n"),
+             StartsWith("test.toml:13:11: upstreams.b.balance: expected \"round_robin\" or \"least_conn\""));
+  CHECK_THAT(load_error(kMinimal + "\n[upstreams.b]\nbalance = \"random\"\n"),
+             Contains("test.toml:12:1: upstreams.b.servers: required"));
+  CHECK_THAT(load_error(kMinimal + "\n[upstreams.\"a b\"]\nservers = [\"1.2.3.4:80\"]\n"),
+             StartsWith("test.toml:12:12: upstreams.a b: upstream names may use only"));
+}
+
+TEST_CASE("missing sections", "[config]") {
+  CHECK_THAT(load_error("[upstreams.shop]\nservers = [\"1.2.3.4:80\"]\n[[routes]]\nname = \"a\"\n"
+                        "match = { prefix = \"/\" }\nupstream = \"shop\"\n"),
+             StartsWith("test.toml: server: missing [server] table"));
+  CHECK_THAT(load_error("[server]\nlisten = \"127.0.0.1:1\"\n"),
+             Contains("test.toml: upstreams: at least one [upstreams.NAME] table is required"));
+  CHECK_THAT(load_error("[server]\nlisten = \"127.0.0.1:1\"\n[upstreams]\n"),
+             Contains("upstreams: at least one [upstreams.NAME] table is required"));
+  CHECK(load_error(with_routes("")) == "test.toml: routes: at least one [[routes]] entry is required");
+  CHECK_THAT(load_error("routes = []\n" + with_routes("")), StartsWith("test.toml:1:10: routes: at least one"));
+}
+
+TEST_CASE("route references and names", "[config]") {
+  SECTION("unknown upstream") {
+    CHECK(load_error(with_routes("[[routes]]\nname = \"r\"\nmatch = { prefix = \"/\" }\nupstream = \"shoop\"\n")) ==
+          "test.toml:10:12: routes[0].upstream: unknown upstream \"shoop\"");
+  }
+  SECTION("duplicate name") {
+    CHECK(load_error(with_routes("[[routes]]\nname = \"r\"\nmatch = { path = \"/a\" }\nupstream = \"shop\"\n"
+                                 "[[routes]]\nname = \"r\"\nmatch = { path = \"/b\" }\nupstream = \"shop\"\n")) ==
+          "test.toml:12:8: routes[1].name: duplicate route name \"r\"");
+  }
+  SECTION("empty name") {
+    CHECK_THAT(load_error(with_routes("[[routes]]\nname = \"\"\nmatch = { prefix = \"/\" }\nupstream = \"shop\"\n")),
+               StartsWith("test.toml:8:8: routes[0].name: route names must be non-empty"));
+  }
+  SECTION("missing name, match, upstream") {
+    const std::string msg = load_error(with_routes("[[routes]]\nmax_body_bytes = 10\n"));
+    CHECK_THAT(msg, Contains("test.toml:7:1: routes[0].name: required"));
+    CHECK_THAT(msg, Contains("test.toml:7:1: routes[0].match: required"));
+    CHECK_THAT(msg, Contains("test.toml:7:1: routes[0].upstream: required"));
+  }
+}
+
+TEST_CASE("route match validation", "[config]") {
+  auto match_error = [](const std::string& match) {
+    return load_error(with_routes("[[routes]]\nname = \"r\"\nmatch = " + match + "\nupstream = \"shop\"\n"));
+  };
+  CHECK(match_error("{ path = \"/a\", prefix = \"/b\" }") ==
+        "test.toml:9:33: routes[0].match: set either path (exact) or prefix, not both");
+  CHECK(match_error("{ methods = [\"GET\"] }") ==
+        "test.toml:9:9: routes[0].match: needs path = \"/exact\" or prefix = \"/start/\"");
+  CHECK(match_error("{ prefix = \"api/\" }") ==
+        "test.toml:9:20: routes[0].match.prefix: must start with '/', got \"api/\"");
+  CHECK_THAT(match_error("{ path = \"\" }"), StartsWith("test.toml:9:18: routes[0].match.path: must start with '/'"));
+  CHECK_THAT(match_error("{ path = \"/a?b=1\" }"), Contains("must not contain '?' or '#'"));
+  CHECK_THAT(match_error("{ path = \"/a b\" }"), Contains("must not contain spaces"));
+  CHECK(match_error("{ methods = [\"GET\", \"GE T\"], prefix = \"/\" }") ==
+        "test.toml:9:29: routes[0].match.methods[1]: invalid HTTP method \"GE T\"");
+  CHECK_THAT(match_error("{ methods = [\"\"], prefix = \"/\" }"), Contains("invalid HTTP method \"\""));
+  CHECK_THAT(match_error("{ methods = [], prefix = \"/\" }"),
+             StartsWith("test.toml:9:21: routes[0].match.methods: must not be empty"));
+  CHECK_THAT(match_error("{ methods = \"GET\", prefix = \"/\" }"),
+             StartsWith("test.toml:9:21: routes[0].match.methods: expected an array of strings, got string"));
+  CHECK_THAT(match_error("{ methods = [1], prefix = \"/\" }"),
+             StartsWith("test.toml:9:22: routes[0].match.methods[0]: expected a string, got integer"));
+  CHECK_THAT(match_error("\"/\""), StartsWith("test.toml:9:9: routes[0].match: expected a table, got string"));
+}
+
+TEST_CASE("methods are upper-cased and de-duplicated", "[config]") {
+  auto cfg = load_ok(with_routes("[[routes]]\nname = \"r\"\nmatch = { methods = [\"get\", \"GET\", \"Post\"], prefix = \"/\" }\n"
+                                 "upstream = \"shop\"\n"));
+  CHECK(cfg->routes[0].match.methods == std::vector<std::string>{"GET", "POST"});
+}
+
+TEST_CASE("a route that can never match is rejected", "[config]") {
+  SECTION("behind a catch-all") {
+    CHECK(load_error(with_routes("[[routes]]\nname = \"all\"\nmatch = { prefix = \"/\" }\nupstream = \"shop\"\n"
+                                 "[[routes]]\nname = \"orders\"\nmatch = { methods = [\"POST\"], path = \"/api/orders\" }\n"
+                                 "upstream = \"shop\"\n")) ==
+          "test.toml:11:1: routes[1]: route \"orders\" can never match: earlier route \"all\" (routes[0]) takes all "
+          "of its requests");
+  }
+  SECTION("methods split over two earlier routes") {
+    CHECK_THAT(load_error(with_routes(
+                   "[[routes]]\nname = \"g\"\nmatch = { methods = [\"GET\"], prefix = \"/api\" }\nupstream = \"shop\"\n"
+                   "[[routes]]\nname = \"p\"\nmatch = { methods = [\"POST\"], prefix = \"/api/\" }\nupstream = \"shop\"\n"
+                   "[[routes]]\nname = \"x\"\nmatch = { methods = [\"GET\", \"POST\"], prefix = \"/api/v2\" }\n"
+                   "upstream = \"shop\"\n")),
+               Contains("routes[2]: route \"x\" can never match"));
+  }
+  SECTION("same exact path twice") {
+    CHECK_THAT(load_error(with_routes("[[routes]]\nname = \"a\"\nmatch = { path = \"/a\" }\nupstream = \"shop\"\n"
+                                      "[[routes]]\nname = \"b\"\nmatch = { methods = [\"GET\"], path = \"/a\" }\n"
+                                      "upstream = \"shop\"\n")),
+               Contains("route \"b\" can never match"));
+  }
+  SECTION("partial overlaps are fine") {
+    load_ok(with_routes(
+        // exact before prefix: the prefix still takes the longer paths
+        "[[routes]]\nname = \"a\"\nmatch = { path = \"/api\" }\nupstream = \"shop\"\n"
+        "[[routes]]\nname = \"b\"\nmatch = { prefix = \"/api\" }\nupstream = \"shop\"\n"
+        // method-limited before method-less: other methods still reach it
+        "[[routes]]\nname = \"c\"\nmatch = { methods = [\"GET\"], prefix = \"/x\" }\nupstream = \"shop\"\n"
+        "[[routes]]\nname = \"d\"\nmatch = { prefix = \"/x/y\" }\nupstream = \"shop\"\n"
+        // boundary: "/shop" does not cover "/shopping"
+        "[[routes]]\nname = \"e\"\nmatch = { prefix = \"/shop\" }\nupstream = \"shop\"\n"
+        "[[routes]]\nname = \"f\"\nmatch = { prefix = \"/shopping\" }\nupstream = \"shop\"\n"));
+  }
+}
+
+TEST_CASE("several errors are reported together, one per line", "[config]") {
+  const std::string msg = load_error(with_server("listen = \"127.0.0.1:0\"\nworkers = 0\nbogus = 1"));
+  CHECK_THAT(msg, Contains("test.toml:2:10: server.listen"));
+  CHECK_THAT(msg, Contains("\ntest.toml:3:11: server.workers"));
+  CHECK_THAT(msg, Contains("test.toml:4:1: server.bogus: unknown key"));
+}
+
+TEST_CASE("a flood of errors is cut short", "[config]") {
+  std::string body = "listen = \"127.0.0.1:1\"\n";
+  for (int i = 0; i < 50; ++i) body += "bogus" + std::to_string(i) + " = 1\n";
+  const std::string msg = load_error(with_server(body));
+  CHECK_THAT(msg, Contains("(further errors not shown)"));
+  CHECK(std::count(msg.begin(), msg.end(), '\n') == 20);
+}
