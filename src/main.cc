@@ -1,18 +1,19 @@
-// floodgate: parse the command line, load the config, start one worker per core and
-// wait for signals. Everything else lives in the modules.
+// floodgate: parse the command line, load the config, start one worker per core, the
+// admin listener, and wait for signals. Everything else lives in the modules.
 #include <signal.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include "core/log.h"
 #include "floodgate/config.h"
 #include "floodgate_version.h"
-#include "net/worker.h"
+#include "net/admin_server.h"
+#include "net/controller.h"
 
 namespace {
 
@@ -21,13 +22,14 @@ void usage(FILE* out) {
                "usage: floodgate [-c FILE | --config FILE] [--check] [--version]\n"
                "  -c, --config FILE  configuration file (default conf/floodgate.toml)\n"
                "  --check            validate the configuration and exit (prints ok)\n"
-               "  --version          print the version and exit\n");
+               "  --version          print the version and exit\n"
+               "signals: SIGHUP reloads the config; SIGTERM/SIGINT drain and stop\n");
 }
 
 struct Main {
-  std::vector<std::unique_ptr<fg::net::Worker>> workers;
+  fg::net::Controller* controller = nullptr;
+  fg::net::AdminServer* admin = nullptr;
   uv_signal_t sigterm, sigint, sighup;
-  bool stopping = false;
 };
 
 void force_exit(int) { _exit(1); }
@@ -35,15 +37,14 @@ void force_exit(int) { _exit(1); }
 void on_signal(uv_signal_t* h, int signum) {
   auto* m = static_cast<Main*>(h->data);
   if (signum == SIGHUP) {
-    fg::log::event("warn", "reload_ignored", [](fg::log::Line& l) {
-      l.str("reason", "this build has no live reload; restart to apply a new config");
-    });
+    m->controller->reload("SIGHUP");
     return;
   }
-  if (m->stopping) return;
-  m->stopping = true;
-  fg::log::event("info", "drain_start", [&](fg::log::Line& l) { l.str("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"); });
-  for (auto& w : m->workers) w->request_stop();
+  if (m->controller->stopping()) return;
+  fg::log::event("info", "drain_start",
+                 [&](fg::log::Line& l) { l.str("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"); });
+  m->controller->stop();
+  m->admin->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&m->sigterm), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&m->sigint), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&m->sighup), nullptr);
@@ -94,9 +95,31 @@ int main(int argc, char** argv) {
   // Writes to a vanished peer must surface as EPIPE on that connection, not kill us.
   signal(SIGPIPE, SIG_IGN);
 
-  fg::net::Instance instance(*config);
-  Main m;
   uv_loop_t* loop = uv_default_loop();
+  fg::log::event("info", "start", [&](fg::log::Line& l) {
+    l.str("version", FLOODGATE_VERSION).str("config", config_path).str("config_hash", config->hash)
+        .num("workers", config->server.workers);
+  });
+  fg::net::Controller controller(loop, config_path, config);
+  fg::net::AdminServer admin(loop, &controller);
+  controller.on_reloaded = [&admin](const fg::Config& c) { admin.update(c.admin); };
+
+  fg::Status s = controller.start();
+  if (s) s = admin.open(config->admin);
+  if (!s) {
+    std::fprintf(stderr, "floodgate: %s\n", s.message().c_str());
+    fg::log::event("error", "start_failed", [&](fg::log::Line& l) { l.str("error", s.message()); });
+    controller.stop();
+    admin.close();
+    uv_run(loop, UV_RUN_DEFAULT);
+    controller.join();
+    uv_loop_close(loop);
+    return 1;
+  }
+
+  Main m;
+  m.controller = &controller;
+  m.admin = &admin;
   uv_signal_init(loop, &m.sigterm);
   uv_signal_init(loop, &m.sigint);
   uv_signal_init(loop, &m.sighup);
@@ -105,32 +128,11 @@ int main(int argc, char** argv) {
   uv_signal_start(&m.sigint, on_signal, SIGINT);
   uv_signal_start(&m.sighup, on_signal, SIGHUP);
 
-  fg::log::event("info", "start", [&](fg::log::Line& l) {
-    l.str("version", FLOODGATE_VERSION).str("config", config_path).str("config_hash", config->hash)
-        .num("workers", config->server.workers);
-  });
-  int rc = 0;
-  for (int i = 0; i < config->server.workers; i++) {
-    auto w = std::make_unique<fg::net::Worker>(i, &instance, config);
-    fg::Status s = w->start();
-    m.workers.push_back(std::move(w));
-    if (!s) {
-      std::fprintf(stderr, "floodgate: %s\n", s.message().c_str());
-      fg::log::event("error", "start_failed", [&](fg::log::Line& l) { l.str("error", s.message()); });
-      rc = 1;
-      break;
-    }
-  }
-  if (rc != 0) {
-    for (auto& w : m.workers) w->request_stop();
-    for (auto& w : m.workers) w->join();
-    return rc;
-  }
   uv_run(loop, UV_RUN_DEFAULT);
   // A second SIGTERM/SIGINT during the drain stops at once.
   signal(SIGTERM, force_exit);
   signal(SIGINT, force_exit);
-  for (auto& w : m.workers) w->join();
+  controller.join();
   uv_loop_close(loop);
   fg::log::event("info", "stopped");
   return 0;

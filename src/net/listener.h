@@ -19,6 +19,7 @@ class Listener {
   // Stops accepting; idempotent. Memory is released in the close callback, which
   // runs before the loop ends; the object must outlive the loop run.
   void close();
+  const std::string& address() const { return addr_.text; }
 
  private:
   static void on_connection(uv_stream_t* server, int status);

@@ -1,8 +1,5 @@
-// Worker threads: loop setup, accept, graceful drain and teardown.
+// Worker threads: loop setup, accept, snapshot switches, graceful drain and teardown.
 #include "net/worker.h"
-
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <cinttypes>
 #include <cstdio>
@@ -33,17 +30,20 @@ std::string random_hex(size_t bytes) {
   return out;
 }
 
-}  // namespace
-
-Instance::Instance(const Config& config) {
-  for (const auto& u : config.upstreams)
-    server_counters.push_back(std::make_unique<proxy::ServerCounters>(u.servers.size()));
+bool same_upstream(const UpstreamConfig& a, const UpstreamConfig& b) {
+  if (a.name != b.name || a.servers.size() != b.servers.size()) return false;
+  for (size_t i = 0; i < a.servers.size(); i++)
+    if (a.servers[i].text != b.servers[i].text) return false;
+  return true;
 }
 
-Worker::Worker(int id, Instance* instance, std::shared_ptr<const Config> config)
-    : id_(id), instance_(instance), config_(std::move(config)),
+}  // namespace
+
+Worker::Worker(int id, Instance* instance, std::shared_ptr<const Snapshot> snapshot)
+    : id_(id), instance_(instance), snapshot_(std::move(snapshot)),
       read_buffer_(new char[kReadBufferSize]) {
   id_prefix_ = random_hex(6);
+  metrics::Registry::get().ensure_thread(id_);
 }
 
 Worker::~Worker() { join(); }
@@ -60,6 +60,14 @@ void Worker::request_stop() {
   uv_async_send(&stop_async_);
 }
 
+void Worker::post_snapshot(std::shared_ptr<const Snapshot> snapshot) {
+  {
+    std::lock_guard<std::mutex> lock(mailbox_mu_);
+    mailbox_ = std::move(snapshot);
+  }
+  uv_async_send(&snapshot_async_);
+}
+
 void Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
@@ -68,25 +76,23 @@ void Worker::run(std::promise<Status>* started) {
   uv_loop_init(&loop_);
   uv_async_init(&loop_, &stop_async_, on_stop_async);
   stop_async_.data = this;
+  uv_async_init(&loop_, &snapshot_async_, on_snapshot_async);
+  snapshot_async_.data = this;
   uv_timer_init(&loop_, &drain_timer_);
   drain_timer_.data = this;
   uv_timer_init(&loop_, &tick_timer_);
   tick_timer_.data = this;
 
   Status status;
-  for (size_t u = 0; u < config_->upstreams.size() && status.is_ok(); u++) {
-    pools_.push_back(std::make_unique<proxy::UpstreamPool>(this, config_->upstreams[u],
-                                                           instance_->server_counters[u].get()));
+  const Config& cfg = config();
+  for (size_t u = 0; u < cfg.upstreams.size() && status.is_ok(); u++) {
+    pools_.push_back(std::make_unique<proxy::UpstreamPool>(this, cfg.upstreams[u], snapshot_->upstreams[u].counters));
     status = pools_.back()->resolve();
   }
-  for (const auto& addr : config_->server.listen) {
-    if (!status.is_ok()) break;
-    auto l = std::make_unique<Listener>(this, addr);
-    status = l->open();
-    listeners_.push_back(std::move(l));
-  }
+  if (status.is_ok()) status = sync_listeners();
   bool ok = status.is_ok();
   if (ok) {
+    next_tick_ns_ = uv_hrtime() + kTickMs * 1000000;
     uv_timer_start(&tick_timer_, on_tick, kTickMs, kTickMs);
     log::event("info", "worker_start", [&](log::Line& l) { l.num("worker", id_); });
   } else {
@@ -96,12 +102,98 @@ void Worker::run(std::promise<Status>* started) {
   started->set_value(status);  // `started` must not be touched after this
   uv_run(&loop_, UV_RUN_DEFAULT);
   access_log_.flush();
+  listeners_.clear();
+  closed_listeners_.clear();
+  pools_.clear();
+  retired_pools_.clear();
   // Every handle is closed by now; a non-zero result would mean a leaked handle.
   int r = uv_loop_close(&loop_);
   if (r != 0) {
     log::event("error", "worker_leak", [&](log::Line& l) { l.num("worker", id_).str("error", uv_strerror(r)); });
   }
   if (ok) log::event("info", "worker_stop", [&](log::Line& l) { l.num("worker", id_); });
+}
+
+Status Worker::sync_listeners() {
+  // Listeners are keyed by their address text: open new ones, close dropped ones.
+  const auto& want = config().server.listen;
+  std::vector<std::unique_ptr<Listener>> keep;
+  for (auto& l : listeners_) {
+    bool wanted = false;
+    for (const auto& a : want) wanted = wanted || a.text == l->address();
+    if (wanted) {
+      keep.push_back(std::move(l));
+    } else {
+      l->close();
+      closed_listeners_.push_back(std::move(l));
+    }
+  }
+  listeners_ = std::move(keep);
+  Status first_error;
+  for (const auto& a : want) {
+    bool have = false;
+    for (auto& l : listeners_) have = have || l->address() == a.text;
+    if (have) continue;
+    auto l = std::make_unique<Listener>(this, a);
+    Status s = l->open();
+    if (s) {
+      listeners_.push_back(std::move(l));
+    } else {
+      closed_listeners_.push_back(std::move(l));
+      if (first_error) first_error = s;
+    }
+  }
+  return first_error;
+}
+
+void Worker::on_snapshot_async(uv_async_t* a) {
+  auto* self = static_cast<Worker*>(a->data);
+  std::shared_ptr<const Snapshot> next;
+  {
+    std::lock_guard<std::mutex> lock(self->mailbox_mu_);
+    next = std::move(self->mailbox_);
+  }
+  if (next && !self->draining_) self->apply_snapshot(std::move(next));
+}
+
+void Worker::apply_snapshot(std::shared_ptr<const Snapshot> next) {
+  // Requests in flight keep the snapshot (and pools) they started with; new requests
+  // see the new one from here on.
+  const Config& old_cfg = config();
+  const Config& cfg = *next->config;
+  std::vector<std::unique_ptr<proxy::UpstreamPool>> pools;
+  for (size_t u = 0; u < cfg.upstreams.size(); u++) {
+    std::unique_ptr<proxy::UpstreamPool> reuse;
+    for (size_t o = 0; o < old_cfg.upstreams.size(); o++) {
+      if (pools_[o] && same_upstream(old_cfg.upstreams[o], cfg.upstreams[u]) &&
+          pools_[o]->counters() == next->upstreams[u].counters.get()) {
+        reuse = std::move(pools_[o]);
+        break;
+      }
+    }
+    if (reuse) {
+      reuse->update_config(cfg.upstreams[u]);
+    } else {
+      reuse = std::make_unique<proxy::UpstreamPool>(this, cfg.upstreams[u], next->upstreams[u].counters);
+      Status s = reuse->resolve();
+      if (!s) {
+        log::event("error", "upstream_resolve_failed", [&](log::Line& l) { l.num("worker", id_).str("error", s.message()); });
+      }
+    }
+    pools.push_back(std::move(reuse));
+  }
+  for (auto& p : pools_) {
+    if (p) {
+      p->retire();
+      retired_pools_.push_back(std::move(p));
+    }
+  }
+  pools_ = std::move(pools);
+  snapshot_ = std::move(next);
+  Status s = sync_listeners();
+  if (!s) {
+    log::event("error", "listen_failed", [&](log::Line& l) { l.num("worker", id_).str("error", s.message()); });
+  }
 }
 
 void Worker::on_stop_async(uv_async_t* a) {
@@ -114,10 +206,11 @@ void Worker::begin_drain() {
   draining_ = true;
   for (auto& l : listeners_) l->close();
   for (auto& p : pools_) p->close_idle();
+  for (auto& p : retired_pools_) p->close_idle();
   // Copy: drain() may close connections, which edits the list.
   std::vector<proxy::ClientConn*> conns = conns_;
   for (auto* c : conns) c->drain();
-  uv_timer_start(&drain_timer_, on_drain_timer, config_->server.drain_timeout_ms, 0);
+  uv_timer_start(&drain_timer_, on_drain_timer, config().server.drain_timeout_ms, 0);
   maybe_finish();
 }
 
@@ -134,16 +227,45 @@ void Worker::maybe_finish() {
   if (!draining_ || finished_ || !conns_.empty()) return;
   finished_ = true;
   for (auto& p : pools_) p->close_idle();
+  for (auto& p : retired_pools_) p->close_idle();
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_async_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&snapshot_async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&tick_timer_), nullptr);
 }
 
 void Worker::on_tick(uv_timer_t* t) {
   auto* self = static_cast<Worker*>(t->data);
+  // Loop lag: how late this periodic timer fires compared with its schedule.
+  uint64_t now_ns = uv_hrtime();
+  uint64_t lag = now_ns > self->next_tick_ns_ ? now_ns - self->next_tick_ns_ : 0;
+  self->next_tick_ns_ = now_ns + kTickMs * 1000000;
+  self->instance_->loop_lag_ns[self->id_].store(lag, std::memory_order_relaxed);
+  uint64_t limit_ms = self->config().pressure.loop_lag_ms;
+  bool pressure = false;
+  if (limit_ms > 0) {
+    int n = self->instance_->workers.load(std::memory_order_relaxed);
+    for (int i = 0; i < n && i < metrics::kMaxWorkers; i++) {
+      if (self->instance_->loop_lag_ns[i].load(std::memory_order_relaxed) > limit_ms * 1000000) pressure = true;
+    }
+  }
+  if (pressure != self->pressure_ && self->id_ == 0) {
+    log::event(pressure ? "warn" : "info", pressure ? "pressure_on" : "pressure_off",
+               [&](log::Line& l) { l.str("condition", "loop_lag"); });
+  }
+  self->pressure_ = pressure;
+
   self->access_log_.flush();
   uint64_t now = self->now_ms();
   for (auto& p : self->pools_) p->sweep(now);
+  // Pools replaced by a reload go away once their last connection has closed.
+  for (size_t i = 0; i < self->retired_pools_.size();) {
+    if (self->retired_pools_[i]->open_connections() == 0) {
+      self->retired_pools_.erase(self->retired_pools_.begin() + static_cast<long>(i));
+    } else {
+      i++;
+    }
+  }
 }
 
 void Worker::accept_from(uv_stream_t* server) {

@@ -1,21 +1,22 @@
 // A worker: one thread, one libuv loop, its own SO_REUSEPORT listeners, its own
 // upstream pools and client connections. Everything it owns is created and destroyed on
-// its loop; other threads talk to it only through request_stop() (a uv_async).
+// its loop; other threads talk to it only through request_stop() and post_snapshot()
+// (each a uv_async), and read its gauges through atomics.
 #pragma once
 
 #include <uv.h>
 
 #include <atomic>
 #include <cstdint>
-#include <memory>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "core/log.h"
-#include "floodgate/config.h"
+#include "net/snapshot.h"
 #include "proxy/upstream_pool.h"
 
 namespace fg::proxy {
@@ -26,18 +27,20 @@ namespace fg::net {
 
 // Process-wide state shared by the workers: atomics only.
 struct Instance {
-  explicit Instance(const Config& config);
   // Client connections open across all workers. Relaxed: the max_connections check may
   // admit up to workers-1 connections too many during a simultaneous burst.
   std::atomic<int64_t> connections{0};
-  std::vector<std::unique_ptr<proxy::ServerCounters>> server_counters;  // per upstream
+  // Last measured loop lag per worker, in nanoseconds (written by that worker only).
+  std::atomic<uint64_t> loop_lag_ns[metrics::kMaxWorkers] = {};
+  std::atomic<int> workers{0};
+  // Upstream requests in flight per route name are not tracked here; see /status.
 };
 
 class Listener;
 
 class Worker {
  public:
-  Worker(int id, Instance* instance, std::shared_ptr<const Config> config);
+  Worker(int id, Instance* instance, std::shared_ptr<const Snapshot> snapshot);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -47,17 +50,22 @@ class Worker {
   // Begins a graceful drain (stop accepting, finish in-flight requests up to
   // server.drain_timeout, then close everything). Any thread; idempotent.
   void request_stop();
+  // Hands a new snapshot to the worker; it switches between requests. Any thread.
+  void post_snapshot(std::shared_ptr<const Snapshot> snapshot);
   // Waits for the thread to end. Any thread but this worker's.
   void join();
 
   // Loop-thread only below.
   int id() const { return id_; }
   uv_loop_t* loop() { return &loop_; }
-  const Config& config() const { return *config_; }
+  const Config& config() const { return *snapshot_->config; }
+  const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
   Instance& instance() { return *instance_; }
   proxy::UpstreamPool& pool(size_t upstream_index) { return *pools_[upstream_index]; }
   log::LogBuffer& access_log() { return access_log_; }
   bool draining() const { return draining_; }
+  // True while a [pressure] condition holds (evaluated on the worker's tick).
+  bool under_pressure() const { return pressure_; }
   uint64_t now_ms() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
 
   // A fresh request id: this worker's random prefix and a counter.
@@ -75,23 +83,33 @@ class Worker {
   void run(std::promise<Status>* started);
   void begin_drain();
   void maybe_finish();
+  void apply_snapshot(std::shared_ptr<const Snapshot> next);
+  Status sync_listeners();
   static void on_stop_async(uv_async_t* a);
+  static void on_snapshot_async(uv_async_t* a);
   static void on_drain_timer(uv_timer_t* t);
   static void on_tick(uv_timer_t* t);
 
   int id_;
   Instance* instance_;
-  std::shared_ptr<const Config> config_;
+  std::shared_ptr<const Snapshot> snapshot_;
   std::thread thread_;
   uv_loop_t loop_;
   uv_async_t stop_async_;
+  uv_async_t snapshot_async_;
   uv_timer_t drain_timer_;
-  uv_timer_t tick_timer_;  // log flush and pool sweep
+  uv_timer_t tick_timer_;  // log flush, pool sweep, loop lag
   std::atomic<bool> stop_requested_{false};
+  std::mutex mailbox_mu_;
+  std::shared_ptr<const Snapshot> mailbox_;  // the newest posted snapshot, if any
   bool draining_ = false;
   bool finished_ = false;
+  bool pressure_ = false;
+  uint64_t next_tick_ns_ = 0;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::unique_ptr<Listener>> closed_listeners_;  // kept until the loop ends
   std::vector<std::unique_ptr<proxy::UpstreamPool>> pools_;
+  std::vector<std::unique_ptr<proxy::UpstreamPool>> retired_pools_;
   std::vector<proxy::ClientConn*> conns_;  // open client connections (index kept in conn)
   log::LogBuffer access_log_;
   std::unique_ptr<char[]> read_buffer_;

@@ -112,15 +112,16 @@ void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     // mid-request the exchange is abandoned and the upstream connection dropped.
     if (self->in_request_ && !self->request_body_done_) {
       self->session_.abort();
-      if (self->session_.status() == 0) self->session_.set_status(499, "client_closed");
+      if (self->session_.status() == 0) self->session_.set_status(499, net::kError);
       self->write_access_log();
-    } else if (self->in_request_) {
-      // Half-close after a complete request: finish sending the response, then close.
-      self->close_after_flush_ = true;
-      self->stop_read();
+      self->close();
       return;
     }
-    self->close();
+    self->stop_read();
+    self->peer_eof_ = true;
+    // Half-close after a complete request: the answer is still sent, then we close.
+    // Between requests: close once anything queued has been flushed.
+    if (!self->in_request_) self->close_after_flush();
     return;
   }
   const char* data = buf->base;
@@ -177,7 +178,8 @@ void ClientConn::process_input() {
 }
 
 void ClientConn::on_request_head(http::RequestHead& head) {
-  const Config& cfg = worker_->config();
+  const auto& snap = worker_->snapshot();
+  const Config& cfg = *snap->config;
   uint64_t now = worker_->now_ms();
   std::string request_id;
   const http::Header* rid = http::find_header(head.headers, "X-Request-Id");
@@ -188,29 +190,125 @@ void ClientConn::on_request_head(http::RequestHead& head) {
   in_request_ = true;
   request_body_done_ = false;
   body_paused_ = false;
+  body_bytes_ = 0;
 
   int route = cfg.match_route(head.method, head.path());
   if (route < 0) {
-    session_.record_local(std::move(head), -1, now, std::move(request_id), 404, "error");
+    session_.record_local(snap, std::move(head), -1, now, std::move(request_id), 404, net::kError);
     // The body (if any) is read and discarded so the connection can stay open.
     respond_error(404, "no_route", "no route matches this request", true);
     return;
   }
-  uint64_t max_body = cfg.routes[static_cast<size_t>(route)].max_body_bytes;
-  if (max_body == 0) max_body = cfg.server.max_body_bytes;
+  const RouteConfig& rc = cfg.routes[static_cast<size_t>(route)];
+  const net::RouteRuntime& rt = snap->routes[static_cast<size_t>(route)];
+  uint64_t max_body = rc.max_body_bytes ? rc.max_body_bytes : cfg.server.max_body_bytes;
   if (head.body == http::BodyKind::kContentLength && head.content_length > max_body) {
-    session_.record_local(std::move(head), route, now, std::move(request_id), 413, "error");
+    session_.record_local(snap, std::move(head), route, now, std::move(request_id), 413, net::kError);
     // Refused before reading the body: no 100 Continue, and the connection closes.
     respond_error(413, "body_too_large", "request body exceeds max_body_bytes", false);
     return;
   }
+
+  // Admission, cheapest and most specific first: shedding under pressure, then the
+  // client's own limit (so a hammering client cannot drain the route budget), then
+  // the route budget shared by every worker.
+  auto& reg = metrics::Registry::get();
+  int wid = worker_->id();
+  if (!rc.core && worker_->under_pressure()) {
+    if (rc.dry_run) {
+      reg.add(wid, rt.dry_run[net::kWouldShed]);
+    } else {
+      session_.record_local(snap, std::move(head), route, now, std::move(request_id), cfg.degrade.status,
+                            net::kDegraded);
+      respond_degrade();
+      return;
+    }
+  }
+  uint64_t now_ns = net::mono_ns();
+  if (rt.clients) {
+    std::string_view key = client_ip_;
+    if (rc.client_key.by_header) {
+      const http::Header* h = http::find_header(head.headers, rc.client_key.header);
+      if (h && !h->value.empty()) key = h->value;
+    }
+    admission::Decision d = rt.clients->try_acquire(key, now_ns);
+    if (!d.admitted) {
+      if (rc.dry_run) {
+        reg.add(wid, rt.dry_run[net::kWouldClientLimit]);
+      } else {
+        session_.record_local(snap, std::move(head), route, now, std::move(request_id), 429, net::kRejected);
+        respond_error(429, "client_rate_limited", "too many requests from this client", true,
+                      retry_after_header(d.retry_after_ns));
+        return;
+      }
+    }
+  }
+  std::string extra;
+  if (rt.budget) {
+    admission::Decision d = rt.budget->try_acquire(now_ns);
+    extra = ratelimit_headers(rc, rt, d);
+    if (!d.admitted) {
+      bool degrade = rc.overflow == Overflow::kDegrade;
+      if (rc.dry_run) {
+        reg.add(wid, rt.dry_run[degrade ? net::kWouldDegrade : net::kWouldReject]);
+      } else if (degrade) {
+        session_.record_local(snap, std::move(head), route, now, std::move(request_id), cfg.degrade.status,
+                              net::kDegraded);
+        respond_degrade();
+        return;
+      } else {
+        session_.record_local(snap, std::move(head), route, now, std::move(request_id), 429, net::kRejected);
+        respond_error(429, "rate_limited", "the route is over its admission rate", true,
+                      retry_after_header(d.retry_after_ns) + extra);
+        return;
+      }
+    }
+  }
+
   if (head.expect_continue && head.version_minor >= 1 && head.body != http::BodyKind::kNone) {
     uv_buf_t b = net::buf_of(kContinue.data(), kContinue.size());
     write(&b, 1);
   }
   if (head.body != http::BodyKind::kNone) set_timer(Timer::kBody, cfg.server.body_timeout_ms);
   else set_timer(Timer::kNone, 0);
-  session_.start(std::move(head), route, now, std::move(request_id));
+  session_.start(snap, std::move(head), route, now, std::move(request_id), std::move(extra));
+}
+
+std::string ClientConn::retry_after_header(uint64_t retry_after_ns) {
+  uint64_t secs = (retry_after_ns + 999999999ULL) / 1000000000ULL;
+  if (secs == 0) secs = 1;
+  return "Retry-After: " + std::to_string(secs) + "\r\n";
+}
+
+std::string ClientConn::ratelimit_headers(const RouteConfig& rc, const net::RouteRuntime& rt,
+                                          const admission::Decision& d) {
+  // draft-ietf-httpapi-ratelimit-headers: the policy (quota per 1 s window) and the
+  // current state (remaining quota, seconds until it is whole again).
+  uint64_t reset = (d.reset_ns + 999999999ULL) / 1000000000ULL;
+  return rt.policy_header + "RateLimit: \"" + rc.name + "\";r=" + std::to_string(d.remaining) +
+         ";t=" + std::to_string(reset) + "\r\n";
+}
+
+void ClientConn::respond_degrade() {
+  const Config& cfg = worker_->config();
+  const auto& head = session_.head();
+  bool keep_alive = !draining_ && head.keep_alive;
+  std::string out;
+  out.reserve(256 + cfg.degrade.body.size());
+  out += head.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  out += std::to_string(cfg.degrade.status);
+  out += ' ';
+  out += http::reason_phrase(cfg.degrade.status);
+  out += "\r\nContent-Type: " + cfg.degrade.content_type;
+  out += "\r\nContent-Length: " + std::to_string(cfg.degrade.body.size());
+  out += "\r\n" + retry_after_header(cfg.degrade.retry_after_ms * 1000000ULL);
+  out += "X-Request-Id: " + session_.request_id() + "\r\n";
+  out += keep_alive ? (head.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
+  out += "\r\n";
+  if (!head.is_head()) out += cfg.degrade.body;
+  uv_buf_t b = net::buf_of(out.data(), out.size());
+  if (!write(&b, 1)) return;
+  request_done(keep_alive);
 }
 
 void ClientConn::on_request_body(const char* data, size_t len) {
@@ -219,14 +317,14 @@ void ClientConn::on_request_body(const char* data, size_t len) {
     set_timer(Timer::kBody, worker_->config().server.body_timeout_ms);
   if (!session_.active()) return;  // answered locally: discard
   // Chunked bodies have no declared length: enforce the cap as they stream.
-  const Config& cfg = worker_->config();
+  const Config& cfg = *session_.snapshot()->config;
   uint64_t max_body = cfg.routes[static_cast<size_t>(session_.route())].max_body_bytes;
   if (max_body == 0) max_body = cfg.server.max_body_bytes;
   body_bytes_ += len;
   if (body_bytes_ > max_body) {
     session_.abort();
     if (session_.status() == 0) {
-      session_.set_status(413, "error");
+      session_.set_status(413, net::kError);
       respond_error(413, "body_too_large", "request body exceeds max_body_bytes", false);
     } else {
       abort();
@@ -308,7 +406,8 @@ void ClientConn::respond_error(int status, std::string_view code, std::string_vi
   if (!write(&b, 1)) return;
   if (!in_request_) {
     // Refused before a request was accepted (malformed head, timeout): log it too.
-    session_.record_local(http::RequestHead(), -1, worker_->now_ms(), rid, status, "error");
+    session_.record_local(worker_->snapshot(), http::RequestHead(), -1, worker_->now_ms(), rid, status,
+                          net::kError);
     in_request_ = true;
   }
   request_done(keep_alive);
@@ -317,7 +416,7 @@ void ClientConn::respond_error(int status, std::string_view code, std::string_vi
 void ClientConn::request_done(bool keep_alive) {
   write_access_log();
   in_request_ = false;
-  if (!keep_alive || draining_) {
+  if (!keep_alive || draining_ || peer_eof_) {
     parse_paused_ = true;
     close_after_flush();
     return;
@@ -400,7 +499,7 @@ void ClientConn::on_timer(uv_timer_t* t) {
     case Timer::kSend:
       if (self->in_request_ && self->session_.active()) {
         self->session_.abort();
-        if (self->session_.status() == 0) self->session_.set_status(408, "error");
+        if (self->session_.status() == 0) self->session_.set_status(408, net::kError);
         self->write_access_log();
         self->in_request_ = false;
       }
@@ -433,16 +532,23 @@ void ClientConn::on_close(uv_handle_t* h) {
 }
 
 void ClientConn::write_access_log() {
-  if (!worker_->config().log.access) return;
   const auto& s = session_;
-  if (s.status() == 0) return;
+  if (s.status() == 0 || s.snapshot() == nullptr) return;
+  const Config& cfg = *s.snapshot()->config;
+  uint64_t now = worker_->now_ms();
+  uint64_t total_ms = now - s.start_ms();
+  if (s.route() >= 0) {
+    const auto& rt = s.snapshot()->routes[static_cast<size_t>(s.route())];
+    auto& reg = metrics::Registry::get();
+    reg.add(worker_->id(), rt.requests[static_cast<size_t>(s.outcome())]);
+    reg.observe(worker_->id(), rt.duration, static_cast<double>(total_ms) / 1000.0);
+  }
+  if (!cfg.log.access) return;
   std::string& out = worker_->access_log().buffer();
   std::string ts;
   log::append_timestamp(ts, log::wall_ms());
-  const Config& cfg = worker_->config();
   std::string_view route = s.route() >= 0 ? std::string_view(cfg.routes[static_cast<size_t>(s.route())].name)
                                           : std::string_view();
-  uint64_t now = worker_->now_ms();
   log::Line(out)
       .str("ts", ts)
       .str("request_id", s.request_id())
@@ -451,10 +557,10 @@ void ClientConn::write_access_log() {
       .str("path", s.head().path())
       .str("route", route)
       .num("status", s.status())
-      .str("outcome", s.outcome())
+      .str("outcome", net::outcome_name(s.outcome()))
       .str("upstream", s.upstream_addr())
       .num("upstream_ms", s.upstream_ms())
-      .num("total_ms", static_cast<int64_t>(now - s.start_ms()))
+      .num("total_ms", static_cast<int64_t>(total_ms))
       .finish();
   worker_->access_log().maybe_flush();
 }

@@ -67,6 +67,10 @@ class ClientConn final : public http::RequestParser::Handler {
   void linger();
   void begin_next_request();
   void write_access_log();
+  void respond_degrade();
+  static std::string retry_after_header(uint64_t retry_after_ns);
+  static std::string ratelimit_headers(const RouteConfig& rc, const net::RouteRuntime& rt,
+                                       const admission::Decision& d);
 
   static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
@@ -96,6 +100,7 @@ class ClientConn final : public http::RequestParser::Handler {
   bool processing_ = false;      // re-entrancy guard for process_input()
   bool close_after_flush_ = false;
   bool draining_ = false;
+  bool peer_eof_ = false;        // the client half-closed its side
   bool counted_ = false;
 };
 

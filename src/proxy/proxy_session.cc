@@ -19,15 +19,18 @@ constexpr size_t kUpstreamHighWater = 64 * 1024;
 
 }  // namespace
 
-void ProxySession::start(http::RequestHead&& head, int route, uint64_t start_ms, std::string request_id) {
+void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route,
+                         uint64_t start_ms, std::string request_id, std::string extra_headers) {
   net::Worker* w = client_->worker();
-  const Config& cfg = w->config();
+  snap_ = std::move(snap);
+  extra_headers_ = std::move(extra_headers);
+  const Config& cfg = *snap_->config;
   head_ = std::move(head);
   route_ = route;
   start_ms_ = start_ms;
   request_id_ = std::move(request_id);
   status_ = 0;
-  outcome_ = "forwarded";
+  outcome_ = net::kForwarded;
   upstream_addr_.clear();
   upstream_ms_ = -1;
   pending_.clear();
@@ -38,7 +41,8 @@ void ProxySession::start(http::RequestHead&& head, int route, uint64_t start_ms,
   stale_retries_ = 0;
   conn_ = nullptr;
   active_ = true;
-  pool_ = &w->pool(cfg.routes[static_cast<size_t>(route)].upstream_index);
+  upstream_index_ = cfg.routes[static_cast<size_t>(route)].upstream_index;
+  pool_ = &w->pool(upstream_index_);
   tried_.assign(pool_->server_count(), false);
 
   upstream_head_.clear();
@@ -47,8 +51,10 @@ void ProxySession::start(http::RequestHead&& head, int route, uint64_t start_ms,
   try_connect();
 }
 
-void ProxySession::record_local(http::RequestHead&& head, int route, uint64_t start_ms,
-                                std::string request_id, int status, const char* outcome) {
+void ProxySession::record_local(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head,
+                                int route, uint64_t start_ms, std::string request_id, int status,
+                                int outcome) {
+  snap_ = std::move(snap);
   head_ = std::move(head);
   route_ = route;
   start_ms_ = start_ms;
@@ -142,6 +148,9 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
   response_started_ = true;
   status_ = resp.status;
   upstream_ms_ = static_cast<int64_t>(client_->worker()->now_ms() - upstream_start_ms_);
+  metrics::Registry::get().observe(client_->worker()->id(),
+                                   snap_->upstreams[upstream_index_].duration,
+                                   static_cast<double>(upstream_ms_) / 1000.0);
   framing_ = http::choose_client_framing(resp, head_);
   // Keep the client connection only when this request was read whole (otherwise its
   // unread rest would be taken for the next request) and the framing allows it.
@@ -149,7 +158,7 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
                        framing_ != http::ClientFraming::kClose;
   std::string out;
   out.reserve(512);
-  std::string extra = "X-Request-Id: " + request_id_ + "\r\n";
+  std::string extra = "X-Request-Id: " + request_id_ + "\r\n" + extra_headers_;
   http::append_client_response_head(out, resp, head_, framing_, client_keep_alive_, extra);
   uv_buf_t b = net::buf_of(out.data(), out.size());
   client_->write(&b, 1);
@@ -195,6 +204,10 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
   if (!active_) return;
   UpstreamConn* c = conn_;
   conn_ = nullptr;
+  if (c && c->server() < snap_->upstreams[upstream_index_].errors.size()) {
+    metrics::Registry::get().add(client_->worker()->id(),
+                                 snap_->upstreams[upstream_index_].errors[c->server()][static_cast<size_t>(kind)]);
+  }
   bool nothing_sent = kind == UpstreamError::kConnect;
   // A pooled connection that the server had already closed: a bodiless GET/HEAD can be
   // sent again on a fresh connection (it changes nothing on the server).
@@ -217,7 +230,7 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
   if (response_started_) {
     // The head is already out: the only honest signal left is cutting the connection.
     status_ = status_ ? status_ : 502;
-    outcome_ = "error";
+    outcome_ = net::kError;
     active_ = false;
     client_->abort();
     return;
@@ -232,7 +245,7 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
 
 void ProxySession::fail(int status, const char* code, const char* message) {
   active_ = false;
-  outcome_ = "error";
+  outcome_ = net::kError;
   status_ = status;
   if (conn_) {
     pool_->release(conn_, false);

@@ -11,6 +11,7 @@
 
 #include "http/message.h"
 #include "http/serialize.h"
+#include "net/snapshot.h"
 #include "proxy/upstream_pool.h"
 
 namespace fg::proxy {
@@ -22,7 +23,9 @@ class ProxySession final : public UpstreamUser {
   explicit ProxySession(ClientConn* client) : client_(client) {}
 
   // Starts a new exchange for a routed request. `head` is moved in.
-  void start(http::RequestHead&& head, int route, uint64_t start_ms, std::string request_id);
+  // `extra_headers` ("Name: value\r\n" lines) are added to the client's response.
+  void start(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route, uint64_t start_ms,
+             std::string request_id, std::string extra_headers);
   // Request body bytes (decoded) and the end of the request from the client.
   void body(const char* data, size_t len);
   void body_done();
@@ -37,14 +40,15 @@ class ProxySession final : public UpstreamUser {
   const std::string& request_id() const { return request_id_; }
   int route() const { return route_; }
   int status() const { return status_; }
-  const char* outcome() const { return outcome_; }
+  int outcome() const { return outcome_; }
+  const net::Snapshot* snapshot() const { return snap_.get(); }
   const std::string& upstream_addr() const { return upstream_addr_; }
   int64_t upstream_ms() const { return upstream_ms_; }
   uint64_t start_ms() const { return start_ms_; }
   // Records a locally answered request (404, 413, ...) for the access log.
-  void record_local(http::RequestHead&& head, int route, uint64_t start_ms, std::string request_id,
-                    int status, const char* outcome);
-  void set_status(int status, const char* outcome) {
+  void record_local(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route,
+                    uint64_t start_ms, std::string request_id, int status, int outcome);
+  void set_status(int status, int outcome) {
     status_ = status;
     outcome_ = outcome;
   }
@@ -74,11 +78,14 @@ class ProxySession final : public UpstreamUser {
   std::vector<bool> tried_;
   std::string upstream_addr_;
   http::ClientFraming framing_ = http::ClientFraming::kNone;
-  const char* outcome_ = "forwarded";
+  int outcome_ = net::kForwarded;
+  std::shared_ptr<const net::Snapshot> snap_;
+  std::string extra_headers_;
   uint64_t start_ms_ = 0;
   uint64_t upstream_start_ms_ = 0;
   int64_t upstream_ms_ = -1;
   int route_ = -1;
+  size_t upstream_index_ = 0;
   int status_ = 0;
   int stale_retries_ = 0;
   bool active_ = false;

@@ -225,8 +225,9 @@ void UpstreamConn::on_close(uv_handle_t* h) {
 
 // ---------------------------------------------------------------- UpstreamPool
 
-UpstreamPool::UpstreamPool(net::Worker* worker, const UpstreamConfig& config, ServerCounters* counters)
-    : worker_(worker), config_(config), counters_(counters) {
+UpstreamPool::UpstreamPool(net::Worker* worker, const UpstreamConfig& config,
+                           std::shared_ptr<ServerCounters> counters)
+    : worker_(worker), config_(config), counters_(std::move(counters)) {
   servers_.resize(config_.servers.size());
   for (size_t i = 0; i < servers_.size(); i++) servers_[i].name = config_.servers[i].text;
 }
@@ -316,7 +317,7 @@ UpstreamPool::Acquire UpstreamPool::acquire(UpstreamUser* user, std::vector<bool
 
 void UpstreamPool::release(UpstreamConn* conn, bool reusable) {
   if (conn->state_ == UpstreamConn::State::kClosing) return;
-  if (!reusable || !conn->complete_ || worker_->draining()) {
+  if (!reusable || !conn->complete_ || worker_->draining() || retired_ || config_.keepalive == 0) {
     conn->close();
     return;
   }

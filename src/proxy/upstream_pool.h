@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <atomic>
+#include <memory>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -120,7 +121,7 @@ struct ServerCounters {
 
 class UpstreamPool {
  public:
-  UpstreamPool(net::Worker* worker, const UpstreamConfig& config, ServerCounters* counters);
+  UpstreamPool(net::Worker* worker, const UpstreamConfig& config, std::shared_ptr<ServerCounters> counters);
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -145,6 +146,15 @@ class UpstreamPool {
   void sweep(uint64_t now_ms);
 
   const UpstreamConfig& config() const { return config_; }
+  // Reload with the same server list: new timeouts and caps apply to the next use.
+  void update_config(const UpstreamConfig& config) { config_ = config; }
+  // A pool replaced by a reload: connections close when released, none are pooled.
+  void retire() {
+    retired_ = true;
+    close_idle();
+  }
+  bool retired() const { return retired_; }
+  const ServerCounters* counters() const { return counters_.get(); }
   const std::string& server_name(size_t i) const { return servers_[i].name; }
   size_t server_count() const { return servers_.size(); }
   net::Worker* worker() const { return worker_; }
@@ -163,8 +173,9 @@ class UpstreamPool {
 
   net::Worker* worker_;
   UpstreamConfig config_;
-  ServerCounters* counters_;
+  std::shared_ptr<ServerCounters> counters_;
   std::vector<Server> servers_;
+  bool retired_ = false;
   size_t rr_ = 0;
   size_t open_ = 0;
 };

@@ -1,0 +1,89 @@
+// The per-client table: sets of kWays slots; a set belongs to one shard mutex.
+#include "admission/client_limiter.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace fg::admission {
+
+uint64_t hash_key(std::string_view key) {
+  // FNV-1a then a final avalanche (splitmix64) so that set selection uses good bits.
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : key) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ULL;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebULL;
+  h ^= h >> 31;
+  return h == 0 ? 1 : h;
+}
+
+ClientLimiter::ClientLimiter(double rate, double burst, size_t slots) {
+  size_t unit = kWays * kShards;
+  slots_ = std::max(unit, (slots + unit - 1) / unit * unit);
+  sets_ = slots_ / kWays;
+  table_.reset(new Slot[slots_]);
+  shards_.reset(new Shard[kShards]);
+  set_rate(rate, burst);
+}
+
+void ClientLimiter::set_rate(double rate, double burst) {
+  // Called on reload from the main thread while workers may judge: take every shard
+  // so no decision sees half-updated parameters.
+  for (size_t i = 0; i < kShards; i++) shards_[i].mu.lock();
+  rate_ = rate;
+  burst_ = burst;
+  double ns = 1e9 / rate;
+  interval_ns_ = ns < 1 ? 1 : static_cast<uint64_t>(std::llround(ns));
+  // Like a route's burst: requests allowed at once beyond the steady rate.
+  tolerance_ns_ = static_cast<uint64_t>(std::llround(std::max(0.0, burst) * static_cast<double>(interval_ns_)));
+  for (size_t i = kShards; i-- > 0;) shards_[i].mu.unlock();
+}
+
+Decision ClientLimiter::try_acquire(std::string_view key, uint64_t now_ns) {
+  uint64_t h = hash_key(key);
+  size_t set = static_cast<size_t>(h % sets_);
+  Shard& shard = shards_[set % kShards];
+  std::lock_guard<std::mutex> lock(shard.mu);
+  Slot* ways = &table_[set * kWays];
+  Slot* slot = nullptr;
+  for (size_t i = 0; i < kWays; i++) {
+    if (ways[i].key == h) {
+      slot = &ways[i];
+      break;
+    }
+  }
+  if (slot == nullptr) {
+    // A free slot, else the one with the oldest arrival time: its client has the most
+    // budget left, so forgetting it costs the least accuracy.
+    slot = &ways[0];
+    for (size_t i = 0; i < kWays; i++) {
+      if (ways[i].key == 0 || ways[i].tat <= now_ns) {
+        slot = &ways[i];
+        break;
+      }
+      if (ways[i].tat < slot->tat) slot = &ways[i];
+    }
+    slot->key = h;
+    slot->tat = now_ns;
+  }
+  uint64_t base = std::max(slot->tat, now_ns);
+  Decision d;
+  if (base - now_ns > tolerance_ns_) {
+    d.retry_after_ns = base - now_ns - tolerance_ns_;
+    d.reset_ns = base - now_ns;
+    return d;
+  }
+  slot->tat = base + interval_ns_;
+  d.admitted = true;
+  uint64_t ahead = slot->tat - now_ns;
+  uint64_t capacity = tolerance_ns_ + interval_ns_;
+  d.remaining = ahead >= capacity ? 0 : (capacity - ahead) / interval_ns_;
+  d.reset_ns = ahead;
+  return d;
+}
+
+}  // namespace fg::admission

@@ -1,0 +1,255 @@
+// Reload, stop and the admin data. Parsing happens here on the main thread, never on a
+// worker loop; workers only receive finished, validated snapshots.
+#include "net/controller.h"
+
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+
+#include "core/log.h"
+#include "floodgate_version.h"
+#include "http/serialize.h"
+
+namespace fg::net {
+namespace {
+
+constexpr uint64_t kDebounceMs = 300;
+
+std::string dir_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+std::string base_of(const std::string& path) {
+  auto slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+void json_str(std::string& out, std::string_view s) {
+  out += '"';
+  http::append_json_escaped(out, s);
+  out += '"';
+}
+
+}  // namespace
+
+Controller::Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config)
+    : loop_(loop), config_path_(std::move(config_path)) {
+  snapshot_ = Snapshot::build(std::move(config), nullptr, mono_ns());
+  loaded_at_ms_ = snapshot_->loaded_at_ms;
+  auto& reg = metrics::Registry::get();
+  reloads_ok_ = reg.counter("floodgate_config_reloads_total", "Configuration reloads by result.",
+                            metrics::label("result", "ok"));
+  reloads_failed_ = reg.counter("floodgate_config_reloads_total", "Configuration reloads by result.",
+                                metrics::label("result", "failed"));
+  uv_timer_init(loop_, &debounce_);
+  debounce_.data = this;
+  uv_timer_init(loop_, &rate_timer_);
+  rate_timer_.data = this;
+}
+
+Controller::~Controller() = default;
+
+Status Controller::start() {
+  int n = snapshot_->config->server.workers;
+  instance_.workers.store(n);
+  for (int i = 0; i < n; i++) {
+    auto w = std::make_unique<Worker>(i, &instance_, snapshot_);
+    Status s = w->start();
+    workers_.push_back(std::move(w));
+    if (!s) {
+      stop();
+      join();
+      return s;
+    }
+  }
+  uv_timer_start(&rate_timer_, on_rate_sample, 1000, 1000);
+  if (snapshot_->config->reload.watch) start_watch();
+  return Status::ok();
+}
+
+Status Controller::reload(const char* trigger) {
+  if (stopping_) return Status::error("stopping");
+  auto loaded = config::load_file(config_path_);
+  auto& reg = metrics::Registry::get();
+  if (!loaded) {
+    reg.add(metrics::kMainThread, reloads_failed_);
+    log::event("error", "reload_failed", [&](log::Line& l) {
+      l.str("trigger", trigger).str("error", loaded.message());
+    });
+    return loaded.status();
+  }
+  const Config& next = *loaded.value();
+  if (next.server.workers != snapshot_->config->server.workers) {
+    // Threads are not added or removed live; say so instead of pretending.
+    log::event("warn", "reload_workers_unchanged", [&](log::Line& l) {
+      l.num("running", snapshot_->config->server.workers).num("configured", next.server.workers)
+          .str("note", "server.workers applies at the next restart");
+    });
+  }
+  snapshot_ = Snapshot::build(loaded.value(), snapshot_.get(), mono_ns());
+  loaded_at_ms_ = snapshot_->loaded_at_ms;
+  for (auto& w : workers_) w->post_snapshot(snapshot_);
+  reg.add(metrics::kMainThread, reloads_ok_);
+  log::event("info", "reload_ok", [&](log::Line& l) {
+    l.str("trigger", trigger).str("config_hash", snapshot_->config->hash);
+  });
+  if (on_reloaded) on_reloaded(*snapshot_->config);
+  if (snapshot_->config->reload.watch && watch_ == nullptr) start_watch();
+  if (!snapshot_->config->reload.watch && watch_ != nullptr) stop_watch();
+  return Status::ok();
+}
+
+void Controller::stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  for (auto& w : workers_) w->request_stop();
+  stop_watch();
+  uv_timer_stop(&debounce_);
+  uv_timer_stop(&rate_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&debounce_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&rate_timer_), nullptr);
+}
+
+void Controller::join() {
+  for (auto& w : workers_) w->join();
+}
+
+void Controller::start_watch() {
+  watch_ = new uv_fs_event_t;
+  uv_fs_event_init(loop_, watch_);
+  watch_->data = this;
+  int r = uv_fs_event_start(watch_, on_fs_event, dir_of(config_path_).c_str(), 0);
+  if (r != 0) {
+    log::event("error", "watch_failed", [&](log::Line& l) { l.str("error", uv_strerror(r)); });
+    stop_watch();
+  }
+}
+
+void Controller::stop_watch() {
+  if (watch_ == nullptr) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(watch_), [](uv_handle_t* h) { delete reinterpret_cast<uv_fs_event_t*>(h); });
+  watch_ = nullptr;
+}
+
+void Controller::on_fs_event(uv_fs_event_t* h, const char* filename, int, int status) {
+  auto* self = static_cast<Controller*>(h->data);
+  if (status < 0 || self->stopping_) return;
+  if (filename != nullptr && base_of(self->config_path_) != filename) return;
+  // Editors write in several steps: reload once things have been quiet for a moment.
+  uv_timer_start(&self->debounce_, on_debounce, kDebounceMs, 0);
+}
+
+void Controller::on_debounce(uv_timer_t* t) {
+  auto* self = static_cast<Controller*>(t->data);
+  self->reload("watch");
+}
+
+void Controller::on_rate_sample(uv_timer_t* t) {
+  auto* self = static_cast<Controller*>(t->data);
+  auto& reg = metrics::Registry::get();
+  const auto& snap = *self->snapshot_;
+  std::vector<std::pair<std::string, uint64_t>> now;
+  std::vector<std::pair<std::string, double>> rates;
+  for (size_t i = 0; i < snap.routes.size(); i++) {
+    const std::string& name = snap.config->routes[i].name;
+    uint64_t v = reg.value(snap.routes[i].requests[kForwarded]);
+    double rate = 0;
+    for (const auto& [n, old] : self->last_forwarded_) {
+      if (n == name && v >= old) rate = static_cast<double>(v - old);
+    }
+    now.emplace_back(name, v);
+    rates.emplace_back(name, rate);
+  }
+  self->last_forwarded_ = std::move(now);
+  self->admitted_rate_ = std::move(rates);
+}
+
+std::string Controller::metrics_text() const {
+  std::string out = metrics::Registry::get().render();
+  char buf[128];
+  out += "# HELP floodgate_connections_active Open client connections.\n";
+  out += "# TYPE floodgate_connections_active gauge\n";
+  std::snprintf(buf, sizeof buf, "floodgate_connections_active %" PRId64 "\n",
+                instance_.connections.load(std::memory_order_relaxed));
+  out += buf;
+  out += "# HELP floodgate_loop_lag_seconds How late each worker's loop ran its periodic timer.\n";
+  out += "# TYPE floodgate_loop_lag_seconds gauge\n";
+  for (size_t i = 0; i < workers_.size(); i++) {
+    std::snprintf(buf, sizeof buf, "floodgate_loop_lag_seconds{worker=\"%zu\"} %.6f\n", i,
+                  static_cast<double>(instance_.loop_lag_ns[i].load(std::memory_order_relaxed)) / 1e9);
+    out += buf;
+  }
+  return out;
+}
+
+std::string Controller::status_json() const {
+  const Config& cfg = *snapshot_->config;
+  std::string out;
+  out.reserve(2048);
+  char buf[256];
+  out += "{\"version\":";
+  json_str(out, FLOODGATE_VERSION);
+  out += ",\"config\":{\"path\":";
+  json_str(out, config_path_);
+  out += ",\"hash\":";
+  json_str(out, cfg.hash);
+  out += ",\"loaded_at\":";
+  std::string ts;
+  log::append_timestamp(ts, loaded_at_ms_);
+  json_str(out, ts);
+  std::snprintf(buf, sizeof buf, "},\"workers\":%zu,\"draining\":%s,\"connections\":%" PRId64 ",\"routes\":[",
+                workers_.size(), stopping_ ? "true" : "false",
+                instance_.connections.load(std::memory_order_relaxed));
+  out += buf;
+  uint64_t now = mono_ns();
+  for (size_t i = 0; i < cfg.routes.size(); i++) {
+    const auto& r = cfg.routes[i];
+    const auto& rt = snapshot_->routes[i];
+    if (i) out += ',';
+    out += "{\"name\":";
+    json_str(out, r.name);
+    out += ",\"upstream\":";
+    json_str(out, r.upstream);
+    double admitted = 0;
+    for (const auto& [n, v] : admitted_rate_)
+      if (n == r.name) admitted = v;
+    std::snprintf(buf, sizeof buf, ",\"rate\":%g,\"burst\":%g,\"admitted_rate\":%g,\"dry_run\":%s,\"core\":%s",
+                  r.rate, r.burst, admitted, r.dry_run ? "true" : "false", r.core ? "true" : "false");
+    out += buf;
+    if (rt.budget) {
+      auto d = rt.budget->peek(now);
+      std::snprintf(buf, sizeof buf, ",\"budget_remaining\":%" PRIu64, d.remaining);
+      out += buf;
+    }
+    if (rt.clients) {
+      std::snprintf(buf, sizeof buf, ",\"client_rate\":%g,\"client_table_bytes\":%zu", r.client_rate,
+                    rt.clients->memory_bytes());
+      out += buf;
+    }
+    out += ",\"queue_depth\":0}";
+  }
+  out += "],\"upstreams\":[";
+  for (size_t i = 0; i < cfg.upstreams.size(); i++) {
+    const auto& u = cfg.upstreams[i];
+    if (i) out += ',';
+    out += "{\"name\":";
+    json_str(out, u.name);
+    out += ",\"servers\":[";
+    for (size_t s = 0; s < u.servers.size(); s++) {
+      if (s) out += ',';
+      out += "{\"address\":";
+      json_str(out, u.servers[s].text);
+      std::snprintf(buf, sizeof buf, ",\"connections\":%" PRId64 "}",
+                    snapshot_->upstreams[i].counters->count[s].load(std::memory_order_relaxed));
+      out += buf;
+    }
+    out += "]}";
+  }
+  out += "],\"breakers\":[],\"redis\":{\"state\":\"not_configured\"}}";
+  return out;
+}
+
+}  // namespace fg::net

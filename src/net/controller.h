@@ -1,0 +1,66 @@
+// The main thread's view of a running instance: the workers, the current snapshot,
+// reloads (SIGHUP, POST /reload, file watch), graceful stop, and the data behind the
+// admin endpoints. Everything here runs on the main loop.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "net/snapshot.h"
+#include "net/worker.h"
+
+namespace fg::net {
+
+class Controller {
+ public:
+  Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config);
+  ~Controller();
+
+  // Starts every worker; on failure stops those already started.
+  Status start();
+  // Re-reads and validates the config file; on success every worker switches to it.
+  // Returns the error message (file:line:col) on failure; the running config stays.
+  Status reload(const char* trigger);
+  // Graceful stop of every worker (returns at once); join() waits for them.
+  void stop();
+  void join();
+  bool stopping() const { return stopping_; }
+
+  // Called after every successful reload (main loop), e.g. to move the admin listener.
+  std::function<void(const Config&)> on_reloaded;
+
+  std::string metrics_text() const;
+  std::string status_json() const;
+  const Config& config() const { return *snapshot_->config; }
+
+ private:
+  void start_watch();
+  void stop_watch();
+  static void on_fs_event(uv_fs_event_t* h, const char* filename, int events, int status);
+  static void on_debounce(uv_timer_t* t);
+  static void on_rate_sample(uv_timer_t* t);
+
+  uv_loop_t* loop_;
+  std::string config_path_;
+  std::shared_ptr<const Snapshot> snapshot_;
+  Instance instance_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  bool stopping_ = false;
+  uint64_t loaded_at_ms_ = 0;
+  metrics::CellId reloads_ok_ = 0;
+  metrics::CellId reloads_failed_ = 0;
+  // File watch (reload.watch): the directory is watched (editors replace files by
+  // rename) and events are debounced.
+  uv_fs_event_t* watch_ = nullptr;
+  uv_timer_t debounce_;
+  // Admitted rate per route, sampled once a second from the forwarded counters.
+  uv_timer_t rate_timer_;
+  std::vector<std::pair<std::string, uint64_t>> last_forwarded_;
+  std::vector<std::pair<std::string, double>> admitted_rate_;
+};
+
+}  // namespace fg::net

@@ -1,0 +1,128 @@
+// Building snapshots and carrying runtime state across reloads.
+#include "net/snapshot.h"
+
+#include <time.h>
+
+#include <cmath>
+#include <cstdio>
+
+#include "core/log.h"
+
+namespace fg::net {
+
+const char* outcome_name(int outcome) {
+  static const char* kNames[kOutcomeCount] = {"forwarded", "queued",   "rejected", "replayed",
+                                              "conflict",  "degraded", "cached",   "error"};
+  return outcome >= 0 && outcome < kOutcomeCount ? kNames[outcome] : "error";
+}
+
+uint64_t mono_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+namespace {
+
+bool same_servers(const UpstreamConfig& a, const UpstreamConfig& b) {
+  if (a.servers.size() != b.servers.size()) return false;
+  for (size_t i = 0; i < a.servers.size(); i++)
+    if (a.servers[i].text != b.servers[i].text) return false;
+  return true;
+}
+
+std::string format_number(double v) {
+  char buf[32];
+  if (v == std::floor(v)) std::snprintf(buf, sizeof buf, "%.0f", v);
+  else std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+}  // namespace
+
+std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> config, const Snapshot* prev,
+                                                uint64_t now_ns) {
+  auto snap = std::make_shared<Snapshot>();
+  snap->config = config;
+  snap->loaded_at_ms = log::wall_ms();
+  auto& reg = metrics::Registry::get();
+
+  for (const auto& r : config->routes) {
+    RouteRuntime rt;
+    const RouteRuntime* old = nullptr;
+    const RouteConfig* old_cfg = nullptr;
+    if (prev) {
+      for (size_t i = 0; i < prev->config->routes.size(); i++) {
+        if (prev->config->routes[i].name == r.name) {
+          old = &prev->routes[i];
+          old_cfg = &prev->config->routes[i];
+          break;
+        }
+      }
+    }
+    if (r.rate > 0) {
+      if (old && old->budget) {
+        rt.budget = old->budget;
+        if (old_cfg->rate != r.rate || old_cfg->burst != r.burst) rt.budget->set_rate(r.rate, r.burst, now_ns);
+      } else {
+        rt.budget = std::make_shared<admission::Budget>(r.rate, r.burst, now_ns);
+      }
+      rt.policy_header = "RateLimit-Policy: \"" + r.name + "\";q=" + format_number(r.rate) +
+                         ";w=1\r\n";
+    }
+    if (r.client_rate > 0) {
+      if (old && old->clients && old->clients->slots() >= config->client_table_size &&
+          old->clients->slots() < config->client_table_size + 4096) {
+        rt.clients = old->clients;
+        if (old_cfg->client_rate != r.client_rate || old_cfg->client_burst != r.client_burst)
+          rt.clients->set_rate(r.client_rate, r.client_burst);
+      } else {
+        rt.clients = std::make_shared<admission::ClientLimiter>(r.client_rate, r.client_burst,
+                                                                config->client_table_size);
+      }
+    }
+    std::string route_label = metrics::label("route", r.name);
+    for (int o = 0; o < kOutcomeCount; o++) {
+      rt.requests[static_cast<size_t>(o)] =
+          reg.counter("floodgate_requests_total", "Requests by route and outcome.",
+                      route_label + "," + metrics::label("outcome", outcome_name(o)));
+    }
+    static const char* kWould[kDryRunCount] = {"rejected", "degraded", "client_limited", "shed"};
+    for (int w = 0; w < kDryRunCount; w++) {
+      rt.dry_run[static_cast<size_t>(w)] =
+          reg.counter("floodgate_dry_run_total", "Decisions a dry-run route would have enforced.",
+                      route_label + "," + metrics::label("would", kWould[w]));
+    }
+    rt.duration = reg.histogram("floodgate_request_duration_seconds",
+                                "Time from request head to the end of the answer.", route_label);
+    snap->routes.push_back(std::move(rt));
+  }
+
+  for (const auto& u : config->upstreams) {
+    UpstreamRuntime ut;
+    if (prev) {
+      for (size_t i = 0; i < prev->config->upstreams.size(); i++) {
+        const auto& pu = prev->config->upstreams[i];
+        if (pu.name == u.name && same_servers(pu, u)) ut.counters = prev->upstreams[i].counters;
+      }
+    }
+    if (!ut.counters) ut.counters = std::make_shared<proxy::ServerCounters>(u.servers.size());
+    std::string ul = metrics::label("upstream", u.name);
+    ut.duration = reg.histogram("floodgate_upstream_duration_seconds",
+                                "Time from sending a request to the upstream's response head.", ul);
+    for (const auto& s : u.servers) {
+      std::array<metrics::CellId, 4> kinds{};
+      for (int k = 0; k < 4; k++) {
+        kinds[static_cast<size_t>(k)] = reg.counter(
+            "floodgate_upstream_errors_total", "Upstream failures by server and kind.",
+            ul + "," + metrics::label("server", s.text) + "," +
+                metrics::label("kind", proxy::upstream_error_name(static_cast<proxy::UpstreamError>(k))));
+      }
+      ut.errors.push_back(kinds);
+    }
+    snap->upstreams.push_back(std::move(ut));
+  }
+  return snap;
+}
+
+}  // namespace fg::net

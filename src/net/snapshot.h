@@ -1,0 +1,67 @@
+// A config snapshot plus the runtime objects that must survive reloads: route budgets,
+// per-client limiters and per-server connection counters (carried over by name), and
+// the metric cells of every route and upstream. Built on the main thread, immutable
+// afterwards, shared by workers; the last reference frees it.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "admission/budget.h"
+#include "admission/client_limiter.h"
+#include "floodgate/config.h"
+#include "metrics/registry.h"
+#include "proxy/upstream_pool.h"
+
+namespace fg::net {
+
+enum Outcome : int {
+  kForwarded = 0,
+  kQueued,
+  kRejected,
+  kReplayed,
+  kConflict,
+  kDegraded,
+  kCached,
+  kError,
+  kOutcomeCount
+};
+const char* outcome_name(int outcome);
+
+// What a dry-run route would have done.
+enum DryRun : int { kWouldReject = 0, kWouldDegrade, kWouldClientLimit, kWouldShed, kDryRunCount };
+
+struct RouteRuntime {
+  std::shared_ptr<admission::Budget> budget;          // null: the route has no rate
+  std::shared_ptr<admission::ClientLimiter> clients;  // null: no client_rate
+  std::array<metrics::CellId, kOutcomeCount> requests{};
+  std::array<metrics::CellId, kDryRunCount> dry_run{};
+  metrics::CellId duration = 0;
+  std::string policy_header;  // "RateLimit-Policy: ..." line, empty without a rate
+};
+
+struct UpstreamRuntime {
+  std::shared_ptr<proxy::ServerCounters> counters;
+  metrics::CellId duration = 0;
+  // errors[server][kind], kind = proxy::UpstreamError
+  std::vector<std::array<metrics::CellId, 4>> errors;
+};
+
+struct Snapshot {
+  std::shared_ptr<const Config> config;
+  std::vector<RouteRuntime> routes;
+  std::vector<UpstreamRuntime> upstreams;
+  uint64_t loaded_at_ms = 0;  // wall clock
+
+  // Main thread. Carries budgets (keeping their fill ratio), limiters and counters over
+  // from `prev` by route/upstream name when their shape allows it.
+  static std::shared_ptr<const Snapshot> build(std::shared_ptr<const Config> config, const Snapshot* prev,
+                                               uint64_t now_ns);
+};
+
+// Monotonic nanoseconds (the clock every budget uses).
+uint64_t mono_ns();
+
+}  // namespace fg::net
