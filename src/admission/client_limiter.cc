@@ -38,8 +38,10 @@ void ClientLimiter::set_rate(double rate, double burst) {
   burst_ = burst;
   double ns = 1e9 / rate;
   interval_ns_ = ns < 1 ? 1 : static_cast<uint64_t>(std::llround(ns));
-  // Like a route's burst: requests allowed at once beyond the steady rate.
-  tolerance_ns_ = static_cast<uint64_t>(std::llround(std::max(0.0, burst) * static_cast<double>(interval_ns_)));
+  // client_burst is the number of requests a client may send at once (the first one
+  // included), unlike a route's burst which counts extra requests on top of one.
+  double extra = std::max(0.0, burst - 1);
+  tolerance_ns_ = static_cast<uint64_t>(std::llround(extra * static_cast<double>(interval_ns_)));
   for (size_t i = kShards; i-- > 0;) shards_[i].mu.unlock();
 }
 

@@ -9,6 +9,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <initializer_list>
@@ -29,6 +31,14 @@ constexpr uint64_t kMaxHeaderBytes = 1024 * 1024;
 constexpr uint64_t kMinUriBytes = 64;
 constexpr int kMaxWorkers = 256;
 constexpr uint64_t kMaxDurationMs = 24ull * 60 * 60 * 1000;
+// Admission rates and bursts, in requests (per second). Far above what one
+// instance can serve, low enough that the limiter's arithmetic stays exact.
+constexpr double kMaxRate = 10'000'000;
+// Per-route slots of the per-client limiter (16 bytes each).
+constexpr int64_t kMinClientTableSize = 1024;
+constexpr int64_t kMaxClientTableSize = 16 * 1024 * 1024;
+// An admin token shorter than this is guessable by brute force over the network.
+constexpr size_t kMinTokenChars = 16;
 // Config files are small; a bound keeps a wrong path (a disk image, /dev/zero)
 // from being read into memory.
 constexpr size_t kMaxFileBytes = 16 * 1024 * 1024;
@@ -100,6 +110,30 @@ bool is_name(std::string_view s) {
     if (!ok) return false;
   }
   return true;
+}
+
+// A number for messages: integral values without a fraction ("3000", not
+// "3000.000000" or "3e+03").
+std::string format_number(double x) {
+  if (std::isfinite(x) && x == std::floor(x) && std::fabs(x) < 1e15) {
+    return std::to_string(static_cast<int64_t>(x));
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", x);
+  return buf;
+}
+
+// An IP address in one spelling ("::0001" and "::1" are the same listener);
+// anything inet_pton does not take is returned unchanged.
+std::string canonical_ip(const std::string& host) {
+  const size_t zone = host.find('%');
+  const std::string address = host.substr(0, zone);
+  in6_addr a6{};
+  char buf[INET6_ADDRSTRLEN];
+  if (inet_pton(AF_INET6, address.c_str(), &a6) == 1 && inet_ntop(AF_INET6, &a6, buf, sizeof buf) != nullptr) {
+    return std::string(buf) + (zone == std::string::npos ? "" : host.substr(zone));
+  }
+  return host;
 }
 
 bool is_hostname(std::string_view s) {
@@ -252,6 +286,30 @@ class Loader {
     return true;
   }
 
+  // Rates and bursts: an integer or a float, finite, between `min` (excluded
+  // when `min_exclusive`) and `max`.
+  bool read_number(const toml::node& node, const std::string& path, double min, bool min_exclusive, double max,
+                   double* out) {
+    double x = 0;
+    if (const auto* i = node.as_integer()) {
+      x = static_cast<double>(i->get());
+    } else if (const auto* f = node.as_floating_point()) {
+      x = f->get();
+    } else {
+      error(node, path, "expected a number, got " + std::string(type_name(node)));
+      return false;
+    }
+    const bool low = min_exclusive ? !(x > min) : !(x >= min);
+    if (low || !(x <= max)) {
+      const std::string range = min_exclusive ? "must be greater than " + format_number(min) + " and at most "
+                                              : "must be between " + format_number(min) + " and ";
+      error(node, path, range + format_number(max) + ", got " + format_number(x));
+      return false;
+    }
+    *out = x;
+    return true;
+  }
+
   // Durations are strings with a unit; all timeouts here must be positive.
   bool read_duration(const toml::node& node, const std::string& path, uint64_t* out) {
     const auto* v = node.as_string();
@@ -394,10 +452,10 @@ class Loader {
   // ---- sections ----------------------------------------------------------
 
   void load_root(const toml::table& root, Config& cfg) {
-    check_keys(root, "", {"server", "upstreams", "routes", "log"});
+    check_keys(root, "", {"server", "upstreams", "routes", "admin", "degrade", "pressure", "reload", "log"});
 
     if (const toml::node* n = root.get("server")) {
-      if (const toml::table* t = as_table(*n, "server")) load_server(*t, cfg.server);
+      if (const toml::table* t = as_table(*n, "server")) load_server(*t, cfg);
     } else {
       error_no_pos("server", "missing [server] table");
     }
@@ -414,15 +472,31 @@ class Loader {
       error_no_pos("routes", "at least one [[routes]] entry is required");
     }
 
+    // After [server]: the admin address is checked against server.listen.
+    if (const toml::node* n = root.get("admin")) {
+      if (const toml::table* t = as_table(*n, "admin")) load_admin(*t, cfg);
+    }
+    if (const toml::node* n = root.get("degrade")) {
+      if (const toml::table* t = as_table(*n, "degrade")) load_degrade(*t, cfg.degrade);
+    }
+    if (const toml::node* n = root.get("pressure")) {
+      if (const toml::table* t = as_table(*n, "pressure")) load_pressure(*t, cfg.pressure);
+    }
+    if (const toml::node* n = root.get("reload")) {
+      if (const toml::table* t = as_table(*n, "reload")) load_reload(*t, cfg.reload);
+    }
+
     if (const toml::node* n = root.get("log")) {
       if (const toml::table* t = as_table(*n, "log")) load_log(*t, cfg.log);
     }
   }
 
-  void load_server(const toml::table& t, ServerConfig& s) {
+  void load_server(const toml::table& t, Config& cfg) {
+    ServerConfig& s = cfg.server;
     check_keys(t, "server",
                {"listen", "workers", "max_connections", "header_timeout", "body_timeout", "idle_timeout",
-                "send_timeout", "drain_timeout", "max_header_bytes", "max_uri_bytes", "max_body_bytes"});
+                "send_timeout", "drain_timeout", "max_header_bytes", "max_uri_bytes", "max_body_bytes",
+                "client_table_size"});
 
     if (const toml::node* n = t.get("listen")) {
       read_address_list(*n, "server.listen", true, false, &s.listen);
@@ -474,6 +548,9 @@ class Loader {
     }
     if (const toml::node* n = t.get("max_body_bytes")) {
       read_size(*n, "server.max_body_bytes", 0, UINT64_MAX, &s.max_body_bytes);
+    }
+    if (const toml::node* n = t.get("client_table_size")) {
+      read_int(*n, "server.client_table_size", kMinClientTableSize, kMaxClientTableSize, &cfg.client_table_size);
     }
   }
 
@@ -564,7 +641,9 @@ class Loader {
   // cross-route checks (which would then only report noise).
   bool load_route(const toml::table& t, const std::string& path, const Config& cfg, RouteConfig& r) {
     const size_t errors_before = errors_.size();
-    check_keys(t, path, {"name", "match", "upstream", "max_body_bytes"});
+    check_keys(t, path,
+               {"name", "match", "upstream", "max_body_bytes", "rate", "burst", "scope", "client_rate",
+                "client_burst", "client_key", "overflow", "dry_run", "core"});
 
     if (const toml::node* n = t.get("name")) {
       if (read_string(*n, path + ".name", &r.name)) {
@@ -609,7 +688,107 @@ class Loader {
       // 0 would read as "inherit" in RouteConfig, so an override starts at 1.
       read_size(*n, path + ".max_body_bytes", 1, UINT64_MAX, &r.max_body_bytes);
     }
+    load_admission(t, path, r);
     return errors_.size() == errors_before;
+  }
+
+  // rate/burst (route budget), client_rate/client_burst/client_key (per
+  // client), overflow, scope, dry_run, core. A key that only modifies another
+  // one is rejected without it: left alone it would look like a limit that is
+  // not there.
+  void load_admission(const toml::table& t, const std::string& path, RouteConfig& r) {
+    const bool has_rate = t.contains("rate");
+    const bool has_client_rate = t.contains("client_rate");
+    auto needs = [&](const toml::node& n, const std::string& key, const std::string& what) {
+      error(n, join(path, key), "only valid together with " + what);
+    };
+
+    if (const toml::node* n = t.get("rate")) read_number(*n, path + ".rate", 0, true, kMaxRate, &r.rate);
+    if (const toml::node* n = t.get("burst")) {
+      if (read_number(*n, path + ".burst", 0, false, kMaxRate, &r.burst) && !has_rate) {
+        needs(*n, "burst", "rate (burst adds to the route budget)");
+      }
+    }
+
+    if (const toml::node* n = t.get("client_rate")) {
+      read_number(*n, path + ".client_rate", 0, true, kMaxRate, &r.client_rate);
+    }
+    bool client_burst_set = false;
+    if (const toml::node* n = t.get("client_burst")) {
+      client_burst_set = read_number(*n, path + ".client_burst", 1, false, kMaxRate, &r.client_burst);
+      if (client_burst_set && !has_client_rate) needs(*n, "client_burst", "client_rate");
+    }
+    // One second's worth of requests, and at least one request.
+    if (!client_burst_set) r.client_burst = std::max(1.0, r.client_rate);
+    if (const toml::node* n = t.get("client_key")) {
+      if (read_client_key(*n, path + ".client_key", &r.client_key) && !has_client_rate) {
+        needs(*n, "client_key", "client_rate");
+      }
+    }
+
+    if (const toml::node* n = t.get("overflow")) {
+      const std::string p = path + ".overflow";
+      std::string v;
+      if (read_string(*n, p, &v)) {
+        bool ok = true;
+        if (v == "reject") {
+          r.overflow = Overflow::kReject;
+        } else if (v == "degrade") {
+          r.overflow = Overflow::kDegrade;
+        } else if (v == "queue") {
+          ok = false;
+          error(*n, p,
+                "overflow = \"queue\" needs the ticket queue, which this build does not have yet; use "
+                "\"reject\" or \"degrade\"");
+        } else {
+          ok = false;
+          error(*n, p, "expected \"reject\" or \"degrade\", got \"" + v + "\"");
+        }
+        if (ok && !has_rate) needs(*n, "overflow", "rate (overflow decides what happens beyond the route budget)");
+      }
+    }
+
+    if (const toml::node* n = t.get("scope")) {
+      const std::string p = path + ".scope";
+      std::string v;
+      if (read_string(*n, p, &v) && v != "instance") {
+        if (v == "cluster") {
+          error(*n, p,
+                "scope = \"cluster\" shares one budget between instances through Redis, which this build "
+                "does not have yet; use \"instance\"");
+        } else {
+          error(*n, p, "expected \"instance\", got \"" + v + "\"");
+        }
+      }
+    }
+
+    if (const toml::node* n = t.get("dry_run")) read_bool(*n, path + ".dry_run", &r.dry_run);
+    if (const toml::node* n = t.get("core")) read_bool(*n, path + ".core", &r.core);
+  }
+
+  // "ip", or "header:NAME" with NAME a header field name (RFC 9110 token).
+  bool read_client_key(const toml::node& node, const std::string& path, ClientKey* out) {
+    std::string v;
+    if (!read_string(node, path, &v)) return false;
+    if (v == "ip") {
+      out->by_header = false;
+      out->header.clear();
+      return true;
+    }
+    constexpr std::string_view kHeader = "header:";
+    if (v.compare(0, kHeader.size(), kHeader) == 0) {
+      const std::string name = v.substr(kHeader.size());
+      if (name.empty() || !std::all_of(name.begin(), name.end(), is_tchar)) {
+        error(node, path, "invalid header name \"" + name + "\" in \"" + v +
+                              "\" (expected \"header:NAME\" such as \"header:X-User-Id\")");
+        return false;
+      }
+      out->by_header = true;
+      out->header = name;
+      return true;
+    }
+    error(node, path, "expected \"ip\" or \"header:NAME\", got \"" + v + "\"");
+    return false;
   }
 
   void load_match(const toml::table& t, const std::string& path, RouteMatch& m) {
@@ -718,6 +897,107 @@ class Loader {
     r.match.is_prefix = true;
     probe.routes.push_back(std::move(r));
     return probe.match_route("", later.path) == 0;
+  }
+
+  void load_admin(const toml::table& t, Config& cfg) {
+    AdminConfig& a = cfg.admin;
+    check_keys(t, "admin", {"listen", "token"});
+
+    if (const toml::node* n = t.get("listen")) {
+      HostPort hp;
+      if (read_host_port(*n, "admin.listen", false, &hp)) {
+        if (const std::string clash = listener_clash(hp, cfg.server.listen); !clash.empty()) {
+          error(*n, "admin.listen", clash);
+        } else {
+          a.listen = std::move(hp);
+          a.enabled = true;
+        }
+      }
+    }
+
+    if (const toml::node* n = t.get("token")) {
+      std::string token;
+      if (read_string(*n, "admin.token", &token)) {
+        // The token itself never appears in a message: they end up in logs.
+        if (!token.empty() && token.size() < kMinTokenChars) {
+          error(*n, "admin.token",
+                "must be at least " + std::to_string(kMinTokenChars) + " characters, got " +
+                    std::to_string(token.size()) + " (\"\" turns authentication off)");
+        } else if (!std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
+          error(*n, "admin.token", "must be printable ASCII without spaces");
+        } else {
+          a.token = std::move(token);
+        }
+      }
+    }
+  }
+
+  // Why `admin` cannot listen next to the client listeners, or "". Two equal
+  // addresses, or a wildcard and an address it covers on the same port, would
+  // either fail to bind or (with SO_REUSEPORT) share connections between
+  // client and admin traffic.
+  static std::string listener_clash(const HostPort& admin, const std::vector<HostPort>& servers) {
+    const std::string host = canonical_ip(admin.host);
+    const bool v6 = host.find(':') != std::string::npos;
+    for (const HostPort& s : servers) {
+      if (s.port != admin.port) continue;
+      const std::string other = canonical_ip(s.host);
+      const bool other_v6 = other.find(':') != std::string::npos;
+      if (other == host) {
+        return "\"" + admin.text + "\" is also a server.listen address; the admin listener needs an address of its own";
+      }
+      // "::" takes IPv4 too on a dual-stack socket; "0.0.0.0" only IPv4.
+      const bool covered = host == "::" || other == "::" || (host == "0.0.0.0" && !other_v6) ||
+                           (other == "0.0.0.0" && !v6);
+      if (covered) {
+        return "\"" + admin.text + "\" overlaps server.listen \"" + s.text +
+               "\" (same port, wildcard address); the admin listener needs an address of its own";
+      }
+    }
+    return "";
+  }
+
+  void load_degrade(const toml::table& t, DegradeConfig& d) {
+    check_keys(t, "degrade", {"status", "body", "content_type", "retry_after"});
+    const toml::node* status = t.get("status");
+    if (status != nullptr) {
+      uint64_t v = 0;
+      if (read_int(*status, "degrade.status", 200, 599, &v)) d.status = static_cast<int>(v);
+    }
+    if (const toml::node* n = t.get("body")) read_string(*n, "degrade.body", &d.body);
+    if (const toml::node* n = t.get("content_type")) {
+      std::string v;
+      if (read_string(*n, "degrade.content_type", &v)) {
+        if (v.empty()) {
+          error(*n, "degrade.content_type", "must not be empty");
+        } else if (std::any_of(v.begin(), v.end(), [](char c) {
+                     const auto u = static_cast<unsigned char>(c);
+                     return u < 0x20 || u == 0x7f;
+                   })) {
+          // It becomes a header value; a CR or LF would split the response.
+          error(*n, "degrade.content_type", "must not contain control characters");
+        } else {
+          d.content_type = std::move(v);
+        }
+      }
+    }
+    if (const toml::node* n = t.get("retry_after")) read_duration(*n, "degrade.retry_after", &d.retry_after_ms);
+    // These statuses have no content by definition (RFC 9110); a body sent
+    // with them would be read as the start of the next response.
+    if (status != nullptr && (d.status == 204 || d.status == 205 || d.status == 304) && !d.body.empty()) {
+      error(*status, "degrade.status",
+            "a " + std::to_string(d.status) + " response cannot carry a body; set body = \"\" or use another status");
+    }
+  }
+
+  void load_pressure(const toml::table& t, PressureConfig& p) {
+    check_keys(t, "pressure", {"loop_lag"});
+    if (const toml::node* n = t.get("loop_lag")) read_duration(*n, "pressure.loop_lag", &p.loop_lag_ms);
+  }
+
+  void load_reload(const toml::table& t, ReloadConfig& r) {
+    check_keys(t, "reload", {"watch"});
+    if (const toml::node* n = t.get("watch")) read_bool(*n, "reload.watch", &r.watch);
   }
 
   void load_log(const toml::table& t, LogConfig& log) {

@@ -11,6 +11,7 @@
 
 using fg::Balance;
 using fg::Config;
+using fg::Overflow;
 
 namespace {
 
@@ -66,6 +67,11 @@ listen = "127.0.0.1:8080"
 servers = ["127.0.0.1:8081"]
 
 )" + routes;
+}
+
+// A valid route "r" (catch-all) with extra keys, which start on line 11.
+std::string route_with(const std::string& extra) {
+  return with_routes("[[routes]]\nname = \"r\"\nmatch = { prefix = \"/\" }\nupstream = \"shop\"\n" + extra);
 }
 
 using Catch::Contains;
@@ -236,6 +242,32 @@ TEST_CASE("the shipped conf/floodgate.toml loads", "[config]") {
   CHECK(cfg.routes[1].name == "catalog");
   CHECK(cfg.routes[2].name == "notify");
   CHECK(cfg.routes[3].name == "shop");
+  const auto& orders = cfg.routes[0];
+  CHECK(orders.rate == 3000);
+  CHECK(orders.burst == 300);
+  CHECK(orders.client_rate == 5);
+  CHECK(orders.client_burst == 10);
+  CHECK_FALSE(orders.client_key.by_header);
+  CHECK(orders.overflow == Overflow::kReject);
+  CHECK_FALSE(orders.dry_run);
+  CHECK(orders.core);
+  const auto& catalog = cfg.routes[1];
+  CHECK(catalog.rate == 20000);
+  CHECK(catalog.overflow == Overflow::kReject);
+  CHECK(catalog.client_rate == 0);
+  CHECK_FALSE(catalog.core);
+  CHECK(cfg.routes[3].rate == 0);
+  CHECK(cfg.routes[3].core);
+  CHECK(cfg.admin.enabled);
+  CHECK(cfg.admin.listen.text == "127.0.0.1:9090");
+  CHECK(cfg.admin.token.empty());
+  CHECK(cfg.degrade.status == 503);
+  CHECK(cfg.degrade.body == "{\"error\":\"busy\",\"message\":\"\u7cfb\u7edf\u7e41\u5fd9,\u8bf7\u7a0d\u540e\u67e5\u8be2\u8ba2\u5355\"}");
+  CHECK(cfg.degrade.content_type == "application/json; charset=utf-8");
+  CHECK(cfg.degrade.retry_after_ms == 1000);
+  CHECK(cfg.pressure.loop_lag_ms == 50);
+  CHECK_FALSE(cfg.reload.watch);
+  CHECK(cfg.client_table_size == 65536);
   CHECK(cfg.match_route("POST", "/api/orders") == 0);
   CHECK(cfg.match_route("GET", "/api/products/7") == 1);
   CHECK(cfg.match_route("POST", "/notify/alipay") == 2);
@@ -283,8 +315,9 @@ TEST_CASE("unknown keys are rejected everywhere, with their position", "[config]
           "test.toml:14:1: upstreams.b.backup: unknown key");
   }
   SECTION("route") {
-    CHECK(load_error(with_routes("[[routes]]\nname = \"r\"\nmatch = { prefix = \"/\" }\nupstream = \"shop\"\n"
-                                 "rate = 10\n")) == "test.toml:11:1: routes[0].rate: unknown key");
+    CHECK(load_error(route_with("mode = \"store_and_forward\"\n")) == "test.toml:11:1: routes[0].mode: unknown key");
+    CHECK(load_error(route_with("rate = 10\nbrust = 5\n")) ==
+          "test.toml:12:1: routes[0].brust: unknown key (did you mean \"burst\"?)");
   }
   SECTION("match") {
     CHECK(load_error(with_routes("[[routes]]\nname = \"r\"\nmatch = { prefix = \"/\", host = \"x\" }\n"
@@ -296,10 +329,13 @@ TEST_CASE("unknown keys are rejected everywhere, with their position", "[config]
 }
 
 TEST_CASE("keys of features not built yet are unknown", "[config]") {
-  const std::string msg = load_error(kMinimal + "\n[upstreams.shop.breaker]\nwindow = \"10s\"\n\n[admin]\n"
-                                     "listen = \"127.0.0.1:9090\"\n");
+  const std::string msg = load_error(kMinimal + "\n[upstreams.shop.breaker]\nwindow = \"10s\"\n\n[redis]\n"
+                                     "url = \"redis://127.0.0.1:6379/0\"\n\n[pressure]\nqueue_depth = 50000\n");
   CHECK_THAT(msg, Contains("test.toml:12:17: upstreams.shop.breaker: unknown key"));
-  CHECK_THAT(msg, Contains("test.toml:15:2: admin: unknown key"));
+  CHECK_THAT(msg, Contains("test.toml:15:2: redis: unknown key"));
+  CHECK_THAT(msg, Contains("test.toml:19:1: pressure.queue_depth: unknown key"));
+  CHECK_THAT(load_error(route_with("rate = 10\nidempotency = { key = [\"header:Idempotency-Key\"] }\n")),
+             StartsWith("test.toml:12:1: routes[0].idempotency: unknown key"));
 }
 
 TEST_CASE("IPv6 and any-address listeners", "[config]") {
@@ -529,4 +565,314 @@ TEST_CASE("a flood of errors is cut short", "[config]") {
   const std::string msg = load_error(with_server(body));
   CHECK_THAT(msg, Contains("(further errors not shown)"));
   CHECK(std::count(msg.begin(), msg.end(), '\n') == 20);
+}
+
+TEST_CASE("route admission keys parse", "[config][admission]") {
+  auto cfg = load_ok(with_routes(
+      "[[routes]]\nname = \"orders\"\nmatch = { methods = [\"POST\"], path = \"/api/orders\" }\nupstream = \"shop\"\n"
+      "rate = 3000\nburst = 300\nscope = \"instance\"\nclient_rate = 5\nclient_burst = 10\n"
+      "client_key = \"header:X-User-Id\"\noverflow = \"degrade\"\ndry_run = true\ncore = false\n"
+      "[[routes]]\nname = \"catalog\"\nmatch = { prefix = \"/api/products\" }\nupstream = \"shop\"\n"
+      "rate = 2.5\nburst = 0.5\nclient_rate = 0.5\n"
+      "[[routes]]\nname = \"search\"\nmatch = { prefix = \"/search\" }\nupstream = \"shop\"\n"
+      "rate = 10\nclient_rate = 7.5\nclient_key = \"ip\"\noverflow = \"reject\"\n"
+      "[[routes]]\nname = \"rest\"\nmatch = { prefix = \"/\" }\nupstream = \"shop\"\n"));
+  REQUIRE(cfg->routes.size() == 4);
+
+  const auto& orders = cfg->routes[0];
+  CHECK(orders.rate == 3000);
+  CHECK(orders.burst == 300);
+  CHECK(orders.client_rate == 5);
+  CHECK(orders.client_burst == 10);
+  CHECK(orders.client_key.by_header);
+  CHECK(orders.client_key.header == "X-User-Id");
+  CHECK(orders.overflow == Overflow::kDegrade);
+  CHECK(orders.dry_run);
+  CHECK_FALSE(orders.core);
+
+  const auto& catalog = cfg->routes[1];
+  CHECK(catalog.rate == 2.5);
+  CHECK(catalog.burst == 0.5);
+  CHECK(catalog.client_rate == 0.5);
+  CHECK(catalog.client_burst == 1);  // default: one second's worth, at least 1
+  CHECK_FALSE(catalog.client_key.by_header);
+  CHECK(catalog.overflow == Overflow::kReject);
+
+  const auto& search = cfg->routes[2];
+  CHECK(search.burst == 0);
+  CHECK(search.client_burst == 7.5);  // default: client_rate
+  CHECK_FALSE(search.client_key.by_header);
+  CHECK(search.client_key.header.empty());
+  CHECK(search.overflow == Overflow::kReject);
+
+  const auto& rest = cfg->routes[3];
+  CHECK(rest.rate == 0);
+  CHECK(rest.burst == 0);
+  CHECK(rest.client_rate == 0);
+  CHECK(rest.client_burst == 1);
+  CHECK_FALSE(rest.client_key.by_header);
+  CHECK(rest.overflow == Overflow::kReject);
+  CHECK_FALSE(rest.dry_run);
+  CHECK(rest.core);
+}
+
+TEST_CASE("admission bounds are inclusive where documented", "[config][admission]") {
+  auto cfg = load_ok(route_with("rate = 10000000\nburst = 10000000\nclient_rate = 1e7\nclient_burst = 1\n"));
+  CHECK(cfg->routes[0].rate == 10000000);
+  CHECK(cfg->routes[0].burst == 10000000);
+  CHECK(cfg->routes[0].client_rate == 10000000);
+  CHECK(cfg->routes[0].client_burst == 1);
+  CHECK(load_ok(route_with("rate = 0.001\nburst = 0\n"))->routes[0].rate == 0.001);
+  CHECK(load_ok(route_with("dry_run = true\n"))->routes[0].dry_run);   // shadow mode needs no limit
+  CHECK_FALSE(load_ok(route_with("core = false\n"))->routes[0].core);  // nor does shedding
+  CHECK(load_ok(route_with("scope = \"instance\"\n"))->routes[0].rate == 0);
+}
+
+TEST_CASE("admission values are type- and range-checked", "[config][admission]") {
+  SECTION("types") {
+    CHECK(load_error(route_with("rate = \"3000/s\"\n")) ==
+          "test.toml:11:8: routes[0].rate: expected a number, got string");
+    CHECK(load_error(route_with("rate = 10\nburst = true\n")) ==
+          "test.toml:12:9: routes[0].burst: expected a number, got boolean");
+    CHECK(load_error(route_with("client_rate = [5]\n")) ==
+          "test.toml:11:15: routes[0].client_rate: expected a number, got array");
+    CHECK(load_error(route_with("client_rate = 5\nclient_burst = \"10\"\n")) ==
+          "test.toml:12:16: routes[0].client_burst: expected a number, got string");
+    CHECK(load_error(route_with("client_rate = 5\nclient_key = 1\n")) ==
+          "test.toml:12:14: routes[0].client_key: expected a string, got integer");
+    CHECK(load_error(route_with("rate = 5\noverflow = false\n")) ==
+          "test.toml:12:12: routes[0].overflow: expected a string, got boolean");
+    CHECK(load_error(route_with("scope = 1\n")) == "test.toml:11:9: routes[0].scope: expected a string, got integer");
+    CHECK(load_error(route_with("dry_run = \"yes\"\n")) ==
+          "test.toml:11:11: routes[0].dry_run: expected true or false, got string");
+    CHECK(load_error(route_with("core = 1\n")) == "test.toml:11:8: routes[0].core: expected true or false, got integer");
+  }
+  SECTION("rate") {
+    CHECK(load_error(route_with("rate = 0\n")) ==
+          "test.toml:11:8: routes[0].rate: must be greater than 0 and at most 10000000, got 0");
+    CHECK(load_error(route_with("rate = -5\n")) ==
+          "test.toml:11:8: routes[0].rate: must be greater than 0 and at most 10000000, got -5");
+    CHECK(load_error(route_with("rate = 10000001\n")) ==
+          "test.toml:11:8: routes[0].rate: must be greater than 0 and at most 10000000, got 10000001");
+    CHECK(load_error(route_with("rate = nan\n")) ==
+          "test.toml:11:8: routes[0].rate: must be greater than 0 and at most 10000000, got nan");
+    CHECK(load_error(route_with("rate = inf\n")) ==
+          "test.toml:11:8: routes[0].rate: must be greater than 0 and at most 10000000, got inf");
+  }
+  SECTION("burst") {
+    CHECK(load_error(route_with("rate = 10\nburst = -1\n")) ==
+          "test.toml:12:9: routes[0].burst: must be between 0 and 10000000, got -1");
+    CHECK(load_error(route_with("rate = 10\nburst = 2e7\n")) ==
+          "test.toml:12:9: routes[0].burst: must be between 0 and 10000000, got 20000000");
+  }
+  SECTION("client_rate and client_burst") {
+    CHECK(load_error(route_with("client_rate = 0.0\n")) ==
+          "test.toml:11:15: routes[0].client_rate: must be greater than 0 and at most 10000000, got 0");
+    CHECK(load_error(route_with("client_rate = 5\nclient_burst = 0.5\n")) ==
+          "test.toml:12:16: routes[0].client_burst: must be between 1 and 10000000, got 0.5");
+    CHECK(load_error(route_with("client_rate = 5\nclient_burst = 0\n")) ==
+          "test.toml:12:16: routes[0].client_burst: must be between 1 and 10000000, got 0");
+  }
+}
+
+TEST_CASE("admission keys that modify another need it", "[config][admission]") {
+  CHECK(load_error(route_with("burst = 300\n")) ==
+        "test.toml:11:9: routes[0].burst: only valid together with rate (burst adds to the route budget)");
+  CHECK(load_error(route_with("overflow = \"degrade\"\n")) ==
+        "test.toml:11:12: routes[0].overflow: only valid together with rate (overflow decides what happens beyond "
+        "the route budget)");
+  CHECK(load_error(route_with("client_burst = 10\n")) ==
+        "test.toml:11:16: routes[0].client_burst: only valid together with client_rate");
+  CHECK(load_error(route_with("client_key = \"ip\"\n")) ==
+        "test.toml:11:14: routes[0].client_key: only valid together with client_rate");
+  // A route budget does not stand in for the per-client limit, nor the other way round.
+  CHECK_THAT(load_error(route_with("rate = 10\nclient_burst = 10\n")),
+             StartsWith("test.toml:12:16: routes[0].client_burst: only valid together with client_rate"));
+  CHECK_THAT(load_error(route_with("client_rate = 10\nburst = 10\n")),
+             StartsWith("test.toml:12:9: routes[0].burst: only valid together with rate"));
+  // An invalid rate is reported once, not again as a missing dependency.
+  CHECK(load_error(route_with("rate = 0\nburst = 5\n")) ==
+        "test.toml:11:8: routes[0].rate: must be greater than 0 and at most 10000000, got 0");
+}
+
+TEST_CASE("overflow, scope and client_key values", "[config][admission]") {
+  CHECK(load_error(route_with("rate = 10\noverflow = \"queue\"\n")) ==
+        "test.toml:12:12: routes[0].overflow: overflow = \"queue\" needs the ticket queue, which this build does not "
+        "have yet; use \"reject\" or \"degrade\"");
+  CHECK(load_error(route_with("rate = 10\noverflow = \"drop\"\n")) ==
+        "test.toml:12:12: routes[0].overflow: expected \"reject\" or \"degrade\", got \"drop\"");
+  CHECK(load_error(route_with("rate = 10\nscope = \"cluster\"\n")) ==
+        "test.toml:12:9: routes[0].scope: scope = \"cluster\" shares one budget between instances through Redis, "
+        "which this build does not have yet; use \"instance\"");
+  CHECK(load_error(route_with("rate = 10\nscope = \"global\"\n")) ==
+        "test.toml:12:9: routes[0].scope: expected \"instance\", got \"global\"");
+  CHECK(load_error(route_with("client_rate = 5\nclient_key = \"cookie:sid\"\n")) ==
+        "test.toml:12:14: routes[0].client_key: expected \"ip\" or \"header:NAME\", got \"cookie:sid\"");
+  CHECK(load_error(route_with("client_rate = 5\nclient_key = \"IP\"\n")) ==
+        "test.toml:12:14: routes[0].client_key: expected \"ip\" or \"header:NAME\", got \"IP\"");
+  CHECK(load_error(route_with("client_rate = 5\nclient_key = \"header:\"\n")) ==
+        "test.toml:12:14: routes[0].client_key: invalid header name \"\" in \"header:\" (expected \"header:NAME\" "
+        "such as \"header:X-User-Id\")");
+  CHECK_THAT(load_error(route_with("client_rate = 5\nclient_key = \"header:X User\"\n")),
+             StartsWith("test.toml:12:14: routes[0].client_key: invalid header name \"X User\""));
+  CHECK_THAT(load_error(route_with("client_rate = 5\nclient_key = \"header:X-Id:\"\n")),
+             Contains("invalid header name \"X-Id:\""));
+}
+
+TEST_CASE("several admission errors are all reported", "[config][admission]") {
+  const std::string msg =
+      load_error(route_with("burst = -1\nclient_burst = 3\noverflow = \"queue\"\nscope = \"cluster\"\n"));
+  CHECK_THAT(msg, Contains("test.toml:11:9: routes[0].burst: must be between 0"));
+  CHECK_THAT(msg, Contains("test.toml:12:16: routes[0].client_burst: only valid together with client_rate"));
+  CHECK_THAT(msg, Contains("test.toml:13:12: routes[0].overflow: overflow = \"queue\""));
+  CHECK_THAT(msg, Contains("test.toml:14:9: routes[0].scope: scope = \"cluster\""));
+}
+
+TEST_CASE("[admin], [degrade], [pressure], [reload] and client_table_size parse", "[config]") {
+  auto cfg = load_ok(with_server("listen = \"0.0.0.0:8080\"\nclient_table_size = 4096") +
+                     "\n[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"0123456789abcdef-XYZ\"\n"
+                     "\n[degrade]\nstatus = 429\nbody = \"slow down\"\ncontent_type = \"text/plain\"\n"
+                     "retry_after = \"2.5s\"\n"
+                     "\n[pressure]\nloop_lag = \"50ms\"\n"
+                     "\n[reload]\nwatch = true\n");
+  CHECK(cfg->client_table_size == 4096);
+  CHECK(cfg->admin.enabled);
+  CHECK(cfg->admin.listen.host == "127.0.0.1");
+  CHECK(cfg->admin.listen.port == 9090);
+  CHECK(cfg->admin.listen.text == "127.0.0.1:9090");
+  CHECK(cfg->admin.token == "0123456789abcdef-XYZ");
+  CHECK(cfg->degrade.status == 429);
+  CHECK(cfg->degrade.body == "slow down");
+  CHECK(cfg->degrade.content_type == "text/plain");
+  CHECK(cfg->degrade.retry_after_ms == 2500);
+  CHECK(cfg->pressure.loop_lag_ms == 50);
+  CHECK(cfg->reload.watch);
+
+  SECTION("bounds of client_table_size") {
+    CHECK(load_ok(with_server("listen = \"127.0.0.1:1\"\nclient_table_size = 1024"))->client_table_size == 1024);
+    CHECK(load_ok(with_server("listen = \"127.0.0.1:1\"\nclient_table_size = 16777216"))->client_table_size ==
+          16777216);
+  }
+  SECTION("IPv6 admin listener, empty token, empty tables") {
+    auto v6 = load_ok(kMinimal + "[admin]\nlisten = \"[::1]:9090\"\ntoken = \"\"\n[degrade]\n[pressure]\n[reload]\n");
+    CHECK(v6->admin.enabled);
+    CHECK(v6->admin.listen.host == "::1");
+    CHECK(v6->admin.token.empty());
+    CHECK(v6->degrade.status == 503);
+    CHECK(v6->pressure.loop_lag_ms == 0);
+  }
+  SECTION("an [admin] table without listen leaves the listener off") {
+    auto off = load_ok(kMinimal + "[admin]\ntoken = \"0123456789abcdef\"\n");
+    CHECK_FALSE(off->admin.enabled);
+    CHECK(off->admin.token == "0123456789abcdef");
+  }
+  SECTION("the same port on another address is fine") {
+    auto ok = load_ok(with_server("listen = [\"127.0.0.1:8080\", \"[::1]:8080\"]") +
+                      "[admin]\nlisten = \"127.0.0.2:8080\"\n");
+    CHECK(ok->admin.listen.port == 8080);
+    // 0.0.0.0 covers IPv4 only, so an IPv6 admin address on its port is separate.
+    CHECK(load_ok(with_server("listen = \"0.0.0.0:8080\"") + "[admin]\nlisten = \"[::1]:8080\"\n")->admin.enabled);
+  }
+}
+
+TEST_CASE("new sections take their defaults when absent", "[config]") {
+  auto cfg = load_ok(kMinimal);
+  const fg::DegradeConfig degrade;
+  CHECK_FALSE(cfg->admin.enabled);
+  CHECK(cfg->admin.token.empty());
+  CHECK(cfg->degrade.status == 503);
+  CHECK(cfg->degrade.body == degrade.body);
+  CHECK(cfg->degrade.content_type == "application/json; charset=utf-8");
+  CHECK(cfg->degrade.retry_after_ms == 1000);
+  CHECK(cfg->pressure.loop_lag_ms == 0);
+  CHECK_FALSE(cfg->reload.watch);
+  CHECK(cfg->client_table_size == 65536);
+}
+
+TEST_CASE("server.client_table_size is range-checked", "[config]") {
+  CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nclient_table_size = 1023")) ==
+        "test.toml:3:21: server.client_table_size: must be between 1024 and 16777216, got 1023");
+  CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nclient_table_size = 16777217")) ==
+        "test.toml:3:21: server.client_table_size: must be between 1024 and 16777216, got 16777217");
+  CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nclient_table_size = \"64Ki\"")) ==
+        "test.toml:3:21: server.client_table_size: expected an integer, got string");
+}
+
+TEST_CASE("[admin] is validated", "[config]") {
+  SECTION("listen must differ from server.listen") {
+    CHECK(load_error(kMinimal + "[admin]\nlisten = \"127.0.0.1:8080\"\n") ==
+          "test.toml:12:10: admin.listen: \"127.0.0.1:8080\" is also a server.listen address; the admin listener "
+          "needs an address of its own");
+    CHECK_THAT(load_error(with_server("listen = [\"127.0.0.1:8080\", \"[::1]:8443\"]") +
+                          "[admin]\nlisten = \"[0:0::1]:8443\"\n"),
+               Contains("admin.listen: \"[0:0::1]:8443\" is also a server.listen address"));
+    CHECK(load_error(with_server("listen = \"0.0.0.0:8080\"") + "[admin]\nlisten = \"127.0.0.1:8080\"\n") ==
+          "test.toml:12:10: admin.listen: \"127.0.0.1:8080\" overlaps server.listen \"0.0.0.0:8080\" (same port, "
+          "wildcard address); the admin listener needs an address of its own");
+    CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:8080\"") + "[admin]\nlisten = \"[::]:8080\"\n"),
+               Contains("admin.listen: \"[::]:8080\" overlaps server.listen \"127.0.0.1:8080\""));
+  }
+  SECTION("listen is one literal address") {
+    CHECK(load_error(kMinimal + "[admin]\nlisten = \"localhost:9090\"\n") ==
+          "test.toml:12:10: admin.listen: invalid address \"localhost:9090\": expected a literal IPv4 address or "
+          "[IPv6] address");
+    CHECK(load_error(kMinimal + "[admin]\nlisten = [\"127.0.0.1:9090\"]\n") ==
+          "test.toml:12:10: admin.listen: expected a string, got array");
+    CHECK_THAT(load_error(kMinimal + "[admin]\nlisten = \"127.0.0.1:0\"\n"),
+               StartsWith("test.toml:12:10: admin.listen: invalid address \"127.0.0.1:0\": port must be"));
+  }
+  SECTION("token") {
+    CHECK(load_error(kMinimal + "[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"secret\"\n") ==
+          "test.toml:13:9: admin.token: must be at least 16 characters, got 6 (\"\" turns authentication off)");
+    CHECK(load_error(kMinimal + "[admin]\ntoken = \"0123456789 abcdef\"\n") ==
+          "test.toml:12:9: admin.token: must be printable ASCII without spaces");
+    CHECK(load_error(kMinimal + "[admin]\ntoken = \"0123456789abcdef\\t\"\n") ==
+          "test.toml:12:9: admin.token: must be printable ASCII without spaces");
+    CHECK(load_error(kMinimal + "[admin]\ntoken = \"0123456789abcdef\\u00e9\"\n") ==
+          "test.toml:12:9: admin.token: must be printable ASCII without spaces");
+    CHECK(load_error(kMinimal + "[admin]\ntoken = 1234567890123456\n") ==
+          "test.toml:12:9: admin.token: expected a string, got integer");
+  }
+  SECTION("unknown keys and types") {
+    CHECK(load_error(kMinimal + "[admin]\nlisten = \"127.0.0.1:9090\"\ntokn = \"x\"\n") ==
+          "test.toml:13:1: admin.tokn: unknown key (did you mean \"token\"?)");
+    CHECK(load_error("admin = \"127.0.0.1:9090\"\n" + kMinimal) ==
+          "test.toml:1:9: admin: expected a table, got string");
+  }
+}
+
+TEST_CASE("[degrade] is validated", "[config]") {
+  CHECK(load_error(kMinimal + "[degrade]\nstatus = 199\n") ==
+        "test.toml:12:10: degrade.status: must be between 200 and 599, got 199");
+  CHECK(load_error(kMinimal + "[degrade]\nstatus = 600\n") ==
+        "test.toml:12:10: degrade.status: must be between 200 and 599, got 600");
+  CHECK(load_error(kMinimal + "[degrade]\nstatus = \"503\"\n") ==
+        "test.toml:12:10: degrade.status: expected an integer, got string");
+  CHECK(load_error(kMinimal + "[degrade]\nbody = 1\n") == "test.toml:12:8: degrade.body: expected a string, got integer");
+  CHECK(load_error(kMinimal + "[degrade]\ncontent_type = \"\"\n") ==
+        "test.toml:12:16: degrade.content_type: must not be empty");
+  CHECK(load_error(kMinimal + "[degrade]\ncontent_type = \"text/plain\\r\\nSet-Cookie: a=b\"\n") ==
+        "test.toml:12:16: degrade.content_type: must not contain control characters");
+  CHECK(load_error(kMinimal + "[degrade]\nretry_after = 1\n") ==
+        "test.toml:12:15: degrade.retry_after: expected a duration string such as \"10s\", got integer");
+  CHECK_THAT(load_error(kMinimal + "[degrade]\nretry_after = \"0s\"\n"),
+             StartsWith("test.toml:12:15: degrade.retry_after: must be between 1ms and 1d"));
+  CHECK(load_error(kMinimal + "[degrade]\nstatus = 204\n") ==
+        "test.toml:12:10: degrade.status: a 204 response cannot carry a body; set body = \"\" or use another status");
+  CHECK(load_ok(kMinimal + "[degrade]\nstatus = 204\nbody = \"\"\n")->degrade.status == 204);
+  CHECK(load_error(kMinimal + "[degrade]\nstatus = 503\nheaders = {}\n") ==
+        "test.toml:13:1: degrade.headers: unknown key");
+}
+
+TEST_CASE("[pressure] and [reload] are validated", "[config]") {
+  CHECK(load_error(kMinimal + "[pressure]\nloop_lag = 50\n") ==
+        "test.toml:12:12: pressure.loop_lag: expected a duration string such as \"10s\", got integer");
+  CHECK_THAT(load_error(kMinimal + "[pressure]\nloop_lag = \"50\"\n"),
+             StartsWith("test.toml:12:12: pressure.loop_lag: invalid duration \"50\": missing unit"));
+  CHECK(load_error(kMinimal + "[pressure]\nloop_lag = \"50ms\"\nqueue_depth = 50000\n") ==
+        "test.toml:13:1: pressure.queue_depth: unknown key");
+  CHECK(load_error(kMinimal + "[reload]\nwatch = \"yes\"\n") ==
+        "test.toml:12:9: reload.watch: expected true or false, got string");
+  CHECK(load_error(kMinimal + "[reload]\nwatch = true\ninterval = \"1s\"\n") ==
+        "test.toml:13:1: reload.interval: unknown key");
 }
