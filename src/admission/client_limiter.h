@@ -29,6 +29,7 @@ class ClientLimiter {
   void set_rate(double rate, double burst);
   size_t slots() const { return slots_; }
   size_t memory_bytes() const { return slots_ * kBytesPerSlot; }
+  // Main thread only (the thread that calls set_rate).
   double rate() const { return rate_; }
   double burst() const { return burst_; }
 

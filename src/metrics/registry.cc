@@ -2,6 +2,7 @@
 #include "metrics/registry.h"
 
 #include <cinttypes>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
@@ -63,7 +64,9 @@ void Registry::observe(int thread, CellId base, double seconds) {
   while (b < kLatencyBucketCount && seconds > kLatencyBuckets[b]) b++;
   add(thread, base + static_cast<CellId>(b));
   double us = seconds * 1e6;
-  add(thread, base + static_cast<CellId>(kLatencyBucketCount + 1), us > 0 ? static_cast<uint64_t>(us) : 0);
+  // Rounded, not truncated: callers pass whole milliseconds as ms / 1000.0, which is
+  // often a hair below the exact value.
+  add(thread, base + static_cast<CellId>(kLatencyBucketCount + 1), us > 0 ? static_cast<uint64_t>(std::llround(us)) : 0);
 }
 
 uint64_t Registry::value(CellId id) const {
@@ -85,7 +88,7 @@ std::string Registry::render() const {
     for (const auto& s : f.series) {
       if (!f.histogram) {
         std::snprintf(num, sizeof num, " %" PRIu64 "\n", value(s.id));
-        out += name + "{" + s.labels + "}" + num;
+        out += s.labels.empty() ? name + num : name + "{" + s.labels + "}" + num;
         continue;
       }
       uint64_t cumulative = 0;

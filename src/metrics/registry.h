@@ -48,8 +48,8 @@ class Registry {
 
   uint64_t value(CellId id) const;  // sum over all threads; any thread
 
-  // Prometheus text of every registered series. Any thread. `extra` is appended
-  // (gauges rendered by the caller).
+  // Prometheus text of every registered series (gauges are rendered by the caller).
+  // Any thread.
   std::string render() const;
 
  private:
