@@ -32,22 +32,31 @@ struct Main {
   uv_signal_t sigterm, sigint, sighup;
 };
 
-void force_exit(int) { _exit(1); }
-
 void on_signal(uv_signal_t* h, int signum) {
   auto* m = static_cast<Main*>(h->data);
+  if (m->controller == nullptr) return;
   if (signum == SIGHUP) {
-    m->controller->reload("SIGHUP");
+    if (!m->controller->stopping()) m->controller->reload("SIGHUP");
     return;
   }
-  if (m->controller->stopping()) return;
+  if (m->controller->stopping()) {
+    // A second SIGTERM/SIGINT during the drain: stop at once.
+    fg::log::event("warn", "forced_exit", [&](fg::log::Line& l) { l.str("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"); });
+    _exit(1);
+  }
   fg::log::event("info", "drain_start",
                  [&](fg::log::Line& l) { l.str("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"); });
-  m->controller->stop();
   m->admin->close();
-  uv_close(reinterpret_cast<uv_handle_t*>(&m->sigterm), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&m->sigint), nullptr);
-  uv_close(reinterpret_cast<uv_handle_t*>(&m->sighup), nullptr);
+  // The signal handles stay (a second signal forces the exit) but no longer keep the
+  // loop alive: it ends once the workers have drained.
+  uv_unref(reinterpret_cast<uv_handle_t*>(&m->sigterm));
+  uv_unref(reinterpret_cast<uv_handle_t*>(&m->sigint));
+  uv_unref(reinterpret_cast<uv_handle_t*>(&m->sighup));
+  m->controller->stop([m] {
+    uv_close(reinterpret_cast<uv_handle_t*>(&m->sigterm), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&m->sigint), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&m->sighup), nullptr);
+  });
 }
 
 }  // namespace
@@ -96,30 +105,9 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   uv_loop_t* loop = uv_default_loop();
-  fg::log::event("info", "start", [&](fg::log::Line& l) {
-    l.str("version", FLOODGATE_VERSION).str("config", config_path).str("config_hash", config->hash)
-        .num("workers", config->server.workers);
-  });
-  fg::net::Controller controller(loop, config_path, config);
-  fg::net::AdminServer admin(loop, &controller);
-  controller.on_reloaded = [&admin](const fg::Config& c) { admin.update(c.admin); };
-
-  fg::Status s = controller.start();
-  if (s) s = admin.open(config->admin);
-  if (!s) {
-    std::fprintf(stderr, "floodgate: %s\n", s.message().c_str());
-    fg::log::event("error", "start_failed", [&](fg::log::Line& l) { l.str("error", s.message()); });
-    controller.stop();
-    admin.close();
-    uv_run(loop, UV_RUN_DEFAULT);
-    controller.join();
-    uv_loop_close(loop);
-    return 1;
-  }
-
+  // Signals are caught from before the first listener opens: a SIGTERM during start-up
+  // is handled (as a drain) once the loop runs, never by the default action.
   Main m;
-  m.controller = &controller;
-  m.admin = &admin;
   uv_signal_init(loop, &m.sigterm);
   uv_signal_init(loop, &m.sigint);
   uv_signal_init(loop, &m.sighup);
@@ -128,10 +116,34 @@ int main(int argc, char** argv) {
   uv_signal_start(&m.sigint, on_signal, SIGINT);
   uv_signal_start(&m.sighup, on_signal, SIGHUP);
 
+  fg::log::event("info", "start", [&](fg::log::Line& l) {
+    l.str("version", FLOODGATE_VERSION).str("config", config_path).str("config_hash", config->hash)
+        .num("workers", config->server.workers);
+  });
+  fg::net::Controller controller(loop, config_path, config);
+  fg::net::AdminServer admin(loop, &controller);
+  controller.on_reloaded = [&admin](const fg::Config& c) { admin.update(c.admin); };
+  m.controller = &controller;
+  m.admin = &admin;
+
+  fg::Status s = controller.start();
+  if (s) s = admin.open(config->admin);
+  if (!s) {
+    std::fprintf(stderr, "floodgate: %s\n", s.message().c_str());
+    fg::log::event("error", "start_failed", [&](fg::log::Line& l) { l.str("error", s.message()); });
+    admin.close();
+    controller.stop([&m] {
+      uv_close(reinterpret_cast<uv_handle_t*>(&m.sigterm), nullptr);
+      uv_close(reinterpret_cast<uv_handle_t*>(&m.sigint), nullptr);
+      uv_close(reinterpret_cast<uv_handle_t*>(&m.sighup), nullptr);
+    });
+    uv_run(loop, UV_RUN_DEFAULT);
+    controller.join();
+    uv_loop_close(loop);
+    return 1;
+  }
+
   uv_run(loop, UV_RUN_DEFAULT);
-  // A second SIGTERM/SIGINT during the drain stops at once.
-  signal(SIGTERM, force_exit);
-  signal(SIGINT, force_exit);
   controller.join();
   uv_loop_close(loop);
   fg::log::event("info", "stopped");

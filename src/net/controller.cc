@@ -48,9 +48,16 @@ Controller::Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr
   debounce_.data = this;
   uv_timer_init(loop_, &rate_timer_);
   rate_timer_.data = this;
+  uv_async_init(loop_, &stopped_async_, [](uv_async_t* a) {
+    auto* self = static_cast<Controller*>(a->data);
+    if (self->joiner_.joinable()) self->joiner_.join();
+    uv_close(reinterpret_cast<uv_handle_t*>(&self->stopped_async_), nullptr);
+    if (self->on_stopped_) self->on_stopped_();
+  });
+  stopped_async_.data = this;
 }
 
-Controller::~Controller() = default;
+Controller::~Controller() { join(); }
 
 Status Controller::start() {
   int n = snapshot_->config->server.workers;
@@ -59,11 +66,7 @@ Status Controller::start() {
     auto w = std::make_unique<Worker>(i, &instance_, snapshot_);
     Status s = w->start();
     workers_.push_back(std::move(w));
-    if (!s) {
-      stop();
-      join();
-      return s;
-    }
+    if (!s) return s;  // the caller stops the workers already started
   }
   uv_timer_start(&rate_timer_, on_rate_sample, 1000, 1000);
   if (snapshot_->config->reload.watch) start_watch();
@@ -102,10 +105,16 @@ Status Controller::reload(const char* trigger) {
   return Status::ok();
 }
 
-void Controller::stop() {
+void Controller::stop(std::function<void()> on_stopped) {
   if (stopping_) return;
   stopping_ = true;
+  on_stopped_ = std::move(on_stopped);
   for (auto& w : workers_) w->request_stop();
+  // Workers are joined off the main loop; the loop hears about it through the async.
+  joiner_ = std::thread([this] {
+    for (auto& w : workers_) w->join();
+    uv_async_send(&stopped_async_);
+  });
   stop_watch();
   uv_timer_stop(&debounce_);
   uv_timer_stop(&rate_timer_);
@@ -114,6 +123,7 @@ void Controller::stop() {
 }
 
 void Controller::join() {
+  if (joiner_.joinable()) joiner_.join();
   for (auto& w : workers_) w->join();
 }
 

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <functional>
+#include <thread>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,8 +26,10 @@ class Controller {
   // Re-reads and validates the config file; on success every worker switches to it.
   // Returns the error message (file:line:col) on failure; the running config stays.
   Status reload(const char* trigger);
-  // Graceful stop of every worker (returns at once); join() waits for them.
-  void stop();
+  // Graceful stop of every worker; returns at once. `on_stopped` runs on the main
+  // loop once every worker has finished (the main loop keeps running meanwhile, so a
+  // second signal can still be handled).
+  void stop(std::function<void()> on_stopped = nullptr);
   void join();
   bool stopping() const { return stopping_; }
 
@@ -50,6 +53,9 @@ class Controller {
   Instance instance_;
   std::vector<std::unique_ptr<Worker>> workers_;
   bool stopping_ = false;
+  uv_async_t stopped_async_;
+  std::thread joiner_;
+  std::function<void()> on_stopped_;
   uint64_t loaded_at_ms_ = 0;
   metrics::CellId reloads_ok_ = 0;
   metrics::CellId reloads_failed_ = 0;

@@ -142,7 +142,11 @@ void UpstreamConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     return;
   }
   if (nread < 0) {
-    if (self->parser_.started() && self->parser_.finish()) return;  // close-delimited end
+    if (self->parser_.started() && self->parser_.finish()) {  // close-delimited end
+      self->spoiled_ = true;
+      self->deliver_complete();
+      return;
+    }
     self->fail(UpstreamError::kReset);
     return;
   }
@@ -152,13 +156,23 @@ void UpstreamConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 void UpstreamConn::handle_data(const char* data, size_t len) {
   if (timeout_ms_ > 0) uv_timer_start(&timer_, on_timer, timeout_ms_, 0);
   auto out = parser_.execute(data, len);
-  if (state_ != State::kBusy && state_ != State::kIdle) return;
+  if (state_ != State::kBusy) return;
   if (out.state == http::ResponseParser::State::kError) {
     fail(UpstreamError::kBadResponse);
-  } else if (out.state == http::ResponseParser::State::kMessageDone && out.consumed < len) {
-    // Bytes after a complete response that nobody asked for: never reuse this one.
-    if (state_ == State::kIdle) close();
+    return;
   }
+  if (out.state == http::ResponseParser::State::kMessageDone) {
+    // Bytes after a complete response that nobody asked for: never reuse this one.
+    if (out.consumed < len) spoiled_ = true;
+    deliver_complete();
+  }
+}
+
+void UpstreamConn::deliver_complete() {
+  // Called once the parser has returned, never from inside it: the user may release
+  // this connection and a pipelined request may take it (and re-arm the parser) at once.
+  if (!complete_ || state_ != State::kBusy) return;
+  if (user_) user_->on_upstream_complete();
 }
 
 void UpstreamConn::on_response_head(http::ResponseHead& head) {
@@ -173,7 +187,6 @@ void UpstreamConn::on_response_complete() {
   complete_ = true;
   uv_timer_stop(&timer_);
   requests_++;
-  if (user_) user_->on_upstream_complete();
 }
 
 void UpstreamConn::on_timer(uv_timer_t* t) {
@@ -290,20 +303,24 @@ UpstreamPool::Acquire UpstreamPool::acquire(UpstreamUser* user, std::vector<bool
     if (i == servers_.size()) return busy ? Acquire::kBusy : Acquire::kNoServer;
     tried[i] = true;
     Server& s = servers_[i];
-    if (!s.idle.empty()) {
-      UpstreamConn* c = s.idle.back();
-      s.idle.pop_back();
-      c->state_ = UpstreamConn::State::kBusy;
-      c->user_ = user;
-      s.active++;
-      *out = c;
-      return Acquire::kReady;
-    }
+    // max_connections caps connections in use (connecting or carrying a request)
+    // across the instance; idle pooled ones are capped per worker by `keepalive`, so
+    // one worker's idle connections never lock another worker out.
     auto& counter = counters_->count[i];
     if (counter.fetch_add(1, std::memory_order_relaxed) >= static_cast<int64_t>(config_.max_connections)) {
       counter.fetch_sub(1, std::memory_order_relaxed);
       busy = true;
       continue;
+    }
+    if (!s.idle.empty()) {
+      UpstreamConn* c = s.idle.back();
+      s.idle.pop_back();
+      c->state_ = UpstreamConn::State::kBusy;
+      c->user_ = user;
+      c->counted_ = true;
+      s.active++;
+      *out = c;
+      return Acquire::kReady;
     }
     auto* c = new UpstreamConn(this, i);
     c->counted_ = true;
@@ -317,12 +334,17 @@ UpstreamPool::Acquire UpstreamPool::acquire(UpstreamUser* user, std::vector<bool
 
 void UpstreamPool::release(UpstreamConn* conn, bool reusable) {
   if (conn->state_ == UpstreamConn::State::kClosing) return;
-  if (!reusable || !conn->complete_ || worker_->draining() || retired_ || config_.keepalive == 0) {
+  if (!reusable || !conn->complete_ || conn->spoiled_ || worker_->draining() || retired_ ||
+      config_.keepalive == 0) {
     conn->close();
     return;
   }
   Server& s = servers_[conn->server_];
   s.active--;
+  if (conn->counted_) {
+    counters_->count[conn->server_].fetch_sub(1, std::memory_order_relaxed);
+    conn->counted_ = false;
+  }
   conn->state_ = UpstreamConn::State::kIdle;
   conn->user_ = nullptr;
   conn->timeout_ms_ = 0;

@@ -91,6 +91,7 @@ class UpstreamConn final : public http::ResponseParser::Handler {
   static void on_close(uv_handle_t* h);
   void fail(UpstreamError kind, bool connect_timed_out = false);
   void handle_data(const char* data, size_t len);
+  void deliver_complete();
 
   UpstreamPool* pool_;
   size_t server_;
@@ -106,7 +107,8 @@ class UpstreamConn final : public http::ResponseParser::Handler {
   int pending_closes_ = 0;
   bool reading_ = false;
   bool complete_ = false;
-  bool counted_ = false;  // holds a slot of the instance-wide per-server counter
+  bool spoiled_ = false;  // must not be reused (stray bytes, close-delimited body)
+  bool counted_ = false;  // holds an in-use slot of the instance-wide per-server counter
 };
 
 // Instance-wide connection counters per upstream server (shared by workers). Relaxed
