@@ -46,13 +46,15 @@ void on_signal(uv_signal_t* h, int signum) {
   }
   fg::log::event("info", "drain_start",
                  [&](fg::log::Line& l) { l.str("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"); });
-  m->admin->close();
+  // The admin listener stays up during the drain (/healthz answers 503) and closes
+  // with the signal handles once the workers are done.
   // The signal handles stay (a second signal forces the exit) but no longer keep the
   // loop alive: it ends once the workers have drained.
   uv_unref(reinterpret_cast<uv_handle_t*>(&m->sigterm));
   uv_unref(reinterpret_cast<uv_handle_t*>(&m->sigint));
   uv_unref(reinterpret_cast<uv_handle_t*>(&m->sighup));
   m->controller->stop([m] {
+    m->admin->close();
     uv_close(reinterpret_cast<uv_handle_t*>(&m->sigterm), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&m->sigint), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&m->sighup), nullptr);

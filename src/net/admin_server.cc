@@ -99,9 +99,8 @@ class AdminConn final : public http::RequestParser::Handler {
     if (!keep) {
       close_after_write_ = true;
       if (uv_stream_get_write_queue_size(reinterpret_cast<uv_stream_t*>(&tcp_)) == 0) close();
-    } else {
-      parser_.reset_for_next();
     }
+    // Keep-alive: the parser is re-armed by on_read once execute() has returned.
   }
 
   static void on_alloc(uv_handle_t*, size_t, uv_buf_t* buf) {
@@ -132,6 +131,8 @@ class AdminConn final : public http::RequestParser::Handler {
       p += out.consumed;
       n -= out.consumed;
       if (out.state == http::RequestParser::State::kNeedMore) break;
+      // kMessageDone: answered inside the parse; re-arm for a pipelined next request.
+      self->parser_.reset_for_next();
     }
   }
 

@@ -180,7 +180,7 @@ void ClientConn::process_input() {
 void ClientConn::on_request_head(http::RequestHead& head) {
   const auto& snap = worker_->snapshot();
   const Config& cfg = *snap->config;
-  uint64_t now = worker_->now_ms();
+  uint64_t now = uv_hrtime();  // request start, for durations
   std::string request_id;
   const http::Header* rid = http::find_header(head.headers, "X-Request-Id");
   if (rid && valid_request_id(rid->value))
@@ -224,7 +224,7 @@ void ClientConn::on_request_head(http::RequestHead& head) {
       return;
     }
   }
-  uint64_t now_ns = net::mono_ns();
+  uint64_t now_ns = now;  // uv_hrtime and mono_ns read the same CLOCK_MONOTONIC
   if (rt.clients) {
     std::string_view key = client_ip_;
     if (rc.client_key.by_header) {
@@ -406,7 +406,7 @@ void ClientConn::respond_error(int status, std::string_view code, std::string_vi
   if (!write(&b, 1)) return;
   if (!in_request_) {
     // Refused before a request was accepted (malformed head, timeout): log it too.
-    session_.record_local(worker_->snapshot(), http::RequestHead(), -1, worker_->now_ms(), rid, status,
+    session_.record_local(worker_->snapshot(), http::RequestHead(), -1, uv_hrtime(), rid, status,
                           net::kError);
     in_request_ = true;
   }
@@ -535,13 +535,13 @@ void ClientConn::write_access_log() {
   const auto& s = session_;
   if (s.status() == 0 || s.snapshot() == nullptr) return;
   const Config& cfg = *s.snapshot()->config;
-  uint64_t now = worker_->now_ms();
-  uint64_t total_ms = now - s.start_ms();
+  uint64_t total_ns = uv_hrtime() - s.start_ns();
+  uint64_t total_ms = total_ns / 1000000;
   if (s.route() >= 0) {
     const auto& rt = s.snapshot()->routes[static_cast<size_t>(s.route())];
     auto& reg = metrics::Registry::get();
     reg.add(worker_->id(), rt.requests[static_cast<size_t>(s.outcome())]);
-    reg.observe(worker_->id(), rt.duration, static_cast<double>(total_ms) / 1000.0);
+    reg.observe(worker_->id(), rt.duration, static_cast<double>(total_ns) / 1e9);
   }
   if (!cfg.log.access) return;
   std::string& out = worker_->access_log().buffer();

@@ -2,6 +2,8 @@
 // stream the response back with backpressure in both directions.
 #include "proxy/proxy_session.h"
 
+#include <cstring>
+
 #include "net/stream_write.h"
 #include "net/worker.h"
 #include "proxy/client_conn.h"
@@ -20,14 +22,14 @@ constexpr size_t kUpstreamHighWater = 64 * 1024;
 }  // namespace
 
 void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route,
-                         uint64_t start_ms, std::string request_id, std::string extra_headers) {
+                         uint64_t start_ns, std::string request_id, std::string extra_headers) {
   net::Worker* w = client_->worker();
   snap_ = std::move(snap);
   extra_headers_ = std::move(extra_headers);
   const Config& cfg = *snap_->config;
   head_ = std::move(head);
   route_ = route;
-  start_ms_ = start_ms;
+  start_ns_ = start_ns;
   request_id_ = std::move(request_id);
   status_ = 0;
   outcome_ = net::kForwarded;
@@ -37,6 +39,7 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
   head_sent_ = false;
   body_done_ = false;
   response_started_ = false;
+  head_out_.clear();
   upstream_paused_ = false;
   stale_retries_ = 0;
   conn_ = nullptr;
@@ -52,12 +55,12 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
 }
 
 void ProxySession::record_local(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head,
-                                int route, uint64_t start_ms, std::string request_id, int status,
+                                int route, uint64_t start_ns, std::string request_id, int status,
                                 int outcome) {
   snap_ = std::move(snap);
   head_ = std::move(head);
   route_ = route;
-  start_ms_ = start_ms;
+  start_ns_ = start_ns;
   request_id_ = std::move(request_id);
   status_ = status;
   outcome_ = outcome;
@@ -79,7 +82,7 @@ void ProxySession::try_connect() {
   }
   conn_ = c;
   upstream_addr_ = pool_->server_name(c->server());
-  upstream_start_ms_ = client_->worker()->now_ms();
+  upstream_start_ns_ = uv_hrtime();
   if (r == UpstreamPool::Acquire::kReady) send_request();
 }
 
@@ -147,38 +150,50 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
   if (!active_) return;
   response_started_ = true;
   status_ = resp.status;
-  upstream_ms_ = static_cast<int64_t>(client_->worker()->now_ms() - upstream_start_ms_);
+  uint64_t upstream_ns = uv_hrtime() - upstream_start_ns_;
+  upstream_ms_ = static_cast<int64_t>(upstream_ns / 1000000);
   metrics::Registry::get().observe(client_->worker()->id(),
                                    snap_->upstreams[upstream_index_].duration,
-                                   static_cast<double>(upstream_ms_) / 1000.0);
+                                   static_cast<double>(upstream_ns) / 1e9);
   framing_ = http::choose_client_framing(resp, head_);
   // Keep the client connection only when this request was read whole (otherwise its
   // unread rest would be taken for the next request) and the framing allows it.
   client_keep_alive_ = head_.keep_alive && body_done_ && !client_->worker()->draining() &&
                        framing_ != http::ClientFraming::kClose;
-  std::string out;
-  out.reserve(512);
+  // The head is held back and leaves with the first body bytes (or the end of the
+  // response): one write instead of two, and an upstream that fails before any body
+  // byte still gets an honest 502/504 instead of a cut connection.
+  head_out_.clear();
   std::string extra = "X-Request-Id: " + request_id_ + "\r\n" + extra_headers_;
-  http::append_client_response_head(out, resp, head_, framing_, client_keep_alive_, extra);
-  uv_buf_t b = net::buf_of(out.data(), out.size());
-  client_->write(&b, 1);
+  http::append_client_response_head(head_out_, resp, head_, framing_, client_keep_alive_, extra);
+}
+
+bool ProxySession::write_client(const char* data, size_t len, bool last) {
+  uv_buf_t bufs[4];
+  unsigned n = 0;
+  if (!head_out_.empty()) bufs[n++] = net::buf_of(head_out_.data(), head_out_.size());
+  char hdr[24];
+  if (len > 0 && framing_ == http::ClientFraming::kChunked) {
+    std::string h;
+    http::append_chunk_header(h, len);
+    std::memcpy(hdr, h.data(), h.size());
+    bufs[n++] = net::buf_of(hdr, h.size());
+    bufs[n++] = net::buf_of(data, len);
+    bufs[n++] = net::buf_of(http::kChunkTrailer.data(), http::kChunkTrailer.size());
+  } else if (len > 0 && framing_ != http::ClientFraming::kNone) {
+    bufs[n++] = net::buf_of(data, len);
+  }
+  if (last && framing_ == http::ClientFraming::kChunked)
+    bufs[n++] = net::buf_of(http::kLastChunk.data(), http::kLastChunk.size());
+  if (n == 0) return true;
+  bool ok = client_->write(bufs, n);
+  head_out_.clear();
+  return ok;
 }
 
 void ProxySession::on_upstream_body(const char* data, size_t len) {
   if (!active_ || len == 0) return;
-  bool ok;
-  if (framing_ == http::ClientFraming::kChunked) {
-    std::string h;
-    http::append_chunk_header(h, len);
-    uv_buf_t bufs[3] = {net::buf_of(h.data(), h.size()), net::buf_of(data, len),
-                        net::buf_of(http::kChunkTrailer.data(), http::kChunkTrailer.size())};
-    ok = client_->write(bufs, 3);
-  } else if (framing_ == http::ClientFraming::kNone) {
-    ok = true;
-  } else {
-    uv_buf_t b = net::buf_of(data, len);
-    ok = client_->write(&b, 1);
-  }
+  bool ok = write_client(data, len, false);
   if (!ok || !active_) return;
   if (client_->write_queue_size() > kClientHighWater && conn_) {
     // A slow reader: stop pulling from the upstream until the client drains.
@@ -189,10 +204,7 @@ void ProxySession::on_upstream_body(const char* data, size_t len) {
 
 void ProxySession::on_upstream_complete() {
   if (!active_) return;
-  if (framing_ == http::ClientFraming::kChunked) {
-    uv_buf_t b = net::buf_of(http::kLastChunk.data(), http::kLastChunk.size());
-    if (!client_->write(&b, 1) || !active_) return;
-  }
+  if (!write_client(nullptr, 0, true) || !active_) return;
   // Reuse the upstream connection only if it saw our whole request.
   UpstreamConn* c = conn_;
   conn_ = nullptr;
@@ -207,6 +219,12 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
   if (c && c->server() < snap_->upstreams[upstream_index_].errors.size()) {
     metrics::Registry::get().add(client_->worker()->id(),
                                  snap_->upstreams[upstream_index_].errors[c->server()][static_cast<size_t>(kind)]);
+  }
+  if (response_started_ && !head_out_.empty()) {
+    // Only the (held back) head had arrived: nothing reached the client yet.
+    head_out_.clear();
+    response_started_ = false;
+    status_ = 0;
   }
   bool nothing_sent = kind == UpstreamError::kConnect;
   // A pooled connection that the server had already closed: a bodiless GET/HEAD can be

@@ -24,7 +24,7 @@ class ProxySession final : public UpstreamUser {
 
   // Starts a new exchange for a routed request. `head` is moved in.
   // `extra_headers` ("Name: value\r\n" lines) are added to the client's response.
-  void start(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route, uint64_t start_ms,
+  void start(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route, uint64_t start_ns,
              std::string request_id, std::string extra_headers);
   // Request body bytes (decoded) and the end of the request from the client.
   void body(const char* data, size_t len);
@@ -44,10 +44,10 @@ class ProxySession final : public UpstreamUser {
   const net::Snapshot* snapshot() const { return snap_.get(); }
   const std::string& upstream_addr() const { return upstream_addr_; }
   int64_t upstream_ms() const { return upstream_ms_; }
-  uint64_t start_ms() const { return start_ms_; }
+  uint64_t start_ns() const { return start_ns_; }
   // Records a locally answered request (404, 413, ...) for the access log.
   void record_local(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route,
-                    uint64_t start_ms, std::string request_id, int status, int outcome);
+                    uint64_t start_ns, std::string request_id, int status, int outcome);
   void set_status(int status, int outcome) {
     status_ = status;
     outcome_ = outcome;
@@ -65,6 +65,9 @@ class ProxySession final : public UpstreamUser {
   void try_connect();
   void send_request();
   void forward(const char* data, size_t len);
+  // Writes response bytes to the client with any held-back head in front, framed for
+  // the client (chunk header/trailer), plus the last chunk when `last`.
+  bool write_client(const char* data, size_t len, bool last);
   void fail(int status, const char* code, const char* message);
   void finish(bool keep_alive);
 
@@ -75,14 +78,15 @@ class ProxySession final : public UpstreamUser {
   std::string request_id_;
   std::string upstream_head_;   // serialized request head, kept for a safe retry
   std::string pending_;         // framed body bytes not yet written upstream
+  std::string head_out_;        // response head not yet written to the client
   std::vector<bool> tried_;
   std::string upstream_addr_;
   http::ClientFraming framing_ = http::ClientFraming::kNone;
   int outcome_ = net::kForwarded;
   std::shared_ptr<const net::Snapshot> snap_;
   std::string extra_headers_;
-  uint64_t start_ms_ = 0;
-  uint64_t upstream_start_ms_ = 0;
+  uint64_t start_ns_ = 0;
+  uint64_t upstream_start_ns_ = 0;
   int64_t upstream_ms_ = -1;
   int route_ = -1;
   size_t upstream_index_ = 0;
