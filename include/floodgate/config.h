@@ -54,6 +54,17 @@ struct RouteMatch {
 
 enum class Overflow { kReject, kDegrade };
 
+// Route idempotency (SPEC §5). Key sources are kept as written ("header:Idempotency-Key",
+// "json:out_trade_no", ...); the loader has checked their syntax.
+struct IdempotencyConfig {
+  bool enabled = false;
+  std::vector<std::string> key;            // sources, first present wins
+  bool required = false;                   // 400 idempotency_key_missing without a key
+  bool per_client = false;                 // scope keys by client key too
+  uint64_t ttl_ms = 24ULL * 3600 * 1000;   // how long a completed answer is replayed
+  uint64_t max_response_bytes = 1024 * 1024;  // larger answers are forwarded, not stored
+};
+
 struct ClientKey {
   bool by_header = false;  // false: the client's IP address
   std::string header;      // header name when by_header ("header:X-User-Id")
@@ -75,6 +86,15 @@ struct RouteConfig {
   Overflow overflow = Overflow::kReject;
   bool dry_run = false;          // decide and count, but forward anyway
   bool core = true;              // false: shed first under [pressure]
+  IdempotencyConfig idempotency;
+};
+
+struct RedisConfig {
+  bool enabled = false;          // a [redis] table is present
+  std::string url = "redis://127.0.0.1:6379/0";
+  std::string prefix = "fg:";
+  uint64_t timeout_ms = 250;     // per command
+  bool fail_open = false;        // on_failure = "open": forward without dedupe when Redis is down
 };
 
 struct AdminConfig {
@@ -111,6 +131,7 @@ struct Config {
   std::vector<RouteConfig> routes;  // in file order; first match wins
   LogConfig log;
   AdminConfig admin;
+  RedisConfig redis;
   DegradeConfig degrade;
   PressureConfig pressure;
   ReloadConfig reload;

@@ -2,6 +2,8 @@
 // Every key is checked against the set this version understands, so that a typo
 // fails the load instead of silently leaving a protection switched off.
 #include "floodgate/config.h"
+#include "idempotency/key_source.h"
+#include "redis/redis_client.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -452,7 +454,7 @@ class Loader {
   // ---- sections ----------------------------------------------------------
 
   void load_root(const toml::table& root, Config& cfg) {
-    check_keys(root, "", {"server", "upstreams", "routes", "admin", "degrade", "pressure", "reload", "log"});
+    check_keys(root, "", {"server", "upstreams", "routes", "admin", "redis", "degrade", "pressure", "reload", "log"});
 
     if (const toml::node* n = root.get("server")) {
       if (const toml::table* t = as_table(*n, "server")) load_server(*t, cfg);
@@ -475,6 +477,15 @@ class Loader {
     // After [server]: the admin address is checked against server.listen.
     if (const toml::node* n = root.get("admin")) {
       if (const toml::table* t = as_table(*n, "admin")) load_admin(*t, cfg);
+    }
+    if (const toml::node* n = root.get("redis")) {
+      if (const toml::table* t = as_table(*n, "redis")) load_redis(*t, cfg.redis);
+    }
+    for (size_t i = 0; i < cfg.routes.size(); ++i) {
+      if (cfg.routes[i].idempotency.enabled && !cfg.redis.enabled) {
+        error_no_pos(index("routes", i) + ".idempotency",
+                     "idempotency keys live in Redis: add a [redis] table (url = \"redis://host:port/db\")");
+      }
     }
     if (const toml::node* n = root.get("degrade")) {
       if (const toml::table* t = as_table(*n, "degrade")) load_degrade(*t, cfg.degrade);
@@ -643,7 +654,7 @@ class Loader {
     const size_t errors_before = errors_.size();
     check_keys(t, path,
                {"name", "match", "upstream", "max_body_bytes", "rate", "burst", "scope", "client_rate",
-                "client_burst", "client_key", "overflow", "dry_run", "core"});
+                "client_burst", "client_key", "overflow", "dry_run", "core", "idempotency"});
 
     if (const toml::node* n = t.get("name")) {
       if (read_string(*n, path + ".name", &r.name)) {
@@ -689,6 +700,9 @@ class Loader {
       read_size(*n, path + ".max_body_bytes", 1, UINT64_MAX, &r.max_body_bytes);
     }
     load_admission(t, path, r);
+    if (const toml::node* n = t.get("idempotency")) {
+      if (const toml::table* it = as_table(*n, path + ".idempotency")) load_idempotency(*it, path + ".idempotency", r.idempotency);
+    }
     return errors_.size() == errors_before;
   }
 
@@ -993,6 +1007,61 @@ class Loader {
   void load_pressure(const toml::table& t, PressureConfig& p) {
     check_keys(t, "pressure", {"loop_lag"});
     if (const toml::node* n = t.get("loop_lag")) read_duration(*n, "pressure.loop_lag", &p.loop_lag_ms);
+  }
+
+  void load_idempotency(const toml::table& t, const std::string& path, IdempotencyConfig& c) {
+    check_keys(t, path, {"key", "required", "per_client", "ttl", "max_response_bytes"});
+    c.enabled = true;
+    if (const toml::node* n = t.get("key")) {
+      const toml::array* arr = n->as_array();
+      std::vector<const toml::node*> items;
+      if (arr) {
+        for (size_t i = 0; i < arr->size(); ++i) items.push_back(arr->get(i));
+      } else {
+        items.push_back(n);
+      }
+      for (size_t i = 0; i < items.size(); ++i) {
+        std::string src;
+        const std::string p = arr ? index(path + ".key", i) : path + ".key";
+        if (!read_string(*items[i], p, &src)) continue;
+        Result<idempotency::KeySource> parsed = idempotency::parse_source(src);
+        if (!parsed) {
+          error(*items[i], p, parsed.message());
+          continue;
+        }
+        c.key.push_back(std::move(src));
+      }
+      if (items.empty()) error(*n, path + ".key", "needs at least one key source");
+    } else {
+      c.key.push_back("header:Idempotency-Key");  // the IETF draft's header
+    }
+    if (const toml::node* n = t.get("required")) read_bool(*n, path + ".required", &c.required);
+    if (const toml::node* n = t.get("per_client")) read_bool(*n, path + ".per_client", &c.per_client);
+    if (const toml::node* n = t.get("ttl")) read_duration(*n, path + ".ttl", &c.ttl_ms);
+    if (const toml::node* n = t.get("max_response_bytes")) {
+      read_size(*n, path + ".max_response_bytes", 1, 64ULL * 1024 * 1024, &c.max_response_bytes);
+    }
+  }
+
+  void load_redis(const toml::table& t, RedisConfig& r) {
+    check_keys(t, "redis", {"url", "prefix", "timeout", "on_failure"});
+    r.enabled = true;
+    if (const toml::node* n = t.get("url")) {
+      if (read_string(*n, "redis.url", &r.url)) {
+        Result<redis::Endpoint> ep = redis::parse_url(r.url);
+        if (!ep) error(*n, "redis.url", ep.message());
+      }
+    }
+    if (const toml::node* n = t.get("prefix")) read_string(*n, "redis.prefix", &r.prefix);
+    if (const toml::node* n = t.get("timeout")) read_duration(*n, "redis.timeout", &r.timeout_ms);
+    if (const toml::node* n = t.get("on_failure")) {
+      std::string v;
+      if (read_string(*n, "redis.on_failure", &v)) {
+        if (v == "open") r.fail_open = true;
+        else if (v == "closed") r.fail_open = false;
+        else error(*n, "redis.on_failure", "expected \"closed\" (503 where Redis is needed) or \"open\" (forward without dedupe), got \"" + v + "\"");
+      }
+    }
   }
 
   void load_reload(const toml::table& t, ReloadConfig& r) {

@@ -185,6 +185,12 @@ std::string Controller::metrics_text() const {
   std::snprintf(buf, sizeof buf, "floodgate_connections_active %" PRId64 "\n",
                 instance_.connections.load(std::memory_order_relaxed));
   out += buf;
+  bool redis_enabled = snapshot_->config->redis.enabled;
+  bool all_up = redis_enabled && !workers_.empty();
+  for (size_t i = 0; i < workers_.size(); i++) all_up = all_up && instance_.redis_up[i].load(std::memory_order_relaxed);
+  out += "# HELP floodgate_redis_up 1 when every worker's Redis connection is up.\n";
+  out += "# TYPE floodgate_redis_up gauge\n";
+  out += all_up ? "floodgate_redis_up 1\n" : "floodgate_redis_up 0\n";
   out += "# HELP floodgate_loop_lag_seconds How late each worker's loop ran its periodic timer.\n";
   out += "# TYPE floodgate_loop_lag_seconds gauge\n";
   for (size_t i = 0; i < workers_.size(); i++) {
@@ -258,7 +264,17 @@ std::string Controller::status_json() const {
     }
     out += "]}";
   }
-  out += "],\"breakers\":[],\"redis\":{\"state\":\"not_configured\"}}";
+  out += "],\"breakers\":[],\"redis\":{\"state\":";
+  if (!cfg.redis.enabled) {
+    out += "\"not_configured\"";
+  } else {
+    size_t up = 0;
+    for (size_t i = 0; i < workers_.size(); i++) up += instance_.redis_up[i].load(std::memory_order_relaxed) ? 1 : 0;
+    out += up == workers_.size() ? "\"up\"" : (up == 0 ? "\"down\"" : "\"partial\"");
+    std::snprintf(buf, sizeof buf, ",\"workers_connected\":%zu", up);
+    out += buf;
+  }
+  out += "}}";
   return out;
 }
 

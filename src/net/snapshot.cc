@@ -16,6 +16,13 @@ const char* outcome_name(int outcome) {
   return outcome >= 0 && outcome < kOutcomeCount ? kNames[outcome] : "error";
 }
 
+const char* idem_result_name(int r) {
+  static const char* kNames[kIdemResultCount] = {"claimed", "replayed",      "in_flight", "key_reused",
+                                                 "not_replayable", "missing", "invalid", "no_key",
+                                                 "bypassed", "unavailable"};
+  return r >= 0 && r < kIdemResultCount ? kNames[r] : "unknown";
+}
+
 uint64_t mono_ns() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -92,6 +99,17 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
       rt.dry_run[static_cast<size_t>(w)] =
           reg.counter("floodgate_dry_run_total", "Decisions a dry-run route would have enforced.",
                       route_label + "," + metrics::label("would", kWould[w]));
+    }
+    if (r.idempotency.enabled) {
+      for (const auto& src : r.idempotency.key) {
+        auto parsed = idempotency::parse_source(src);
+        if (parsed) rt.idem_sources.push_back(parsed.value());
+      }
+      for (int k = 0; k < kIdemResultCount; k++) {
+        rt.idem[static_cast<size_t>(k)] =
+            reg.counter("floodgate_idempotency_total", "Idempotency decisions by route and result.",
+                        route_label + "," + metrics::label("result", idem_result_name(k)));
+      }
     }
     rt.duration = reg.histogram("floodgate_request_duration_seconds",
                                 "Time from request head to the end of the answer.", route_label);

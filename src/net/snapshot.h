@@ -12,6 +12,7 @@
 #include "admission/budget.h"
 #include "admission/client_limiter.h"
 #include "floodgate/config.h"
+#include "idempotency/key_source.h"
 #include "metrics/registry.h"
 #include "proxy/upstream_pool.h"
 
@@ -30,6 +31,22 @@ enum Outcome : int {
 };
 const char* outcome_name(int outcome);
 
+// Idempotency decisions, for floodgate_idempotency_total{route,result}.
+enum IdemResult : int {
+  kIdemClaimed = 0,   // a miss: first request with this key, forwarded
+  kIdemReplayed,      // a hit: stored answer replayed
+  kIdemInFlight,      // a hit: 409 while the first is processed
+  kIdemKeyReused,     // 422: same key, different request
+  kIdemNotReplayable, // 409: completed but too large to have been stored
+  kIdemMissing,       // 400: required and absent
+  kIdemInvalid,       // 400: malformed key
+  kIdemNoKey,         // no key and not required: forwarded without dedupe
+  kIdemBypassed,      // Redis unavailable and on_failure = "open": forwarded without dedupe
+  kIdemUnavailable,   // Redis unavailable and on_failure = "closed": 503
+  kIdemResultCount
+};
+const char* idem_result_name(int r);
+
 // What a dry-run route would have done.
 enum DryRun : int { kWouldReject = 0, kWouldDegrade, kWouldClientLimit, kWouldShed, kDryRunCount };
 
@@ -40,6 +57,8 @@ struct RouteRuntime {
   std::array<metrics::CellId, kDryRunCount> dry_run{};
   metrics::CellId duration = 0;
   std::string policy_header;  // "RateLimit-Policy: ..." line, empty without a rate
+  std::vector<idempotency::KeySource> idem_sources;  // empty: no idempotency on the route
+  std::array<metrics::CellId, kIdemResultCount> idem{};
 };
 
 struct UpstreamRuntime {

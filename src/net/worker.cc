@@ -91,6 +91,7 @@ void Worker::run(std::promise<Status>* started) {
   }
   if (status.is_ok()) status = sync_listeners();
   bool ok = status.is_ok();
+  if (ok) open_redis();
   if (ok) {
     next_tick_ns_ = uv_hrtime() + kTickMs * 1000000;
     uv_timer_start(&tick_timer_, on_tick, kTickMs, kTickMs);
@@ -189,7 +190,15 @@ void Worker::apply_snapshot(std::shared_ptr<const Snapshot> next) {
     }
   }
   pools_ = std::move(pools);
+  const RedisConfig& old_redis = snapshot_->config->redis;
+  const RedisConfig& new_redis = next->config->redis;
+  bool redis_changed = old_redis.enabled != new_redis.enabled || old_redis.url != new_redis.url ||
+                       old_redis.timeout_ms != new_redis.timeout_ms;
   snapshot_ = std::move(next);
+  if (redis_changed) {
+    close_redis();
+    open_redis();
+  }
   Status s = sync_listeners();
   if (!s) {
     log::event("error", "listen_failed", [&](log::Line& l) { l.num("worker", id_).str("error", s.message()); });
@@ -228,6 +237,7 @@ void Worker::maybe_finish() {
   finished_ = true;
   for (auto& p : pools_) p->close_idle();
   for (auto& p : retired_pools_) p->close_idle();
+  close_redis();
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&snapshot_async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
@@ -293,6 +303,34 @@ void Worker::conn_closed(proxy::ClientConn* conn) {
     conns_.pop_back();
   }
   maybe_finish();
+}
+
+void Worker::open_redis() {
+  const RedisConfig& rc = config().redis;
+  if (!rc.enabled) return;
+  auto ep = redis::parse_url(rc.url);
+  if (!ep) return;  // the loader validated it
+  redis::Client::Options opt;
+  opt.endpoint = ep.value();
+  opt.command_timeout_ms = rc.timeout_ms;
+  opt.name = "worker " + std::to_string(id_);
+  int id = id_;
+  Instance* inst = instance_;
+  // The client logs redis_up/redis_down itself; the worker only tracks the gauge.
+  opt.on_state = [id, inst](bool up) { inst->redis_up[id].store(up, std::memory_order_relaxed); };
+  redis_ = std::make_unique<redis::Client>(&loop_, std::move(opt));
+  redis_->start();
+}
+
+void Worker::close_redis() {
+  if (!redis_) return;
+  instance_->redis_up[id_].store(false, std::memory_order_relaxed);
+  redis::Client* old = redis_.release();
+  old->close([old] { delete old; });
+}
+
+std::string Worker::random_token() {
+  return random_hex(16);
 }
 
 void Worker::next_request_id(std::string& out) {

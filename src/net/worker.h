@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "core/log.h"
+#include "idempotency/store.h"
+#include "redis/redis_client.h"
 #include "net/snapshot.h"
 #include "proxy/upstream_pool.h"
 
@@ -33,6 +35,8 @@ struct Instance {
   // Last measured loop lag per worker, in nanoseconds (written by that worker only).
   std::atomic<uint64_t> loop_lag_ns[metrics::kMaxWorkers] = {};
   std::atomic<int> workers{0};
+  // Per worker: its Redis connection is up (written by that worker only).
+  std::atomic<bool> redis_up[metrics::kMaxWorkers] = {};
   // Upstream requests in flight per route name are not tracked here; see /status.
 };
 
@@ -68,6 +72,12 @@ class Worker {
   bool under_pressure() const { return pressure_; }
   uint64_t now_ms() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
 
+  // This worker's Redis connection (null without [redis]) and its idempotency scripts.
+  redis::Client* redis() { return redis_.get(); }
+  idempotency::Scripts& idem_scripts() { return idem_scripts_; }
+  // 128 random bits as 32 hex chars (owner tokens).
+  std::string random_token();
+
   // A fresh request id: this worker's random prefix and a counter.
   void next_request_id(std::string& out);
 
@@ -84,6 +94,8 @@ class Worker {
   void begin_drain();
   void maybe_finish();
   void apply_snapshot(std::shared_ptr<const Snapshot> next);
+  void open_redis();
+  void close_redis();
   Status sync_listeners();
   static void on_stop_async(uv_async_t* a);
   static void on_snapshot_async(uv_async_t* a);
@@ -112,6 +124,8 @@ class Worker {
   std::vector<std::unique_ptr<proxy::UpstreamPool>> retired_pools_;
   std::vector<proxy::ClientConn*> conns_;  // open client connections (index kept in conn)
   log::LogBuffer access_log_;
+  std::unique_ptr<redis::Client> redis_;
+  idempotency::Scripts idem_scripts_;
   std::unique_ptr<char[]> read_buffer_;
   std::string id_prefix_;
   uint64_t id_counter_ = 0;

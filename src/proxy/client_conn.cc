@@ -413,6 +413,12 @@ void ClientConn::respond_error(int status, std::string_view code, std::string_vi
   request_done(keep_alive);
 }
 
+void ClientConn::respond_raw(const std::string& bytes, bool keep_alive) {
+  uv_buf_t b = net::buf_of(bytes.data(), bytes.size());
+  if (!write(&b, 1)) return;
+  request_done(keep_alive);
+}
+
 void ClientConn::request_done(bool keep_alive) {
   write_access_log();
   in_request_ = false;

@@ -48,6 +48,8 @@ class ClientConn final : public http::RequestParser::Handler {
   // Answers with a gateway-made JSON error and ends the exchange.
   void respond_error(int status, std::string_view code, std::string_view message, bool keep_alive,
                      std::string_view extra = {});
+  // Writes a complete response made elsewhere (a replay) and ends the exchange.
+  void respond_raw(const std::string& bytes, bool keep_alive);
   bool closing() const { return state_ != State::kOpen; }
 
  private:

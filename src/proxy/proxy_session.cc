@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "idempotency/store.h"
 #include "net/stream_write.h"
 #include "net/worker.h"
 #include "proxy/client_conn.h"
@@ -44,14 +45,206 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
   stale_retries_ = 0;
   conn_ = nullptr;
   active_ = true;
+  exchange_++;
+  buffering_ = false;
+  body_buf_.clear();
+  idem_key_.clear();
+  capture_ = false;
+  capture_overflow_ = false;
+  capture_headers_.clear();
+  capture_body_.clear();
   upstream_index_ = cfg.routes[static_cast<size_t>(route)].upstream_index;
   pool_ = &w->pool(upstream_index_);
   tried_.assign(pool_->server_count(), false);
 
-  upstream_head_.clear();
+  if (!snap_->routes[static_cast<size_t>(route)].idem_sources.empty()) {
+    // The key may live in the body and the fingerprint covers it: read it all first
+    // (bounded by max_body_bytes), then decide.
+    buffering_ = true;
+    return;
+  }
   http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  upstream_head_.clear();
   http::append_upstream_request_head(upstream_head_, head_, info);
   try_connect();
+}
+
+void ProxySession::count_idem(int result) {
+  const auto& rt = snap_->routes[static_cast<size_t>(route_)];
+  metrics::Registry::get().add(client_->worker()->id(), rt.idem[static_cast<size_t>(result)]);
+}
+
+void ProxySession::decide_idempotency() {
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
+  const auto& rt = snap_->routes[static_cast<size_t>(route_)];
+  std::string key;
+  auto found = idempotency::extract_key(rt.idem_sources, head_, body_buf_, &key);
+  if (found == idempotency::Extract::kInvalid) {
+    count_idem(net::kIdemInvalid);
+    local_answer(400, "bad_idempotency_key",
+                 "the idempotency key must be 1-255 bytes without control characters", net::kError);
+    return;
+  }
+  if (found == idempotency::Extract::kAbsent) {
+    if (rc.idempotency.required) {
+      count_idem(net::kIdemMissing);
+      local_answer(400, "idempotency_key_missing", "this route requires an idempotency key", net::kError);
+      return;
+    }
+    count_idem(net::kIdemNoKey);
+    proceed({});
+    return;
+  }
+  net::Worker* w = client_->worker();
+  redis::Client* redis = w->redis();
+  if (redis == nullptr || !redis->connected()) {
+    idem_key_.clear();
+    key_for_forward_ = key;
+    redis_unavailable();
+    return;
+  }
+  const Config& cfg = *snap_->config;
+  std::string rkey = cfg.redis.prefix + "idem:" + rc.name + ":";
+  if (rc.idempotency.per_client) {
+    std::string_view ck = client_->client_ip();
+    if (rc.client_key.by_header) {
+      const http::Header* h = http::find_header(head_.headers, rc.client_key.header);
+      if (h && !h->value.empty()) ck = h->value;
+    }
+    rkey.append(ck);
+    rkey += ':';
+  }
+  rkey += key;
+  idem_owner_ = w->random_token();
+  const UpstreamConfig& up = cfg.upstreams[upstream_index_];
+  // The lease outlives any honest attempt (connect + first byte + margin), so only a
+  // claim whose gateway died is released by expiry.
+  uint64_t lease_ms = up.connect_timeout_ms * up.servers.size() + up.timeout_ms + 5000;
+  std::string fp = idempotency::fingerprint(head_.method, head_.path(), body_buf_);
+  key_for_forward_ = key;
+  std::weak_ptr<ProxySession*> weak = self_ref_;
+  uint64_t ex = exchange_;
+  std::string owner = idem_owner_;
+  idempotency::claim(*redis, w->idem_scripts(), rkey, fp, owner, lease_ms,
+                     [weak, ex, w, rkey, owner](idempotency::ClaimResult& r) {
+                       auto ref = weak.lock();
+                       ProxySession* s = ref ? *ref : nullptr;
+                       if (s == nullptr || s->exchange_ != ex || !s->active_) {
+                         // The client is gone: give the key back at once.
+                         if (r.kind == idempotency::ClaimResult::Kind::kClaimed && w->redis())
+                           idempotency::release(*w->redis(), w->idem_scripts(), rkey, owner);
+                         return;
+                       }
+                       s->idem_key_ = r.kind == idempotency::ClaimResult::Kind::kClaimed ? rkey : std::string();
+                       s->on_claim_result(r);
+                     });
+}
+
+void ProxySession::on_claim_result(idempotency::ClaimResult& r) {
+  using Kind = idempotency::ClaimResult::Kind;
+  switch (r.kind) {
+    case Kind::kClaimed:
+      count_idem(net::kIdemClaimed);
+      capture_ = true;
+      proceed(key_for_forward_);
+      return;
+    case Kind::kInFlight: {
+      count_idem(net::kIdemInFlight);
+      int64_t secs = (r.retry_after_ms + 999) / 1000;
+      if (secs < 1) secs = 1;
+      local_answer(409, "in_flight", "a request with this idempotency key is still being processed",
+                   net::kConflict, "Retry-After: " + std::to_string(secs) + "\r\n");
+      return;
+    }
+    case Kind::kMismatch:
+      count_idem(net::kIdemKeyReused);
+      local_answer(422, "key_reused", "this idempotency key was used for a different request", net::kConflict);
+      return;
+    case Kind::kNotStored:
+      count_idem(net::kIdemNotReplayable);
+      local_answer(409, "not_replayable",
+                   "this idempotency key completed with a response too large to replay", net::kConflict);
+      return;
+    case Kind::kDone:
+      count_idem(net::kIdemReplayed);
+      replay(r.stored);
+      return;
+    case Kind::kUnavailable:
+      redis_unavailable();
+      return;
+  }
+}
+
+void ProxySession::redis_unavailable() {
+  if (snap_->config->redis.fail_open) {
+    count_idem(net::kIdemBypassed);
+    proceed(key_for_forward_);
+    return;
+  }
+  count_idem(net::kIdemUnavailable);
+  local_answer(503, "redis_unavailable", "duplicate protection is unavailable; retry shortly", net::kError,
+               "Retry-After: 1\r\n");
+}
+
+void ProxySession::proceed(const std::string& key) {
+  buffering_ = false;
+  if (!key.empty() && http::find_header(head_.headers, "Idempotency-Key") == nullptr) {
+    // The shop sees the key whatever source it came from, so it can dedupe too.
+    head_.headers.push_back({"Idempotency-Key", key});
+  }
+  // The body is whole now: send it with a Content-Length whatever its framing was.
+  if (head_.body != http::BodyKind::kNone || !body_buf_.empty()) {
+    head_.body = http::BodyKind::kContentLength;
+    head_.content_length = body_buf_.size();
+  }
+  pending_ = std::move(body_buf_);
+  body_buf_.clear();
+  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  upstream_head_.clear();
+  http::append_upstream_request_head(upstream_head_, head_, info);
+  try_connect();
+}
+
+void ProxySession::local_answer(int status, const char* code, const char* message, int outcome, std::string extra) {
+  active_ = false;
+  status_ = status;
+  outcome_ = outcome;
+  client_->respond_error(status, code, message, true, extra);
+}
+
+void ProxySession::replay(std::string_view blob) {
+  idempotency::StoredResponse stored;
+  if (!idempotency::decode_response(blob, &stored)) {
+    local_answer(500, "bad_stored_response", "the stored response could not be read", net::kError);
+    return;
+  }
+  active_ = false;
+  status_ = stored.status;
+  outcome_ = net::kReplayed;
+  bool keep_alive = head_.keep_alive && !client_->worker()->draining();
+  std::string out;
+  out.reserve(256 + stored.header_lines.size() + stored.body.size());
+  out += head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  out += std::to_string(stored.status);
+  out += ' ';
+  out.append(stored.reason);
+  out += "\r\n";
+  out.append(stored.header_lines);
+  out += "Content-Length: " + std::to_string(stored.body.size()) + "\r\n";
+  out += "Idempotent-Replayed: true\r\nX-Request-Id: " + request_id_ + "\r\n";
+  if (!keep_alive) out += "Connection: close\r\n";
+  else if (head_.version_minor == 0) out += "Connection: keep-alive\r\n";
+  out += "\r\n";
+  if (!head_.is_head()) out.append(stored.body);
+  client_->respond_raw(out, keep_alive);
+}
+
+void ProxySession::idem_release() {
+  capture_ = false;
+  if (idem_key_.empty()) return;
+  net::Worker* w = client_->worker();
+  if (w->redis()) idempotency::release(*w->redis(), w->idem_scripts(), idem_key_, idem_owner_);
+  idem_key_.clear();
 }
 
 void ProxySession::record_local(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head,
@@ -117,6 +310,10 @@ void ProxySession::forward(const char* data, size_t len) {
 
 void ProxySession::body(const char* data, size_t len) {
   if (!active_ || len == 0) return;
+  if (buffering_) {
+    body_buf_.append(data, len);
+    return;
+  }
   if (head_.body == http::BodyKind::kChunked) {
     std::string framed;
     framed.reserve(len + 16);
@@ -132,6 +329,10 @@ void ProxySession::body(const char* data, size_t len) {
 void ProxySession::body_done() {
   if (!active_) return;
   body_done_ = true;
+  if (buffering_) {
+    decide_idempotency();
+    return;
+  }
   if (head_.body == http::BodyKind::kChunked) forward(http::kLastChunk.data(), http::kLastChunk.size());
 }
 
@@ -160,6 +361,18 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
   // unread rest would be taken for the next request) and the framing allows it.
   client_keep_alive_ = head_.keep_alive && body_done_ && !client_->worker()->draining() &&
                        framing_ != http::ClientFraming::kClose;
+  if (capture_) {
+    capture_status_ = resp.status;
+    capture_reason_ = resp.reason.empty() ? std::string(http::reason_phrase(resp.status)) : resp.reason;
+    std::string tokens = http::connection_tokens(resp.headers);
+    for (const auto& h : resp.headers) {
+      if (http::is_hop_by_hop(h.name, tokens) || http::iequals(h.name, "Content-Length")) continue;
+      capture_headers_ += h.name;
+      capture_headers_ += ": ";
+      capture_headers_ += h.value;
+      capture_headers_ += "\r\n";
+    }
+  }
   // The head is held back and leaves with the first body bytes (or the end of the
   // response): one write instead of two, and an upstream that fails before any body
   // byte still gets an honest 502/504 instead of a cut connection.
@@ -193,6 +406,15 @@ bool ProxySession::write_client(const char* data, size_t len, bool last) {
 
 void ProxySession::on_upstream_body(const char* data, size_t len) {
   if (!active_ || len == 0) return;
+  if (capture_ && !capture_overflow_) {
+    uint64_t cap = snap_->config->routes[static_cast<size_t>(route_)].idempotency.max_response_bytes;
+    if (capture_body_.size() + len > cap) {
+      capture_overflow_ = true;  // forwarded, but recorded as not replayable
+      std::string().swap(capture_body_);
+    } else {
+      capture_body_.append(data, len);
+    }
+  }
   bool ok = write_client(data, len, false);
   if (!ok || !active_) return;
   if (client_->write_queue_size() > kClientHighWater && conn_) {
@@ -205,6 +427,20 @@ void ProxySession::on_upstream_body(const char* data, size_t len) {
 void ProxySession::on_upstream_complete() {
   if (!active_) return;
   if (!write_client(nullptr, 0, true) || !active_) return;
+  if (capture_ && !idem_key_.empty()) {
+    net::Worker* w = client_->worker();
+    if (capture_status_ >= 500) {
+      idem_release();  // a 5xx is not final: a retry may succeed
+    } else if (w->redis()) {
+      uint64_t ttl = snap_->config->routes[static_cast<size_t>(route_)].idempotency.ttl_ms;
+      std::string blob = capture_overflow_ ? std::string()
+                                           : idempotency::encode_response(capture_status_, capture_reason_,
+                                                                          capture_headers_, capture_body_);
+      idempotency::complete(*w->redis(), w->idem_scripts(), idem_key_, idem_owner_, blob, !capture_overflow_, ttl);
+      idem_key_.clear();
+      capture_ = false;
+    }
+  }
   // Reuse the upstream connection only if it saw our whole request.
   UpstreamConn* c = conn_;
   conn_ = nullptr;
@@ -214,6 +450,11 @@ void ProxySession::on_upstream_complete() {
 
 void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out) {
   if (!active_) return;
+  bool will_retry = (kind == UpstreamError::kConnect && !response_started_);
+  if (!will_retry && !(kind == UpstreamError::kReset && conn_ && conn_->reused() && !response_started_ &&
+                       head_.body == http::BodyKind::kNone)) {
+    idem_release();
+  }
   UpstreamConn* c = conn_;
   conn_ = nullptr;
   if (c && c->server() < snap_->upstreams[upstream_index_].errors.size()) {
@@ -262,6 +503,7 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
 }
 
 void ProxySession::fail(int status, const char* code, const char* message) {
+  idem_release();
   active_ = false;
   outcome_ = net::kError;
   status_ = status;
@@ -280,6 +522,7 @@ void ProxySession::finish(bool keep_alive) {
 
 void ProxySession::abort() {
   if (!active_) return;
+  idem_release();
   active_ = false;
   if (conn_) {
     pool_->release(conn_, false);

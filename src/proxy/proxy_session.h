@@ -11,6 +11,7 @@
 
 #include "http/message.h"
 #include "http/serialize.h"
+#include "idempotency/store.h"
 #include "net/snapshot.h"
 #include "proxy/upstream_pool.h"
 
@@ -20,7 +21,9 @@ class ClientConn;
 
 class ProxySession final : public UpstreamUser {
  public:
-  explicit ProxySession(ClientConn* client) : client_(client) {}
+  explicit ProxySession(ClientConn* client)
+      : client_(client), self_ref_(std::make_shared<ProxySession*>(this)) {}
+  ~ProxySession() { *self_ref_ = nullptr; }
 
   // Starts a new exchange for a routed request. `head` is moved in.
   // `extra_headers` ("Name: value\r\n" lines) are added to the client's response.
@@ -62,6 +65,14 @@ class ProxySession final : public UpstreamUser {
   void on_upstream_drained() override;
 
  private:
+  void decide_idempotency();
+  void on_claim_result(idempotency::ClaimResult& r);
+  void redis_unavailable();
+  void proceed(const std::string& key);
+  void local_answer(int status, const char* code, const char* message, int outcome, std::string extra = {});
+  void replay(std::string_view blob);
+  void count_idem(int result);
+  void idem_release();
   void try_connect();
   void send_request();
   void forward(const char* data, size_t len);
@@ -98,6 +109,23 @@ class ProxySession final : public UpstreamUser {
   bool response_started_ = false;
   bool client_keep_alive_ = true;
   bool upstream_paused_ = false;
+
+  // Idempotency (routes with `idempotency`): the body is buffered whole so the key and
+  // the fingerprint can be computed, the key is claimed in Redis, and the answer is
+  // captured to be stored for replay.
+  std::shared_ptr<ProxySession*> self_ref_;  // async Redis callbacks check it is still there
+  uint64_t exchange_ = 0;                    // bumped per exchange: stale callbacks are ignored
+  bool buffering_ = false;
+  std::string body_buf_;
+  std::string idem_key_;    // the Redis key; empty when not claimed
+  std::string idem_owner_;
+  std::string key_for_forward_;  // the key as the client sent it
+  bool capture_ = false;
+  bool capture_overflow_ = false;
+  int capture_status_ = 0;
+  std::string capture_reason_;
+  std::string capture_headers_;
+  std::string capture_body_;
 };
 
 }  // namespace fg::proxy

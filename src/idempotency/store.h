@@ -1,0 +1,62 @@
+// Idempotency records in Redis: one hash per key holding the claim (state, request
+// fingerprint, owner token) and, once answered, the stored response. Each operation is
+// one Lua script, so a claim is atomic and costs one round trip.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "redis/redis_client.h"
+
+namespace fg::idempotency {
+
+struct ClaimResult {
+  enum class Kind {
+    kClaimed,      // the key is ours: forward the request
+    kInFlight,     // another request with this key is being processed
+    kMismatch,     // the key was used with a different request (fingerprint)
+    kDone,         // completed before: `stored` holds the response to replay
+    kNotStored,    // completed, but the response was too large to keep
+    kUnavailable,  // Redis did not answer (down, timeout): apply redis.on_failure
+  };
+  Kind kind = Kind::kUnavailable;
+  int64_t retry_after_ms = 0;  // kInFlight: remaining lease
+  std::string stored;          // kDone: serialized response (see encode_response)
+};
+
+// The Lua scripts, one set per worker (a Script caches its SHA per connection owner).
+struct Scripts {
+  Scripts();
+  redis::Script claim;
+  redis::Script complete;
+  redis::Script release;
+};
+
+// Claims `key` for a request with `fingerprint`; `owner` is a random token naming
+// this attempt; the claim expires after `lease_ms` unless completed or released.
+void claim(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& fingerprint,
+           const std::string& owner, uint64_t lease_ms, std::function<void(ClaimResult&)> done);
+
+// Stores the answer of the owning attempt and keeps it for `ttl_ms`. `response` empty
+// and `stored` false: the answer was too large and is recorded as not replayable.
+// Completion is best effort: if Redis fails here, the claim simply expires.
+void complete(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner,
+              const std::string& response, bool stored, uint64_t ttl_ms);
+
+// Drops the owning attempt's claim (5xx answers, upstream failures, aborted requests),
+// so that a retry may proceed.
+void release(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner);
+
+// Serialized response: "<status> <reason>\r\n" + header lines + "\r\n" + body.
+std::string encode_response(int status, std::string_view reason, std::string_view header_lines,
+                            std::string_view body);
+struct StoredResponse {
+  int status = 0;
+  std::string_view reason;
+  std::string_view header_lines;  // "Name: value\r\n" lines
+  std::string_view body;
+};
+bool decode_response(std::string_view blob, StoredResponse* out);
+
+}  // namespace fg::idempotency

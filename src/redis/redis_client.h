@@ -1,0 +1,105 @@
+// One asynchronous Redis connection per worker, on that worker's loop. This module is
+// the only one that includes hiredis. Every command has a deadline (hiredis has none):
+// when the oldest pending command misses it, every pending command fails with
+// kTimeout and the connection is dropped and re-established with exponential backoff
+// and jitter, so a stalled Redis costs each caller at most one timeout.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "floodgate/status.h"
+
+namespace fg::redis {
+
+// A parsed connection URL: redis://[:password@]host[:port][/db] or unix:///path[?db=N].
+struct Endpoint {
+  bool unix_socket = false;
+  std::string host = "127.0.0.1";
+  uint16_t port = 6379;
+  std::string path;      // unix socket path
+  std::string password;  // empty: no AUTH
+  int db = 0;
+};
+Result<Endpoint> parse_url(std::string_view url);
+
+// A reply flattened into value types (no hiredis types leak out of this module).
+struct Reply {
+  enum class Type { kNil, kString, kStatus, kInteger, kArray, kError };
+  Type type = Type::kNil;
+  std::string str;      // kString, kStatus, kError
+  int64_t integer = 0;  // kInteger
+  std::vector<Reply> elements;  // kArray
+  bool is_error() const { return type == Type::kError; }
+};
+
+enum class Failure {
+  kNone,
+  kTimeout,      // no reply within the command timeout
+  kDisconnected, // not connected (down, reconnecting) or the connection dropped
+};
+
+// Called exactly once per command, on the client's loop. With failure != kNone the
+// reply is empty. Never called after close() returned... except: close() fails every
+// pending command with kDisconnected before returning.
+using Callback = std::function<void(Failure failure, Reply& reply)>;
+
+// A Lua script run by EVALSHA; on NOSCRIPT (a restarted or flushed Redis) the client
+// loads it again transparently and retries once.
+struct Script {
+  std::string source;
+  std::string sha;  // filled when first loaded (SCRIPT LOAD)
+};
+
+class Client {
+ public:
+  struct Options {
+    Endpoint endpoint;
+    uint64_t command_timeout_ms = 250;
+    uint64_t connect_timeout_ms = 1000;
+    uint64_t backoff_min_ms = 100;
+    uint64_t backoff_max_ms = 5000;
+    std::string name;  // for log lines, e.g. "worker 0"
+    // Called on the loop whenever the connection goes up (true) or down (false).
+    std::function<void(bool up)> on_state;
+  };
+
+  Client(uv_loop_t* loop, Options options);
+  ~Client();  // requires close() to have been called and its handles closed
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  // Starts connecting (and reconnecting forever until close()).
+  void start();
+  // Fails pending commands with kDisconnected, closes the connection and timers.
+  // Handles finish closing on the next loop iteration(s); `on_closed` (optional) runs
+  // when the object may be deleted.
+  void close(std::function<void()> on_closed = nullptr);
+
+  bool connected() const;
+
+  // Sends a command (argv form: binary-safe). While disconnected it fails at once
+  // (asynchronously, on the next loop turn) with kDisconnected.
+  void command(std::vector<std::string> argv, Callback cb);
+  // EVALSHA script numkeys keys... args...; loads the script when needed.
+  void eval(Script* script, std::vector<std::string> keys, std::vector<std::string> args, Callback cb);
+
+  // Counters for metrics/tests.
+  uint64_t timeouts() const { return timeouts_; }
+  uint64_t reconnects() const { return reconnects_; }
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  uint64_t timeouts_ = 0;
+  uint64_t reconnects_ = 0;
+  friend struct Impl;
+};
+
+}  // namespace fg::redis
