@@ -31,9 +31,19 @@ struct ServerConfig {
   uint64_t max_header_bytes = 16 * 1024;
   uint64_t max_uri_bytes = 8 * 1024;
   uint64_t max_body_bytes = 1024 * 1024;
+  std::string tickets_path = "/_floodgate/tickets/";  // starts and ends with '/'
 };
 
 enum class Balance { kRoundRobin, kLeastConn };
+
+struct RetryConfig {
+  uint64_t attempts = 3;              // total tries of a queued delivery
+  uint64_t backoff_ms = 1000;         // first wait; doubles, with full jitter
+  uint64_t max_backoff_ms = 30000;
+  bool on_connect = true;
+  bool on_timeout = true;
+  std::vector<int> on_status = {502, 503, 504};
+};
 
 struct UpstreamConfig {
   std::string name;
@@ -44,6 +54,7 @@ struct UpstreamConfig {
   uint64_t max_connections = 512;        // per server, per instance
   uint64_t keepalive = 64;               // idle pooled connections per server, per worker
   uint64_t keepalive_timeout_ms = 60000; // an idle pooled connection is closed after this
+  RetryConfig retry;                     // [upstreams.X.retry]: queued deliveries only
 };
 
 struct RouteMatch {
@@ -52,7 +63,7 @@ struct RouteMatch {
   bool is_prefix = false;
 };
 
-enum class Overflow { kReject, kDegrade };
+enum class Overflow { kReject, kDegrade, kQueue };
 
 // Route idempotency (SPEC §5). Key sources are kept as written ("header:Idempotency-Key",
 // "json:out_trade_no", ...); the loader has checked their syntax.
@@ -68,6 +79,22 @@ struct IdempotencyConfig {
 struct ClientKey {
   bool by_header = false;  // false: the client's IP address
   std::string header;      // header name when by_header ("header:X-User-Id")
+};
+
+// The durable queue of a route (SPEC §6): used by overflow = "queue" and by
+// mode = "store_and_forward".
+struct QueueConfig {
+  uint64_t max_depth = 200000;             // 503 queue_full beyond
+  uint64_t max_wait_ms = 10 * 60 * 1000;   // not dispatched by then: failed, reason "expired"
+  uint64_t processing_timeout_ms = 30000;  // a delivery idle this long is reclaimed
+  uint64_t ticket_ttl_ms = 3600 * 1000;    // a finished ticket stays readable this long
+  uint64_t concurrency = 64;               // deliveries in flight per worker for this route
+};
+
+struct AckConfig {
+  int status = 200;
+  std::string body = "success";
+  std::string content_type = "text/plain";
 };
 
 struct RouteConfig {
@@ -87,6 +114,14 @@ struct RouteConfig {
   bool dry_run = false;          // decide and count, but forward anyway
   bool core = true;              // false: shed first under [pressure]
   IdempotencyConfig idempotency;
+
+  // Queueing. `queued` is true when overflow = "queue" or store_and_forward.
+  bool store_and_forward = false;  // mode = "store_and_forward": every request queued, answered with `ack`
+  AckConfig ack;
+  QueueConfig queue;
+  uint64_t client_max_tickets = 0;  // 0: unlimited
+  std::string on_failure_webhook;   // "http://host:port/path"; empty: none
+  bool queued() const { return store_and_forward || overflow == Overflow::kQueue; }
 };
 
 struct RedisConfig {
@@ -95,6 +130,8 @@ struct RedisConfig {
   std::string prefix = "fg:";
   uint64_t timeout_ms = 250;     // per command
   bool fail_open = false;        // on_failure = "open": forward without dedupe when Redis is down
+  uint64_t wait_replicas = 0;    // >0: a ticket is acknowledged only after WAIT n replicas
+  uint64_t wait_timeout_ms = 100; // how long WAIT may take before the enqueue counts as failed
 };
 
 struct AdminConfig {
@@ -112,6 +149,7 @@ struct DegradeConfig {
 
 struct PressureConfig {
   uint64_t loop_lag_ms = 0;      // 0: this condition is off
+  uint64_t queue_depth = 0;      // 0: off; else shed while any route's queue is deeper
 };
 
 struct ReloadConfig {

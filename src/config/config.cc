@@ -33,6 +33,8 @@ constexpr uint64_t kMaxHeaderBytes = 1024 * 1024;
 constexpr uint64_t kMinUriBytes = 64;
 constexpr int kMaxWorkers = 256;
 constexpr uint64_t kMaxDurationMs = 24ull * 60 * 60 * 1000;
+// How long a completed idempotent answer may be kept for replay.
+constexpr uint64_t kMaxIdempotencyTtlMs = 30 * kMaxDurationMs;
 // Admission rates and bursts, in requests (per second). Far above what one
 // instance can serve, low enough that the limiter's arithmetic stays exact.
 constexpr double kMaxRate = 10'000'000;
@@ -94,6 +96,21 @@ size_t distance(std::string_view a, std::string_view b) {
     }
   }
   return row[b.size()];
+}
+
+// "redis://user:secret@host" -> "redis://user:***@host", for error messages.
+std::string redact_url_password(const std::string& url) {
+  const size_t scheme = url.find("://");
+  if (scheme == std::string::npos) return url;
+  if (url.compare(0, scheme, "unix") == 0) return url;  // a socket path has no password
+  const size_t start = scheme + 3;
+  // The last '@': a password may itself contain '/' or '@'.
+  const size_t at = url.rfind('@');
+  if (at == std::string::npos || at < start) return url;
+  const size_t colon = url.find(':', start);
+  const size_t from = colon != std::string::npos && colon < at ? colon + 1 : start;
+  if (from == at) return url;
+  return url.substr(0, from) + "***" + url.substr(at);
 }
 
 // RFC 9110 tchar: what an HTTP method token may contain.
@@ -481,10 +498,18 @@ class Loader {
     if (const toml::node* n = root.get("redis")) {
       if (const toml::table* t = as_table(*n, "redis")) load_redis(*t, cfg.redis);
     }
-    for (size_t i = 0; i < cfg.routes.size(); ++i) {
-      if (cfg.routes[i].idempotency.enabled && !cfg.redis.enabled) {
-        error_no_pos(index("routes", i) + ".idempotency",
-                     "idempotency keys live in Redis: add a [redis] table (url = \"redis://host:port/db\")");
+    // Walks the file's routes rather than cfg.routes, which leaves out broken
+    // ones: the message names the route by its position in the file.
+    const toml::node* routes_node = root.get("routes");
+    const toml::array* routes = routes_node ? routes_node->as_array() : nullptr;
+    if (routes != nullptr && !root.contains("redis")) {
+      for (size_t i = 0; i < routes->size(); ++i) {
+        const toml::table* rt = routes->get(i)->as_table();
+        const toml::node* idem = rt ? rt->get("idempotency") : nullptr;
+        if (idem != nullptr && idem->is_table()) {
+          error(*idem, index("routes", i) + ".idempotency",
+                "idempotency keys live in Redis: add a [redis] table (url = \"redis://host:port/db\")");
+        }
       }
     }
     if (const toml::node* n = root.get("degrade")) {
@@ -1037,7 +1062,23 @@ class Loader {
     }
     if (const toml::node* n = t.get("required")) read_bool(*n, path + ".required", &c.required);
     if (const toml::node* n = t.get("per_client")) read_bool(*n, path + ".per_client", &c.per_client);
-    if (const toml::node* n = t.get("ttl")) read_duration(*n, path + ".ttl", &c.ttl_ms);
+    if (const toml::node* n = t.get("ttl")) {
+      // Unlike timeouts, a replay window may exceed a day: payment providers
+      // repeat a notification for a day or more.
+      const std::string p = path + ".ttl";
+      if (const auto* v = n->as_string()) {
+        Result<uint64_t> ms = parse_duration_ms(v->get());
+        if (!ms) {
+          error(*n, p, ms.message());
+        } else if (*ms < 1000 || *ms > kMaxIdempotencyTtlMs) {
+          error(*n, p, "must be between 1s and 30d, got \"" + v->get() + "\"");
+        } else {
+          c.ttl_ms = *ms;
+        }
+      } else {
+        read_duration(*n, p, &c.ttl_ms);  // reports the type error
+      }
+    }
     if (const toml::node* n = t.get("max_response_bytes")) {
       read_size(*n, path + ".max_response_bytes", 1, 64ULL * 1024 * 1024, &c.max_response_bytes);
     }
@@ -1049,7 +1090,19 @@ class Loader {
     if (const toml::node* n = t.get("url")) {
       if (read_string(*n, "redis.url", &r.url)) {
         Result<redis::Endpoint> ep = redis::parse_url(r.url);
-        if (!ep) error(*n, "redis.url", ep.message());
+        if (!ep) {
+          // The message quotes the URL; a password in it must not reach logs
+          // or the /reload answer.
+          std::string message = ep.message();
+          const std::string shown = redact_url_password(r.url);
+          if (shown != r.url) {
+            for (size_t at = message.find(r.url); at != std::string::npos;
+                 at = message.find(r.url, at + shown.size())) {
+              message.replace(at, r.url.size(), shown);
+            }
+          }
+          error(*n, "redis.url", message);
+        }
       }
     }
     if (const toml::node* n = t.get("prefix")) read_string(*n, "redis.prefix", &r.prefix);

@@ -1,10 +1,18 @@
 // Strict request parsing: llhttp does the grammar, a byte pre-scan of the head and a
 // check of the collected headers refuse what llhttp tolerates but a proxy must not
 // forward (request smuggling vectors, oversized heads, upgrades).
+//
+// llhttp 8 is lenient about chunk framing: it skips whatever byte follows the CR of a
+// chunk-size line, the two bytes after chunk data and the byte after the CR that ends
+// the trailers. Those bytes are checked here, and the trailer section goes through the
+// same byte pre-scan as the head. The head itself is only delivered once llhttp has run
+// its own post-header checks (an invalid Transfer-Encoding is refused there), so that a
+// request llhttp refuses never reaches the handler.
 #include "http/request_parser.h"
 
 #include <llhttp.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -13,6 +21,9 @@ namespace fg::http {
 namespace {
 
 constexpr size_t kReservedHeaders = 16;
+constexpr std::string_view kCrlf = "\r\n";
+constexpr std::string_view kBadChunkData = "chunk data not followed by CRLF";
+constexpr std::string_view kBadChunkLine = "chunk-size line not ended by CRLF";
 
 bool is_ows(char c) { return c == ' ' || c == '\t'; }
 
@@ -86,6 +97,7 @@ struct RequestParser::Impl {
       st.on_header_value = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_header_value(at, n); };
       st.on_header_value_complete = [](llhttp_t* p) { return self(p)->on_header_value_complete(); };
       st.on_headers_complete = [](llhttp_t* p) { return self(p)->on_headers_complete(); };
+      st.on_chunk_header = [](llhttp_t* p) { return self(p)->on_chunk_header(); };
       st.on_body = [](llhttp_t* p, const char* at, size_t n) { return self(p)->on_body(at, n); };
       st.on_message_complete = [](llhttp_t* p) { return self(p)->on_message_complete(); };
       return st;
@@ -103,16 +115,23 @@ struct RequestParser::Impl {
     field_.clear();
     value_.clear();
     seen_any_ = false;
+    headers_done_ = false;
     head_delivered_ = false;
     message_done_ = false;
     callback_failed_ = false;
     scan_done_ = false;
+    in_trailers_ = false;
     after_cr_ = false;
     line_start_ = true;
     part_ = Part::kMethod;
     head_bytes_ = 0;
     target_bytes_ = 0;
     trailer_bytes_ = 0;
+    pause_ = Pause::kNone;
+    chunked_ = false;
+    chunk_remaining_ = 0;
+    crlf_pending_ = 0;
+    buf_end_ = nullptr;
   }
 
   void fail(int status, std::string_view code, std::string_view message) {
@@ -122,16 +141,22 @@ struct RequestParser::Impl {
     state_ = State::kError;
   }
 
-  // Pre-scan of the raw head bytes, one state machine step per byte so that the verdict
-  // does not depend on how the input is split. Returns how many bytes of `p` are clean;
-  // on a violation it fills `*pending` and stops at the offending byte. The error is only
-  // applied after llhttp has seen the clean prefix, so that whichever problem comes
-  // first in the byte stream is the one reported.
+  // Pre-scan of the raw head (or trailer section) bytes, one state machine step per byte
+  // so that the verdict does not depend on how the input is split. Returns how many bytes
+  // of `p` are clean; on a violation it fills `*pending` and stops at the offending byte.
+  // The error is only applied after llhttp has seen the clean prefix, so that whichever
+  // problem comes first in the byte stream is the one reported.
   size_t scan_head(const char* p, size_t n, ParseError* pending, bool* violated) {
-    auto refuse = [&](size_t i, int status, const char* code, const char* msg) {
+    // Builds the message only when a request is refused.
+    auto where = [this](std::string_view before, std::string_view after) {
+      std::string m(before);
+      m.append(in_trailers_ ? "chunked trailers" : "request head").append(after);
+      return m;
+    };
+    auto refuse = [&](size_t i, int status, const char* code, std::string msg) {
       pending->status = status;
       pending->code = code;
-      pending->message = msg;
+      pending->message = std::move(msg);
       *violated = true;
       return i;
     };
@@ -139,7 +164,7 @@ struct RequestParser::Impl {
       const unsigned char c = static_cast<unsigned char>(p[i]);
       ++head_bytes_;
       if (after_cr_) {
-        if (c != '\n') return refuse(i, 400, "smuggling", "bare CR in request head");
+        if (c != '\n') return refuse(i, 400, "smuggling", where("bare CR in ", ""));
         after_cr_ = false;
         if (line_start_) {
           // An empty line before the request line is tolerated (RFC 9112 §2.2; llhttp
@@ -147,7 +172,7 @@ struct RequestParser::Impl {
           if (part_ != Part::kMethod) {
             scan_done_ = true;
             if (head_bytes_ > limits_.max_header_bytes) {
-              return refuse(i, 431, "header_too_large", "request head too large");
+              return refuse(i, 431, "header_too_large", where("", " too large"));
             }
             return i + 1;
           }
@@ -158,14 +183,14 @@ struct RequestParser::Impl {
       } else if (c == '\r') {
         after_cr_ = true;
       } else if (c == '\n') {
-        return refuse(i, 400, "smuggling", "bare LF in request head");
+        return refuse(i, 400, "smuggling", where("bare LF in ", ""));
       } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
-        return refuse(i, 400, "smuggling", "control character in request head");
+        return refuse(i, 400, "smuggling", where("control character in ", ""));
       } else if (part_ == Part::kHeaders) {
         // A header line that starts with whitespace is obs-fold (or a malformed first
         // header); intermediaries disagree on how to unfold it, so it is refused.
         if (line_start_ && (c == ' ' || c == '\t')) {
-          return refuse(i, 400, "smuggling", "obs-fold in request head");
+          return refuse(i, 400, "smuggling", where("obs-fold in ", ""));
         }
         line_start_ = false;
       } else {
@@ -181,7 +206,7 @@ struct RequestParser::Impl {
         }
       }
       if (head_bytes_ > limits_.max_header_bytes) {
-        return refuse(i, 431, "header_too_large", "request head too large");
+        return refuse(i, 431, "header_too_large", where("", " too large"));
       }
     }
     return n;
@@ -191,36 +216,103 @@ struct RequestParser::Impl {
     if (state_ != State::kNeedMore) return {state_, 0};
     if (len == 0) return {State::kNeedMore, 0};
     seen_any_ = true;
+    const char* const end = data + len;
 
-    ParseError pending;
-    bool violated = false;
-    size_t feed = len;
-    if (!scan_done_) {
-      // Once the head ends cleanly the rest of the input (body, or a pipelined request
-      // that llhttp will stop in front of) goes to llhttp unscanned.
-      size_t clean = scan_head(data, len, &pending, &violated);
-      if (violated) feed = clean;
+    // The previous input ended inside the CRLF that must follow a chunk's data: the first
+    // bytes here complete it. They are only checked; llhttp still consumes them.
+    for (const char* c = data; crlf_pending_ > 0 && c < end; ++c, --crlf_pending_) {
+      if (*c != kCrlf[kCrlf.size() - crlf_pending_]) {
+        fail(400, "bad_request", kBadChunkData);
+        return {state_, static_cast<size_t>(c - data)};
+      }
     }
 
-    llhttp_errno_t err = feed > 0 ? llhttp_execute(&parser_, data, feed) : HPE_OK;
-    if (err == HPE_PAUSED) {
-      // Only on_message_complete pauses: the position is just past the message.
-      state_ = State::kMessageDone;
-      return {state_, static_cast<size_t>(llhttp_get_error_pos(&parser_) - data)};
+    const char* p = data;
+    for (;;) {
+      ParseError pending;
+      bool violated = false;
+      const char* stop = end;
+      if (!scan_done_) {
+        // Once the head (or the trailer section) ends cleanly the rest of the input goes
+        // to llhttp unscanned: body bytes, or a pipelined request llhttp stops in front of.
+        size_t clean = scan_head(p, static_cast<size_t>(end - p), &pending, &violated);
+        if (violated) stop = p + clean;
+      }
+
+      llhttp_errno_t err = HPE_OK;
+      if (stop > p) {
+        pause_ = Pause::kNone;
+        buf_end_ = stop;
+        err = llhttp_execute(&parser_, p, static_cast<size_t>(stop - p));
+      }
+      if (err == HPE_PAUSED && !message_done_) {
+        const char* pos = llhttp_get_error_pos(&parser_);
+        llhttp_resume(&parser_);
+        err = HPE_OK;
+        if (pause_ == Pause::kHeadersComplete) {
+          err = finish_head(pos);
+        } else if (pause_ == Pause::kChunkHeader) {
+          // llhttp entered the end of the chunk-size line on a CR and skipped the byte
+          // after it, which is the one before `pos` (consumed in this very call).
+          if (pos[-1] != '\n') {
+            fail(400, "bad_request", kBadChunkLine);
+            return {state_, static_cast<size_t>(pos - 1 - data)};
+          }
+          if (chunk_remaining_ == 0) start_trailer_scan();
+        }
+        if (err == HPE_OK) {
+          p = pos;
+          continue;
+        }
+      }
+      if (err == HPE_PAUSED) {
+        // on_message_complete pauses: the position is just past the message.
+        state_ = State::kMessageDone;
+        return {state_, static_cast<size_t>(llhttp_get_error_pos(&parser_) - data)};
+      }
+      if (err != HPE_OK) {
+        if (!callback_failed_) fail_from_llhttp(err);
+        state_ = State::kError;
+        const char* pos = llhttp_get_error_pos(&parser_);
+        size_t consumed = pos != nullptr && pos >= data && pos <= stop ? static_cast<size_t>(pos - data)
+                                                                       : static_cast<size_t>(stop - data);
+        return {state_, consumed};
+      }
+      if (violated) {
+        error_ = std::move(pending);
+        state_ = State::kError;
+        return {state_, static_cast<size_t>(stop - data)};
+      }
+      return {State::kNeedMore, len};
     }
-    if (err != HPE_OK) {
-      if (!callback_failed_) fail_from_llhttp(err);
-      state_ = State::kError;
-      const char* pos = llhttp_get_error_pos(&parser_);
-      size_t consumed = pos != nullptr && pos >= data && pos <= data + feed ? static_cast<size_t>(pos - data) : feed;
-      return {state_, consumed};
-    }
-    if (violated) {
-      error_ = std::move(pending);
-      state_ = State::kError;
-      return {state_, feed};
-    }
-    return {State::kNeedMore, len};
+  }
+
+  // on_headers_complete accepted the head and paused llhttp in front of its own
+  // post-header checks. A pass over no bytes runs them (they need no input); only when
+  // they pass is the head delivered. A message without body completes in that same pass,
+  // and on_message_complete delivers the head first.
+  llhttp_errno_t finish_head(const char* pos) {
+    buf_end_ = pos;
+    llhttp_errno_t err = llhttp_execute(&parser_, pos, 0);
+    if (err == HPE_OK) deliver_head();
+    return err;
+  }
+
+  void deliver_head() {
+    if (head_delivered_) return;
+    head_delivered_ = true;
+    handler_->on_request_head(head_);
+  }
+
+  // After the last chunk the trailer section is scanned like a head: CRLF line endings,
+  // no control bytes, no obs-fold, bounded size.
+  void start_trailer_scan() {
+    scan_done_ = false;
+    after_cr_ = false;
+    line_start_ = true;
+    part_ = Part::kHeaders;
+    head_bytes_ = 0;
+    in_trailers_ = true;
   }
 
   void fail_from_llhttp(llhttp_errno_t err) {
@@ -265,13 +357,13 @@ struct RequestParser::Impl {
   }
 
   int on_header_field(const char* at, size_t n) {
-    if (head_delivered_) return count_trailer(n);
+    if (headers_done_) return count_trailer(n);
     field_.append(at, n);
     return 0;
   }
 
   int on_header_value(const char* at, size_t n) {
-    if (head_delivered_) return count_trailer(n);
+    if (headers_done_) return count_trailer(n);
     value_.append(at, n);
     return 0;
   }
@@ -287,7 +379,7 @@ struct RequestParser::Impl {
   }
 
   int on_header_value_complete() {
-    if (head_delivered_) return 0;
+    if (headers_done_) return 0;
     if (!is_token(field_)) return refuse_in_callback(400, "bad_request", "invalid header name");
     std::string_view v = trim_ows(value_);
     head_.headers.push_back(Header{std::move(field_), std::string(v)});
@@ -347,6 +439,7 @@ struct RequestParser::Impl {
       // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
       if (!http11) return refuse_in_callback(400, "smuggling", "Transfer-Encoding in an HTTP/1.0 request");
       head_.body = BodyKind::kChunked;
+      chunked_ = true;
     } else if (cl != nullptr) {
       uint64_t n = 0;
       if (!parse_content_length(cl->value, &n)) {
@@ -375,17 +468,39 @@ struct RequestParser::Impl {
     head_.keep_alive = llhttp_should_keep_alive(&parser_) != 0;
     if (host != nullptr) head_.host = host->value;
 
-    head_delivered_ = true;
-    handler_->on_request_head(head_);
-    return 0;
+    // Delivery waits until llhttp has passed its post-header checks: see finish_head().
+    headers_done_ = true;
+    pause_ = Pause::kHeadersComplete;
+    return HPE_PAUSED;
+  }
+
+  // Pauses so that execute() can check the end of the chunk-size line (see there).
+  int on_chunk_header() {
+    chunk_remaining_ = parser_.content_length;
+    pause_ = Pause::kChunkHeader;
+    return HPE_PAUSED;
   }
 
   int on_body(const char* at, size_t n) {
+    if (n == 0) return 0;
     handler_->on_request_body(at, n);
+    if (!chunked_) return 0;
+    // llhttp never hands out more than the chunk holds; the min() only guards the count.
+    chunk_remaining_ -= std::min<uint64_t>(n, chunk_remaining_);
+    if (chunk_remaining_ > 0) return 0;
+    // The chunk's data is complete: llhttp 8 skips the next two bytes unseen, they must
+    // be CRLF. Those that are not in this input are checked at the next execute().
+    const char* after = at + n;
+    const size_t avail = std::min(kCrlf.size(), static_cast<size_t>(buf_end_ - after));
+    if (std::string_view(after, avail) != kCrlf.substr(0, avail)) {
+      return refuse_in_callback(400, "bad_request", kBadChunkData);
+    }
+    crlf_pending_ = kCrlf.size() - avail;
     return 0;
   }
 
   int on_message_complete() {
+    deliver_head();
     message_done_ = true;
     handler_->on_request_complete();
     // Pausing makes llhttp_execute() return right after this message, which is what lets
@@ -400,6 +515,9 @@ struct RequestParser::Impl {
     return false;
   }
 
+  // Why llhttp_execute() returned HPE_PAUSED when the message is not complete.
+  enum class Pause : uint8_t { kNone, kHeadersComplete, kChunkHeader };
+
   llhttp_t parser_;
   RequestParser::Handler* handler_;
   Limits limits_;
@@ -409,17 +527,25 @@ struct RequestParser::Impl {
   std::string field_;  // header name pieces of the header being parsed
   std::string value_;  // header value pieces of the header being parsed
   bool seen_any_ = false;
-  bool head_delivered_ = false;
+  bool headers_done_ = false;    // on_headers_complete accepted the head
+  bool head_delivered_ = false;  // on_request_head was called
   bool message_done_ = false;
   bool callback_failed_ = false;
   // Pre-scan state.
   bool scan_done_ = false;
+  bool in_trailers_ = false;  // scanning the trailer section rather than the head
   bool after_cr_ = false;
   bool line_start_ = true;
   Part part_ = Part::kMethod;
   uint64_t head_bytes_ = 0;
   uint64_t target_bytes_ = 0;
   uint64_t trailer_bytes_ = 0;
+  // Chunk framing state.
+  Pause pause_ = Pause::kNone;
+  bool chunked_ = false;
+  uint64_t chunk_remaining_ = 0;  // data bytes of the current chunk not delivered yet
+  size_t crlf_pending_ = 0;       // bytes of the CRLF after chunk data still to check
+  const char* buf_end_ = nullptr;  // end of the input llhttp is executing
 };
 
 RequestParser::RequestParser(Handler* handler, Limits limits)

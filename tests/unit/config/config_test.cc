@@ -74,6 +74,12 @@ std::string route_with(const std::string& extra) {
   return with_routes("[[routes]]\nname = \"r\"\nmatch = { prefix = \"/\" }\nupstream = \"shop\"\n" + extra);
 }
 
+// Route "r" with `idempotency = <value>` on line 11 (the value starts at
+// column 15), followed by a [redis] table so that the route is valid.
+std::string idem_route(const std::string& value) {
+  return route_with("idempotency = " + value + "\n") + "\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"\n";
+}
+
 using Catch::Contains;
 using Catch::StartsWith;
 
@@ -268,6 +274,22 @@ TEST_CASE("the shipped conf/floodgate.toml loads", "[config]") {
   CHECK(cfg.pressure.loop_lag_ms == 50);
   CHECK_FALSE(cfg.reload.watch);
   CHECK(cfg.client_table_size == 65536);
+  CHECK(cfg.redis.enabled);
+  CHECK(cfg.redis.url == "redis://127.0.0.1:6380/0");
+  CHECK(cfg.redis.prefix == "fg:");
+  CHECK(cfg.redis.timeout_ms == 250);
+  CHECK_FALSE(cfg.redis.fail_open);
+  CHECK(orders.idempotency.enabled);
+  CHECK(orders.idempotency.key ==
+        std::vector<std::string>{"header:Idempotency-Key", "json:out_trade_no", "json:order_no"});
+  CHECK_FALSE(orders.idempotency.required);
+  CHECK(orders.idempotency.ttl_ms == 24ULL * 3600 * 1000);
+  CHECK_FALSE(catalog.idempotency.enabled);
+  const auto& notify = cfg.routes[2];
+  CHECK(notify.idempotency.enabled);
+  CHECK(notify.idempotency.key == std::vector<std::string>{"form:out_trade_no", "json:out_trade_no"});
+  CHECK(notify.idempotency.ttl_ms == 72ULL * 3600 * 1000);
+  CHECK_FALSE(cfg.routes[3].idempotency.enabled);
   CHECK(cfg.match_route("POST", "/api/orders") == 0);
   CHECK(cfg.match_route("GET", "/api/products/7") == 1);
   CHECK(cfg.match_route("POST", "/notify/alipay") == 2);
@@ -304,7 +326,7 @@ TEST_CASE("syntax errors carry file:line:col", "[config]") {
 
 TEST_CASE("unknown keys are rejected everywhere, with their position", "[config]") {
   SECTION("top level") {
-    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://x\"\n") == "test.toml:11:2: redis: unknown key");
+    CHECK(load_error(kMinimal + "[tickets]\npath = \"/_floodgate/tickets/\"\n") == "test.toml:11:2: tickets: unknown key");
   }
   SECTION("server, with a suggestion") {
     CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nheader_timout = \"1s\"")) ==
@@ -330,12 +352,20 @@ TEST_CASE("unknown keys are rejected everywhere, with their position", "[config]
 
 TEST_CASE("keys of features not built yet are unknown", "[config]") {
   const std::string msg = load_error(kMinimal + "\n[upstreams.shop.breaker]\nwindow = \"10s\"\n\n[redis]\n"
-                                     "url = \"redis://127.0.0.1:6379/0\"\n\n[pressure]\nqueue_depth = 50000\n");
+                                     "url = \"redis://127.0.0.1:6379/0\"\nwait_replicas = 1\n"
+                                     "sentinels = [\"10.0.0.5:26379\"]\n\n[pressure]\nqueue_depth = 50000\n");
   CHECK_THAT(msg, Contains("test.toml:12:17: upstreams.shop.breaker: unknown key"));
-  CHECK_THAT(msg, Contains("test.toml:15:2: redis: unknown key"));
-  CHECK_THAT(msg, Contains("test.toml:19:1: pressure.queue_depth: unknown key"));
-  CHECK_THAT(load_error(route_with("rate = 10\nidempotency = { key = [\"header:Idempotency-Key\"] }\n")),
-             StartsWith("test.toml:12:1: routes[0].idempotency: unknown key"));
+  CHECK_THAT(msg, Contains("test.toml:17:1: redis.wait_replicas: unknown key"));
+  CHECK_THAT(msg, Contains("test.toml:18:1: redis.sentinels: unknown key"));
+  CHECK_THAT(msg, Contains("test.toml:21:1: pressure.queue_depth: unknown key"));
+  CHECK(load_error(route_with("mode = \"store_and_forward\"\n")) == "test.toml:11:1: routes[0].mode: unknown key");
+  CHECK_THAT(load_error(route_with("rate = 10\nqueue = { max_depth = 200000, max_wait = \"10m\" }\n")),
+             StartsWith("test.toml:12:1: routes[0].queue: unknown key"));
+  CHECK_THAT(load_error(route_with("cache = { ttl = \"2s\" }\n")), StartsWith("test.toml:11:1: routes[0].cache: unknown key"));
+  CHECK_THAT(load_error(route_with("on_unavailable = \"queue\"\n")),
+             StartsWith("test.toml:11:1: routes[0].on_unavailable: unknown key"));
+  CHECK_THAT(load_error(route_with("client_max_tickets = 3\n")),
+             StartsWith("test.toml:11:1: routes[0].client_max_tickets: unknown key"));
 }
 
 TEST_CASE("IPv6 and any-address listeners", "[config]") {
@@ -787,6 +817,8 @@ TEST_CASE("new sections take their defaults when absent", "[config]") {
   CHECK(cfg->pressure.loop_lag_ms == 0);
   CHECK_FALSE(cfg->reload.watch);
   CHECK(cfg->client_table_size == 65536);
+  CHECK_FALSE(cfg->redis.enabled);
+  CHECK_FALSE(cfg->routes[0].idempotency.enabled);
 }
 
 TEST_CASE("server.client_table_size is range-checked", "[config]") {
@@ -875,4 +907,269 @@ TEST_CASE("[pressure] and [reload] are validated", "[config]") {
         "test.toml:12:9: reload.watch: expected true or false, got string");
   CHECK(load_error(kMinimal + "[reload]\nwatch = true\ninterval = \"1s\"\n") ==
         "test.toml:13:1: reload.interval: unknown key");
+}
+
+TEST_CASE("[redis] parses", "[config][redis]") {
+  auto cfg = load_ok(kMinimal + "[redis]\nurl = \"redis://:s3cret@10.0.0.7:6380/2\"\nprefix = \"shop:\"\n"
+                                "timeout = \"1.5s\"\non_failure = \"open\"\n");
+  CHECK(cfg->redis.enabled);
+  CHECK(cfg->redis.url == "redis://:s3cret@10.0.0.7:6380/2");
+  CHECK(cfg->redis.prefix == "shop:");
+  CHECK(cfg->redis.timeout_ms == 1500);
+  CHECK(cfg->redis.fail_open);
+
+  SECTION("on_failure = \"closed\"") {
+    CHECK_FALSE(load_ok(kMinimal + "[redis]\non_failure = \"closed\"\n")->redis.fail_open);
+  }
+  SECTION("an empty table enables Redis with the defaults") {
+    auto d = load_ok(kMinimal + "[redis]\n");
+    CHECK(d->redis.enabled);
+    CHECK(d->redis.url == "redis://127.0.0.1:6379/0");
+    CHECK(d->redis.prefix == "fg:");
+    CHECK(d->redis.timeout_ms == 250);
+    CHECK_FALSE(d->redis.fail_open);
+  }
+  SECTION("without the table Redis is off") {
+    auto off = load_ok(kMinimal);
+    CHECK_FALSE(off->redis.enabled);
+    CHECK(off->redis.prefix == "fg:");
+    CHECK(off->redis.timeout_ms == 250);
+  }
+  SECTION("other URL forms") {
+    CHECK(load_ok(kMinimal + "[redis]\nurl = \"unix:///run/redis/redis.sock?db=3\"\n")->redis.url ==
+          "unix:///run/redis/redis.sock?db=3");
+    CHECK(load_ok(kMinimal + "[redis]\nurl = \"redis://[::1]:6379\"\n")->redis.enabled);
+    CHECK(load_ok(kMinimal + "[redis]\nurl = \"redis://redis.internal\"\n")->redis.enabled);
+    CHECK(load_ok(kMinimal + "[redis]\nprefix = \"\"\n")->redis.prefix.empty());
+  }
+}
+
+TEST_CASE("[redis] is validated", "[config][redis]") {
+  SECTION("url") {
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"http://127.0.0.1:6379\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"http://127.0.0.1:6379\": expected "
+          "redis://[:password@]host[:port][/db] or unix:///path[?db=N]");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"rediss://127.0.0.1:6379\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"rediss://127.0.0.1:6379\": TLS (rediss://) is not "
+          "supported");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://127.0.0.1:70000/0\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"redis://127.0.0.1:70000/0\": invalid port");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://127.0.0.1:0\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"redis://127.0.0.1:0\": invalid port");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://127.0.0.1:port\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"redis://127.0.0.1:port\": invalid port");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://127.0.0.1:6379/x\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"redis://127.0.0.1:6379/x\": invalid database number");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://:6379\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"redis://:6379\": missing host");
+    CHECK(load_error(kMinimal + "[redis]\nurl = 6379\n") == "test.toml:12:7: redis.url: expected a string, got integer");
+  }
+  SECTION("a password in a bad url is not repeated") {
+    const std::string msg = load_error(kMinimal + "[redis]\nurl = \"redis://:hunter2@127.0.0.1:99999/0\"\n");
+    CHECK(msg == "test.toml:12:7: redis.url: invalid redis url \"redis://:***@127.0.0.1:99999/0\": invalid port");
+    CHECK(msg.find("hunter2") == std::string::npos);
+    const std::string user = load_error(kMinimal + "[redis]\nurl = \"redis://default:hunter2@h:0\"\n");
+    CHECK_THAT(user, Contains("\"redis://default:***@h:0\""));
+    CHECK(user.find("hunter2") == std::string::npos);
+    const std::string slash = load_error(kMinimal + "[redis]\nurl = \"redis://:hun/ter2@h:6379\"\n");
+    CHECK_THAT(slash, Contains("\"redis://:***@h:6379\""));
+    CHECK(slash.find("ter2") == std::string::npos);
+  }
+  SECTION("on_failure") {
+    CHECK(load_error(kMinimal + "[redis]\non_failure = \"fail\"\n") ==
+          "test.toml:12:14: redis.on_failure: expected \"closed\" (503 where Redis is needed) or \"open\" (forward "
+          "without dedupe), got \"fail\"");
+    CHECK_THAT(load_error(kMinimal + "[redis]\non_failure = \"Open\"\n"),
+               StartsWith("test.toml:12:14: redis.on_failure: expected \"closed\""));
+    CHECK(load_error(kMinimal + "[redis]\non_failure = true\n") ==
+          "test.toml:12:14: redis.on_failure: expected a string, got boolean");
+  }
+  SECTION("timeout") {
+    CHECK(load_error(kMinimal + "[redis]\ntimeout = 250\n") ==
+          "test.toml:12:11: redis.timeout: expected a duration string such as \"10s\", got integer");
+    CHECK_THAT(load_error(kMinimal + "[redis]\ntimeout = \"250\"\n"),
+               StartsWith("test.toml:12:11: redis.timeout: invalid duration \"250\": missing unit"));
+    CHECK_THAT(load_error(kMinimal + "[redis]\ntimeout = \"fast\"\n"),
+               StartsWith("test.toml:12:11: redis.timeout: invalid duration \"fast\""));
+    CHECK(load_error(kMinimal + "[redis]\ntimeout = \"0ms\"\n") ==
+          "test.toml:12:11: redis.timeout: must be between 1ms and 1d, got \"0ms\"");
+  }
+  SECTION("prefix, unknown keys and the table itself") {
+    CHECK(load_error(kMinimal + "[redis]\nprefix = 1\n") == "test.toml:12:10: redis.prefix: expected a string, got integer");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\nwait_replicas = 1\n") ==
+          "test.toml:13:1: redis.wait_replicas: unknown key");
+    CHECK(load_error(kMinimal + "[redis]\nexpected_instances = 2\n") ==
+          "test.toml:12:1: redis.expected_instances: unknown key");
+    CHECK(load_error(kMinimal + "[redis]\ntimout = \"1s\"\n") ==
+          "test.toml:12:1: redis.timout: unknown key (did you mean \"timeout\"?)");
+    CHECK(load_error("redis = \"redis://127.0.0.1:6379\"\n" + kMinimal) ==
+          "test.toml:1:9: redis: expected a table, got string");
+  }
+  SECTION("every problem is reported") {
+    const std::string msg = load_error(kMinimal + "[redis]\nurl = \"tcp://x\"\ntimeout = \"1\"\non_failure = \"maybe\"\n");
+    CHECK_THAT(msg, Contains("test.toml:12:7: redis.url: invalid redis url"));
+    CHECK_THAT(msg, Contains("\ntest.toml:13:11: redis.timeout: invalid duration"));
+    CHECK_THAT(msg, Contains("\ntest.toml:14:14: redis.on_failure: expected"));
+  }
+}
+
+TEST_CASE("route idempotency parses", "[config][idempotency]") {
+  SECTION("every key") {
+    auto cfg = load_ok(idem_route(
+        "{ key = [\"header:Idempotency-Key\", \"json:order.id\", \"form:out_trade_no\", \"query:k\", \"body\"], "
+        "required = true, per_client = true, ttl = \"72h\", max_response_bytes = \"256KiB\" }"));
+    const auto& idem = cfg->routes[0].idempotency;
+    CHECK(idem.enabled);
+    CHECK(idem.key == std::vector<std::string>{"header:Idempotency-Key", "json:order.id", "form:out_trade_no",
+                                               "query:k", "body"});
+    CHECK(idem.required);
+    CHECK(idem.per_client);
+    CHECK(idem.ttl_ms == 72ULL * 3600 * 1000);
+    CHECK(idem.max_response_bytes == 256 * 1024);
+  }
+  SECTION("defaults: the Idempotency-Key header, optional, 24h, 1MiB") {
+    auto cfg = load_ok(idem_route("{}"));
+    const auto& idem = cfg->routes[0].idempotency;
+    CHECK(idem.enabled);
+    CHECK(idem.key == std::vector<std::string>{"header:Idempotency-Key"});
+    CHECK_FALSE(idem.required);
+    CHECK_FALSE(idem.per_client);
+    CHECK(idem.ttl_ms == 24ULL * 3600 * 1000);
+    CHECK(idem.max_response_bytes == 1024 * 1024);
+  }
+  SECTION("key may be a single string") {
+    auto cfg = load_ok(idem_route("{ key = \"json:out_trade_no\", required = false }"));
+    CHECK(cfg->routes[0].idempotency.key == std::vector<std::string>{"json:out_trade_no"});
+    CHECK_FALSE(cfg->routes[0].idempotency.required);
+  }
+  SECTION("the order of sources is kept") {
+    auto cfg = load_ok(idem_route("{ key = [\"form:out_trade_no\", \"json:out_trade_no\", \"header:X-Req\"] }"));
+    CHECK(cfg->routes[0].idempotency.key ==
+          std::vector<std::string>{"form:out_trade_no", "json:out_trade_no", "header:X-Req"});
+  }
+  SECTION("as a sub-table") {
+    auto cfg = load_ok(route_with("\n[routes.idempotency]\nkey = [\"query:k\"]\nttl = \"30m\"\n") +
+                       "\n[redis]\n");
+    CHECK(cfg->routes[0].idempotency.key == std::vector<std::string>{"query:k"});
+    CHECK(cfg->routes[0].idempotency.ttl_ms == 30 * 60 * 1000);
+  }
+  SECTION("bounds") {
+    CHECK(load_ok(idem_route("{ ttl = \"1s\" }"))->routes[0].idempotency.ttl_ms == 1000);
+    CHECK(load_ok(idem_route("{ ttl = \"30d\" }"))->routes[0].idempotency.ttl_ms == 30ULL * 24 * 3600 * 1000);
+    CHECK(load_ok(idem_route("{ max_response_bytes = 1 }"))->routes[0].idempotency.max_response_bytes == 1);
+    CHECK(load_ok(idem_route("{ max_response_bytes = \"64MiB\" }"))->routes[0].idempotency.max_response_bytes ==
+          64ULL * 1024 * 1024);
+  }
+  SECTION("a route without it") {
+    auto cfg = load_ok(kMinimal + "[redis]\n");
+    CHECK_FALSE(cfg->routes[0].idempotency.enabled);
+    CHECK(cfg->routes[0].idempotency.key.empty());
+  }
+}
+
+TEST_CASE("route idempotency is validated", "[config][idempotency]") {
+  SECTION("key sources") {
+    CHECK(load_error(idem_route("{ key = [\"cookie:x\"] }")) ==
+          "test.toml:11:24: routes[0].idempotency.key[0]: unknown idempotency key source \"cookie:x\"; use "
+          "header:NAME, json:FIELD, form:FIELD, query:FIELD or body");
+    CHECK(load_error(idem_route("{ key = \"cookie:x\" }")) ==
+          "test.toml:11:23: routes[0].idempotency.key: unknown idempotency key source \"cookie:x\"; use "
+          "header:NAME, json:FIELD, form:FIELD, query:FIELD or body");
+    CHECK(load_error(idem_route("{ key = [\"header:Idempotency-Key\", \"header:X Key\"] }")) ==
+          "test.toml:11:50: routes[0].idempotency.key[1]: idempotency key source \"header:X Key\": \"X Key\" is not "
+          "a valid header name");
+    CHECK(load_error(idem_route("{ key = [\"header:\"] }")) ==
+          "test.toml:11:24: routes[0].idempotency.key[0]: idempotency key source \"header:\": missing header name "
+          "after \"header:\"");
+    CHECK(load_error(idem_route("{ key = [\"header:Idem:Key\"] }")) ==
+          "test.toml:11:24: routes[0].idempotency.key[0]: idempotency key source \"header:Idem:Key\": \"Idem:Key\" "
+          "is not a valid header name");
+    CHECK_THAT(load_error(idem_route("{ key = [\"json:a..b\"] }")),
+               StartsWith("test.toml:11:24: routes[0].idempotency.key[0]: idempotency key source \"json:a..b\": "
+                          "a JSON path is"));
+    CHECK_THAT(load_error(idem_route("{ key = [\"form:a=b\"] }")),
+               StartsWith("test.toml:11:24: routes[0].idempotency.key[0]: idempotency key source \"form:a=b\": "
+                          "a field name may not contain"));
+    CHECK(load_error(idem_route("{ key = [\"body:x\"] }")) ==
+          "test.toml:11:24: routes[0].idempotency.key[0]: idempotency key source \"body:x\": \"body\" takes no "
+          "argument");
+    CHECK_THAT(load_error(idem_route("{ key = [\"Idempotency-Key\"] }")),
+               StartsWith("test.toml:11:24: routes[0].idempotency.key[0]: unknown idempotency key source "
+                          "\"Idempotency-Key\""));
+  }
+  SECTION("every bad source is reported") {
+    const std::string msg = load_error(idem_route("{ key = [\"cookie:x\", \"header:Ok\", \"json:\"] }"));
+    CHECK_THAT(msg, Contains("test.toml:11:24: routes[0].idempotency.key[0]: unknown idempotency key source"));
+    CHECK_THAT(msg, Contains("\ntest.toml:11:49: routes[0].idempotency.key[2]: idempotency key source \"json:\": "
+                             "missing field after \"json:\""));
+  }
+  SECTION("an empty key array") {
+    CHECK(load_error(idem_route("{ key = [] }")) ==
+          "test.toml:11:23: routes[0].idempotency.key: needs at least one key source");
+  }
+  SECTION("types") {
+    CHECK(load_error(idem_route("{ key = 1 }")) ==
+          "test.toml:11:23: routes[0].idempotency.key: expected a string, got integer");
+    CHECK(load_error(idem_route("{ key = [\"header:K\", 2] }")) ==
+          "test.toml:11:36: routes[0].idempotency.key[1]: expected a string, got integer");
+    CHECK(load_error(idem_route("{ key = { header = \"K\" } }")) ==
+          "test.toml:11:23: routes[0].idempotency.key: expected a string, got table");
+    CHECK(load_error(idem_route("{ required = \"yes\" }")) ==
+          "test.toml:11:28: routes[0].idempotency.required: expected true or false, got string");
+    CHECK(load_error(idem_route("{ per_client = 1 }")) ==
+          "test.toml:11:30: routes[0].idempotency.per_client: expected true or false, got integer");
+    CHECK(load_error(idem_route("{ ttl = 86400 }")) ==
+          "test.toml:11:23: routes[0].idempotency.ttl: expected a duration string such as \"10s\", got integer");
+    CHECK(load_error(idem_route("{ max_response_bytes = true }")) ==
+          "test.toml:11:38: routes[0].idempotency.max_response_bytes: expected a size such as \"16KiB\" or an "
+          "integer of bytes, got boolean");
+    CHECK(load_error(idem_route("true")) == "test.toml:11:15: routes[0].idempotency: expected a table, got boolean");
+  }
+  SECTION("ranges") {
+    CHECK(load_error(idem_route("{ ttl = \"500ms\" }")) ==
+          "test.toml:11:23: routes[0].idempotency.ttl: must be between 1s and 30d, got \"500ms\"");
+    CHECK(load_error(idem_route("{ ttl = \"31d\" }")) ==
+          "test.toml:11:23: routes[0].idempotency.ttl: must be between 1s and 30d, got \"31d\"");
+    CHECK_THAT(load_error(idem_route("{ ttl = \"1 day\" }")),
+               StartsWith("test.toml:11:23: routes[0].idempotency.ttl: invalid duration \"1 day\""));
+    CHECK(load_error(idem_route("{ max_response_bytes = 0 }")) ==
+          "test.toml:11:38: routes[0].idempotency.max_response_bytes: must be between 1 and 67108864 bytes, got 0");
+    CHECK(load_error(idem_route("{ max_response_bytes = \"65MiB\" }")) ==
+          "test.toml:11:38: routes[0].idempotency.max_response_bytes: must be between 1 and 67108864 bytes, got "
+          "68157440");
+    CHECK(load_error(idem_route("{ max_response_bytes = -1 }")) ==
+          "test.toml:11:38: routes[0].idempotency.max_response_bytes: invalid size -1: must not be negative");
+  }
+  SECTION("unknown keys") {
+    CHECK(load_error(idem_route("{ keys = [\"header:K\"] }")) ==
+          "test.toml:11:17: routes[0].idempotency.keys: unknown key (did you mean \"key\"?)");
+    CHECK(load_error(idem_route("{ key = \"header:K\", scope = \"cluster\" }")) ==
+          "test.toml:11:35: routes[0].idempotency.scope: unknown key");
+  }
+}
+
+TEST_CASE("idempotency needs a [redis] table", "[config][idempotency]") {
+  CHECK(load_error(route_with("idempotency = { key = [\"header:Idempotency-Key\"] }\n")) ==
+        "test.toml:11:15: routes[0].idempotency: idempotency keys live in Redis: add a [redis] table "
+        "(url = \"redis://host:port/db\")");
+  // Named by its place in the file even when an earlier route is broken.
+  const std::string msg = load_error(with_routes(
+      "[[routes]]\nname = \"a\"\nmatch = { path = \"/a\" }\nupstream = \"nope\"\n"
+      "[[routes]]\nname = \"b\"\nmatch = { path = \"/b\" }\nupstream = \"shop\"\nidempotency = {}\n"));
+  CHECK_THAT(msg, Contains("test.toml:10:12: routes[0].upstream: unknown upstream \"nope\""));
+  CHECK_THAT(msg, Contains("\ntest.toml:15:15: routes[1].idempotency: idempotency keys live in Redis"));
+  // One error per route that uses it.
+  const std::string two = load_error(with_routes(
+      "[[routes]]\nname = \"a\"\nmatch = { path = \"/a\" }\nupstream = \"shop\"\nidempotency = {}\n"
+      "[[routes]]\nname = \"b\"\nmatch = { path = \"/b\" }\nupstream = \"shop\"\nidempotency = { required = true }\n"));
+  CHECK(two ==
+        "test.toml:11:15: routes[0].idempotency: idempotency keys live in Redis: add a [redis] table "
+        "(url = \"redis://host:port/db\")\n"
+        "test.toml:16:15: routes[1].idempotency: idempotency keys live in Redis: add a [redis] table "
+        "(url = \"redis://host:port/db\")");
+  // Any [redis] table will do, even one that only keeps the defaults.
+  CHECK(load_ok(route_with("idempotency = {}\n") + "[redis]\n")->routes[0].idempotency.enabled);
+  // A [redis] table that is not a table is reported once, as such.
+  CHECK(load_error("redis = 1\n" + route_with("idempotency = {}\n")) ==
+        "test.toml:1:9: redis: expected a table, got integer");
 }

@@ -19,13 +19,23 @@ using State = RequestParser::State;
 namespace {
 
 struct Recorder : RequestParser::Handler {
-  std::vector<RequestHead> heads;
+  std::vector<RequestHead> heads;  // one entry per on_request_head call
   std::string body;
   int completes = 0;
+  std::string events;  // 'H' head, 'B' body piece, 'C' complete, in call order
 
-  void on_request_head(RequestHead& head) override { heads.push_back(head); }
-  void on_request_body(const char* data, size_t len) override { body.append(data, len); }
-  void on_request_complete() override { ++completes; }
+  void on_request_head(RequestHead& head) override {
+    heads.push_back(head);
+    events += 'H';
+  }
+  void on_request_body(const char* data, size_t len) override {
+    body.append(data, len);
+    events += 'B';
+  }
+  void on_request_complete() override {
+    ++completes;
+    events += 'C';
+  }
 };
 
 struct Run {
@@ -51,6 +61,28 @@ Run feed(std::string_view input, size_t step, RequestParser::Limits limits = {})
     }
     REQUIRE(o.consumed == n);
     off += n;
+  }
+  run.consumed = off;
+  return run;
+}
+
+// Feeds `input` as two execute() calls split at `split` (the second may be empty).
+Run feed_split(std::string_view input, size_t split) {
+  Run run;
+  RequestParser parser(&run.rec, {});
+  const std::string_view parts[] = {input.substr(0, split), input.substr(split)};
+  size_t off = 0;
+  for (std::string_view part : parts) {
+    if (part.empty()) continue;
+    RequestParser::Outcome o = parser.execute(part.data(), part.size());
+    if (o.state != State::kNeedMore) {
+      run.state = o.state;
+      run.consumed = off + o.consumed;
+      run.error = parser.error();
+      return run;
+    }
+    REQUIRE(o.consumed == part.size());
+    off += part.size();
   }
   run.consumed = off;
   return run;
@@ -223,6 +255,202 @@ TEST_CASE("invalid chunk sizes are refused", "[http]") {
     CHECK(r.state == State::kError);
     CHECK(r.error.status == 400);
     CHECK(r.rec.completes == 0);
+  }
+}
+
+TEST_CASE("chunk data must be followed by CRLF", "[http]") {
+  struct Case {
+    const char* body;
+    const char* delivered;  // body bytes delivered before the refusal
+  };
+  const Case cases[] = {
+      {"5\r\nhelloXX0\r\n\r\n", "hello"},
+      {"5\r\nhelloX\n0\r\n\r\n", "hello"},
+      {"5\r\nhello\n0\r\n\r\n", "hello"},
+      {"5\r\nhello\r0\r\n\r\n", "hello"},
+      {"5\r\nhello\n\r0\r\n\r\n", "hello"},
+      {"5\r\nhello\r\r0\r\n\r\n", "hello"},
+      {"5\r\nhello\n\n0\r\n\r\n", "hello"},
+      {"3\r\nabc\r\n5\r\nhello\n\r0\r\n\r\n", "abchello"},
+      {"3\r\nabc\r\n5\r\nhelloXX0\r\n\r\n", "abchello"},
+      {"3\r\nabcX\r\n0\r\n\r\n", "abc"},
+      // A chunk that seems to end where a hidden request begins.
+      {"5\r\nhelloGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n0\r\n\r\n", "hello"},
+  };
+  for (const Case& c : cases) {
+    const std::string in = with_headers("Transfer-Encoding: chunked\r\n", c.body);
+    INFO("body: " << c.body);
+    Run r = parse(in);  // at once and one byte per execute()
+    REQUIRE(r.state == State::kError);
+    CHECK(r.error.status == 400);
+    CHECK(r.error.code == "bad_request");
+    CHECK(r.error.message == "chunk data not followed by CRLF");
+    CHECK(r.rec.heads.size() == 1);  // the head itself was valid
+    CHECK(r.rec.body == c.delivered);
+    CHECK(r.rec.completes == 0);
+    // Same verdict wherever the input is split in two.
+    for (size_t split = 1; split < in.size(); ++split) {
+      INFO("split at " << split);
+      Run s = feed_split(in, split);
+      REQUIRE(s.state == State::kError);
+      CHECK(s.error.code == "bad_request");
+      CHECK(s.error.message == "chunk data not followed by CRLF");
+      CHECK(s.rec.body == c.delivered);
+      CHECK(s.rec.completes == 0);
+    }
+  }
+}
+
+TEST_CASE("chunk-size lines must end with CRLF", "[http]") {
+  const char* bodies[] = {
+      "5\rXhello\r\n0\r\n\r\n",        // any byte after the CR
+      "5\r\rhello\r\n0\r\n\r\n",
+      "5;ext=1\rXhello\r\n0\r\n\r\n",  // after an extension
+      "5;ext\rXhello\r\n0\r\n\r\n",
+      "3\r\nabc\r\n0\rX\r\n",          // the last chunk
+  };
+  for (const char* body : bodies) {
+    INFO("body: " << body);
+    Run r = parse(with_headers("Transfer-Encoding: chunked\r\n", body));
+    REQUIRE(r.state == State::kError);
+    CHECK(r.error.status == 400);
+    CHECK(r.error.code == "bad_request");
+    CHECK(r.error.message == "chunk-size line not ended by CRLF");
+    CHECK(r.rec.completes == 0);
+  }
+  SECTION("a bare LF is refused by llhttp itself") {
+    Run r = parse(with_headers("Transfer-Encoding: chunked\r\n", "5\nhello\r\n0\r\n\r\n"));
+    REQUIRE(r.state == State::kError);
+    CHECK(r.error.status == 400);
+    CHECK(r.rec.body.empty());
+    CHECK(r.rec.completes == 0);
+  }
+}
+
+TEST_CASE("chunked trailers are scanned like the head", "[http]") {
+  const std::string chunk = "3\r\nabc\r\n0\r\n";
+  const char* trailers[] = {
+      "\rX",                          // no LF after the CR ending the trailers
+      "\rX\r\n",
+      "X-T: 1\nX-U: 2\r\n\r\n",       // bare LF
+      "X-T: 1\r2\r\n\r\n",            // bare CR
+      "X-T: 1\r\n continued\r\n\r\n",  // obs-fold
+      "X-T: a\x01" "b\r\n\r\n",         // control byte
+      " X-T: 1\r\n\r\n",               // whitespace before the first trailer
+      "\n",                           // bare LF as the end
+  };
+  for (const char* t : trailers) {
+    INFO("trailers: " << t);
+    Run r = parse(with_headers("Transfer-Encoding: chunked\r\n", chunk + t));
+    REQUIRE(r.state == State::kError);
+    CHECK(r.error.status == 400);
+    CHECK(r.error.code == "smuggling");
+    CHECK(r.error.message.find("chunked trailers") != std::string::npos);
+    CHECK(r.rec.body == "abc");
+    CHECK(r.rec.completes == 0);
+  }
+  SECTION("valid trailers, then a pipelined request") {
+    const std::string first = with_headers("Transfer-Encoding: chunked\r\n", chunk + "X-T: 1\r\nX-U:\t2\r\n\r\n");
+    const std::string in = first + "GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+    Run r = parse(in);
+    REQUIRE(r.state == State::kMessageDone);
+    CHECK(r.consumed == first.size());
+    CHECK(r.rec.body == "abc");
+    CHECK(r.rec.completes == 1);
+  }
+  SECTION("the trailer size limit is reported as such") {
+    RequestParser::Limits limits;
+    limits.max_header_bytes = 128;
+    Run r = parse(with_headers("Transfer-Encoding: chunked\r\n", chunk + "X-T: " + std::string(200, 'a') + "\r\n\r\n"),
+                  limits);
+    REQUIRE(r.state == State::kError);
+    CHECK(r.error.status == 431);
+    CHECK(r.error.message == "chunked trailers too large");
+  }
+}
+
+TEST_CASE("valid chunked framing parses the same wherever the input is split", "[http]") {
+  const std::string in = with_headers("Transfer-Encoding: chunked\r\n",
+                                      "3\r\nabc\r\n5;name=value\r\nhello\r\n1\r\n\r\r\n0\r\nX-T: 1\r\n\r\n") +
+                         "GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
+  const size_t first = in.find("GET /next");
+  Run r = parse(in);
+  REQUIRE(r.state == State::kMessageDone);
+  CHECK(r.consumed == first);
+  CHECK(r.rec.body == "abchello\r");
+  CHECK(r.rec.events.front() == 'H');
+  CHECK(r.rec.events.back() == 'C');
+  for (size_t split = 1; split < in.size(); ++split) {
+    INFO("split at " << split);
+    Run s = feed_split(in, split);
+    REQUIRE(s.state == State::kMessageDone);
+    CHECK(s.consumed == first);
+    CHECK(s.rec.heads.size() == 1);
+    CHECK(s.rec.body == "abchello\r");
+    CHECK(s.rec.completes == 1);
+  }
+}
+
+TEST_CASE("Transfer-Encoding whitespace follows llhttp's verdict and never leaks a head", "[http]") {
+  // llhttp 8 drops leading SP/HTAB and trailing SP around "chunked", but refuses a
+  // trailing HTAB after the headers are complete; the head must not be delivered then.
+  SECTION("accepted") {
+    const char* values[] = {"chunked ", " chunked", "\tchunked", "CHUNKED", "Chunked", "  chunked  ", "\t chunked"};
+    for (const char* v : values) {
+      INFO("Transfer-Encoding: [" << v << "]");
+      Run r = parse(with_headers(std::string("Transfer-Encoding: ") + v + "\r\n", "5\r\nhello\r\n0\r\n\r\n"));
+      REQUIRE(r.state == State::kMessageDone);
+      REQUIRE(r.rec.heads.size() == 1);
+      CHECK(r.rec.heads[0].body == BodyKind::kChunked);
+      CHECK(r.rec.body == "hello");
+      CHECK(r.rec.events == "HBC");
+    }
+  }
+  SECTION("refused") {
+    const char* values[] = {"chunked\t", "Chunked \t", "chunked\t ", "chunked \t", "\tchunked\t"};
+    for (const char* v : values) {
+      INFO("Transfer-Encoding: [" << v << "]");
+      // require_refused also checks that on_request_head was never called, at once and
+      // byte by byte.
+      require_refused(with_headers(std::string("Transfer-Encoding: ") + v + "\r\n", "5\r\nhello\r\n0\r\n\r\n"), 400,
+                      "smuggling");
+      Run r = parse(with_headers(std::string("Transfer-Encoding: ") + v + "\r\n", "5\r\nhello\r\n0\r\n\r\n"));
+      CHECK(r.rec.events.empty());
+      // Also when the input ends right after the head.
+      Run head_only = parse(with_headers(std::string("Transfer-Encoding: ") + v + "\r\n"));
+      REQUIRE(head_only.state == State::kError);
+      CHECK(head_only.rec.heads.empty());
+    }
+  }
+}
+
+TEST_CASE("the head is delivered before body and completion", "[http]") {
+  SECTION("no body") {
+    Run r = parse("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    CHECK(r.rec.events == "HC");
+  }
+  SECTION("Content-Length body") {
+    Run r = parse(with_headers("Content-Length: 3\r\n", "abc"));
+    REQUIRE(r.state == State::kMessageDone);
+    CHECK(r.rec.events.substr(0, 2) == "HB");
+    CHECK(r.rec.events.back() == 'C');
+  }
+  SECTION("Content-Length: 0") {
+    Run r = parse(with_headers("Content-Length: 0\r\n"));
+    CHECK(r.rec.events == "HC");
+  }
+  SECTION("head alone in the input: delivered and in_body") {
+    Recorder rec;
+    RequestParser parser(&rec, {});
+    const std::string head = with_headers("Transfer-Encoding: chunked\r\n");
+    auto o = parser.execute(head.data(), head.size());
+    REQUIRE(o.state == State::kNeedMore);
+    CHECK(rec.events == "H");
+    CHECK(parser.in_body());
+    const std::string body = "0\r\n\r\n";
+    o = parser.execute(body.data(), body.size());
+    CHECK(o.state == State::kMessageDone);
+    CHECK(rec.events == "HC");
   }
 }
 

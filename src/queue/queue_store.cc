@@ -1,0 +1,310 @@
+// The queue and ticket scripts. Ticket hash fields: r route, st state (queued |
+// processing | done | failed | cancelled), seq enqueue sequence, c created ms, m method,
+// u target, h header lines, b body, ck client key, ik/io idempotency record key and
+// owner, fk Idempotency-Key sent upstream, a attempts, d dispatched ms, fin finished
+// ms, resp stored response, rs failure reason. Keys of a route's counters are derived
+// inside the scripts from the ticket's route (a single Redis deployment, not Cluster).
+#include "queue/queue_store.h"
+
+#include <uv.h>
+
+#include <random>
+
+namespace fg::queue {
+namespace {
+
+constexpr const char* kEnqueue = R"LUA(
+local depth = tonumber(redis.call('GET', KEYS[3]) or '0') - tonumber(redis.call('GET', KEYS[4]) or '0')
+if depth >= tonumber(ARGV[12]) then return {'full', depth} end
+local cmax = tonumber(ARGV[14])
+if cmax > 0 then
+  local n = 0
+  for _, t in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    if redis.call('HGET', ARGV[15] .. t, 'st') == 'queued' then n = n + 1 else redis.call('SREM', KEYS[5], t) end
+  end
+  if n >= cmax then return {'too_many', n} end
+end
+local seq = redis.call('INCR', KEYS[3])
+redis.call('HSET', KEYS[2], 'r', ARGV[2], 'st', 'queued', 'seq', seq, 'c', ARGV[3], 'm', ARGV[4], 'u', ARGV[5],
+           'h', ARGV[6], 'b', ARGV[7], 'ck', ARGV[8], 'ik', ARGV[9], 'io', ARGV[10], 'fk', ARGV[11], 'a', 0)
+redis.call('PEXPIRE', KEYS[2], ARGV[13])
+redis.call('XADD', KEYS[1], '*', 't', ARGV[1])
+if cmax > 0 then
+  redis.call('SADD', KEYS[5], ARGV[1])
+  redis.call('PEXPIRE', KEYS[5], ARGV[13])
+end
+if ARGV[9] ~= '' and redis.call('HGET', ARGV[9], 'o') == ARGV[10] then
+  redis.call('HSET', ARGV[9], 'tk', ARGV[1])
+  redis.call('PEXPIRE', ARGV[9], ARGV[13])
+end
+return {'ok', seq, depth + 1}
+)LUA";
+
+// Leaving the queued state for good (expired or cancelled) releases the idempotency
+// record so that the key may be used again.
+constexpr const char* kStart = R"LUA(
+local f = redis.call('HMGET', KEYS[1], 'st', 'c')
+if not f[1] then
+  redis.call('XACK', KEYS[2], 'fg', ARGV[1])
+  redis.call('XDEL', KEYS[2], ARGV[1])
+  return {'skip'}
+end
+if f[1] == 'queued' then
+  redis.call('INCR', KEYS[3])
+  if tonumber(ARGV[2]) - tonumber(f[2]) > tonumber(ARGV[3]) then
+    redis.call('HSET', KEYS[1], 'st', 'failed', 'rs', 'expired', 'fin', ARGV[2])
+    redis.call('HDEL', KEYS[1], 'b')
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+    redis.call('XACK', KEYS[2], 'fg', ARGV[1])
+    redis.call('XDEL', KEYS[2], ARGV[1])
+    local ik = redis.call('HMGET', KEYS[1], 'ik', 'io')
+    if ik[1] and ik[1] ~= '' and redis.call('HGET', ik[1], 'o') == ik[2] then redis.call('DEL', ik[1]) end
+    redis.call('PUBLISH', ARGV[5], ARGV[6])
+    return {'expired'}
+  end
+  redis.call('HSET', KEYS[1], 'st', 'processing', 'd', ARGV[2])
+elseif f[1] ~= 'processing' then
+  redis.call('XACK', KEYS[2], 'fg', ARGV[1])
+  redis.call('XDEL', KEYS[2], ARGV[1])
+  return {'skip'}
+end
+local a = redis.call('HINCRBY', KEYS[1], 'a', 1)
+local g = redis.call('HMGET', KEYS[1], 'm', 'u', 'h', 'b', 'fk', 'c')
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return {'go', a, g[1] or '', g[2] or '', g[3] or '', g[4] or '', g[5] or '', tonumber(g[6] or '0')}
+)LUA";
+
+constexpr const char* kFinish = R"LUA(
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'st', ARGV[2], 'resp', ARGV[3], 'rs', ARGV[4], 'fin', ARGV[5])
+  redis.call('HDEL', KEYS[1], 'b')
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  local ik = redis.call('HMGET', KEYS[1], 'ik', 'io')
+  if ik[1] and ik[1] ~= '' and redis.call('HGET', ik[1], 'o') == ik[2] then
+    if ARGV[7] == '1' then
+      redis.call('HSET', ik[1], 's', 'done', 'r', ARGV[3])
+      redis.call('HDEL', ik[1], 'tk')
+      redis.call('PEXPIRE', ik[1], ARGV[8])
+    else
+      redis.call('DEL', ik[1])
+    end
+  end
+end
+if ARGV[1] ~= '' then
+  redis.call('XACK', KEYS[2], 'fg', ARGV[1])
+  redis.call('XDEL', KEYS[2], ARGV[1])
+end
+redis.call('PUBLISH', ARGV[9], ARGV[10])
+return 1
+)LUA";
+
+constexpr const char* kPoll = R"LUA(
+local f = redis.call('HMGET', KEYS[1], 'st', 'r', 'seq', 'c', 'a', 'rs', 'resp')
+if not f[1] then return {'unknown'} end
+local taken = 0
+if f[1] == 'queued' then taken = tonumber(redis.call('GET', ARGV[1] .. f[2] .. ':taken') or '0') end
+return {f[1], f[2] or '', tonumber(f[3] or '0'), tonumber(f[4] or '0'), tonumber(f[5] or '0'), f[6] or '',
+        f[7] or '', taken}
+)LUA";
+
+// expire and cancel: ARGV[6] is the new state ('failed' with reason 'expired', or
+// 'cancelled').
+constexpr const char* kLeave = R"LUA(
+local st = redis.call('HGET', KEYS[1], 'st')
+if not st then return 'unknown' end
+if st ~= 'queued' then return 'late' end
+local r = redis.call('HGET', KEYS[1], 'r')
+redis.call('INCR', ARGV[5] .. r .. ':taken')
+redis.call('HSET', KEYS[1], 'st', ARGV[6], 'rs', ARGV[7], 'fin', ARGV[1])
+redis.call('HDEL', KEYS[1], 'b')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local ik = redis.call('HMGET', KEYS[1], 'ik', 'io')
+if ik[1] and ik[1] ~= '' and redis.call('HGET', ik[1], 'o') == ik[2] then redis.call('DEL', ik[1]) end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 'ok'
+)LUA";
+
+bool ok_reply(redis::Failure f, const redis::Reply& r) {
+  return f == redis::Failure::kNone && !r.is_error();
+}
+
+const std::string& elem_str(const redis::Reply& r, size_t i) {
+  static const std::string kEmpty;
+  return i < r.elements.size() ? r.elements[i].str : kEmpty;
+}
+
+int64_t elem_int(const redis::Reply& r, size_t i) {
+  if (i >= r.elements.size()) return 0;
+  const auto& e = r.elements[i];
+  if (e.type == redis::Reply::Type::kInteger) return e.integer;
+  return std::strtoll(e.str.c_str(), nullptr, 10);
+}
+
+}  // namespace
+
+Scripts::Scripts() {
+  enqueue.source = kEnqueue;
+  start.source = kStart;
+  finish.source = kFinish;
+  poll.source = kPoll;
+  cancel.source = kLeave;
+  expire.source = kLeave;
+}
+
+void enqueue(redis::Client& c, Scripts& s, const Keys& k, const NewTicket& t, uint64_t max_depth,
+             uint64_t hash_ttl_ms, uint64_t client_max, std::function<void(EnqueueResult&)> done) {
+  std::string cset = client_max > 0 ? k.client_set(t.route, t.client_key) : k.prefix + "q:_";
+  c.eval(&s.enqueue, {k.stream(t.route), k.ticket(t.id), k.enq(t.route), k.taken(t.route), cset},
+         {t.id, t.route, std::to_string(t.created_ms), t.method, t.target, t.header_lines, t.body, t.client_key,
+          t.idem_key, t.idem_owner, t.forward_key, std::to_string(max_depth), std::to_string(hash_ttl_ms),
+          std::to_string(client_max), k.prefix + "t:"},
+         [done = std::move(done)](redis::Failure f, redis::Reply& r) {
+           EnqueueResult res;
+           if (ok_reply(f, r) && r.type == redis::Reply::Type::kArray && !r.elements.empty()) {
+             const std::string& tag = elem_str(r, 0);
+             if (tag == "ok") {
+               res.kind = EnqueueResult::Kind::kOk;
+               res.seq = elem_int(r, 1);
+               res.depth = elem_int(r, 2);
+             } else if (tag == "full") {
+               res.kind = EnqueueResult::Kind::kFull;
+               res.depth = elem_int(r, 1);
+             } else if (tag == "too_many") {
+               res.kind = EnqueueResult::Kind::kTooMany;
+             }
+           }
+           done(res);
+         });
+}
+
+void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
+           std::string_view ticket_id, uint64_t now_ms, uint64_t max_wait_ms, std::function<void(Delivery&)> done) {
+  // The ticket's lifetime once finished is set again by finish(); an hour covers the
+  // expired case here.
+  c.eval(&s.start, {k.ticket(ticket_id), k.stream(route), k.taken(route)},
+         {std::string(entry_id), std::to_string(now_ms), std::to_string(max_wait_ms), "3600000", k.channel(),
+          std::string(ticket_id)},
+         [done = std::move(done)](redis::Failure f, redis::Reply& r) {
+           Delivery d;
+           if (ok_reply(f, r) && r.type == redis::Reply::Type::kArray && !r.elements.empty()) {
+             const std::string& tag = elem_str(r, 0);
+             if (tag == "go") {
+               d.kind = Delivery::Kind::kGo;
+               d.attempts = elem_int(r, 1);
+               d.method = elem_str(r, 2);
+               d.target = elem_str(r, 3);
+               d.header_lines = elem_str(r, 4);
+               d.body = elem_str(r, 5);
+               d.forward_key = elem_str(r, 6);
+               d.created_ms = elem_int(r, 7);
+             } else if (tag == "expired") {
+               d.kind = Delivery::Kind::kExpired;
+             } else {
+               d.kind = Delivery::Kind::kSkip;
+             }
+           }
+           done(d);
+         });
+}
+
+void count_retry(redis::Client& c, Scripts&, const Keys& k, std::string_view ticket_id) {
+  c.command({"HINCRBY", k.ticket(ticket_id), "a", "1"}, [](redis::Failure, redis::Reply&) {});
+}
+
+void finish(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
+            std::string_view ticket_id, std::string_view state, std::string_view response,
+            std::string_view reason, uint64_t now_ms, uint64_t ticket_ttl_ms, bool store_idem,
+            uint64_t idem_ttl_ms, std::function<void(bool ok)> done) {
+  c.eval(&s.finish, {k.ticket(ticket_id), k.stream(route)},
+         {std::string(entry_id), std::string(state), std::string(response), std::string(reason),
+          std::to_string(now_ms), std::to_string(ticket_ttl_ms), store_idem ? "1" : "0",
+          std::to_string(idem_ttl_ms), k.channel(), std::string(ticket_id)},
+         [done = std::move(done)](redis::Failure f, redis::Reply& r) {
+           if (done) done(ok_reply(f, r));
+         });
+}
+
+void poll(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id,
+          std::function<void(TicketView&)> done) {
+  c.eval(&s.poll, {k.ticket(ticket_id)}, {k.prefix + "q:"},
+         [done = std::move(done)](redis::Failure f, redis::Reply& r) {
+           TicketView v;
+           if (ok_reply(f, r) && r.type == redis::Reply::Type::kArray && !r.elements.empty()) {
+             const std::string& st = elem_str(r, 0);
+             using K = TicketView::Kind;
+             v.kind = st == "queued"       ? K::kQueued
+                      : st == "processing" ? K::kProcessing
+                      : st == "done"       ? K::kDone
+                      : st == "failed"     ? K::kFailed
+                      : st == "cancelled"  ? K::kCancelled
+                                           : K::kUnknown;
+             if (v.kind != K::kUnknown) {
+               v.route = elem_str(r, 1);
+               v.seq = elem_int(r, 2);
+               v.created_ms = elem_int(r, 3);
+               v.attempts = elem_int(r, 4);
+               v.reason = elem_str(r, 5);
+               v.response = elem_str(r, 6);
+               v.taken = elem_int(r, 7);
+             }
+           }
+           done(v);
+         });
+}
+
+void expire(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id, uint64_t now_ms,
+            uint64_t ticket_ttl_ms) {
+  c.eval(&s.expire, {k.ticket(ticket_id)},
+         {std::to_string(now_ms), std::to_string(ticket_ttl_ms), k.channel(), std::string(ticket_id), k.prefix + "q:",
+          "failed", "expired"},
+         [](redis::Failure, redis::Reply&) {});
+}
+
+void cancel(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id, uint64_t now_ms,
+            uint64_t ticket_ttl_ms, std::function<void(CancelResult)> done) {
+  c.eval(&s.cancel, {k.ticket(ticket_id)},
+         {std::to_string(now_ms), std::to_string(ticket_ttl_ms), k.channel(), std::string(ticket_id),
+          k.prefix + "q:", "cancelled", "cancelled"},
+         [done = std::move(done)](redis::Failure f, redis::Reply& r) {
+           if (!ok_reply(f, r)) return done(CancelResult::kUnavailable);
+           if (r.str == "ok") return done(CancelResult::kCancelled);
+           if (r.str == "late") return done(CancelResult::kTooLate);
+           done(CancelResult::kUnknown);
+         });
+}
+
+std::string new_ticket_id() {
+  unsigned char buf[16];
+  if (uv_random(nullptr, nullptr, buf, sizeof buf, 0, nullptr) != 0) {
+    // uv_random reads the OS CSPRNG (getrandom); it failing means the OS is broken.
+    std::random_device rd;
+    for (auto& b : buf) b = static_cast<unsigned char>(rd());
+  }
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  out.reserve(22);
+  uint32_t acc = 0;
+  int bits = 0;
+  for (unsigned char b : buf) {
+    acc = (acc << 8) | b;
+    bits += 8;
+    while (bits >= 6) {
+      out += kAlphabet[(acc >> (bits - 6)) & 63];
+      bits -= 6;
+    }
+  }
+  if (bits > 0) out += kAlphabet[(acc << (6 - bits)) & 63];
+  return out;
+}
+
+bool valid_ticket_id(std::string_view id) {
+  if (id.size() != 22) return false;
+  for (char ch : id) {
+    bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+              ch == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+}  // namespace fg::queue

@@ -1,0 +1,112 @@
+// Durable queues and tickets in Redis (SPEC §6). One stream per route with one
+// consumer group ("fg") shared by every worker of every instance; one hash per ticket;
+// two counters per route (enqueued, taken out of the queued state) from which depth
+// and positions are derived. Each state change is one Lua script, so it is atomic.
+// Ticket state changes are published on one channel ("<prefix>tickets") so that
+// long-polls wake without polling Redis.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "redis/redis_client.h"
+
+namespace fg::queue {
+
+inline constexpr const char* kGroup = "fg";
+
+// Key names, all under the configured prefix.
+struct Keys {
+  std::string prefix;
+  std::string stream(std::string_view route) const { return prefix + "q:" + std::string(route) + ":s"; }
+  std::string enq(std::string_view route) const { return prefix + "q:" + std::string(route) + ":enq"; }
+  std::string taken(std::string_view route) const { return prefix + "q:" + std::string(route) + ":taken"; }
+  std::string client_set(std::string_view route, std::string_view client) const {
+    return prefix + "q:" + std::string(route) + ":c:" + std::string(client);
+  }
+  std::string ticket(std::string_view id) const { return prefix + "t:" + std::string(id); }
+  std::string channel() const { return prefix + "tickets"; }
+};
+
+struct Scripts {
+  Scripts();
+  redis::Script enqueue, start, finish, poll, cancel, expire, retry;
+};
+
+// What a request becomes when it is parked.
+struct NewTicket {
+  std::string id;
+  std::string route;
+  uint64_t created_ms = 0;
+  std::string method, target, header_lines, body;
+  std::string client_key;   // for client_max_tickets ("" when unlimited)
+  std::string idem_key;     // Redis key of the idempotency record, "" when none
+  std::string idem_owner;   // owner token of that record
+  std::string forward_key;  // Idempotency-Key sent to the shop (the client's key or the ticket id)
+};
+
+struct EnqueueResult {
+  enum class Kind { kOk, kFull, kTooMany, kUnavailable } kind = Kind::kUnavailable;
+  int64_t seq = 0;
+  int64_t depth = 0;  // after this enqueue (kOk) or current (kFull)
+};
+
+void enqueue(redis::Client& c, Scripts& s, const Keys& k, const NewTicket& t, uint64_t max_depth,
+             uint64_t hash_ttl_ms, uint64_t client_max, std::function<void(EnqueueResult&)> done);
+
+// A ticket taken out of the stream for delivery.
+struct Delivery {
+  enum class Kind { kGo, kSkip, kExpired, kUnavailable } kind = Kind::kUnavailable;
+  int64_t attempts = 0;
+  std::string method, target, header_lines, body, forward_key;
+  int64_t created_ms = 0;
+};
+
+// Moves a stream entry's ticket to "processing" (or finds it already there after a
+// reclaim), counts the attempt, and returns what to send. Cancelled/finished tickets
+// come back kSkip (their entry is acknowledged); tickets older than max_wait become
+// failed/expired (kExpired).
+void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
+           std::string_view ticket_id, uint64_t now_ms, uint64_t max_wait_ms, std::function<void(Delivery&)> done);
+
+// Counts one more attempt of a ticket being retried.
+void count_retry(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id);
+
+// Final state: "done" with the stored response, or "failed" with a reason. Acks and
+// deletes the stream entry, updates the idempotency record (stores the answer when
+// `store_idem`, else releases it), and publishes the change.
+void finish(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
+            std::string_view ticket_id, std::string_view state, std::string_view response,
+            std::string_view reason, uint64_t now_ms, uint64_t ticket_ttl_ms, bool store_idem,
+            uint64_t idem_ttl_ms, std::function<void(bool ok)> done);
+
+struct TicketView {
+  enum class Kind { kUnknown, kQueued, kProcessing, kDone, kFailed, kCancelled, kUnavailable } kind =
+      Kind::kUnavailable;
+  std::string route;
+  int64_t seq = 0;
+  int64_t taken = 0;  // route counter, for the position (queued only)
+  int64_t created_ms = 0;
+  int64_t attempts = 0;
+  std::string response;  // done: stored response; failed: stored response, if any
+  std::string reason;    // failed
+};
+void poll(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id,
+          std::function<void(TicketView&)> done);
+
+// Marks a queued ticket older than max_wait as failed/expired (lazy expiry at read time).
+void expire(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id, uint64_t now_ms,
+            uint64_t ticket_ttl_ms);
+
+enum class CancelResult { kCancelled, kTooLate, kUnknown, kUnavailable };
+void cancel(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id, uint64_t now_ms,
+            uint64_t ticket_ttl_ms, std::function<void(CancelResult)> done);
+
+// 128 bits from the OS CSPRNG as 22 URL-safe base64 characters.
+std::string new_ticket_id();
+bool valid_ticket_id(std::string_view id);
+
+}  // namespace fg::queue
