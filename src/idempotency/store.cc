@@ -10,12 +10,15 @@ namespace fg::idempotency {
 namespace {
 
 constexpr const char* kClaim = R"LUA(
-local s = redis.call('HMGET', KEYS[1], 's', 'f', 'r')
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[4]) then return {'late'} end
+local s = redis.call('HMGET', KEYS[1], 's', 'f', 'r', 'tk')
 if not s[1] then
   redis.call('HSET', KEYS[1], 's', 'inflight', 'f', ARGV[1], 'o', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {'claimed'}
 end
+if s[1] == 'inflight' and s[4] then return {'ticket', s[4], s[2] == ARGV[1] and 1 or 0} end
 if s[2] ~= ARGV[1] then return {'mismatch'} end
 if s[1] == 'inflight' then return {'inflight', redis.call('PTTL', KEYS[1])} end
 if s[1] == 'unstored' then return {'unstored'} end
@@ -49,8 +52,9 @@ Scripts::Scripts() {
 }
 
 void claim(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& fingerprint,
-           const std::string& owner, uint64_t lease_ms, std::function<void(ClaimResult&)> done) {
-  client.eval(&scripts.claim, {key}, {fingerprint, owner, std::to_string(lease_ms)},
+           const std::string& owner, uint64_t lease_ms, uint64_t deadline_ms,
+           std::function<void(ClaimResult&)> done) {
+  client.eval(&scripts.claim, {key}, {fingerprint, owner, std::to_string(lease_ms), std::to_string(deadline_ms)},
               [done = std::move(done)](redis::Failure failure, redis::Reply& reply) {
                 ClaimResult r;
                 if (failure != redis::Failure::kNone || reply.type != redis::Reply::Type::kArray ||
@@ -67,6 +71,10 @@ void claim(redis::Client& client, Scripts& scripts, const std::string& key, cons
                 } else if (tag == "inflight") {
                   r.kind = ClaimResult::Kind::kInFlight;
                   if (reply.elements.size() > 1) r.retry_after_ms = reply.elements[1].integer;
+                } else if (tag == "ticket" && reply.elements.size() > 2) {
+                  r.kind = ClaimResult::Kind::kTicket;
+                  r.ticket = reply.elements[1].str;
+                  r.same_request = reply.elements[2].integer == 1;
                 } else if (tag == "unstored") {
                   r.kind = ClaimResult::Kind::kNotStored;
                 } else if (tag == "done" && reply.elements.size() > 1) {
@@ -80,13 +88,18 @@ void claim(redis::Client& client, Scripts& scripts, const std::string& key, cons
 }
 
 void complete(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner,
-              const std::string& response, bool stored, uint64_t ttl_ms) {
+              const std::string& response, bool stored, uint64_t ttl_ms, std::function<void()> done) {
   client.eval(&scripts.complete, {key}, {owner, response, stored ? "1" : "0", std::to_string(ttl_ms)},
-              [](redis::Failure, redis::Reply&) {});
+              [done = std::move(done)](redis::Failure, redis::Reply&) {
+                if (done) done();
+              });
 }
 
-void release(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner) {
-  client.eval(&scripts.release, {key}, {owner}, [](redis::Failure, redis::Reply&) {});
+void release(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner,
+             std::function<void()> done) {
+  client.eval(&scripts.release, {key}, {owner}, [done = std::move(done)](redis::Failure, redis::Reply&) {
+    if (done) done();
+  });
 }
 
 std::string encode_response(int status, std::string_view reason, std::string_view header_lines,

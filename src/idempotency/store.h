@@ -18,11 +18,14 @@ struct ClaimResult {
     kMismatch,     // the key was used with a different request (fingerprint)
     kDone,         // completed before: `stored` holds the response to replay
     kNotStored,    // completed, but the response was too large to keep
+    kTicket,       // the first request with this key is parked as ticket `ticket`
     kUnavailable,  // Redis did not answer (down, timeout): apply redis.on_failure
   };
   Kind kind = Kind::kUnavailable;
   int64_t retry_after_ms = 0;  // kInFlight: remaining lease
   std::string stored;          // kDone: serialized response (see encode_response)
+  std::string ticket;          // kTicket
+  bool same_request = true;    // kTicket: the fingerprints match
 };
 
 // The Lua scripts, one set per worker (a Script caches its SHA per connection owner).
@@ -35,18 +38,22 @@ struct Scripts {
 
 // Claims `key` for a request with `fingerprint`; `owner` is a random token naming
 // this attempt; the claim expires after `lease_ms` unless completed or released.
+// `deadline_ms` (wall clock): a claim that reaches Redis later than this (it was
+// stuck behind a stall and the gateway already answered 503) does nothing.
 void claim(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& fingerprint,
-           const std::string& owner, uint64_t lease_ms, std::function<void(ClaimResult&)> done);
+           const std::string& owner, uint64_t lease_ms, uint64_t deadline_ms,
+           std::function<void(ClaimResult&)> done);
 
 // Stores the answer of the owning attempt and keeps it for `ttl_ms`. `response` empty
 // and `stored` false: the answer was too large and is recorded as not replayable.
 // Completion is best effort: if Redis fails here, the claim simply expires.
 void complete(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner,
-              const std::string& response, bool stored, uint64_t ttl_ms);
+              const std::string& response, bool stored, uint64_t ttl_ms, std::function<void()> done = nullptr);
 
 // Drops the owning attempt's claim (5xx answers, upstream failures, aborted requests),
 // so that a retry may proceed.
-void release(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner);
+void release(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner,
+             std::function<void()> done = nullptr);
 
 // Serialized response: "<status> <reason>\r\n" + header lines + "\r\n" + body.
 std::string encode_response(int status, std::string_view reason, std::string_view header_lines,

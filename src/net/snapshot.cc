@@ -23,6 +23,38 @@ const char* idem_result_name(int r) {
   return r >= 0 && r < kIdemResultCount ? kNames[r] : "unknown";
 }
 
+const char* ticket_state_name(int s) {
+  static const char* kNames[kTicketStateCount] = {"queued", "done", "failed", "expired", "cancelled", "reclaimed"};
+  return s >= 0 && s < kTicketStateCount ? kNames[s] : "unknown";
+}
+
+void QueueState::observe(int64_t enq, int64_t taken, uint64_t now_ns) {
+  depth.store(enq - taken > 0 ? enq - taken : 0, std::memory_order_relaxed);
+  if (last_taken >= 0 && now_ns > last_ns && taken >= last_taken) {
+    double secs = static_cast<double>(now_ns - last_ns) / 1e9;
+    double sample = static_cast<double>(taken - last_taken) / secs;
+    double old = rate.load(std::memory_order_relaxed);
+    // Smoothed so one slow second does not make every estimate jump up at once.
+    rate.store(old == 0 ? sample : 0.7 * old + 0.3 * sample, std::memory_order_relaxed);
+  }
+  last_taken = taken;
+  last_ns = now_ns;
+}
+
+void QueueState::raise_depth(int64_t d) {
+  int64_t cur = depth.load(std::memory_order_relaxed);
+  while (d > cur && !depth.compare_exchange_weak(cur, d, std::memory_order_relaxed)) {
+  }
+}
+
+int64_t QueueState::estimate_ms(int64_t ahead, double fallback_rate) const {
+  if (ahead <= 0) return 0;
+  double r = rate.load(std::memory_order_relaxed);
+  if (r < 1e-3) r = fallback_rate;
+  if (r < 1e-3) r = 1;
+  return static_cast<int64_t>(static_cast<double>(ahead) * 1000.0 / r);
+}
+
 uint64_t mono_ns() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -110,6 +142,17 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
             reg.counter("floodgate_idempotency_total", "Idempotency decisions by route and result.",
                         route_label + "," + metrics::label("result", idem_result_name(k)));
       }
+    }
+    if (r.queued()) {
+      if (old && old->queue) rt.queue = old->queue;
+      else rt.queue = std::make_shared<QueueState>();
+      for (int k = 0; k < kTicketStateCount; k++) {
+        rt.tickets[static_cast<size_t>(k)] =
+            reg.counter("floodgate_tickets_total", "Tickets by route and state change.",
+                        route_label + "," + metrics::label("state", ticket_state_name(k)));
+      }
+      rt.ticket_wait = reg.histogram("floodgate_ticket_wait_seconds",
+                                     "Time a ticket waited in the queue before its first delivery.", route_label);
     }
     rt.duration = reg.histogram("floodgate_request_duration_seconds",
                                 "Time from request head to the end of the answer.", route_label);

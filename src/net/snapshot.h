@@ -5,6 +5,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -47,6 +48,28 @@ enum IdemResult : int {
 };
 const char* idem_result_name(int r);
 
+// Ticket counters, for floodgate_tickets_total{route,state}.
+enum TicketState : int {
+  kTicketQueued = 0, kTicketDone, kTicketFailed, kTicketExpired, kTicketCancelled, kTicketReclaimed, kTicketStateCount
+};
+const char* ticket_state_name(int s);
+
+// A queued route's shared view of its queue, for the FIFO rule, /status, the depth
+// gauge and wait estimates. Written by worker 0's sampler (once a second) and by local
+// enqueues; read by every worker. Relaxed atomics: a stale depth by up to a second only
+// delays when new arrivals stop queueing behind tickets.
+struct QueueState {
+  std::atomic<int64_t> depth{0};
+  std::atomic<double> rate{0};  // tickets leaving the queue per second, smoothed
+  int64_t last_taken = -1;      // sampler only
+  uint64_t last_ns = 0;         // sampler only
+  void observe(int64_t enq, int64_t taken, uint64_t now_ns);
+  // Raises the depth after a local enqueue reported `depth` (never lowers it).
+  void raise_depth(int64_t d);
+  // Milliseconds until `ahead` tickets have left at the measured rate (or `fallback_rate`).
+  int64_t estimate_ms(int64_t ahead, double fallback_rate) const;
+};
+
 // What a dry-run route would have done.
 enum DryRun : int { kWouldReject = 0, kWouldDegrade, kWouldClientLimit, kWouldShed, kDryRunCount };
 
@@ -59,6 +82,9 @@ struct RouteRuntime {
   std::string policy_header;  // "RateLimit-Policy: ..." line, empty without a rate
   std::vector<idempotency::KeySource> idem_sources;  // empty: no idempotency on the route
   std::array<metrics::CellId, kIdemResultCount> idem{};
+  std::shared_ptr<QueueState> queue;  // null unless the route is queued
+  std::array<metrics::CellId, kTicketStateCount> tickets{};
+  metrics::CellId ticket_wait = 0;
 };
 
 struct UpstreamRuntime {

@@ -8,6 +8,8 @@
 
 #include "net/listener.h"
 #include "proxy/client_conn.h"
+#include "proxy/dispatcher.h"
+#include "proxy/proxy_session.h"
 
 namespace fg::net {
 namespace {
@@ -91,7 +93,10 @@ void Worker::run(std::promise<Status>* started) {
   }
   if (status.is_ok()) status = sync_listeners();
   bool ok = status.is_ok();
-  if (ok) open_redis();
+  if (ok) {
+    open_redis();
+    sync_dispatchers();
+  }
   if (ok) {
     next_tick_ns_ = uv_hrtime() + kTickMs * 1000000;
     uv_timer_start(&tick_timer_, on_tick, kTickMs, kTickMs);
@@ -199,6 +204,7 @@ void Worker::apply_snapshot(std::shared_ptr<const Snapshot> next) {
     close_redis();
     open_redis();
   }
+  sync_dispatchers();
   Status s = sync_listeners();
   if (!s) {
     log::event("error", "listen_failed", [&](log::Line& l) { l.num("worker", id_).str("error", s.message()); });
@@ -219,6 +225,17 @@ void Worker::begin_drain() {
   // Copy: drain() may close connections, which edits the list.
   std::vector<proxy::ClientConn*> conns = conns_;
   for (auto* c : conns) c->drain();
+  // Dispatchers stop taking tickets; deliveries on the wire finish (the rest stay
+  // pending in Redis and are reclaimed later).
+  for (auto& d : dispatchers_) {
+    dispatchers_busy_++;
+    d->stop([this] {
+      dispatchers_busy_--;
+      maybe_finish();
+    });
+    stopping_dispatchers_.push_back(std::move(d));
+  }
+  dispatchers_.clear();
   uv_timer_start(&drain_timer_, on_drain_timer, config().server.drain_timeout_ms, 0);
   maybe_finish();
 }
@@ -229,12 +246,17 @@ void Worker::on_drain_timer(uv_timer_t* t) {
     l.num("worker", self->id_).num("connections", static_cast<int64_t>(self->conns_.size()));
   });
   std::vector<proxy::ClientConn*> conns = self->conns_;
+  self->drain_expired_ = true;
   for (auto* c : conns) c->close();
+  self->maybe_finish();
 }
 
 void Worker::maybe_finish() {
-  if (!draining_ || finished_ || !conns_.empty()) return;
+  if (!draining_ || finished_ || !conns_.empty() || dispatchers_busy_ > 0) return;
+  if (redis_holds_ > 0 && !drain_expired_) return;  // promised writes still on their way
   finished_ = true;
+  // Long-polls still registered belong to connections that are gone by now.
+  waiters_.clear();
   for (auto& p : pools_) p->close_idle();
   for (auto& p : retired_pools_) p->close_idle();
   close_redis();
@@ -267,6 +289,8 @@ void Worker::on_tick(uv_timer_t* t) {
 
   self->access_log_.flush();
   uint64_t now = self->now_ms();
+  // Long-polls whose wait is over answer with the state they have.
+  if (!self->waiters_.empty()) self->notify_ticket({}, true);
   for (auto& p : self->pools_) p->sweep(now);
   // Pools replaced by a reload go away once their last connection has closed.
   for (size_t i = 0; i < self->retired_pools_.size();) {
@@ -318,11 +342,102 @@ void Worker::open_redis() {
   Instance* inst = instance_;
   // The client logs redis_up/redis_down itself; the worker only tracks the gauge.
   opt.on_state = [id, inst](bool up) { inst->redis_up[id].store(up, std::memory_order_relaxed); };
+  redis::Client::Options sub_opt = opt;
+  sub_opt.on_state = nullptr;
+  sub_opt.name = "worker " + std::to_string(id_) + " notifications";
   redis_ = std::make_unique<redis::Client>(&loop_, std::move(opt));
   redis_->start();
+  // A second connection in subscribe mode wakes ticket long-polls; after a reconnect
+  // every waiter re-reads its ticket, in case a change was missed meanwhile.
+  subscriber_ = std::make_unique<redis::Client>(&loop_, std::move(sub_opt));
+  subscriber_->subscribe(
+      {queue::Keys{rc.prefix}.channel()},
+      [this](std::string_view, std::string_view payload) { notify_ticket(payload, false); },
+      [this] {
+        std::vector<std::string> ids;
+        for (const auto& [id, list] : waiters_) ids.push_back(id);
+        for (const auto& id : ids) notify_ticket(id, false);
+      });
+  subscriber_->start();
+}
+
+void Worker::sync_dispatchers() {
+  if (draining_) return;
+  const Config& cfg = config();
+  // Keep dispatchers of routes still queued, start new ones, stop the others.
+  std::vector<std::unique_ptr<proxy::Dispatcher>> keep;
+  for (auto& d : dispatchers_) {
+    bool wanted = false;
+    for (const auto& r : cfg.routes) wanted = wanted || (r.name == d->route() && r.queued() && cfg.redis.enabled);
+    if (wanted) {
+      keep.push_back(std::move(d));
+    } else {
+      dispatchers_busy_++;
+      d->stop([this] {
+        dispatchers_busy_--;
+        maybe_finish();
+      });
+      stopping_dispatchers_.push_back(std::move(d));
+    }
+  }
+  dispatchers_ = std::move(keep);
+  if (!cfg.redis.enabled) return;
+  for (const auto& r : cfg.routes) {
+    if (!r.queued() || dispatcher(r.name)) continue;
+    dispatchers_.push_back(std::make_unique<proxy::Dispatcher>(this, r.name));
+    dispatchers_.back()->start();
+  }
+}
+
+std::function<void()> Worker::hold_redis() {
+  redis_holds_++;
+  return [this] {
+    redis_holds_--;
+    maybe_finish();
+  };
+}
+
+proxy::Dispatcher* Worker::dispatcher(const std::string& route) {
+  for (auto& d : dispatchers_)
+    if (d->route() == route) return d.get();
+  return nullptr;
+}
+
+void Worker::add_ticket_waiter(const std::string& ticket, std::weak_ptr<proxy::ProxySession*> session,
+                               uint64_t exchange, uint64_t deadline_ms) {
+  waiters_[ticket].push_back({std::move(session), exchange, deadline_ms});
+}
+
+void Worker::notify_ticket(std::string_view ticket, bool timed_out_only) {
+  // Sessions are called after the map is updated: they may register again.
+  std::vector<Waiter> due;
+  uint64_t now = now_ms();
+  for (auto it = waiters_.begin(); it != waiters_.end();) {
+    bool match = !timed_out_only && it->first == ticket;
+    auto& list = it->second;
+    for (size_t i = 0; i < list.size();) {
+      if (match || list[i].deadline_ms <= now || list[i].session.expired()) {
+        due.push_back(std::move(list[i]));
+        list[i] = std::move(list.back());
+        list.pop_back();
+      } else {
+        i++;
+      }
+    }
+    if (list.empty()) it = waiters_.erase(it);
+    else ++it;
+  }
+  for (auto& w : due) {
+    auto ref = w.session.lock();
+    if (ref && *ref) (*ref)->ticket_changed(w.exchange);
+  }
 }
 
 void Worker::close_redis() {
+  if (subscriber_) {
+    redis::Client* sub = subscriber_.release();
+    sub->close([sub] { delete sub; });
+  }
   if (!redis_) return;
   instance_->redis_up[id_].store(false, std::memory_order_relaxed);
   redis::Client* old = redis_.release();

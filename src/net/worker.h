@@ -8,21 +8,26 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "core/log.h"
 #include "idempotency/store.h"
+#include "queue/queue_store.h"
 #include "redis/redis_client.h"
 #include "net/snapshot.h"
 #include "proxy/upstream_pool.h"
 
 namespace fg::proxy {
 class ClientConn;
+class Dispatcher;
+class ProxySession;
 }
 
 namespace fg::net {
@@ -75,6 +80,20 @@ class Worker {
   // This worker's Redis connection (null without [redis]) and its idempotency scripts.
   redis::Client* redis() { return redis_.get(); }
   idempotency::Scripts& idem_scripts() { return idem_scripts_; }
+  queue::Scripts& queue_scripts() { return queue_scripts_; }
+  // Counts a Redis write whose loss would break a promise made to a client (an
+  // idempotency record, a ticket's final state). At shutdown the Redis connection is
+  // closed only once every such write has been answered (or drain_timeout passed).
+  // Call the returned function exactly once, from the write's callback.
+  std::function<void()> hold_redis();
+  // The dispatcher of a queued route on this worker, or null.
+  proxy::Dispatcher* dispatcher(const std::string& route);
+
+  // Ticket long-polls: `session` is told (ticket_changed) when a change of `ticket` is
+  // published, or when `deadline_ms` (loop time) passes. A session waits at most once.
+  void add_ticket_waiter(const std::string& ticket, std::weak_ptr<proxy::ProxySession*> session,
+                         uint64_t exchange, uint64_t deadline_ms);
+
   // 128 random bits as 32 hex chars (owner tokens).
   std::string random_token();
 
@@ -96,6 +115,8 @@ class Worker {
   void apply_snapshot(std::shared_ptr<const Snapshot> next);
   void open_redis();
   void close_redis();
+  void sync_dispatchers();
+  void notify_ticket(std::string_view ticket, bool timed_out_only);
   Status sync_listeners();
   static void on_stop_async(uv_async_t* a);
   static void on_snapshot_async(uv_async_t* a);
@@ -125,7 +146,20 @@ class Worker {
   std::vector<proxy::ClientConn*> conns_;  // open client connections (index kept in conn)
   log::LogBuffer access_log_;
   std::unique_ptr<redis::Client> redis_;
+  std::unique_ptr<redis::Client> subscriber_;  // ticket change notifications
   idempotency::Scripts idem_scripts_;
+  queue::Scripts queue_scripts_;
+  std::vector<std::unique_ptr<proxy::Dispatcher>> dispatchers_;
+  std::vector<std::unique_ptr<proxy::Dispatcher>> stopping_dispatchers_;
+  size_t dispatchers_busy_ = 0;
+  size_t redis_holds_ = 0;
+  bool drain_expired_ = false;  // stopped dispatchers still finishing deliveries
+  struct Waiter {
+    std::weak_ptr<proxy::ProxySession*> session;
+    uint64_t exchange;
+    uint64_t deadline_ms;
+  };
+  std::unordered_map<std::string, std::vector<Waiter>> waiters_;
   std::unique_ptr<char[]> read_buffer_;
   std::string id_prefix_;
   uint64_t id_counter_ = 0;

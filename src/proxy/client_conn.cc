@@ -192,6 +192,37 @@ void ClientConn::on_request_head(http::RequestHead& head) {
   body_paused_ = false;
   body_bytes_ = 0;
 
+  // Ticket polls come before routing: they are answered from Redis, never by the
+  // shop, and no route limit applies to them (a waiting user must never be locked out
+  // by refreshing).
+  const std::string& tickets = cfg.server.tickets_path;
+  std::string_view path = head.path();
+  if (cfg.redis.enabled && path.size() > tickets.size() && path.compare(0, tickets.size(), tickets) == 0) {
+    std::string id(path.substr(tickets.size()));
+    bool cancel = head.method == "DELETE";
+    if (head.method != "GET" && head.method != "HEAD" && !cancel) {
+      session_.record_local(snap, std::move(head), -1, now, std::move(request_id), 405, net::kError);
+      respond_error(405, "method_not_allowed", "tickets answer GET, HEAD and DELETE", true, "Allow: GET, HEAD, DELETE\r\n");
+      return;
+    }
+    int wait_s = 0;
+    std::string_view target = head.target;
+    size_t q = target.find('?');
+    if (q != std::string_view::npos) {
+      std::string_view query = target.substr(q + 1);
+      size_t w = query.find("wait=");
+      if (w != std::string_view::npos && (w == 0 || query[w - 1] == '&')) {
+        int v = 0;
+        for (size_t i = w + 5; i < query.size() && query[i] >= '0' && query[i] <= '9' && v < 1000; i++)
+          v = v * 10 + (query[i] - '0');
+        wait_s = std::min(v, 30);
+      }
+    }
+    set_timer(Timer::kNone, 0);
+    session_.start_ticket(snap, std::move(head), now, std::move(request_id), std::move(id), cancel, wait_s);
+    return;
+  }
+
   int route = cfg.match_route(head.method, head.path());
   if (route < 0) {
     session_.record_local(snap, std::move(head), -1, now, std::move(request_id), 404, net::kError);
@@ -244,10 +275,17 @@ void ClientConn::on_request_head(http::RequestHead& head) {
     }
   }
   std::string extra;
-  if (rt.budget) {
+  // Queued routes: store_and_forward always parks; otherwise, while tickets are
+  // waiting, new arrivals queue behind them (FIFO) without touching the budget, which
+  // the dispatcher draws from.
+  bool park = rc.store_and_forward ||
+              (rc.overflow == Overflow::kQueue && !rc.dry_run && rt.queue && rt.queue->depth.load(std::memory_order_relaxed) > 0);
+  if (rt.budget && !park) {
     admission::Decision d = rt.budget->try_acquire(now_ns);
     extra = ratelimit_headers(rc, rt, d);
-    if (!d.admitted) {
+    if (!d.admitted && rc.overflow == Overflow::kQueue && !rc.dry_run) {
+      park = true;
+    } else if (!d.admitted) {
       bool degrade = rc.overflow == Overflow::kDegrade;
       if (rc.dry_run) {
         reg.add(wid, rt.dry_run[degrade ? net::kWouldDegrade : net::kWouldReject]);
@@ -271,7 +309,7 @@ void ClientConn::on_request_head(http::RequestHead& head) {
   }
   if (head.body != http::BodyKind::kNone) set_timer(Timer::kBody, cfg.server.body_timeout_ms);
   else set_timer(Timer::kNone, 0);
-  session_.start(snap, std::move(head), route, now, std::move(request_id), std::move(extra));
+  session_.start(snap, std::move(head), route, now, std::move(request_id), std::move(extra), park);
 }
 
 std::string ClientConn::retry_after_header(uint64_t retry_after_ns) {

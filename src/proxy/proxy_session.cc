@@ -2,12 +2,15 @@
 // stream the response back with backpressure in both directions.
 #include "proxy/proxy_session.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "idempotency/store.h"
 #include "net/stream_write.h"
 #include "net/worker.h"
 #include "proxy/client_conn.h"
+#include "proxy/dispatcher.h"
+#include "core/log.h"
 
 namespace fg::proxy {
 namespace {
@@ -23,7 +26,7 @@ constexpr size_t kUpstreamHighWater = 64 * 1024;
 }  // namespace
 
 void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route,
-                         uint64_t start_ns, std::string request_id, std::string extra_headers) {
+                         uint64_t start_ns, std::string request_id, std::string extra_headers, bool park) {
   net::Worker* w = client_->worker();
   snap_ = std::move(snap);
   extra_headers_ = std::move(extra_headers);
@@ -53,11 +56,15 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
   capture_overflow_ = false;
   capture_headers_.clear();
   capture_body_.clear();
+  hold_ = false;
+  held_.clear();
+  park_ = park;
+  ticket_.clear();
   upstream_index_ = cfg.routes[static_cast<size_t>(route)].upstream_index;
   pool_ = &w->pool(upstream_index_);
   tried_.assign(pool_->server_count(), false);
 
-  if (!snap_->routes[static_cast<size_t>(route)].idem_sources.empty()) {
+  if (park_ || !snap_->routes[static_cast<size_t>(route)].idem_sources.empty()) {
     // The key may live in the body and the fingerprint covers it: read it all first
     // (bounded by max_body_bytes), then decide.
     buffering_ = true;
@@ -92,7 +99,8 @@ void ProxySession::decide_idempotency() {
       return;
     }
     count_idem(net::kIdemNoKey);
-    proceed({});
+    if (park_) enqueue();
+    else proceed({});
     return;
   }
   net::Worker* w = client_->worker();
@@ -125,7 +133,8 @@ void ProxySession::decide_idempotency() {
   std::weak_ptr<ProxySession*> weak = self_ref_;
   uint64_t ex = exchange_;
   std::string owner = idem_owner_;
-  idempotency::claim(*redis, w->idem_scripts(), rkey, fp, owner, lease_ms,
+  uint64_t deadline = log::wall_ms() + cfg.redis.timeout_ms;
+  idempotency::claim(*redis, w->idem_scripts(), rkey, fp, owner, lease_ms, deadline,
                      [weak, ex, w, rkey, owner](idempotency::ClaimResult& r) {
                        auto ref = weak.lock();
                        ProxySession* s = ref ? *ref : nullptr;
@@ -142,11 +151,34 @@ void ProxySession::decide_idempotency() {
 
 void ProxySession::on_claim_result(idempotency::ClaimResult& r) {
   using Kind = idempotency::ClaimResult::Kind;
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
+  // A payment provider repeating a callback is acknowledged whatever its copy looks
+  // like (providers often change a timestamp field): it is never delivered twice.
+  if (rc.store_and_forward && r.kind != Kind::kClaimed && r.kind != Kind::kUnavailable) {
+    count_idem(r.kind == Kind::kMismatch ? net::kIdemKeyReused : net::kIdemReplayed);
+    answer_parked(r.kind == Kind::kTicket ? r.ticket : std::string(), 0);
+    outcome_ = net::kReplayed;
+    return;
+  }
   switch (r.kind) {
     case Kind::kClaimed:
       count_idem(net::kIdemClaimed);
+      if (park_) {
+        enqueue();
+        return;
+      }
       capture_ = true;
+      hold_ = true;
       proceed(key_for_forward_);
+      return;
+    case Kind::kTicket:
+      if (!r.same_request) {
+        count_idem(net::kIdemKeyReused);
+        local_answer(422, "key_reused", "this idempotency key was used for a different request", net::kConflict);
+        return;
+      }
+      count_idem(net::kIdemInFlight);
+      answer_parked(r.ticket, -1);
       return;
     case Kind::kInFlight: {
       count_idem(net::kIdemInFlight);
@@ -176,6 +208,13 @@ void ProxySession::on_claim_result(idempotency::ClaimResult& r) {
 }
 
 void ProxySession::redis_unavailable() {
+  if (park_) {
+    // A ticket is only ever promised once Redis holds it.
+    count_idem(net::kIdemUnavailable);
+    local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly", net::kError,
+                 "Retry-After: 1\r\n");
+    return;
+  }
   if (snap_->config->redis.fail_open) {
     count_idem(net::kIdemBypassed);
     proceed(key_for_forward_);
@@ -186,11 +225,373 @@ void ProxySession::redis_unavailable() {
                "Retry-After: 1\r\n");
 }
 
+void ProxySession::enqueue() {
+  net::Worker* w = client_->worker();
+  redis::Client* redis = w->redis();
+  if (redis == nullptr || !redis->connected()) {
+    idem_release();
+    local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly", net::kError,
+                 "Retry-After: 1\r\n");
+    return;
+  }
+  const Config& cfg = *snap_->config;
+  const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
+  queue::NewTicket t;
+  t.id = queue::new_ticket_id();
+  t.route = rc.name;
+  t.created_ms = log::wall_ms();
+  t.method = head_.method;
+  t.target = head_.target;
+  // Every delivery attempt carries an Idempotency-Key so the shop can make it exactly
+  // once: the client's key, or the ticket id.
+  t.forward_key = key_for_forward_.empty() ? t.id : key_for_forward_;
+  auto& hs = head_.headers;
+  hs.erase(std::remove_if(hs.begin(), hs.end(),
+                          [](const http::Header& h) { return http::iequals(h.name, "Idempotency-Key"); }),
+           hs.end());
+  hs.push_back({"Idempotency-Key", t.forward_key});
+  if (head_.body != http::BodyKind::kNone || !body_buf_.empty()) {
+    head_.body = http::BodyKind::kContentLength;
+    head_.content_length = body_buf_.size();
+  }
+  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  http::append_upstream_request_head(t.header_lines, head_, info);
+  t.body = std::move(body_buf_);
+  body_buf_.clear();
+  if (rc.client_max_tickets > 0) {
+    t.client_key = client_->client_ip();
+    if (rc.client_key.by_header) {
+      const http::Header* h = http::find_header(head_.headers, rc.client_key.header);
+      if (h && !h->value.empty()) t.client_key = h->value;
+    }
+  }
+  t.idem_key = idem_key_;
+  t.idem_owner = idem_owner_;
+  uint64_t hash_ttl = rc.queue.max_wait_ms + rc.queue.processing_timeout_ms * 4 + rc.queue.ticket_ttl_ms;
+  std::weak_ptr<ProxySession*> weak = self_ref_;
+  uint64_t ex = exchange_;
+  std::string id = t.id;
+  std::string ikey = idem_key_, iowner = idem_owner_;
+  uint64_t replicas = cfg.redis.wait_replicas, wait_ms = cfg.redis.wait_timeout_ms;
+  queue::enqueue(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, t, rc.queue.max_depth, hash_ttl,
+                 rc.client_max_tickets, [weak, ex, id, w, ikey, iowner, replicas, wait_ms](queue::EnqueueResult& r) {
+                   auto ref = weak.lock();
+                   ProxySession* s = ref ? *ref : nullptr;
+                   bool alive = s && s->exchange_ == ex && s->active_;
+                   if (r.kind != queue::EnqueueResult::Kind::kOk) {
+                     if (!ikey.empty() && w->redis()) idempotency::release(*w->redis(), w->idem_scripts(), ikey, iowner);
+                     if (!alive) return;
+                     s->idem_key_.clear();
+                     if (r.kind == queue::EnqueueResult::Kind::kFull) {
+                       s->local_answer(503, "queue_full", "the queue is full; retry later", net::kRejected,
+                                       "Retry-After: 5\r\n");
+                     } else if (r.kind == queue::EnqueueResult::Kind::kTooMany) {
+                       s->local_answer(429, "too_many_tickets", "this client already holds its maximum of tickets",
+                                       net::kRejected, "Retry-After: 5\r\n");
+                     } else {
+                       s->local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly",
+                                       net::kError, "Retry-After: 1\r\n");
+                     }
+                     return;
+                   }
+                   // The ticket is durable now (it is delivered whether or not this
+                   // client is still here to hear about it).
+                   if (!alive) return;
+                   s->idem_key_.clear();
+                   const auto& rt = s->snap_->routes[static_cast<size_t>(s->route_)];
+                   metrics::Registry::get().add(w->id(), rt.tickets[net::kTicketQueued]);
+                   if (rt.queue) rt.queue->raise_depth(r.depth);
+                   if (proxy::Dispatcher* d = w->dispatcher(s->snap_->config->routes[static_cast<size_t>(s->route_)].name))
+                     d->nudge();
+                   int64_t ahead = r.depth > 0 ? r.depth - 1 : 0;
+                   if (replicas == 0 || w->redis() == nullptr) {
+                     s->answer_parked(id, ahead);
+                     return;
+                   }
+                   // Acknowledged only once enough replicas hold it.
+                   w->redis()->command({"WAIT", std::to_string(replicas), std::to_string(wait_ms)},
+                                       [weak, ex, id, ahead, replicas](redis::Failure f, redis::Reply& rep) {
+                                         auto ref2 = weak.lock();
+                                         ProxySession* s2 = ref2 ? *ref2 : nullptr;
+                                         if (!s2 || s2->exchange_ != ex || !s2->active_) return;
+                                         if (f != redis::Failure::kNone || rep.integer < static_cast<int64_t>(replicas)) {
+                                           s2->local_answer(503, "replication_timeout",
+                                                            "the ticket is not yet on enough replicas; retry with the same idempotency key",
+                                                            net::kError, "Retry-After: 1\r\n");
+                                           return;
+                                         }
+                                         s2->answer_parked(id, ahead);
+                                       });
+                 });
+}
+
+void ProxySession::answer_parked(const std::string& ticket, int64_t ahead) {
+  const Config& cfg = *snap_->config;
+  const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
+  active_ = false;
+  outcome_ = net::kQueued;
+  bool keep_alive = head_.keep_alive && !client_->worker()->draining();
+  std::string out;
+  if (rc.store_and_forward) {
+    status_ = rc.ack.status;
+    out = (head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ") + std::to_string(rc.ack.status) + " " +
+          std::string(http::reason_phrase(rc.ack.status)) + "\r\nContent-Type: " + rc.ack.content_type +
+          "\r\nContent-Length: " + std::to_string(rc.ack.body.size()) + "\r\nX-Request-Id: " + request_id_ + "\r\n";
+    if (!ticket.empty()) out += "Location: " + cfg.server.tickets_path + ticket + "\r\n";
+    out += keep_alive ? (head_.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
+    out += "\r\n";
+    if (!head_.is_head()) out += rc.ack.body;
+    client_->respond_raw(out, keep_alive);
+    return;
+  }
+  if (ahead < 0) {
+    // A duplicate of a parked request: read its ticket for a fresh position.
+    ticket_ = ticket;
+    ticket_wait_s_ = 0;
+    active_ = true;
+    poll_ticket(true);
+    return;
+  }
+  const auto& rt = snap_->routes[static_cast<size_t>(route_)];
+  int64_t eta = rt.queue ? rt.queue->estimate_ms(ahead, rc.rate) : 0;
+  std::string poll = cfg.server.tickets_path + ticket;
+  std::string body = "{\"ticket\":\"" + ticket + "\",\"status\":\"queued\",\"position\":" + std::to_string(ahead) +
+                     ",\"estimated_wait_ms\":" + std::to_string(eta) + ",\"poll\":\"" + poll + "\"}";
+  int64_t retry = std::clamp<int64_t>((eta + 999) / 1000, 1, 30);
+  status_ = 202;
+  answer_ticket_json(202, body, {}, "Location: " + poll + "\r\nRetry-After: " + std::to_string(retry) + "\r\n");
+}
+
+void ProxySession::answer_ticket_json(int status, const std::string& body, const std::string& etag,
+                                      std::string extra) {
+  active_ = false;
+  status_ = status;
+  bool keep_alive = head_.keep_alive && !client_->worker()->draining();
+  if (!etag.empty()) {
+    extra += "ETag: " + etag + "\r\n";
+    const http::Header* inm = http::find_header(head_.headers, "If-None-Match");
+    if (inm && (inm->value == etag || inm->value == "*")) {
+      std::string out = (head_.version_minor == 0 ? "HTTP/1.0 304 " : "HTTP/1.1 304 ") +
+                        std::string(http::reason_phrase(304)) + "\r\n" + extra + "X-Request-Id: " + request_id_ +
+                        "\r\n" + (keep_alive ? "" : "Connection: close\r\n") + "\r\n";
+      status_ = 304;
+      client_->respond_raw(out, keep_alive);
+      return;
+    }
+  }
+  std::string out = (head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ") + std::to_string(status) + " " +
+                    std::string(http::reason_phrase(status)) +
+                    "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                    "\r\nCache-Control: no-store\r\n" + extra + "X-Request-Id: " + request_id_ + "\r\n" +
+                    (keep_alive ? (head_.version_minor == 0 ? "Connection: keep-alive\r\n" : "")
+                                : "Connection: close\r\n") +
+                    "\r\n";
+  if (!head_.is_head()) out += body;
+  client_->respond_raw(out, keep_alive);
+}
+
+void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head,
+                                uint64_t start_ns, std::string request_id, std::string ticket, bool cancel,
+                                int wait_s) {
+  snap_ = std::move(snap);
+  head_ = std::move(head);
+  route_ = -1;
+  start_ns_ = start_ns;
+  request_id_ = std::move(request_id);
+  status_ = 0;
+  outcome_ = net::kQueued;
+  upstream_addr_.clear();
+  upstream_ms_ = -1;
+  conn_ = nullptr;
+  active_ = true;
+  exchange_++;
+  buffering_ = false;
+  park_ = false;
+  body_done_ = true;
+  ticket_ = std::move(ticket);
+  ticket_wait_s_ = wait_s;
+  ticket_first_kind_ = -1;
+  net::Worker* w = client_->worker();
+  redis::Client* redis = w->redis();
+  if (redis == nullptr || !redis->connected()) {
+    local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError, "Retry-After: 1\r\n");
+    return;
+  }
+  if (!queue::valid_ticket_id(ticket_)) {
+    local_answer(404, "unknown_ticket", "no such ticket", net::kError);
+    return;
+  }
+  if (cancel) {
+    std::weak_ptr<ProxySession*> weak = self_ref_;
+    uint64_t ex = exchange_;
+    const Config& cfg = *snap_->config;
+    queue::cancel(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, log::wall_ms(), 3600 * 1000,
+                  [weak, ex, w, this](queue::CancelResult r) {
+                    auto ref = weak.lock();
+                    ProxySession* s = ref ? *ref : nullptr;
+                    if (!s || s->exchange_ != ex || !s->active_) return;
+                    (void)w;
+                    (void)this;
+                    switch (r) {
+                      case queue::CancelResult::kCancelled:
+                        s->answer_ticket_json(200, "{\"ticket\":\"" + s->ticket_ + "\",\"status\":\"cancelled\"}", {}, {});
+                        return;
+                      case queue::CancelResult::kTooLate:
+                        s->local_answer(409, "not_cancellable", "the ticket is already being processed or finished",
+                                        net::kConflict);
+                        return;
+                      case queue::CancelResult::kUnknown:
+                        s->local_answer(404, "unknown_ticket", "no such ticket", net::kError);
+                        return;
+                      case queue::CancelResult::kUnavailable:
+                        s->local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError,
+                                        "Retry-After: 1\r\n");
+                        return;
+                    }
+                  });
+    return;
+  }
+  if (ticket_wait_s_ > 0) ticket_deadline_ms_ = w->now_ms() + static_cast<uint64_t>(ticket_wait_s_) * 1000;
+  poll_ticket(ticket_wait_s_ == 0);
+}
+
+void ProxySession::ticket_changed(uint64_t exchange) {
+  if (exchange != exchange_ || !active_) return;
+  bool final = client_->worker()->now_ms() >= ticket_deadline_ms_;
+  poll_ticket(final);
+}
+
+void ProxySession::poll_ticket(bool final) {
+  net::Worker* w = client_->worker();
+  redis::Client* redis = w->redis();
+  if (redis == nullptr || !redis->connected()) {
+    local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError, "Retry-After: 1\r\n");
+    return;
+  }
+  std::weak_ptr<ProxySession*> weak = self_ref_;
+  uint64_t ex = exchange_;
+  queue::poll(*redis, w->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, ticket_,
+              [weak, ex, final, w](queue::TicketView& v) {
+                auto ref = weak.lock();
+                ProxySession* s = ref ? *ref : nullptr;
+                if (!s || s->exchange_ != ex || !s->active_) return;
+                int kind = static_cast<int>(v.kind);
+                bool waiting = v.kind == queue::TicketView::Kind::kQueued ||
+                               v.kind == queue::TicketView::Kind::kProcessing;
+                if (!final && waiting && (s->ticket_first_kind_ < 0 || s->ticket_first_kind_ == kind)) {
+                  // Long-poll: wait for a published change (or the deadline).
+                  s->ticket_first_kind_ = kind;
+                  w->add_ticket_waiter(s->ticket_, s->self_ref_, ex, s->ticket_deadline_ms_);
+                  return;
+                }
+                s->answer_ticket(v);
+              });
+}
+
+void ProxySession::answer_ticket(queue::TicketView& v) {
+  using K = queue::TicketView::Kind;
+  const Config& cfg = *snap_->config;
+  const RouteConfig* rc = nullptr;
+  for (const auto& r : cfg.routes)
+    if (r.name == v.route) rc = &r;
+  switch (v.kind) {
+    case K::kUnavailable:
+      local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError, "Retry-After: 1\r\n");
+      return;
+    case K::kUnknown:
+      local_answer(404, "unknown_ticket", "no such ticket", net::kError);
+      return;
+    case K::kCancelled:
+      answer_ticket_json(410, "{\"ticket\":\"" + ticket_ + "\",\"status\":\"cancelled\"}", {}, {});
+      return;
+    case K::kQueued:
+    case K::kProcessing: {
+      uint64_t now = log::wall_ms();
+      if (v.kind == K::kQueued && rc && now > static_cast<uint64_t>(v.created_ms) &&
+          now - static_cast<uint64_t>(v.created_ms) > rc->queue.max_wait_ms) {
+        // Lazy expiry: nobody dispatched it within max_wait.
+        net::Worker* w = client_->worker();
+        if (w->redis())
+          queue::expire(*w->redis(), w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, now,
+                        rc->queue.ticket_ttl_ms);
+        v.kind = K::kFailed;
+        v.reason = "expired";
+        answer_ticket(v);
+        return;
+      }
+      int64_t ahead = v.kind == K::kQueued ? std::max<int64_t>(0, v.seq - v.taken - 1) : 0;
+      int64_t eta = 0;
+      if (rc) {
+        for (size_t i = 0; i < cfg.routes.size(); i++)
+          if (&cfg.routes[i] == rc && snap_->routes[i].queue) eta = snap_->routes[i].queue->estimate_ms(ahead, rc->rate);
+      }
+      const char* st = v.kind == K::kQueued ? "queued" : "processing";
+      std::string poll = cfg.server.tickets_path + ticket_;
+      std::string body = "{\"ticket\":\"" + ticket_ + "\",\"status\":\"" + st + "\",\"position\":" +
+                         std::to_string(ahead) + ",\"estimated_wait_ms\":" + std::to_string(eta) + ",\"poll\":\"" +
+                         poll + "\"}";
+      std::string etag = "\"" + std::string(st, 1) + std::to_string(ahead) + "-" + std::to_string(eta / 1000) + "\"";
+      int64_t retry = std::clamp<int64_t>((eta + 999) / 1000, 1, 30);
+      answer_ticket_json(202, body, etag, "Retry-After: " + std::to_string(retry) + "\r\n");
+      return;
+    }
+    case K::kDone: {
+      idempotency::StoredResponse stored;
+      if (!idempotency::decode_response(v.response, &stored)) {
+        local_answer(500, "bad_stored_response", "the stored response could not be read", net::kError);
+        return;
+      }
+      std::string etag = "\"d" + idempotency::digest_hex(v.response).substr(0, 16) + "\"";
+      const http::Header* inm = http::find_header(head_.headers, "If-None-Match");
+      bool keep_alive = head_.keep_alive && !client_->worker()->draining();
+      active_ = false;
+      outcome_ = net::kReplayed;
+      if (inm && inm->value == etag) {
+        status_ = 304;
+        std::string out = std::string(head_.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1") +
+                          " 304 Not Modified\r\nETag: " + etag + "\r\nTicket-Status: done\r\nX-Request-Id: " +
+                          request_id_ + "\r\n" + (keep_alive ? "" : "Connection: close\r\n") + "\r\n";
+        client_->respond_raw(out, keep_alive);
+        return;
+      }
+      status_ = stored.status;
+      std::string out;
+      out.reserve(256 + stored.header_lines.size() + stored.body.size());
+      out += head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
+      out += std::to_string(stored.status) + " ";
+      out.append(stored.reason);
+      out += "\r\n";
+      out.append(stored.header_lines);
+      out += "Content-Length: " + std::to_string(stored.body.size()) + "\r\nTicket-Status: done\r\nETag: " + etag +
+             "\r\nX-Request-Id: " + request_id_ + "\r\n";
+      out += keep_alive ? (head_.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
+      out += "\r\n";
+      if (!head_.is_head()) out.append(stored.body);
+      client_->respond_raw(out, keep_alive);
+      return;
+    }
+    case K::kFailed: {
+      int status = v.reason == "timeout" || v.reason == "expired" ? 504 : 502;
+      std::string body = "{\"ticket\":\"" + ticket_ + "\",\"status\":\"failed\",\"reason\":\"";
+      http::append_json_escaped(body, v.reason);
+      body += "\",\"attempts\":" + std::to_string(v.attempts) + "}";
+      outcome_ = net::kError;
+      answer_ticket_json(status, body, {}, "Ticket-Status: failed\r\n");
+      return;
+    }
+  }
+}
+
 void ProxySession::proceed(const std::string& key) {
   buffering_ = false;
-  if (!key.empty() && http::find_header(head_.headers, "Idempotency-Key") == nullptr) {
-    // The shop sees the key whatever source it came from, so it can dedupe too.
-    head_.headers.push_back({"Idempotency-Key", key});
+  if (!key.empty()) {
+    // The shop sees the key the gateway deduplicated on, whatever source it came
+    // from, so it can dedupe the same way.
+    auto& hs = head_.headers;
+    hs.erase(std::remove_if(hs.begin(), hs.end(),
+                            [](const http::Header& h) { return http::iequals(h.name, "Idempotency-Key"); }),
+             hs.end());
+    hs.push_back({"Idempotency-Key", key});
   }
   // The body is whole now: send it with a Content-Length whatever its framing was.
   if (head_.body != http::BodyKind::kNone || !body_buf_.empty()) {
@@ -241,9 +642,12 @@ void ProxySession::replay(std::string_view blob) {
 
 void ProxySession::idem_release() {
   capture_ = false;
+  hold_ = false;
   if (idem_key_.empty()) return;
   net::Worker* w = client_->worker();
-  if (w->redis()) idempotency::release(*w->redis(), w->idem_scripts(), idem_key_, idem_owner_);
+  if (w->redis()) {
+    idempotency::release(*w->redis(), w->idem_scripts(), idem_key_, idem_owner_, w->hold_redis());
+  }
   idem_key_.clear();
 }
 
@@ -399,8 +803,24 @@ bool ProxySession::write_client(const char* data, size_t len, bool last) {
   if (last && framing_ == http::ClientFraming::kChunked)
     bufs[n++] = net::buf_of(http::kLastChunk.data(), http::kLastChunk.size());
   if (n == 0) return true;
+  if (hold_) {
+    // The answer leaves only once Redis holds it: a duplicate sent the moment the
+    // client has its answer must find the record, not a claim in flight.
+    for (unsigned i = 0; i < n; i++) held_.append(bufs[i].base, bufs[i].len);
+    head_out_.clear();
+    return true;
+  }
   bool ok = client_->write(bufs, n);
   head_out_.clear();
+  return ok;
+}
+
+bool ProxySession::flush_held() {
+  hold_ = false;
+  if (held_.empty()) return true;
+  uv_buf_t b = net::buf_of(held_.data(), held_.size());
+  bool ok = client_->write(&b, 1);
+  std::string().swap(held_);
   return ok;
 }
 
@@ -411,6 +831,7 @@ void ProxySession::on_upstream_body(const char* data, size_t len) {
     if (capture_body_.size() + len > cap) {
       capture_overflow_ = true;  // forwarded, but recorded as not replayable
       std::string().swap(capture_body_);
+      if (!flush_held() || !active_) return;
     } else {
       capture_body_.append(data, len);
     }
@@ -427,24 +848,39 @@ void ProxySession::on_upstream_body(const char* data, size_t len) {
 void ProxySession::on_upstream_complete() {
   if (!active_) return;
   if (!write_client(nullptr, 0, true) || !active_) return;
-  if (capture_ && !idem_key_.empty()) {
-    net::Worker* w = client_->worker();
-    if (capture_status_ >= 500) {
-      idem_release();  // a 5xx is not final: a retry may succeed
-    } else if (w->redis()) {
-      uint64_t ttl = snap_->config->routes[static_cast<size_t>(route_)].idempotency.ttl_ms;
-      std::string blob = capture_overflow_ ? std::string()
-                                           : idempotency::encode_response(capture_status_, capture_reason_,
-                                                                          capture_headers_, capture_body_);
-      idempotency::complete(*w->redis(), w->idem_scripts(), idem_key_, idem_owner_, blob, !capture_overflow_, ttl);
-      idem_key_.clear();
-      capture_ = false;
-    }
-  }
   // Reuse the upstream connection only if it saw our whole request.
   UpstreamConn* c = conn_;
   conn_ = nullptr;
   pool_->release(c, body_done_);
+  net::Worker* w = client_->worker();
+  if (capture_ && !idem_key_.empty() && w->redis()) {
+    std::weak_ptr<ProxySession*> weak = self_ref_;
+    uint64_t ex = exchange_;
+    auto hold = w->hold_redis();
+    auto after = [weak, ex, hold] {
+      hold();
+      auto ref = weak.lock();
+      ProxySession* s = ref ? *ref : nullptr;
+      if (!s || s->exchange_ != ex || !s->active_) return;
+      if (!s->flush_held() || !s->active_) return;
+      s->finish(s->client_keep_alive_);
+    };
+    std::string key = std::move(idem_key_);
+    idem_key_.clear();
+    capture_ = false;
+    if (capture_status_ >= 500) {
+      // A 5xx is not final: release the key so a retry may succeed.
+      idempotency::release(*w->redis(), w->idem_scripts(), key, idem_owner_, after);
+    } else {
+      uint64_t ttl = snap_->config->routes[static_cast<size_t>(route_)].idempotency.ttl_ms;
+      std::string blob = capture_overflow_ ? std::string()
+                                           : idempotency::encode_response(capture_status_, capture_reason_,
+                                                                          capture_headers_, capture_body_);
+      idempotency::complete(*w->redis(), w->idem_scripts(), key, idem_owner_, blob, !capture_overflow_, ttl, after);
+    }
+    return;
+  }
+  if (!flush_held() || !active_) return;
   finish(client_keep_alive_);
 }
 

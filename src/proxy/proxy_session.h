@@ -13,6 +13,7 @@
 #include "http/serialize.h"
 #include "idempotency/store.h"
 #include "net/snapshot.h"
+#include "queue/queue_store.h"
 #include "proxy/upstream_pool.h"
 
 namespace fg::proxy {
@@ -27,8 +28,15 @@ class ProxySession final : public UpstreamUser {
 
   // Starts a new exchange for a routed request. `head` is moved in.
   // `extra_headers` ("Name: value\r\n" lines) are added to the client's response.
+  // `park`: the request goes to the route's durable queue (overflow or
+  // store_and_forward) instead of the upstream.
   void start(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route, uint64_t start_ns,
-             std::string request_id, std::string extra_headers);
+             std::string request_id, std::string extra_headers, bool park = false);
+  // GET (or DELETE when `cancel`) of a ticket; `wait_s` > 0 long-polls.
+  void start_ticket(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, uint64_t start_ns,
+                    std::string request_id, std::string ticket, bool cancel, int wait_s);
+  // A long-poll's ticket changed (or its wait ended): answer with the current state.
+  void ticket_changed(uint64_t exchange);
   // Request body bytes (decoded) and the end of the request from the client.
   void body(const char* data, size_t len);
   void body_done();
@@ -66,6 +74,11 @@ class ProxySession final : public UpstreamUser {
 
  private:
   void decide_idempotency();
+  void enqueue();
+  void answer_parked(const std::string& ticket, int64_t ahead);
+  void poll_ticket(bool final);
+  void answer_ticket(struct queue::TicketView& v);
+  void answer_ticket_json(int status, const std::string& body, const std::string& etag, std::string extra);
   void on_claim_result(idempotency::ClaimResult& r);
   void redis_unavailable();
   void proceed(const std::string& key);
@@ -79,6 +92,8 @@ class ProxySession final : public UpstreamUser {
   // Writes response bytes to the client with any held-back head in front, framed for
   // the client (chunk header/trailer), plus the last chunk when `last`.
   bool write_client(const char* data, size_t len, bool last);
+  // Writes what was held back while the answer was being recorded.
+  bool flush_held();
   void fail(int status, const char* code, const char* message);
   void finish(bool keep_alive);
 
@@ -116,11 +131,18 @@ class ProxySession final : public UpstreamUser {
   std::shared_ptr<ProxySession*> self_ref_;  // async Redis callbacks check it is still there
   uint64_t exchange_ = 0;                    // bumped per exchange: stale callbacks are ignored
   bool buffering_ = false;
+  bool park_ = false;            // this exchange ends as a ticket
+  std::string ticket_;           // ticket polls: the ticket id
+  int ticket_wait_s_ = 0;
+  int ticket_first_kind_ = -1;   // long-polls answer once the state differs from this
+  uint64_t ticket_deadline_ms_ = 0;
   std::string body_buf_;
   std::string idem_key_;    // the Redis key; empty when not claimed
   std::string idem_owner_;
   std::string key_for_forward_;  // the key as the client sent it
   bool capture_ = false;
+  bool hold_ = false;            // client output is held until Redis has the record
+  std::string held_;
   bool capture_overflow_ = false;
   int capture_status_ = 0;
   std::string capture_reason_;

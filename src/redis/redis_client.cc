@@ -10,6 +10,12 @@
 //                                           timeouts() + 1, the connection is dropped
 //   command()/eval() while not up           kDisconnected on the next loop turn
 //   NOSCRIPT from EVALSHA                   SCRIPT LOAD and one retry, same deadline
+//   subscriber: (P)SUBSCRIBE not confirmed  timeouts() + 1, the connection is dropped and
+//   within the command timeout              re-established with backoff, then subscribes
+//                                           again (messages themselves have no deadline)
+//   subscriber: (P)SUBSCRIBE refused (ACL)  dropped and retried; the backoff is only reset
+//                                           once the channels are confirmed
+//   command()/eval() on a subscriber        kDisconnected on the next loop turn
 //   ~Client before on_closed ran            abort (the loop would point at freed memory)
 //
 // The connection only counts as up once the server has answered the handshake (AUTH,
@@ -20,9 +26,19 @@
 // Freeing a hiredis context from inside one of its callbacks is undefined, so every
 // free goes through detach_context(): it frees at once when no hiredis function is on
 // the stack, and otherwise parks the context until the outermost one returns.
+//
+// Subscriber mode: (P)SUBSCRIBE is sent once per connection, after the handshake. hiredis
+// keeps that callback in its channel table and runs it for the confirmations and every
+// message, then once per channel with NULL when the context is freed. Its privdata is
+// unused (no allocation to own): the callback finds the client through ac->data and
+// ignores every call that is not for the current context, such as messages still
+// buffered in a context that is being dropped, or the NULL calls of a freed one.
 #include "redis/redis_client.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
@@ -378,6 +394,7 @@ struct Client::Impl {
     }
     closed_ = true;
     state_ = State::kClosed;
+    sub_ = Sub::kNone;
     on_closed_ = std::move(on_closed);
     abandon_resolve();
     detach_context();
@@ -403,6 +420,10 @@ struct Client::Impl {
     if (doomed_ && depth_ == 0) free_doomed();
     if (live_watches_ > 0 || live_resolves_ > 0) return;
     finished_ = true;
+    // Whatever the subscriber callbacks captured is released here, never while one of
+    // them runs (this is only reached from loop callbacks).
+    on_message_ = nullptr;
+    on_resubscribed_ = nullptr;
     std::function<void()> cb = std::move(on_closed_);
     if (cb) cb();
   }
@@ -629,9 +650,10 @@ struct Client::Impl {
     lose_connection(Failure::kDisconnected, why);
   }
 
-  void poll_failed() {
+  void poll_failed(const char* why = "poll failed") {
     // Called from an ev hook, possibly inside command(): never fail callers here.
     io_failed_ = true;
+    io_failed_why_ = why;
     uv_idle_start(&sweep_, on_sweep);
   }
 
@@ -700,10 +722,15 @@ struct Client::Impl {
   void went_up() {
     uv_timer_stop(&conn_timer_);
     state_ = State::kUp;
-    backoff_ = std::max<uint64_t>(opt_.backoff_min_ms, 1);
+    // A subscriber only counts as recovered once its channels are confirmed: a server
+    // that refuses them (an ACL) must not be retried at the minimum backoff forever.
+    if (!subscriber_ || channels_.empty()) backoff_ = std::max<uint64_t>(opt_.backoff_min_ms, 1);
     failure_logged_ = false;
     log::event("info", "redis_up", [&](log::Line& l) { l.str("client", opt_.name).str("endpoint", where_); });
     if (opt_.on_state) opt_.on_state(true);
+    // Nothing else can be on the wire after the handshake: a subscriber sends no
+    // commands (or subscribe() was called from on_state and has already sent it).
+    if (!closed_ && state_ == State::kUp) send_subscribe();
   }
 
   // The connection (or the attempt) is over: fail the callers in flight, report the
@@ -715,6 +742,7 @@ struct Client::Impl {
     abandon_resolve();
     detach_context();
     state_ = State::kBackoff;
+    sub_ = Sub::kNone;
     if (was_up) {
       log::event("warn", "redis_down", [&](log::Line& l) {
         l.str("client", opt_.name).str("endpoint", where_).str("reason", why);
@@ -757,7 +785,119 @@ struct Client::Impl {
     if (self->state_ == State::kResolving || self->state_ == State::kConnecting ||
         self->state_ == State::kHandshake) {
       self->lose_connection(Failure::kDisconnected, "connect timeout");
+      return;
     }
+    if (self->state_ == State::kUp && self->sub_ == Sub::kPending) {
+      ++self->owner_->timeouts_;
+      self->lose_connection(Failure::kTimeout, "subscribe timeout");
+    }
+  }
+
+  // ---- subscriber mode -------------------------------------------------------
+
+  void subscribe(bool pattern, std::vector<std::string> channels,
+                 std::function<void(std::string_view, std::string_view)> on_message,
+                 std::function<void()> on_resubscribed) {
+    if (closed_) return;
+    if (subscriber_) {
+      log::event("warn", "redis_subscribe_ignored", [&](log::Line& l) {
+        l.str("client", opt_.name).str("reason", "already a subscriber");
+      });
+      return;
+    }
+    // hiredis keys its callback table by name: a duplicate would replace the entry
+    // and the confirmation count would never reach zero.
+    std::sort(channels.begin(), channels.end());
+    channels.erase(std::unique(channels.begin(), channels.end()), channels.end());
+    subscriber_ = true;
+    pattern_ = pattern;
+    channels_ = std::move(channels);
+    on_message_ = std::move(on_message);
+    on_resubscribed_ = std::move(on_resubscribed);
+    // While up this sends at once; otherwise went_up() does after the next handshake.
+    if (state_ == State::kUp) send_subscribe();
+  }
+
+  // Sends (P)SUBSCRIBE on the current connection, once, and arms the confirmation
+  // deadline. Never calls back into the caller: a failure is handled on the next turn.
+  void send_subscribe() {
+    if (!subscriber_ || closed_ || state_ != State::kUp || ac_ == nullptr || sub_ != Sub::kNone) return;
+    if (channels_.empty()) return;
+    if (!opt_.endpoint.unix_socket) enable_keepalive(ac_->c.fd);
+    Argv a;
+    a.add(pattern_ ? "PSUBSCRIBE" : "SUBSCRIBE");
+    for (const std::string& c : channels_) a.add(c);
+    enter();
+    int rc = redisAsyncCommandArgv(ac_, on_subscribe_reply, nullptr, a.argc(), a.argv(), a.lens());
+    leave();
+    if (rc != REDIS_OK) {
+      poll_failed("cannot queue SUBSCRIBE");
+      return;
+    }
+    sub_ = Sub::kPending;
+    sub_left_ = channels_.size();
+    uv_timer_start(&conn_timer_, on_conn_timer, opt_.command_timeout_ms, 0);
+  }
+
+  // A subscriber only ever reads, so a peer that vanished without a FIN or RST (host
+  // down, a NAT or firewall dropping the flow) would go unnoticed for good without
+  // keepalive probes. Best effort: failing to set them costs only that detection.
+  static void enable_keepalive(int fd) {
+    int on = 1;
+    if (::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) != 0) return;
+#if defined(TCP_KEEPIDLE) && defined(TCP_KEEPINTVL) && defined(TCP_KEEPCNT)
+    int idle = 15;
+    int interval = 5;
+    int count = 3;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+#endif
+  }
+
+  static bool is_str(const redisReply* r) { return r != nullptr && r->type == REDIS_REPLY_STRING; }
+  static std::string_view view(const redisReply* r) { return std::string_view(r->str, r->len); }
+
+  // Runs for each confirmation ["subscribe", channel, count] / ["psubscribe", ...], each
+  // message ["message", channel, payload] / ["pmessage", pattern, channel, payload],
+  // and with NULL (ignored) when the context is freed.
+  static void on_subscribe_reply(redisAsyncContext* ac, void* r, void*) {
+    Impl* self = static_cast<Impl*>(ac->data);
+    if (r == nullptr || ac != self->ac_ || self->closed_ || self->state_ != State::kUp) return;
+    const redisReply* reply = static_cast<const redisReply*>(r);
+    if (reply->type == REDIS_REPLY_ERROR) {
+      // hiredis 0.14 drops the connection itself on an error in subscribe mode (e.g. an
+      // ACL denying the channel); should one reach us anyway, the outcome is the same.
+      std::string why = "SUBSCRIBE failed: ";
+      why.append(reply->str, reply->len);
+      self->lose_connection(Failure::kDisconnected, why);
+      return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 || !is_str(reply->element[0])) return;
+    std::string_view kind = view(reply->element[0]);
+    if (kind == "message" && reply->elements == 3) {
+      if (is_str(reply->element[1]) && is_str(reply->element[2])) {
+        self->deliver(view(reply->element[1]), view(reply->element[2]));
+      }
+      return;
+    }
+    if (kind == "pmessage" && reply->elements == 4) {
+      if (is_str(reply->element[2]) && is_str(reply->element[3])) {
+        self->deliver(view(reply->element[2]), view(reply->element[3]));
+      }
+      return;
+    }
+    if ((kind == "subscribe" || kind == "psubscribe") && self->sub_ == Sub::kPending) {
+      if (--self->sub_left_ > 0) return;
+      self->sub_ = Sub::kActive;
+      uv_timer_stop(&self->conn_timer_);
+      self->backoff_ = std::max<uint64_t>(self->opt_.backoff_min_ms, 1);
+      if (self->on_resubscribed_) self->on_resubscribed_();
+    }
+  }
+
+  void deliver(std::string_view channel, std::string_view payload) {
+    if (on_message_) on_message_(channel, payload);
   }
 
   // ---- commands --------------------------------------------------------------
@@ -770,7 +910,9 @@ struct Client::Impl {
   }
 
   void submit(Op* op, bool (Impl::*send_first)(Op*)) {
-    if (state_ != State::kUp || ac_ == nullptr) {
+    // A connection in subscribe mode only accepts (P)(UN)SUBSCRIBE, PING and QUIT, and
+    // hiredis 0.14 cannot match other replies there.
+    if (subscriber_ || state_ != State::kUp || ac_ == nullptr) {
       fail_later(op);
       return;
     }
@@ -939,7 +1081,7 @@ struct Client::Impl {
     Impl* self = static_cast<Impl*>(h->data);
     if (self->io_failed_) {
       self->io_failed_ = false;
-      if (self->ac_) self->lose_connection(Failure::kDisconnected, "poll failed");
+      if (self->ac_) self->lose_connection(Failure::kDisconnected, self->io_failed_why_);
       if (self->closed_) return;
     }
     // Only the ops queued before this turn: a caller that retries from its callback
@@ -963,6 +1105,7 @@ struct Client::Impl {
   bool finished_ = false;
   bool failure_logged_ = false;
   bool io_failed_ = false;
+  const char* io_failed_why_ = "poll failed";
   int depth_ = 0;
   int handshake_left_ = 0;
   int open_handles_ = 0;
@@ -981,6 +1124,16 @@ struct Client::Impl {
   List<Op> failed_;
   List<Op> sweeping_;
   std::function<void()> on_closed_;
+
+  // Subscriber mode (see Client::subscribe).
+  enum class Sub { kNone, kPending, kActive };  // on the current connection
+  bool subscriber_ = false;
+  bool pattern_ = false;
+  Sub sub_ = Sub::kNone;
+  size_t sub_left_ = 0;  // confirmations still expected
+  std::vector<std::string> channels_;
+  std::function<void(std::string_view, std::string_view)> on_message_;
+  std::function<void()> on_resubscribed_;
 };
 
 // ---------------------------------------------------------------------------------
@@ -1004,6 +1157,22 @@ void Client::start() { impl_->start(); }
 void Client::close(std::function<void()> on_closed) { impl_->close(std::move(on_closed)); }
 
 bool Client::connected() const { return impl_->state_ == Impl::State::kUp; }
+
+void Client::subscribe(std::vector<std::string> channels,
+                       std::function<void(std::string_view channel, std::string_view payload)> on_message,
+                       std::function<void()> on_resubscribed) {
+  impl_->subscribe(false, std::move(channels), std::move(on_message), std::move(on_resubscribed));
+}
+
+void Client::psubscribe(std::vector<std::string> patterns,
+                        std::function<void(std::string_view channel, std::string_view payload)> on_message,
+                        std::function<void()> on_resubscribed) {
+  impl_->subscribe(true, std::move(patterns), std::move(on_message), std::move(on_resubscribed));
+}
+
+bool Client::subscribed() const {
+  return impl_->state_ == Impl::State::kUp && impl_->sub_ == Impl::Sub::kActive;
+}
 
 void Client::command(std::vector<std::string> argv, Callback cb) {
   if (impl_->closed_) {

@@ -90,6 +90,41 @@ class Client {
   // EVALSHA script numkeys keys... args...; loads the script when needed.
   void eval(Script* script, std::vector<std::string> keys, std::vector<std::string> args, Callback cb);
 
+  // Subscriber mode: this client is dedicated to SUBSCRIBE (a connection in subscribe
+  // mode cannot run other commands). `on_message(channel, payload)` runs on the loop for
+  // every message on any of `channels`; after every (re)connect the client subscribes
+  // again by itself, and `on_resubscribed()` (optional) runs once the subscription is
+  // active again, so callers can re-check state they may have missed while disconnected.
+  //
+  // - Call it once per client, before or after start(); later calls (and calls after
+  //   close()) are ignored. Duplicate channels are subscribed once. An empty list still
+  //   makes the client a subscriber but subscribes to nothing (on_resubscribed never
+  //   runs then).
+  // - on_resubscribed also runs for the first subscription, so "subscribe, then read
+  //   the current state from on_resubscribed" never misses a change.
+  // - From then on command() and eval() fail with kDisconnected (on the next loop turn);
+  //   commands already in flight when it is called are still answered. Publish from
+  //   another client: command({"PUBLISH", channel, payload}).
+  // - Only the confirmation is timed: when not all channels are confirmed within
+  //   command_timeout_ms the connection counts as timed out (timeouts() + 1) and is
+  //   re-established with backoff. Messages may arrive at any time and have no
+  //   deadline; a lost connection (EOF, reset, TCP keepalive failure) reconnects with
+  //   the usual backoff and subscribes again.
+  // - The string_views are only valid during the call. Neither callback runs after
+  //   close(), and both are released before on_closed runs. close() may be called from
+  //   inside either of them.
+  void subscribe(std::vector<std::string> channels,
+                 std::function<void(std::string_view channel, std::string_view payload)> on_message,
+                 std::function<void()> on_resubscribed = nullptr);
+  // The same with PSUBSCRIBE glob patterns ("tickets:*"); `channel` is the channel the
+  // message was published on (not the pattern). A client is either a subscribe() or a
+  // psubscribe() client: the first of the two calls wins.
+  void psubscribe(std::vector<std::string> patterns,
+                  std::function<void(std::string_view channel, std::string_view payload)> on_message,
+                  std::function<void()> on_resubscribed = nullptr);
+  // True while every channel (or pattern) of a subscriber is confirmed by the server.
+  bool subscribed() const;
+
   // Counters for metrics/tests.
   uint64_t timeouts() const { return timeouts_; }
   uint64_t reconnects() const { return reconnects_; }

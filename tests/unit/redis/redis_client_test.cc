@@ -692,3 +692,344 @@ TEST_CASE("close from inside a reply callback and while connecting", "[redis]") 
   sc.reset();
   REQUIRE(h.shutdown());
 }
+
+// ---------------------------------------------------------------------------------
+// Publish/subscribe
+
+namespace {
+
+// What a subscriber saw, in order.
+struct Inbox {
+  std::vector<std::pair<std::string, std::string>> messages;
+  int resubscribed = 0;
+
+  std::function<void(std::string_view, std::string_view)> on_message() {
+    return [this](std::string_view ch, std::string_view payload) {
+      messages.emplace_back(std::string(ch), std::string(payload));
+    };
+  }
+  std::function<void()> on_resubscribed() {
+    return [this] { ++resubscribed; };
+  }
+};
+
+int64_t publish(Harness& h, Conn& pub, const std::string& channel, const std::string& payload) {
+  auto r = exec(h, pub, {"PUBLISH", channel, payload});
+  INFO("PUBLISH " << channel);
+  REQUIRE(r->calls == 1);
+  REQUIRE(r->failure == Failure::kNone);
+  REQUIRE(r->reply.type == Reply::Type::kInteger);
+  return r->reply.integer;
+}
+
+}  // namespace
+
+TEST_CASE("a subscriber receives messages published by another client", "[redis][pubsub]") {
+  RedisServer srv;
+  REQUIRE_SERVER(srv);
+  Harness h;
+  Client::Options so = options_for(srv.url());
+  so.command_timeout_ms = 100;  // messages have no deadline; only the confirmation has
+  Conn& sub = h.add(so);
+  Conn& psub = h.add(so);
+  Conn& pub = h.add(options_for(srv.url()));
+
+  // Subscribed before start(); the duplicate is subscribed once.
+  const std::string bin_channel("t\0ck\r\n\xff", 7);
+  Inbox in;
+  sub.client->subscribe({"tickets:1", bin_channel, "tickets:3", "tickets:1"}, in.on_message(), in.on_resubscribed());
+  CHECK_FALSE(sub.client->subscribed());
+  sub.client->start();
+  psub.client->start();
+  pub.client->start();
+  REQUIRE(h.run_until([&] { return in.resubscribed == 1 && psub.up && pub.up; }, 3000));
+  CHECK(sub.client->subscribed());
+  CHECK_FALSE(psub.client->subscribed());
+  CHECK_FALSE(pub.client->subscribed());
+
+  // Subscribed after start(), while up, by pattern.
+  Inbox pin;
+  psub.client->psubscribe({"tickets:*"}, pin.on_message(), pin.on_resubscribed());
+  REQUIRE(h.run_until([&] { return pin.resubscribed == 1; }, 3000));
+  CHECK(psub.client->subscribed());
+
+  // Idle for several command timeouts: nothing times out, nothing reconnects.
+  h.run_for(350);
+  CHECK(sub.client->timeouts() == 0);
+  CHECK(sub.client->reconnects() == 0);
+  CHECK(psub.client->timeouts() == 0);
+  CHECK(sub.client->subscribed());
+
+  std::string small("a\0b\r\n$3\r\n\xff\x00", 12);
+  std::string big(100 * 1024, '\0');
+  std::mt19937 rng(11);
+  for (char& ch : big) ch = static_cast<char>(rng());
+  CHECK(publish(h, pub, "tickets:1", "first") == 2);
+  CHECK(publish(h, pub, bin_channel, small) == 1);
+  CHECK(publish(h, pub, "tickets:3", big) == 2);
+  CHECK(publish(h, pub, "tickets:2", "only the pattern") == 1);
+  CHECK(publish(h, pub, "elsewhere", "nobody") == 0);
+  CHECK(publish(h, pub, "tickets:1", "") == 2);
+  REQUIRE(h.run_until([&] { return in.messages.size() == 4 && pin.messages.size() == 4; }, 3000));
+  h.run_for(30);
+
+  REQUIRE(in.messages.size() == 4);
+  CHECK(in.messages[0] == std::make_pair(std::string("tickets:1"), std::string("first")));
+  CHECK(in.messages[1].first == bin_channel);
+  CHECK(in.messages[1].second == small);
+  CHECK(in.messages[2].first == "tickets:3");
+  CHECK(in.messages[2].second.size() == big.size());
+  CHECK(in.messages[2].second == big);
+  CHECK(in.messages[3] == std::make_pair(std::string("tickets:1"), std::string()));
+  REQUIRE(pin.messages.size() == 4);
+  CHECK(pin.messages[0].first == "tickets:1");
+  CHECK(pin.messages[1].first == "tickets:3");
+  CHECK(pin.messages[1].second == big);
+  CHECK(pin.messages[2] == std::make_pair(std::string("tickets:2"), std::string("only the pattern")));
+  CHECK(pin.messages[3].first == "tickets:1");
+  CHECK(in.resubscribed == 1);
+  CHECK(pin.resubscribed == 1);
+
+  // A second subscribe() is ignored.
+  Inbox other;
+  sub.client->subscribe({"tickets:9"}, other.on_message(), other.on_resubscribed());
+  CHECK(publish(h, pub, "tickets:9", "x") == 1);  // the pattern subscriber only
+  h.run_for(30);
+  CHECK(other.messages.empty());
+  CHECK(other.resubscribed == 0);
+  CHECK(sub.client->timeouts() == 0);
+  REQUIRE(h.shutdown());
+}
+
+TEST_CASE("a subscriber survives a server restart and subscribes again", "[redis][pubsub]") {
+  RedisServer srv;
+  REQUIRE_SERVER(srv);
+  Harness h;
+  Conn& sub = h.add(options_for(srv.url()));
+  Conn& pub = h.add(options_for(srv.url()));
+  Inbox in;
+  sub.client->start();
+  pub.client->start();
+  sub.client->subscribe({"wake:a", "wake:b"}, in.on_message(), in.on_resubscribed());
+  REQUIRE(h.run_until([&] { return in.resubscribed == 1 && pub.up; }, 3000));
+  CHECK(publish(h, pub, "wake:a", "before") == 1);
+  REQUIRE(h.run_until([&] { return in.messages.size() == 1; }, 3000));
+
+  REQUIRE(srv.kill());
+  REQUIRE(h.run_until([&] { return sub.downs == 1 && pub.downs == 1; }, 2000));
+  CHECK_FALSE(sub.client->subscribed());
+  CHECK_FALSE(sub.client->connected());
+  h.run_for(200);  // a few refused attempts
+  CHECK(in.resubscribed == 1);
+
+  REQUIRE(srv.restart());
+  REQUIRE(h.run_until([&] { return in.resubscribed == 2 && pub.up; }, 5000));
+  CHECK(sub.client->subscribed());
+  CHECK(sub.ups == 2);
+  CHECK(sub.client->reconnects() >= 1);
+  CHECK(sub.client->timeouts() == 0);
+  CHECK(publish(h, pub, "wake:b", "after") == 1);
+  CHECK(publish(h, pub, "wake:a", "again") == 1);
+  REQUIRE(h.run_until([&] { return in.messages.size() == 3; }, 3000));
+  CHECK(in.messages[0].second == "before");
+  CHECK(in.messages[1] == std::make_pair(std::string("wake:b"), std::string("after")));
+  CHECK(in.messages[2] == std::make_pair(std::string("wake:a"), std::string("again")));
+  h.run_for(20);
+  CHECK(in.messages.size() == 3);
+  CHECK(in.resubscribed == 2);
+  REQUIRE(h.shutdown());
+}
+
+TEST_CASE("an unconfirmed SUBSCRIBE times out and is sent again after reconnecting", "[redis][pubsub]") {
+  RedisServer srv;
+  REQUIRE_SERVER(srv);
+  Harness h;
+  Client::Options so = options_for(srv.url());
+  so.command_timeout_ms = 100;
+  so.connect_timeout_ms = 200;
+  Conn& sub = h.add(so);
+  Conn& pub = h.add(options_for(srv.url()));
+  sub.client->start();
+  pub.client->start();
+  REQUIRE(h.run_until([&] { return sub.up && pub.up; }, 3000));
+
+  // Up but stopped: the confirmation never comes.
+  REQUIRE(srv.pause());
+  Inbox in;
+  uint64_t t0 = now_ms();
+  sub.client->subscribe({"late"}, in.on_message(), in.on_resubscribed());
+  REQUIRE(h.run_until([&] { return sub.downs == 1; }, 2000));
+  CHECK(now_ms() - t0 >= 95);
+  CHECK(now_ms() - t0 <= 250);
+  CHECK(sub.client->timeouts() == 1);
+  CHECK(in.resubscribed == 0);
+  CHECK_FALSE(sub.client->subscribed());
+
+  REQUIRE(srv.resume());
+  REQUIRE(h.run_until([&] { return in.resubscribed == 1 && pub.up; }, 5000));
+  CHECK(sub.client->subscribed());
+  CHECK(sub.client->timeouts() == 1);
+  CHECK(publish(h, pub, "late", "made it") == 1);
+  REQUIRE(h.run_until([&] { return in.messages.size() == 1; }, 3000));
+  CHECK(in.messages[0].second == "made it");
+  REQUIRE(h.shutdown());
+}
+
+TEST_CASE("a SUBSCRIBE refused by an ACL is retried until it is allowed", "[redis][pubsub]") {
+  RedisServer srv;
+  REQUIRE_SERVER(srv);
+  Harness h;
+  Client::Options so = options_for(srv.url());
+  so.command_timeout_ms = 100;
+  Conn& sub = h.add(so);
+  Conn& admin = h.add(options_for(srv.url()));
+  admin.client->start();
+  REQUIRE(h.run_until([&] { return admin.up; }, 3000));
+  CHECK(is_status(exec(h, admin, {"ACL", "SETUSER", "default", "resetchannels"})->reply, "OK"));
+
+  Inbox in;
+  sub.client->subscribe({"guarded"}, in.on_message(), in.on_resubscribed());
+  sub.client->start();
+  REQUIRE(h.run_until([&] { return sub.downs >= 2; }, 3000));
+  CHECK(in.resubscribed == 0);
+  CHECK_FALSE(sub.client->subscribed());
+  // The backoff keeps growing although every attempt gets through the handshake: with
+  // 20..200 ms it allows about 10 attempts in 600 ms, staying at 20 ms about 50.
+  int downs = sub.downs;
+  h.run_for(600);
+  CHECK(sub.downs - downs < 25);
+  CHECK(in.resubscribed == 0);
+
+  CHECK(is_status(exec(h, admin, {"ACL", "SETUSER", "default", "allchannels"})->reply, "OK"));
+  REQUIRE(h.run_until([&] { return in.resubscribed == 1; }, 3000));
+  CHECK(publish(h, admin, "guarded", "open") == 1);
+  REQUIRE(h.run_until([&] { return in.messages.size() == 1; }, 3000));
+  REQUIRE(h.shutdown());
+}
+
+TEST_CASE("closing a subscriber is clean", "[redis][pubsub]") {
+  RedisServer srv;
+  REQUIRE_SERVER(srv);
+  Harness h;
+  Conn& pub = h.add(options_for(srv.url()));
+  pub.client->start();
+  REQUIRE(h.run_until([&] { return pub.up; }, 3000));
+
+  SECTION("from inside on_message, with more messages already buffered") {
+    Client::Options so = options_for(srv.url());
+    Client* self = nullptr;
+    int received = 0;
+    int resubscribed = 0;
+    int closed = 0;
+    auto token = std::make_shared<int>(0);
+    long token_uses_at_close = -1;
+    std::weak_ptr<int> weak = token;
+    auto sc = std::make_unique<Client>(&h.loop, so);
+    self = sc.get();
+    self->subscribe(
+        {"burst"},
+        [&, token](std::string_view, std::string_view) {
+          if (++received == 10) {
+            self->close([&] {
+              ++closed;
+              token_uses_at_close = weak.use_count();
+            });
+          }
+        },
+        [&] { ++resubscribed; });
+    token.reset();
+    self->start();
+    REQUIRE(h.run_until([&] { return resubscribed == 1; }, 3000));
+    // A pipeline: the subscriber reads many messages in one go.
+    int answered = 0;
+    for (int i = 0; i < 100; ++i) {
+      pub.client->command({"PUBLISH", "burst", std::to_string(i)}, [&](Failure, Reply&) { ++answered; });
+    }
+    REQUIRE(h.run_until([&] { return closed == 1 && answered == 100; }, 3000));
+    h.run_for(30);
+    CHECK(received == 10);
+    CHECK(resubscribed == 1);
+    CHECK(closed == 1);
+    CHECK(token_uses_at_close == 0);  // the handlers were released before on_closed
+    CHECK_FALSE(self->subscribed());
+    sc.reset();
+  }
+
+  SECTION("with messages in flight, and with the confirmation pending") {
+    Inbox in;
+    Conn& sub = h.add(options_for(srv.url()));
+    sub.client->subscribe({"ch"}, in.on_message(), in.on_resubscribed());
+    sub.client->start();
+    REQUIRE(h.run_until([&] { return in.resubscribed == 1; }, 3000));
+    int answered = 0;
+    for (int i = 0; i < 20; ++i) {
+      pub.client->command({"PUBLISH", "ch", "m"}, [&](Failure, Reply&) { ++answered; });
+    }
+    REQUIRE(h.run_until([&] { return answered == 20; }, 3000));
+    // Published and not yet read by the subscriber (same loop: nothing ran since).
+    size_t seen = in.messages.size();
+    int closed = 0;
+    sub.client->close([&] { ++closed; });
+    REQUIRE(h.run_until([&] { return closed == 1; }, 3000));
+    h.run_for(30);
+    CHECK(in.messages.size() == seen);
+    CHECK(in.resubscribed == 1);
+
+    // Closed once up, while its SUBSCRIBE is unanswered.
+    Inbox in2;
+    Conn& sub2 = h.add(options_for(srv.url()));
+    sub2.client->subscribe({"ch"}, in2.on_message(), in2.on_resubscribed());
+    sub2.client->start();
+    REQUIRE(h.run_until([&] { return sub2.up; }, 3000));
+    sub2.client->close();
+    CHECK_FALSE(sub2.client->subscribed());
+    CHECK(publish(h, pub, "ch", "late") == 0);
+    h.run_for(30);
+    CHECK(in2.resubscribed == 0);
+    CHECK(in2.messages.empty());
+    // subscribe() after close() does nothing.
+    sub2.client->subscribe({"ch"}, in2.on_message(), in2.on_resubscribed());
+    h.run_for(20);
+    CHECK(in2.resubscribed == 0);
+  }
+  REQUIRE(h.shutdown());
+}
+
+TEST_CASE("command() and eval() on a subscriber fail with kDisconnected", "[redis][pubsub]") {
+  RedisServer srv;
+  REQUIRE_SERVER(srv);
+  Harness h;
+  Conn& sub = h.add(options_for(srv.url()));
+  Inbox in;
+  sub.client->subscribe({"ch"}, in.on_message(), in.on_resubscribed());
+  sub.client->start();
+  REQUIRE(h.run_until([&] { return in.resubscribed == 1; }, 3000));
+
+  bool returned = false;
+  bool reentrant = false;
+  auto cmd = std::make_shared<Outcome>();
+  auto pub = std::make_shared<Outcome>();
+  auto ev = std::make_shared<Outcome>();
+  Script script{"return 1", ""};
+  sub.client->command({"GET", "k"}, [&, cmd](Failure f, Reply& r) {
+    reentrant = !returned;
+    record(cmd)(f, r);
+  });
+  sub.client->command({"PUBLISH", "ch", "self"}, record(pub));
+  sub.client->eval(&script, {}, {}, record(ev));
+  returned = true;
+  CHECK(cmd->calls == 0);
+  REQUIRE(h.run_until([&] { return cmd->calls && pub->calls && ev->calls; }, 1000));
+  CHECK_FALSE(reentrant);
+  CHECK(cmd->failure == Failure::kDisconnected);
+  CHECK(pub->failure == Failure::kDisconnected);
+  CHECK(ev->failure == Failure::kDisconnected);
+  CHECK(script.sha.empty());
+  // The subscription is unaffected.
+  h.run_for(20);
+  CHECK(sub.client->subscribed());
+  CHECK(sub.downs == 0);
+  CHECK(in.messages.empty());
+  CHECK(cmd->calls == 1);
+  REQUIRE(h.shutdown());
+}

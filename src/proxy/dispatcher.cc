@@ -1,0 +1,642 @@
+// Dispatch of parked tickets, deliveries with retries, reclaim and failure webhooks.
+#include "proxy/dispatcher.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include "core/log.h"
+#include "http/serialize.h"
+#include "idempotency/store.h"
+#include "net/stream_write.h"
+#include "net/worker.h"
+#include "proxy/upstream_pool.h"
+
+namespace fg::proxy {
+namespace {
+
+constexpr uint64_t kIdlePollMs = 50;       // read again this soon when the queue looked empty
+constexpr uint64_t kSampleMs = 1000;       // depth and dispatch-rate sampling
+constexpr size_t kMaxStoredResponse = 4 * 1024 * 1024;
+constexpr int kWebhookAttempts = 4;
+
+uv_timer_t* new_timer(uv_loop_t* loop, void* data) {
+  auto* t = new uv_timer_t;
+  uv_timer_init(loop, t);
+  t->data = data;
+  return t;
+}
+
+void close_timer(uv_timer_t* t) {
+  uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+}
+
+double uniform01() {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  http::append_json_escaped(out, s);
+  return out;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ Delivery
+
+// One ticket on its way to the shop: budget token, start script, HTTP exchange,
+// retries, final state. Owned by its Dispatcher; deletes itself through delivery_done().
+class Delivery final : public UpstreamUser {
+ public:
+  Delivery(Dispatcher* d, std::string entry, std::string ticket, bool reclaimed)
+      : d_(d), entry_(std::move(entry)), ticket_(std::move(ticket)), reclaimed_(reclaimed) {
+    timer_ = new_timer(d_->worker()->loop(), this);
+    snap_ = d_->worker()->snapshot();
+  }
+  ~Delivery() override { close_timer(timer_); }
+
+  void begin() { wait_budget(); }
+
+  // The worker is stopping: give up waiting; the entry stays pending in Redis and is
+  // reclaimed later (by this instance after a restart, or by another one).
+  void abandon() {
+    uv_timer_stop(timer_);
+    if (conn_) {
+      UpstreamConn* c = conn_;
+      conn_ = nullptr;
+      c->pool()->release(c, false);
+    }
+    d_->delivery_done(this);
+  }
+
+  bool sending() const { return conn_ != nullptr; }
+  const std::string& entry() const { return entry_; }
+
+ private:
+  const RouteConfig* route() const { return d_->route_config(); }
+
+  void wait_budget() {
+    const RouteConfig* rc = route();
+    int idx = d_->route_index();
+    if (rc == nullptr || idx < 0) {
+      abandon();
+      return;
+    }
+    const auto& rt = d_->worker()->snapshot()->routes[static_cast<size_t>(idx)];
+    if (rt.budget) {
+      admission::Decision dec = rt.budget->try_acquire(net::mono_ns());
+      if (!dec.admitted) {
+        uint64_t ms = dec.retry_after_ns / 1000000 + 1;
+        uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->wait_budget(); }, ms, 0);
+        return;
+      }
+    }
+    if (started_) {
+      send();
+      return;
+    }
+    redis::Client* redis = d_->worker()->redis();
+    if (redis == nullptr || !redis->connected()) {
+      abandon();  // stays pending; reclaimed when Redis is back
+      return;
+    }
+    queue::Keys keys{d_->worker()->config().redis.prefix};
+    uint64_t now = log::wall_ms();
+    queue::start(*redis, d_->worker()->queue_scripts(), keys, d_->route(), entry_, ticket_, now, rc->queue.max_wait_ms,
+                 [this](queue::Delivery& del) { on_started(del); });
+  }
+
+  void on_started(queue::Delivery& del) {
+    const RouteConfig* rc = route();
+    auto& reg = metrics::Registry::get();
+    int wid = d_->worker()->id();
+    int idx = d_->route_index();
+    if (rc == nullptr || idx < 0) {
+      abandon();
+      return;
+    }
+    const auto& rt = d_->worker()->snapshot()->routes[static_cast<size_t>(idx)];
+    switch (del.kind) {
+      case queue::Delivery::Kind::kUnavailable:
+        abandon();
+        return;
+      case queue::Delivery::Kind::kSkip:
+        d_->delivery_done(this);
+        return;
+      case queue::Delivery::Kind::kExpired:
+        reg.add(wid, rt.tickets[net::kTicketExpired]);
+        webhook("expired", 0);
+        d_->delivery_done(this);
+        return;
+      case queue::Delivery::Kind::kGo:
+        break;
+    }
+    started_ = true;
+    del_ = std::move(del);
+    if (reclaimed_) reg.add(wid, rt.tickets[net::kTicketReclaimed]);
+    uint64_t now = log::wall_ms();
+    if (del_.attempts <= 1 && now >= static_cast<uint64_t>(del_.created_ms)) {
+      reg.observe(wid, rt.ticket_wait, static_cast<double>(now - static_cast<uint64_t>(del_.created_ms)) / 1000.0);
+    }
+    send();
+  }
+
+  void send() {
+    const RouteConfig* rc = route();
+    if (rc == nullptr) {
+      abandon();
+      return;
+    }
+    snap_ = d_->worker()->snapshot();
+    upstream_index_ = rc->upstream_index;
+    pool_ = &d_->worker()->pool(upstream_index_);
+    tried_.assign(pool_->server_count(), false);
+    status_ = 0;
+    resp_headers_.clear();
+    resp_body_.clear();
+    retry_after_ms_ = 0;
+    connect();
+  }
+
+  void connect() {
+    UpstreamConn* c = nullptr;
+    auto r = pool_->acquire(this, tried_, &c);
+    if (r == UpstreamPool::Acquire::kBusy || r == UpstreamPool::Acquire::kNoServer) {
+      outcome(UpstreamError::kConnect, "connect");
+      return;
+    }
+    conn_ = c;
+    if (r == UpstreamPool::Acquire::kReady) write_request();
+  }
+
+  void write_request() {
+    const UpstreamConfig& up = snap_->config->upstreams[upstream_index_];
+    uv_buf_t bufs[2] = {net::buf_of(del_.header_lines.data(), del_.header_lines.size()),
+                        net::buf_of(del_.body.data(), del_.body.size())};
+    conn_->expect_response(del_.method == "HEAD", up.timeout_ms);
+    conn_->write(bufs, del_.body.empty() ? 1 : 2);
+  }
+
+  // UpstreamUser
+  void on_upstream_connected(UpstreamConn* c) override {
+    if (c == conn_) write_request();
+  }
+  void on_upstream_head(http::ResponseHead& h) override {
+    status_ = h.status;
+    reason_ = h.reason.empty() ? std::string(http::reason_phrase(h.status)) : h.reason;
+    std::string tokens = http::connection_tokens(h.headers);
+    for (const auto& hd : h.headers) {
+      if (http::is_hop_by_hop(hd.name, tokens) || http::iequals(hd.name, "Content-Length")) continue;
+      if (http::iequals(hd.name, "Retry-After")) {
+        char* end = nullptr;
+        long secs = std::strtol(hd.value.c_str(), &end, 10);
+        if (end != hd.value.c_str() && secs > 0) retry_after_ms_ = static_cast<uint64_t>(secs) * 1000;
+      }
+      resp_headers_ += hd.name + ": " + hd.value + "\r\n";
+    }
+  }
+  void on_upstream_body(const char* data, size_t len) override {
+    if (resp_body_.size() + len <= kMaxStoredResponse) resp_body_.append(data, len);
+    else too_large_ = true;
+  }
+  void on_upstream_complete() override {
+    UpstreamConn* c = conn_;
+    conn_ = nullptr;
+    pool_->release(c, true);
+    const RetryConfig& retry = snap_->config->upstreams[upstream_index_].retry;
+    bool retryable = std::find(retry.on_status.begin(), retry.on_status.end(), status_) != retry.on_status.end();
+    if (retryable) {
+      retry_or_fail("upstream_status_" + std::to_string(status_));
+      return;
+    }
+    complete();
+  }
+  void on_upstream_error(UpstreamError kind, bool) override {
+    conn_ = nullptr;
+    if (kind == UpstreamError::kConnect) {
+      // Nothing reached that server: try the next one before counting an attempt.
+      bool untried = std::find(tried_.begin(), tried_.end(), false) != tried_.end();
+      if (untried) {
+        connect();
+        return;
+      }
+    }
+    outcome(kind, upstream_error_name(kind));
+  }
+  void on_upstream_drained() override {}
+
+  void outcome(UpstreamError kind, const std::string& reason) {
+    const RetryConfig& retry = snap_->config->upstreams[upstream_index_].retry;
+    bool retryable = (kind == UpstreamError::kConnect && retry.on_connect) ||
+                     (kind == UpstreamError::kTimeout && retry.on_timeout) ||
+                     ((kind == UpstreamError::kReset || kind == UpstreamError::kBadResponse) &&
+                      std::find(retry.on_status.begin(), retry.on_status.end(), 502) != retry.on_status.end());
+    status_ = 0;
+    if (retryable) retry_or_fail(reason);
+    else fail(reason);
+  }
+
+  void retry_or_fail(const std::string& reason) {
+    const RouteConfig* rc = route();
+    const RetryConfig& retry = snap_->config->upstreams[upstream_index_].retry;
+    if (rc == nullptr || static_cast<uint64_t>(del_.attempts) >= retry.attempts || d_->stopping_) {
+      fail(reason);
+      return;
+    }
+    // Full jitter over an exponentially growing window, never shorter than what the
+    // upstream asked for with Retry-After, and short enough that the entry is not
+    // reclaimed by another worker while it waits.
+    double window = static_cast<double>(retry.backoff_ms) * std::pow(2.0, static_cast<double>(del_.attempts - 1));
+    window = std::min(window, static_cast<double>(retry.max_backoff_ms));
+    uint64_t wait = static_cast<uint64_t>(window * uniform01());
+    wait = std::max(wait, retry_after_ms_);
+    wait = std::min(wait, rc->queue.processing_timeout_ms / 2);
+    del_.attempts++;
+    redis::Client* redis = d_->worker()->redis();
+    if (redis) queue::count_retry(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, ticket_);
+    uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->wait_budget(); }, wait, 0);
+  }
+
+  void complete() {
+    std::string blob = idempotency::encode_response(status_, reason_, resp_headers_, too_large_ ? "" : resp_body_);
+    // A 5xx answer that was not retried is still the shop's answer for the ticket,
+    // but not a final one for the idempotency key (a retry by the client may succeed).
+    bool store_idem = status_ < 500 && !too_large_;
+    finish("done", blob, "", store_idem);
+  }
+
+  void fail(const std::string& reason) {
+    std::string blob;
+    if (status_ > 0) blob = idempotency::encode_response(status_, reason_, resp_headers_, resp_body_);
+    finish("failed", blob, reason, false);
+    webhook(reason, del_.attempts);
+  }
+
+  void finish(const char* state, const std::string& blob, const std::string& reason, bool store_idem) {
+    const RouteConfig* rc = route();
+    int idx = d_->route_index();
+    redis::Client* redis = d_->worker()->redis();
+    if (rc == nullptr || idx < 0 || redis == nullptr) {
+      abandon();
+      return;
+    }
+    const auto& rt = d_->worker()->snapshot()->routes[static_cast<size_t>(idx)];
+    metrics::Registry::get().add(d_->worker()->id(),
+                                 rt.tickets[std::strcmp(state, "done") == 0 ? net::kTicketDone : net::kTicketFailed]);
+    queue::finish(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, d_->route(),
+                  entry_, ticket_, state, blob, reason, log::wall_ms(), rc->queue.ticket_ttl_ms, store_idem,
+                  rc->idempotency.ttl_ms, [hold = d_->worker()->hold_redis()](bool) { hold(); });
+    d_->delivery_done(this);
+  }
+
+  void webhook(const std::string& reason, int64_t attempts) {
+    const RouteConfig* rc = route();
+    if (rc == nullptr || rc->on_failure_webhook.empty()) return;
+    std::string body = "{\"ticket\":\"" + json_escape(ticket_) + "\",\"route\":\"" + json_escape(rc->name) +
+                       "\",\"status\":\"failed\",\"reason\":\"" + json_escape(reason) +
+                       "\",\"attempts\":" + std::to_string(attempts) + ",\"method\":\"" + json_escape(del_.method) +
+                       "\",\"target\":\"" + json_escape(del_.target) + "\"}";
+    d_->post_webhook(rc->on_failure_webhook, std::move(body));
+  }
+
+  Dispatcher* d_;
+  std::string entry_;
+  std::string ticket_;
+  bool reclaimed_;
+  bool started_ = false;
+  uv_timer_t* timer_;
+  std::shared_ptr<const net::Snapshot> snap_;
+  queue::Delivery del_;
+  UpstreamPool* pool_ = nullptr;
+  UpstreamConn* conn_ = nullptr;
+  size_t upstream_index_ = 0;
+  std::vector<bool> tried_;
+  int status_ = 0;
+  std::string reason_;
+  std::string resp_headers_;
+  std::string resp_body_;
+  bool too_large_ = false;
+  uint64_t retry_after_ms_ = 0;
+};
+
+// ------------------------------------------------------------------ WebhookPost
+
+// A POST of a failed ticket's JSON to the route's on_failure_webhook, retried a few
+// times with backoff. Fire and forget: it deletes itself.
+class WebhookPost final : public UpstreamUser {
+ public:
+  WebhookPost(UpstreamPool* pool, std::string head, std::string body)
+      : pool_(pool), head_(std::move(head)), body_(std::move(body)) {
+    timer_ = new_timer(pool->worker()->loop(), this);
+  }
+  ~WebhookPost() override { close_timer(timer_); }
+
+  void send() {
+    tried_.assign(pool_->server_count(), false);
+    UpstreamConn* c = nullptr;
+    auto r = pool_->acquire(this, tried_, &c);
+    if (r == UpstreamPool::Acquire::kBusy || r == UpstreamPool::Acquire::kNoServer) {
+      again();
+      return;
+    }
+    conn_ = c;
+    if (r == UpstreamPool::Acquire::kReady) write();
+  }
+
+ private:
+  void write() {
+    uv_buf_t bufs[2] = {net::buf_of(head_.data(), head_.size()), net::buf_of(body_.data(), body_.size())};
+    conn_->expect_response(false, 5000);
+    conn_->write(bufs, 2);
+  }
+  void on_upstream_connected(UpstreamConn* c) override {
+    if (c == conn_) write();
+  }
+  void on_upstream_head(http::ResponseHead& h) override { status_ = h.status; }
+  void on_upstream_body(const char*, size_t) override {}
+  void on_upstream_complete() override {
+    UpstreamConn* c = conn_;
+    conn_ = nullptr;
+    pool_->release(c, false);
+    if (status_ >= 200 && status_ < 300) {
+      delete this;
+      return;
+    }
+    again();
+  }
+  void on_upstream_error(UpstreamError, bool) override {
+    conn_ = nullptr;
+    again();
+  }
+  void on_upstream_drained() override {}
+
+  void again() {
+    if (++attempts_ >= kWebhookAttempts || pool_->worker()->draining()) {
+      log::event("warn", "webhook_failed", [&](log::Line& l) {
+        l.str("url", pool_->server_name(0)).num("status", status_).num("attempts", attempts_);
+      });
+      delete this;
+      return;
+    }
+    uint64_t wait = 1000ULL << (attempts_ - 1);
+    uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<WebhookPost*>(t->data)->send(); }, wait, 0);
+  }
+
+  UpstreamPool* pool_;
+  std::string head_;
+  std::string body_;
+  uv_timer_t* timer_;
+  UpstreamConn* conn_ = nullptr;
+  std::vector<bool> tried_;
+  int status_ = 0;
+  int attempts_ = 0;
+};
+
+// ------------------------------------------------------------------ Dispatcher
+
+Dispatcher::Dispatcher(net::Worker* worker, std::string route) : worker_(worker), route_(std::move(route)) {
+  char host[64] = {0};
+  gethostname(host, sizeof host - 1);
+  // One consumer name per worker of this process: pending entries of a dead process
+  // are found by XAUTOCLAIM, whoever asks.
+  consumer_ = std::string(host) + "-" + std::to_string(getpid()) + "-" + std::to_string(worker->id());
+  read_timer_ = new_timer(worker->loop(), this);
+  reclaim_timer_ = new_timer(worker->loop(), this);
+  sample_timer_ = new_timer(worker->loop(), this);
+}
+
+Dispatcher::~Dispatcher() = default;
+
+const RouteConfig* Dispatcher::route_config() const {
+  int i = route_index();
+  if (i < 0) return nullptr;
+  const RouteConfig& rc = worker_->config().routes[static_cast<size_t>(i)];
+  return rc.queued() ? &rc : nullptr;
+}
+
+int Dispatcher::route_index() const {
+  const auto& routes = worker_->config().routes;
+  for (size_t i = 0; i < routes.size(); i++)
+    if (routes[i].name == route_) return static_cast<int>(i);
+  return -1;
+}
+
+void Dispatcher::start() {
+  schedule_read(0);
+  const RouteConfig* rc = route_config();
+  uint64_t every = rc ? std::max<uint64_t>(rc->queue.processing_timeout_ms / 2, 200) : 1000;
+  uv_timer_start(reclaim_timer_, on_reclaim_timer, every, every);
+  uv_timer_start(sample_timer_, on_sample_timer, 0, kSampleMs);
+}
+
+void Dispatcher::stop(std::function<void()> on_idle) {
+  if (stopping_) return;
+  stopping_ = true;
+  on_idle_ = std::move(on_idle);
+  uv_timer_stop(read_timer_);
+  uv_timer_stop(reclaim_timer_);
+  uv_timer_stop(sample_timer_);
+  // Deliveries that have not reached the shop yet are left pending (reclaimed later);
+  // those on the wire finish.
+  std::vector<Delivery*> waiting;
+  for (auto* d : deliveries_)
+    if (!d->sending()) waiting.push_back(d);
+  for (auto* d : waiting) d->abandon();
+  maybe_idle();
+}
+
+void Dispatcher::maybe_idle() {
+  if (!stopping_ || closed_ || !deliveries_.empty() || reading_) return;
+  closed_ = true;
+  close_timer(read_timer_);
+  close_timer(reclaim_timer_);
+  close_timer(sample_timer_);
+  if (webhook_pool_) webhook_pool_->retire();
+  auto cb = std::move(on_idle_);
+  if (cb) cb();
+}
+
+void Dispatcher::nudge() {
+  if (!stopping_ && !reading_) schedule_read(0);
+}
+
+void Dispatcher::schedule_read(uint64_t ms) {
+  if (stopping_) return;
+  uv_timer_start(read_timer_, on_read_timer, ms, 0);
+}
+
+void Dispatcher::on_read_timer(uv_timer_t* t) { static_cast<Dispatcher*>(t->data)->read(); }
+void Dispatcher::on_reclaim_timer(uv_timer_t* t) { static_cast<Dispatcher*>(t->data)->reclaim(); }
+void Dispatcher::on_sample_timer(uv_timer_t* t) { static_cast<Dispatcher*>(t->data)->sample_depth(); }
+
+void Dispatcher::ensure_group() {
+  redis::Client* redis = worker_->redis();
+  if (redis == nullptr || !redis->connected()) return;
+  queue::Keys keys{worker_->config().redis.prefix};
+  reading_ = true;
+  redis->command({"XGROUP", "CREATE", keys.stream(route_), queue::kGroup, "0", "MKSTREAM"},
+                 [this](redis::Failure f, redis::Reply& r) {
+                   reading_ = false;
+                   if (f == redis::Failure::kNone &&
+                       (!r.is_error() || r.str.find("BUSYGROUP") != std::string::npos))
+                     group_ready_ = true;
+                   if (stopping_) {
+                     maybe_idle();
+                     return;
+                   }
+                   schedule_read(group_ready_ ? 0 : 500);
+                 });
+}
+
+void Dispatcher::read() {
+  if (stopping_ || reading_) return;
+  const RouteConfig* rc = route_config();
+  redis::Client* redis = worker_->redis();
+  if (rc == nullptr) return;
+  if (redis == nullptr || !redis->connected()) {
+    group_ready_ = false;
+    schedule_read(500);
+    return;
+  }
+  if (!group_ready_) {
+    ensure_group();
+    return;
+  }
+  size_t cap = static_cast<size_t>(rc->queue.concurrency);
+  if (deliveries_.size() >= cap) return;  // delivery_done() reads again
+  size_t want = cap - deliveries_.size();
+  queue::Keys keys{worker_->config().redis.prefix};
+  reading_ = true;
+  redis->command({"XREADGROUP", "GROUP", queue::kGroup, consumer_, "COUNT", std::to_string(want), "STREAMS",
+                  keys.stream(route_), ">"},
+                 [this](redis::Failure f, redis::Reply& r) {
+                   reading_ = false;
+                   if (stopping_) {
+                     maybe_idle();
+                     return;
+                   }
+                   if (f != redis::Failure::kNone) {
+                     schedule_read(200);
+                     return;
+                   }
+                   if (r.is_error()) {
+                     // NOGROUP: Redis lost the group (restarted without persistence).
+                     if (r.str.find("NOGROUP") != std::string::npos) group_ready_ = false;
+                     schedule_read(200);
+                     return;
+                   }
+                   size_t before = deliveries_.size();
+                   // [[stream, [[id, [field, value, ...]], ...]]]
+                   if (r.type == redis::Reply::Type::kArray && !r.elements.empty() &&
+                       r.elements[0].elements.size() >= 2)
+                     handle_entries(&r.elements[0].elements[1], false);
+                   bool got = deliveries_.size() > before;
+                   schedule_read(got ? 0 : kIdlePollMs);
+                 });
+}
+
+void Dispatcher::handle_entries(const void* entries_reply, bool reclaimed) {
+  const auto& entries = *static_cast<const redis::Reply*>(entries_reply);
+  for (const auto& e : entries.elements) {
+    if (e.elements.size() < 2) continue;
+    const std::string& id = e.elements[0].str;
+    std::string ticket;
+    const auto& fields = e.elements[1].elements;
+    for (size_t i = 0; i + 1 < fields.size(); i += 2)
+      if (fields[i].str == "t") ticket = fields[i + 1].str;
+    if (ticket.empty() || active_entries_.count(id)) continue;
+    active_entries_.insert(id);
+    auto* d = new Delivery(this, id, ticket, reclaimed);
+    deliveries_.insert(d);
+    d->begin();
+  }
+}
+
+void Dispatcher::reclaim() {
+  const RouteConfig* rc = route_config();
+  redis::Client* redis = worker_->redis();
+  if (stopping_ || rc == nullptr || redis == nullptr || !redis->connected() || !group_ready_) return;
+  if (deliveries_.size() >= rc->queue.concurrency) return;
+  queue::Keys keys{worker_->config().redis.prefix};
+  size_t want = rc->queue.concurrency - deliveries_.size();
+  redis->command({"XAUTOCLAIM", keys.stream(route_), queue::kGroup, consumer_,
+                  std::to_string(rc->queue.processing_timeout_ms), "0-0", "COUNT", std::to_string(want)},
+                 [this](redis::Failure f, redis::Reply& r) {
+                   if (stopping_ || f != redis::Failure::kNone || r.is_error()) return;
+                   // [next-cursor, [[id, [fields]], ...], [deleted ids]]
+                   if (r.type == redis::Reply::Type::kArray && r.elements.size() >= 2)
+                     handle_entries(&r.elements[1], true);
+                 });
+}
+
+void Dispatcher::sample_depth() {
+  // Depth = enqueued - taken, shared by the whole cluster. Worker 0 of each instance
+  // samples it (and the dispatch rate) for every worker of the instance.
+  if (worker_->id() != 0) return;
+  redis::Client* redis = worker_->redis();
+  int idx = route_index();
+  if (redis == nullptr || !redis->connected() || idx < 0) return;
+  auto state = worker_->snapshot()->routes[static_cast<size_t>(idx)].queue;
+  if (!state) return;
+  queue::Keys keys{worker_->config().redis.prefix};
+  redis->command({"MGET", keys.enq(route_), keys.taken(route_)}, [state](redis::Failure f, redis::Reply& r) {
+    if (f != redis::Failure::kNone || r.type != redis::Reply::Type::kArray || r.elements.size() < 2) return;
+    int64_t enq = std::strtoll(r.elements[0].str.c_str(), nullptr, 10);
+    int64_t taken = std::strtoll(r.elements[1].str.c_str(), nullptr, 10);
+    state->observe(enq, taken, net::mono_ns());
+  });
+}
+
+void Dispatcher::delivery_done(Delivery* d) {
+  deliveries_.erase(d);
+  active_entries_.erase(d->entry());
+  delete d;
+  if (stopping_) {
+    maybe_idle();
+    return;
+  }
+  if (!reading_) schedule_read(0);
+}
+
+void Dispatcher::post_webhook(const std::string& url, std::string body) {
+  if (url != webhook_url_ || !webhook_pool_) {
+    // http://host[:port][/path]
+    std::string rest = url.substr(7);
+    size_t slash = rest.find('/');
+    std::string hostport = slash == std::string::npos ? rest : rest.substr(0, slash);
+    webhook_path_ = slash == std::string::npos ? "/" : rest.substr(slash);
+    UpstreamConfig uc;
+    uc.name = "webhook";
+    HostPort hp;
+    size_t colon = hostport.rfind(':');
+    hp.host = colon == std::string::npos ? hostport : hostport.substr(0, colon);
+    hp.port = colon == std::string::npos ? 80 : static_cast<uint16_t>(std::atoi(hostport.c_str() + colon + 1));
+    if (hp.host.size() > 1 && hp.host.front() == '[') hp.host = hp.host.substr(1, hp.host.size() - 2);
+    hp.text = hostport;
+    uc.servers.push_back(hp);
+    uc.keepalive = 0;
+    uc.timeout_ms = 5000;
+    if (webhook_pool_) {
+      webhook_pool_->retire();
+      retired_webhook_pools_.push_back(std::move(webhook_pool_));
+    }
+    webhook_pool_ = std::make_unique<UpstreamPool>(worker_, uc, std::make_shared<ServerCounters>(1));
+    if (!webhook_pool_->resolve()) {
+      log::event("warn", "webhook_unresolved", [&](log::Line& l) { l.str("url", url); });
+    }
+    webhook_url_ = url;
+    webhook_host_ = hostport;
+  }
+  std::string head = "POST " + webhook_path_ + " HTTP/1.1\r\nHost: " + webhook_host_ +
+                     "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+                     "\r\nConnection: close\r\n\r\n";
+  auto* post = new WebhookPost(webhook_pool_.get(), std::move(head), std::move(body));
+  post->send();
+}
+
+}  // namespace fg::proxy

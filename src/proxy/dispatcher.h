@@ -1,0 +1,85 @@
+// Queue dispatch: one Dispatcher per worker and queued route feeds parked tickets to
+// the upstream at the route budget's spare capacity (the same budget live requests
+// draw from), with a per-worker concurrency cap; retries retryable failures with
+// exponential backoff and full jitter; reclaims deliveries of dead workers or
+// instances after processing_timeout; posts failed tickets to on_failure_webhook.
+// Everything here runs on the worker's loop.
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "floodgate/config.h"
+#include "queue/queue_store.h"
+
+namespace fg::net {
+class Worker;
+}
+
+namespace fg::proxy {
+
+class Delivery;
+class UpstreamPool;
+
+class Dispatcher {
+ public:
+  Dispatcher(net::Worker* worker, std::string route);
+  ~Dispatcher();
+
+  void start();
+  // Stops reading new tickets; deliveries in flight finish. `on_idle` runs when the
+  // last one is done (at once if none). Handles are closed by then.
+  void stop(std::function<void()> on_idle);
+  // A ticket was just parked on this worker: read without waiting for the next poll.
+  void nudge();
+
+  const std::string& route() const { return route_; }
+  size_t in_flight() const { return deliveries_.size(); }
+
+  // ---- used by Delivery ----
+  net::Worker* worker() const { return worker_; }
+  const RouteConfig* route_config() const;  // null when the route is gone (reload)
+  int route_index() const;
+  void delivery_done(Delivery* d);
+  void post_webhook(const std::string& url, std::string body);
+  const std::string& consumer() const { return consumer_; }
+
+ private:
+  void read();
+  void reclaim();
+  void schedule_read(uint64_t ms);
+  void ensure_group();
+  void sample_depth();
+  void handle_entries(const void* entries_reply, bool reclaimed);
+  static void on_read_timer(uv_timer_t* t);
+  static void on_reclaim_timer(uv_timer_t* t);
+  static void on_sample_timer(uv_timer_t* t);
+  void maybe_idle();
+
+  net::Worker* worker_;
+  std::string route_;
+  std::string consumer_;
+  uv_timer_t* read_timer_;
+  uv_timer_t* reclaim_timer_;
+  uv_timer_t* sample_timer_;
+  bool reading_ = false;
+  bool group_ready_ = false;
+  bool stopping_ = false;
+  bool closed_ = false;
+  std::function<void()> on_idle_;
+  std::unordered_set<Delivery*> deliveries_;
+  std::unordered_set<std::string> active_entries_;  // entry ids being delivered here
+  std::unique_ptr<UpstreamPool> webhook_pool_;
+  std::string webhook_url_;
+  std::string webhook_host_;
+  std::string webhook_path_;
+  std::vector<std::unique_ptr<UpstreamPool>> retired_webhook_pools_;
+  friend class Delivery;
+};
+
+}  // namespace fg::proxy
