@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -35,6 +36,14 @@ constexpr int kMaxWorkers = 256;
 constexpr uint64_t kMaxDurationMs = 24ull * 60 * 60 * 1000;
 // How long a completed idempotent answer may be kept for replay.
 constexpr uint64_t kMaxIdempotencyTtlMs = 30 * kMaxDurationMs;
+// Route queues (SPEC §6).
+constexpr int64_t kMaxQueueDepth = 100'000'000;
+constexpr uint64_t kMaxQueueWaitMs = 7 * kMaxDurationMs;
+constexpr uint64_t kMinProcessingTimeoutMs = 100;
+constexpr uint64_t kMaxTicketTtlMs = 30 * kMaxDurationMs;
+constexpr int64_t kMaxQueueConcurrency = 10'000;
+constexpr int64_t kMaxRetryAttempts = 20;
+constexpr int64_t kMaxWaitReplicas = 16;
 // Admission rates and bursts, in requests (per second). Far above what one
 // instance can serve, low enough that the limiter's arithmetic stays exact.
 constexpr double kMaxRate = 10'000'000;
@@ -142,6 +151,25 @@ std::string format_number(double x) {
   return buf;
 }
 
+// A duration for messages, in the largest unit that divides it: "30s", "7d".
+std::string format_ms(uint64_t ms) {
+  static constexpr std::pair<uint64_t, const char*> kUnits[] = {
+      {24ull * 3600 * 1000, "d"}, {3600 * 1000, "h"}, {60 * 1000, "m"}, {1000, "s"}};
+  for (const auto& [size, unit] : kUnits) {
+    if (ms != 0 && ms % size == 0) return std::to_string(ms / size) + unit;
+  }
+  return std::to_string(ms) + "ms";
+}
+
+// A value that becomes (part of) an HTTP header: a CR or LF would split the
+// response, so control characters are refused.
+bool has_control_char(std::string_view s) {
+  return std::any_of(s.begin(), s.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u < 0x20 || u == 0x7f;
+  });
+}
+
 // An IP address in one spelling ("::0001" and "::1" are the same listener);
 // anything inet_pton does not take is returned unchanged.
 std::string canonical_ip(const std::string& host) {
@@ -166,6 +194,107 @@ bool is_hostname(std::string_view s) {
   // name a resolver would find.
   const std::string_view last = s.substr(s.rfind('.') == std::string_view::npos ? 0 : s.rfind('.') + 1);
   return !last.empty() && !std::all_of(last.begin(), last.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// Parses on_failure_webhook: "http://HOST[:PORT][/PATH]" with HOST a literal
+// IPv4 address, a [bracketed] IPv6 address or a host name. On success `out`
+// is the URL with the port and path spelled out ("http://10.0.0.5:80/"); on
+// failure `why` says what is wrong.
+bool parse_webhook_url(const std::string& url, std::string* out, std::string* why) {
+  auto lower_prefix = [&](std::string_view prefix) {
+    if (url.size() < prefix.size()) return false;
+    for (size_t i = 0; i < prefix.size(); ++i) {
+      const char c = url[i];
+      const char l = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+      if (l != prefix[i]) return false;
+    }
+    return true;
+  };
+  if (lower_prefix("https://")) {
+    *why = "https:// is not supported; the webhook is posted over plain http:// (point it at a local relay for TLS)";
+    return false;
+  }
+  if (!lower_prefix("http://")) {
+    *why = "expected \"http://HOST[:PORT]/PATH\"";
+    return false;
+  }
+  const std::string rest = url.substr(7);
+  if (rest.find('#') != std::string::npos) {
+    *why = "must not contain a fragment ('#')";
+    return false;
+  }
+  const size_t path_at = rest.find_first_of("/?");
+  const std::string authority = rest.substr(0, path_at);
+  std::string path = path_at == std::string::npos ? "/" : rest.substr(path_at);
+  if (path.front() == '?') path.insert(0, "/");
+  if (authority.find('@') != std::string::npos) {
+    *why = "user information (\"user@\") is not supported";
+    return false;
+  }
+  std::string host;
+  std::string port_text;
+  bool v6 = false;
+  if (!authority.empty() && authority.front() == '[') {
+    const size_t close = authority.find(']');
+    if (close == std::string::npos) {
+      *why = "missing ']' after the IPv6 address";
+      return false;
+    }
+    host = authority.substr(1, close - 1);
+    in6_addr a6{};
+    if (inet_pton(AF_INET6, host.c_str(), &a6) != 1) {
+      *why = "not an IPv6 address inside [...]";
+      return false;
+    }
+    v6 = true;
+    const std::string after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') {
+        *why = "expected \":PORT\" after the IPv6 address";
+        return false;
+      }
+      port_text = after.substr(1);
+      if (port_text.empty()) port_text = "-";  // "[::1]:" names no port
+    }
+  } else {
+    const size_t colon = authority.find(':');
+    host = authority.substr(0, colon);
+    if (colon != std::string::npos) {
+      port_text = authority.substr(colon + 1);
+      if (port_text.find(':') != std::string::npos) {
+        *why = "IPv6 addresses go in brackets, e.g. \"http://[::1]:8081/hook\"";
+        return false;
+      }
+      if (port_text.empty()) port_text = "-";
+    }
+    if (host.empty()) {
+      *why = "missing host";
+      return false;
+    }
+    in_addr a4{};
+    if (inet_pton(AF_INET, host.c_str(), &a4) != 1 && !is_hostname(host)) {
+      *why = "invalid host \"" + host + "\"";
+      return false;
+    }
+  }
+  int port = 80;
+  if (!port_text.empty()) {
+    if (port_text.size() > 5 ||
+        !std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+        (port = std::stoi(port_text)) < 1 || port > 65535) {
+      *why = "port must be a number 1-65535";
+      return false;
+    }
+  }
+  if (std::any_of(path.begin(), path.end(), [](char c) {
+        const auto u = static_cast<unsigned char>(c);
+        return u <= 0x20 || u >= 0x7f;
+      })) {
+    *why = "the path must not contain spaces, control characters or non-ASCII bytes (percent-encode them)";
+    return false;
+  }
+  *out = "http://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port) + path;
+  return true;
 }
 
 class Loader {
@@ -331,6 +460,11 @@ class Loader {
 
   // Durations are strings with a unit; all timeouts here must be positive.
   bool read_duration(const toml::node& node, const std::string& path, uint64_t* out) {
+    return read_duration(node, path, 1, kMaxDurationMs, out);
+  }
+
+  bool read_duration(const toml::node& node, const std::string& path, uint64_t min_ms, uint64_t max_ms,
+                     uint64_t* out) {
     const auto* v = node.as_string();
     if (v == nullptr) {
       error(node, path, "expected a duration string such as \"10s\", got " + std::string(type_name(node)));
@@ -341,8 +475,9 @@ class Loader {
       error(node, path, ms.message());
       return false;
     }
-    if (*ms == 0 || *ms > kMaxDurationMs) {
-      error(node, path, "must be between 1ms and 1d, got \"" + v->get() + "\"");
+    if (*ms < min_ms || *ms > max_ms) {
+      error(node, path, "must be between " + format_ms(min_ms) + " and " + format_ms(max_ms) + ", got \"" +
+                            v->get() + "\"");
       return false;
     }
     *out = *ms;
@@ -510,6 +645,16 @@ class Loader {
           error(*idem, index("routes", i) + ".idempotency",
                 "idempotency keys live in Redis: add a [redis] table (url = \"redis://host:port/db\")");
         }
+        const toml::node* overflow = rt ? rt->get("overflow") : nullptr;
+        if (overflow != nullptr && overflow->value<std::string>() == "queue") {
+          error(*overflow, index("routes", i) + ".overflow",
+                "the ticket queue lives in Redis: add a [redis] table (url = \"redis://host:port/db\")");
+        }
+        const toml::node* mode = rt ? rt->get("mode") : nullptr;
+        if (mode != nullptr && mode->value<std::string>() == "store_and_forward") {
+          error(*mode, index("routes", i) + ".mode",
+                "the ticket queue lives in Redis: add a [redis] table (url = \"redis://host:port/db\")");
+        }
       }
     }
     if (const toml::node* n = root.get("degrade")) {
@@ -532,7 +677,7 @@ class Loader {
     check_keys(t, "server",
                {"listen", "workers", "max_connections", "header_timeout", "body_timeout", "idle_timeout",
                 "send_timeout", "drain_timeout", "max_header_bytes", "max_uri_bytes", "max_body_bytes",
-                "client_table_size"});
+                "client_table_size", "tickets_path"});
 
     if (const toml::node* n = t.get("listen")) {
       read_address_list(*n, "server.listen", true, false, &s.listen);
@@ -588,6 +733,32 @@ class Loader {
     if (const toml::node* n = t.get("client_table_size")) {
       read_int(*n, "server.client_table_size", kMinClientTableSize, kMaxClientTableSize, &cfg.client_table_size);
     }
+    if (const toml::node* n = t.get("tickets_path")) read_tickets_path(*n, s);
+  }
+
+  // The path prefix that ticket polls and cancellations are answered under,
+  // ahead of route matching: "/_floodgate/tickets/" + id.
+  void read_tickets_path(const toml::node& n, ServerConfig& s) {
+    const std::string p = "server.tickets_path";
+    std::string v;
+    if (!read_string(n, p, &v)) return;
+    if (v.size() < 2 || v.front() != '/' || v.back() != '/') {
+      error(n, p, "must start and end with '/' and name at least one segment, e.g. \"/_floodgate/tickets/\"; got \"" +
+                      v + "\"");
+      return;
+    }
+    for (char c : v) {
+      const auto u = static_cast<unsigned char>(c);
+      if (u <= 0x20 || u >= 0x7f) {
+        error(n, p, "must not contain spaces, control characters or non-ASCII bytes");
+        return;
+      }
+      if (c == '?' || c == '#') {
+        error(n, p, "is a path; it must not contain '?' or '#'");
+        return;
+      }
+    }
+    s.tickets_path = std::move(v);
   }
 
   void load_upstreams(const toml::table& t, Config& cfg) {
@@ -623,7 +794,7 @@ class Loader {
   void load_upstream(const toml::table& t, const std::string& path, UpstreamConfig& u) {
     check_keys(t, path,
                {"servers", "balance", "connect_timeout", "timeout", "max_connections", "keepalive",
-                "keepalive_timeout"});
+                "keepalive_timeout", "retry"});
 
     if (const toml::node* n = t.get("servers")) {
       read_address_list(*n, path + ".servers", false, true, &u.servers);
@@ -650,6 +821,83 @@ class Loader {
       read_int(*n, path + ".max_connections", 1, INT64_MAX, &u.max_connections);
     }
     if (const toml::node* n = t.get("keepalive")) read_int(*n, path + ".keepalive", 0, INT64_MAX, &u.keepalive);
+    if (const toml::node* n = t.get("retry")) {
+      if (const toml::table* rt = as_table(*n, path + ".retry")) load_retry(*rt, path + ".retry", u.retry);
+    }
+  }
+
+  // [upstreams.X.retry]: how queued and store-and-forward deliveries are
+  // retried (live requests are never retried by these settings).
+  void load_retry(const toml::table& t, const std::string& path, RetryConfig& r) {
+    check_keys(t, path, {"attempts", "backoff", "max_backoff", "on"});
+    if (const toml::node* n = t.get("attempts")) {
+      read_int(*n, path + ".attempts", 1, kMaxRetryAttempts, &r.attempts);
+    }
+    const toml::node* backoff = t.get("backoff");
+    const toml::node* max_backoff = t.get("max_backoff");
+    bool ok = true;
+    if (backoff != nullptr) ok = read_duration(*backoff, path + ".backoff", &r.backoff_ms) && ok;
+    if (max_backoff != nullptr) ok = read_duration(*max_backoff, path + ".max_backoff", &r.max_backoff_ms) && ok;
+    if (ok && r.max_backoff_ms < r.backoff_ms) {
+      if (max_backoff != nullptr) {
+        error(*max_backoff, path + ".max_backoff",
+              "must be at least backoff (" + format_ms(r.backoff_ms) + "), got " + format_ms(r.max_backoff_ms));
+      } else {
+        error(*backoff, path + ".backoff",
+              "must not exceed max_backoff (" + format_ms(r.max_backoff_ms) +
+                  " unless set); raise max_backoff as well");
+      }
+    }
+    if (const toml::node* n = t.get("on")) {
+      const std::string p = path + ".on";
+      const toml::array* arr = n->as_array();
+      if (arr == nullptr) {
+        error(*n, p, "expected an array such as [\"connect\", \"timeout\", \"503\"], got " +
+                         std::string(type_name(*n)));
+        return;
+      }
+      if (arr->empty()) {
+        error(*n, p, "must list at least one condition (attempts = 1 turns retries off)");
+        return;
+      }
+      RetryConfig parsed;
+      parsed.on_connect = false;
+      parsed.on_timeout = false;
+      parsed.on_status.clear();
+      std::vector<std::string> seen;
+      bool all_ok = true;
+      for (size_t i = 0; i < arr->size(); ++i) {
+        const std::string ip = index(p, i);
+        std::string v;
+        if (!read_string((*arr)[i], ip, &v)) {
+          all_ok = false;
+          continue;
+        }
+        if (std::find(seen.begin(), seen.end(), v) != seen.end()) {
+          error((*arr)[i], ip, "\"" + v + "\" is listed twice");
+          all_ok = false;
+          continue;
+        }
+        seen.push_back(v);
+        if (v == "connect") {
+          parsed.on_connect = true;
+        } else if (v == "timeout") {
+          parsed.on_timeout = true;
+        } else if (v.size() == 3 && v[0] == '5' && std::isdigit(static_cast<unsigned char>(v[1])) &&
+                   std::isdigit(static_cast<unsigned char>(v[2]))) {
+          parsed.on_status.push_back(std::stoi(v));
+        } else {
+          error((*arr)[i], ip,
+                "expected \"connect\", \"timeout\" or a status code \"500\" to \"599\", got \"" + v + "\"");
+          all_ok = false;
+        }
+      }
+      if (all_ok) {
+        r.on_connect = parsed.on_connect;
+        r.on_timeout = parsed.on_timeout;
+        r.on_status = std::move(parsed.on_status);
+      }
+    }
   }
 
   void load_routes(const toml::node& node, Config& cfg) {
@@ -679,7 +927,8 @@ class Loader {
     const size_t errors_before = errors_.size();
     check_keys(t, path,
                {"name", "match", "upstream", "max_body_bytes", "rate", "burst", "scope", "client_rate",
-                "client_burst", "client_key", "overflow", "dry_run", "core", "idempotency"});
+                "client_burst", "client_key", "overflow", "dry_run", "core", "idempotency", "mode", "ack",
+                "queue", "client_max_tickets", "on_failure_webhook"});
 
     if (const toml::node* n = t.get("name")) {
       if (read_string(*n, path + ".name", &r.name)) {
@@ -724,11 +973,136 @@ class Loader {
       // 0 would read as "inherit" in RouteConfig, so an override starts at 1.
       read_size(*n, path + ".max_body_bytes", 1, UINT64_MAX, &r.max_body_bytes);
     }
+    if (const toml::node* n = t.get("mode")) {
+      std::string v;
+      if (read_string(*n, path + ".mode", &v)) {
+        if (v == "store_and_forward") r.store_and_forward = true;
+        else if (v != "forward") error(*n, path + ".mode", "expected \"forward\" or \"store_and_forward\", got \"" + v + "\"");
+      }
+    }
     load_admission(t, path, r);
     if (const toml::node* n = t.get("idempotency")) {
       if (const toml::table* it = as_table(*n, path + ".idempotency")) load_idempotency(*it, path + ".idempotency", r.idempotency);
     }
+    load_queueing(t, path, cfg, r);
     return errors_.size() == errors_before;
+  }
+
+  // mode = "store_and_forward" and overflow = "queue" as written, so that a
+  // queue setting is judged by what the route asks for even when the value
+  // that asks for it has another problem (overflow without rate).
+  static bool wants_store_and_forward(const toml::table& t) {
+    const toml::node* n = t.get("mode");
+    return n != nullptr && n->value<std::string>() == "store_and_forward";
+  }
+  static bool wants_queue(const toml::table& t) {
+    const toml::node* n = t.get("overflow");
+    return wants_store_and_forward(t) || (n != nullptr && n->value<std::string>() == "queue");
+  }
+
+  // ack, queue, client_max_tickets, on_failure_webhook.
+  void load_queueing(const toml::table& t, const std::string& path, const Config& cfg, RouteConfig& r) {
+    const bool queued = wants_queue(t);
+    const std::string not_queued = "only valid on a queued route (overflow = \"queue\" or mode = \"store_and_forward\")";
+
+    if (const toml::node* n = t.get("ack")) {
+      if (!wants_store_and_forward(t)) {
+        error(*n, path + ".ack", "only valid together with mode = \"store_and_forward\"");
+      } else if (const toml::table* at = as_table(*n, path + ".ack")) {
+        load_ack(*at, path + ".ack", r.ack);
+      }
+    }
+
+    const toml::node* queue = t.get("queue");
+    if (queue != nullptr) {
+      if (!queued) {
+        error(*queue, path + ".queue", not_queued);
+      } else if (const toml::table* qt = as_table(*queue, path + ".queue")) {
+        load_queue(*qt, path + ".queue", r.queue);
+      }
+    }
+
+    if (const toml::node* n = t.get("client_max_tickets")) {
+      if (!queued) {
+        error(*n, path + ".client_max_tickets", not_queued);
+      } else {
+        read_int(*n, path + ".client_max_tickets", 1, INT64_MAX, &r.client_max_tickets);
+      }
+    }
+
+    if (const toml::node* n = t.get("on_failure_webhook")) {
+      const std::string p = path + ".on_failure_webhook";
+      std::string v;
+      if (!queued) {
+        error(*n, p, not_queued);
+      } else if (read_string(*n, p, &v)) {
+        std::string normalized;
+        std::string why;
+        if (parse_webhook_url(v, &normalized, &why)) r.on_failure_webhook = std::move(normalized);
+        else error(*n, p, "invalid webhook URL \"" + v + "\": " + why);
+      }
+    }
+
+    // A delivery still waiting for the shop must not be taken for one whose
+    // worker died: it would be reclaimed and sent a second time.
+    if (queued && r.upstream_index < cfg.upstreams.size() && cfg.upstreams[r.upstream_index].name == r.upstream) {
+      const UpstreamConfig& u = cfg.upstreams[r.upstream_index];
+      const uint64_t attempt_ms = u.connect_timeout_ms + u.timeout_ms;
+      if (r.queue.processing_timeout_ms <= attempt_ms) {
+        const toml::table* qt = queue != nullptr ? queue->as_table() : nullptr;
+        const toml::node* at = qt != nullptr ? qt->get("processing_timeout") : nullptr;
+        const std::string message =
+            "must be longer than one delivery attempt, upstreams." + u.name + " connect_timeout + timeout (" +
+            format_ms(attempt_ms) + "); a delivery still waiting for the shop would be reclaimed and sent again";
+        if (at != nullptr) {
+          error(*at, path + ".queue.processing_timeout", message);
+        } else {
+          error(queue != nullptr ? *queue : static_cast<const toml::node&>(t), path + ".queue.processing_timeout",
+                "(default " + format_ms(r.queue.processing_timeout_ms) + ") " + message);
+        }
+      }
+    }
+  }
+
+  void load_ack(const toml::table& t, const std::string& path, AckConfig& a) {
+    check_keys(t, path, {"status", "body", "content_type"});
+    const toml::node* status = t.get("status");
+    if (status != nullptr) {
+      // 1xx are interim responses: a client would keep waiting for the real one.
+      uint64_t v = 0;
+      if (read_int(*status, path + ".status", 200, 599, &v)) a.status = static_cast<int>(v);
+    }
+    if (const toml::node* n = t.get("body")) read_string(*n, path + ".body", &a.body);
+    if (const toml::node* n = t.get("content_type")) {
+      std::string v;
+      if (read_string(*n, path + ".content_type", &v)) {
+        if (v.empty()) error(*n, path + ".content_type", "must not be empty");
+        else if (has_control_char(v)) error(*n, path + ".content_type", "must not contain control characters");
+        else a.content_type = std::move(v);
+      }
+    }
+    if (status != nullptr && (a.status == 204 || a.status == 205 || a.status == 304) && !a.body.empty()) {
+      error(*status, path + ".status",
+            "a " + std::to_string(a.status) + " response cannot carry a body; set body = \"\" or use another status");
+    }
+  }
+
+  void load_queue(const toml::table& t, const std::string& path, QueueConfig& q) {
+    check_keys(t, path, {"max_depth", "max_wait", "processing_timeout", "ticket_ttl", "concurrency"});
+    if (const toml::node* n = t.get("max_depth")) read_int(*n, path + ".max_depth", 1, kMaxQueueDepth, &q.max_depth);
+    if (const toml::node* n = t.get("max_wait")) {
+      read_duration(*n, path + ".max_wait", 1, kMaxQueueWaitMs, &q.max_wait_ms);
+    }
+    if (const toml::node* n = t.get("processing_timeout")) {
+      read_duration(*n, path + ".processing_timeout", kMinProcessingTimeoutMs, kMaxDurationMs,
+                    &q.processing_timeout_ms);
+    }
+    if (const toml::node* n = t.get("ticket_ttl")) {
+      read_duration(*n, path + ".ticket_ttl", 1000, kMaxTicketTtlMs, &q.ticket_ttl_ms);
+    }
+    if (const toml::node* n = t.get("concurrency")) {
+      read_int(*n, path + ".concurrency", 1, kMaxQueueConcurrency, &q.concurrency);
+    }
   }
 
   // rate/burst (route budget), client_rate/client_burst/client_key (per
@@ -760,8 +1134,10 @@ class Loader {
     // One second's worth of requests, and at least one request.
     if (!client_burst_set) r.client_burst = std::max(1.0, r.client_rate);
     if (const toml::node* n = t.get("client_key")) {
-      if (read_client_key(*n, path + ".client_key", &r.client_key) && !has_client_rate) {
-        needs(*n, "client_key", "client_rate");
+      // The key also counts the tickets a client holds (client_max_tickets).
+      if (read_client_key(*n, path + ".client_key", &r.client_key) && !has_client_rate &&
+          !t.contains("client_max_tickets")) {
+        needs(*n, "client_key", "client_rate or client_max_tickets");
       }
     }
 
@@ -775,15 +1151,20 @@ class Loader {
         } else if (v == "degrade") {
           r.overflow = Overflow::kDegrade;
         } else if (v == "queue") {
-          ok = false;
-          error(*n, p,
-                "overflow = \"queue\" needs the ticket queue, which this build does not have yet; use "
-                "\"reject\" or \"degrade\"");
+          r.overflow = Overflow::kQueue;
         } else {
           ok = false;
-          error(*n, p, "expected \"reject\" or \"degrade\", got \"" + v + "\"");
+          error(*n, p, "expected \"reject\", \"degrade\" or \"queue\", got \"" + v + "\"");
         }
-        if (ok && !has_rate) needs(*n, "overflow", "rate (overflow decides what happens beyond the route budget)");
+        if (ok && r.store_and_forward && r.overflow != Overflow::kQueue) {
+          // Such a route parks every request; nothing is ever over the budget
+          // at arrival, so the setting could not take effect.
+          error(*n, p,
+                "a store_and_forward route queues every request; overflow = \"" + v +
+                    "\" would never apply (leave overflow out)");
+        } else if (ok && !has_rate) {
+          needs(*n, "overflow", "rate (overflow decides what happens beyond the route budget)");
+        }
       }
     }
 
@@ -793,8 +1174,8 @@ class Loader {
       if (read_string(*n, p, &v) && v != "instance") {
         if (v == "cluster") {
           error(*n, p,
-                "scope = \"cluster\" shares one budget between instances through Redis, which this build "
-                "does not have yet; use \"instance\"");
+                "scope = \"cluster\" (one budget shared between instances through Redis) is not available "
+                "in this build; use \"instance\"");
         } else {
           error(*n, p, "expected \"instance\", got \"" + v + "\"");
         }
@@ -1030,8 +1411,9 @@ class Loader {
   }
 
   void load_pressure(const toml::table& t, PressureConfig& p) {
-    check_keys(t, "pressure", {"loop_lag"});
+    check_keys(t, "pressure", {"loop_lag", "queue_depth"});
     if (const toml::node* n = t.get("loop_lag")) read_duration(*n, "pressure.loop_lag", &p.loop_lag_ms);
+    if (const toml::node* n = t.get("queue_depth")) read_int(*n, "pressure.queue_depth", 1, INT64_MAX, &p.queue_depth);
   }
 
   void load_idempotency(const toml::table& t, const std::string& path, IdempotencyConfig& c) {
@@ -1085,7 +1467,7 @@ class Loader {
   }
 
   void load_redis(const toml::table& t, RedisConfig& r) {
-    check_keys(t, "redis", {"url", "prefix", "timeout", "on_failure"});
+    check_keys(t, "redis", {"url", "prefix", "timeout", "on_failure", "wait_replicas", "wait_timeout"});
     r.enabled = true;
     if (const toml::node* n = t.get("url")) {
       if (read_string(*n, "redis.url", &r.url)) {
@@ -1114,6 +1496,25 @@ class Loader {
         else if (v == "closed") r.fail_open = false;
         else error(*n, "redis.on_failure", "expected \"closed\" (503 where Redis is needed) or \"open\" (forward without dedupe), got \"" + v + "\"");
       }
+    }
+    const toml::node* replicas = t.get("wait_replicas");
+    if (replicas != nullptr) read_int(*replicas, "redis.wait_replicas", 0, kMaxWaitReplicas, &r.wait_replicas);
+    if (const toml::node* n = t.get("wait_timeout")) {
+      if (read_duration(*n, "redis.wait_timeout", &r.wait_timeout_ms)) {
+        if (replicas == nullptr) {
+          error(*n, "redis.wait_timeout", "only valid together with wait_replicas");
+        } else if (r.wait_replicas > 0 && r.wait_timeout_ms >= r.timeout_ms) {
+          // WAIT is one command: its answer must arrive within redis.timeout,
+          // or the connection is counted as stalled and re-established.
+          error(*n, "redis.wait_timeout",
+                "must be shorter than redis.timeout (" + format_ms(r.timeout_ms) +
+                    "), which bounds every Redis command including WAIT");
+        }
+      }
+    } else if (r.wait_replicas > 0 && r.wait_timeout_ms >= r.timeout_ms) {
+      error(*replicas, "redis.wait_replicas",
+            "WAIT uses wait_timeout (" + format_ms(r.wait_timeout_ms) + " by default), which must be shorter than "
+            "redis.timeout (" + format_ms(r.timeout_ms) + "); set a shorter wait_timeout or a longer timeout");
     }
   }
 

@@ -185,6 +185,15 @@ std::string Controller::metrics_text() const {
   std::snprintf(buf, sizeof buf, "floodgate_connections_active %" PRId64 "\n",
                 instance_.connections.load(std::memory_order_relaxed));
   out += buf;
+  out += "# HELP floodgate_queue_depth Tickets waiting in each queued route (cluster-wide, sampled each second).\n";
+  out += "# TYPE floodgate_queue_depth gauge\n";
+  for (size_t i = 0; i < snapshot_->routes.size(); i++) {
+    const auto& q = snapshot_->routes[i].queue;
+    if (!q) continue;
+    std::string line = "floodgate_queue_depth{" + metrics::label("route", snapshot_->config->routes[i].name) + "} " +
+                       std::to_string(q->depth.load(std::memory_order_relaxed)) + "\n";
+    out += line;
+  }
   bool redis_enabled = snapshot_->config->redis.enabled;
   bool all_up = redis_enabled && !workers_.empty();
   for (size_t i = 0; i < workers_.size(); i++) all_up = all_up && instance_.redis_up[i].load(std::memory_order_relaxed);
@@ -245,7 +254,13 @@ std::string Controller::status_json() const {
                     rt.clients->memory_bytes());
       out += buf;
     }
-    out += ",\"queue_depth\":0}";
+    if (rt.queue) {
+      std::snprintf(buf, sizeof buf, ",\"queue_depth\":%" PRId64 ",\"dispatch_rate\":%.1f}",
+                    rt.queue->depth.load(std::memory_order_relaxed), rt.queue->rate.load(std::memory_order_relaxed));
+      out += buf;
+    } else {
+      out += ",\"queue_depth\":0}";
+    }
   }
   out += "],\"upstreams\":[";
   for (size_t i = 0; i < cfg.upstreams.size(); i++) {

@@ -248,6 +248,7 @@ void Worker::on_drain_timer(uv_timer_t* t) {
   std::vector<proxy::ClientConn*> conns = self->conns_;
   self->drain_expired_ = true;
   for (auto* c : conns) c->close();
+  for (auto& d : self->stopping_dispatchers_) d->force_stop();
   self->maybe_finish();
 }
 
@@ -275,7 +276,16 @@ void Worker::on_tick(uv_timer_t* t) {
   self->instance_->loop_lag_ns[self->id_].store(lag, std::memory_order_relaxed);
   uint64_t limit_ms = self->config().pressure.loop_lag_ms;
   bool pressure = false;
-  if (limit_ms > 0) {
+  const char* condition = "loop_lag";
+  if (uint64_t qmax = self->config().pressure.queue_depth; qmax > 0) {
+    for (const auto& rt : self->snapshot_->routes) {
+      if (rt.queue && rt.queue->depth.load(std::memory_order_relaxed) > static_cast<int64_t>(qmax)) {
+        pressure = true;
+        condition = "queue_depth";
+      }
+    }
+  }
+  if (limit_ms > 0 && !pressure) {
     int n = self->instance_->workers.load(std::memory_order_relaxed);
     for (int i = 0; i < n && i < metrics::kMaxWorkers; i++) {
       if (self->instance_->loop_lag_ns[i].load(std::memory_order_relaxed) > limit_ms * 1000000) pressure = true;
@@ -283,7 +293,7 @@ void Worker::on_tick(uv_timer_t* t) {
   }
   if (pressure != self->pressure_ && self->id_ == 0) {
     log::event(pressure ? "warn" : "info", pressure ? "pressure_on" : "pressure_off",
-               [&](log::Line& l) { l.str("condition", "loop_lag"); });
+               [&](log::Line& l) { l.str("condition", condition); });
   }
   self->pressure_ = pressure;
 

@@ -437,7 +437,7 @@ void Dispatcher::start() {
 void Dispatcher::stop(std::function<void()> on_idle) {
   if (stopping_) return;
   stopping_ = true;
-  on_idle_ = std::move(on_idle);
+  if (on_idle) on_idle_ = std::move(on_idle);
   uv_timer_stop(read_timer_);
   uv_timer_stop(reclaim_timer_);
   uv_timer_stop(sample_timer_);
@@ -447,6 +447,13 @@ void Dispatcher::stop(std::function<void()> on_idle) {
   for (auto* d : deliveries_)
     if (!d->sending()) waiting.push_back(d);
   for (auto* d : waiting) d->abandon();
+  maybe_idle();
+}
+
+void Dispatcher::force_stop() {
+  stop(nullptr);
+  std::vector<Delivery*> all(deliveries_.begin(), deliveries_.end());
+  for (auto* d : all) d->abandon();
   maybe_idle();
 }
 

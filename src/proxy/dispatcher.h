@@ -35,6 +35,9 @@ class Dispatcher {
   // Stops reading new tickets; deliveries in flight finish. `on_idle` runs when the
   // last one is done (at once if none). Handles are closed by then.
   void stop(std::function<void()> on_idle);
+  // Drain timeout: give up on deliveries still on the wire too (their entries stay
+  // pending in Redis and are delivered again after processing_timeout).
+  void force_stop();
   // A ticket was just parked on this worker: read without waiting for the next poll.
   void nudge();
 
