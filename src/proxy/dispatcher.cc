@@ -258,7 +258,9 @@ class Delivery final : public UpstreamUser {
     wait = std::min(wait, rc->queue.processing_timeout_ms / 2);
     del_.attempts++;
     redis::Client* redis = d_->worker()->redis();
-    if (redis) queue::count_retry(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, ticket_);
+    if (redis)
+      queue::count_retry(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, d_->route(),
+                         entry_, d_->consumer(), ticket_);
     uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->wait_budget(); }, wait, 0);
   }
 
@@ -517,6 +519,22 @@ void Dispatcher::read() {
   size_t cap = static_cast<size_t>(rc->queue.concurrency);
   if (deliveries_.size() >= cap) return;  // delivery_done() reads again
   size_t want = cap - deliveries_.size();
+  // Take out of the stream only what the budget can serve now: an entry read here is
+  // idle-timed by Redis from this moment, and one waiting too long for a token would
+  // be reclaimed (and sent twice) by another worker.
+  int idx = route_index();
+  if (idx >= 0) {
+    const auto& rt = worker_->snapshot()->routes[static_cast<size_t>(idx)];
+    if (rt.budget) {
+      admission::Decision peek = rt.budget->peek(net::mono_ns());
+      size_t ready = static_cast<size_t>(peek.remaining) + 1;
+      size_t waiting = 0;
+      for (auto* d : deliveries_)
+        if (!d->sending()) waiting++;
+      want = std::min(want, ready > waiting ? ready - waiting : 0);
+      if (want == 0) return;  // a waiting delivery reads again when it is done
+    }
+  }
   queue::Keys keys{worker_->config().redis.prefix};
   reading_ = true;
   redis->command({"XREADGROUP", "GROUP", queue::kGroup, consumer_, "COUNT", std::to_string(want), "STREAMS",

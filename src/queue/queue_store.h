@@ -72,8 +72,11 @@ struct Delivery {
 void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
            std::string_view ticket_id, uint64_t now_ms, uint64_t max_wait_ms, std::function<void(Delivery&)> done);
 
-// Counts one more attempt of a ticket being retried.
-void count_retry(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id);
+// Counts one more attempt of a ticket being retried, and claims its stream entry
+// again for `consumer` (resetting its idle time) so that no other worker reclaims it
+// while this one is still retrying.
+void count_retry(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
+                 std::string_view consumer, std::string_view ticket_id);
 
 // Final state: "done" with the stored response, or "failed" with a reason. Acks and
 // deletes the stream entry, updates the idempotency record (stores the answer when
