@@ -159,9 +159,11 @@ void ClientConn::process_input() {
     if (out.state == http::RequestParser::State::kMessageDone) {
       // One request at a time: the next is parsed once this exchange is over.
       parse_paused_ = true;
-      if (!in_request_) {
-        // The exchange already ended (a local answer): move on at once.
+      if (!in_request_ && state_ == State::kOpen) {
+        // The exchange already ended (a local answer, e.g. a 429): go straight on
+        // with the next pipelined request.
         begin_next_request();
+        continue;
       }
       break;
     }

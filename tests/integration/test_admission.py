@@ -393,6 +393,21 @@ def dry_run_forwards_everything_but_counts_what_it_would_refuse():
 
 
 @test
+def pipelined_requests_after_a_429_are_all_answered():
+    """Local answers (429) on a keep-alive connection must not stall the requests
+    pipelined behind them: every request gets its answer, in order."""
+    gw, _ = gateway([{"name": "limited", "match": {"prefix": "/"}, "upstream": "shop",
+                      "rate": 1, "burst": 2}], workers=1)
+    n = 12
+    c = Conn(gw.port, timeout=5)
+    c.send(b"".join(b"GET /api/products HTTP/1.1\r\nHost: x\r\n\r\n" for _ in range(n)))
+    statuses = [c.recv_response("GET").status for _ in range(n)]
+    c.close()
+    assert statuses[:3] == [200, 200, 200], statuses
+    assert statuses[3:] == [429] * (n - 3), statuses
+
+
+@test
 def non_core_route_is_served_normally_without_pressure():
     gw, admin = gateway([{"name": "extras", "match": {"prefix": "/api/products"},
                           "upstream": "shop", "core": False},
