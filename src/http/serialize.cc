@@ -263,6 +263,16 @@ std::string_view reason_phrase(int status) {
 
 void append_json_escaped(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
+  // Fast path: most strings (codes, ids, fixed messages) need no escaping at all.
+  size_t clean = 0;
+  while (clean < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[clean]);
+    if (c < 0x20 || c == '"' || c == '\\') break;
+    clean++;
+  }
+  out.append(s.data(), clean);
+  s.remove_prefix(clean);
+  if (s.empty()) return;
   out.reserve(out.size() + s.size());
   for (char ch : s) {
     const unsigned char c = static_cast<unsigned char>(ch);

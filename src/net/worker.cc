@@ -459,10 +459,20 @@ std::string Worker::random_token() {
 }
 
 void Worker::next_request_id(std::string& out) {
-  char buf[24];
-  int n = std::snprintf(buf, sizeof buf, "-%02x%08" PRIx64, id_ & 0xff, ++id_counter_);
+  // "<12 hex random per worker>-<2 hex worker><8+ hex counter>", built by hand: this
+  // runs for every request.
+  static const char* kHex = "0123456789abcdef";
+  char buf[40];
+  size_t n = 0;
+  buf[n++] = '-';
+  buf[n++] = kHex[(id_ >> 4) & 15];
+  buf[n++] = kHex[id_ & 15];
+  uint64_t v = ++id_counter_;
+  int digits = 8;
+  while (digits < 16 && (v >> (4 * digits)) != 0) digits++;
+  for (int i = digits - 1; i >= 0; i--) buf[n++] = kHex[(v >> (4 * i)) & 15];
   out.assign(id_prefix_);
-  out.append(buf, static_cast<size_t>(n));
+  out.append(buf, n);
 }
 
 }  // namespace fg::net
