@@ -323,7 +323,7 @@ Floodgate is up (pid $floodgate_pid, config $config).
 EOF
 [[ $no_shop == 1 ]] || echo "  demo shop     $shop_listen (pid $shop_pid)"
 if [[ $no_redis == 0 ]]; then
-  echo "  redis-server  127.0.0.1:$redis_port (pid $redis_pid, data in .run/redis/; the proxy core does not use it yet)"
+  echo "  redis-server  127.0.0.1:$redis_port (pid $redis_pid, data in .run/redis/: idempotency keys and tickets)"
   if [[ -n "$redis_url" && "$redis_url" != *":$redis_port"* ]]; then
     echo "  note: $config has redis.url = $redis_url, which is not this redis (port $redis_port)"
   fi
@@ -333,12 +333,14 @@ cat <<EOF
 Try this (in another terminal):
   curl -i $base/api/products
   curl -i -X POST $base/api/orders -H 'Idempotency-Key: k1' -d '{"sku":"card-10"}'
+  curl -i -X POST $base/api/orders -H 'Idempotency-Key: k1' -d '{"sku":"card-10"}'   # replayed
+  curl -i -X POST $base/notify/pay -d 'out_trade_no=T1&amount=10'   # acked, delivered once
   curl -i $base/api/orders -H 'Content-Length: 5' -H 'Transfer-Encoding: chunked' -d hello   # 400, refused
 EOF
 if port_answers "$admin_host" "$admin_port"; then
   echo "  curl -s http://$admin_listen/metrics"
 else
-  echo "  (admin /metrics on $admin_listen arrives with the admission feature)"
+  echo "  (admin listener $admin_listen not answering)"
 fi
 echo "  More in the README's five-minute tour."
 cat <<EOF

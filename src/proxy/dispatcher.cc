@@ -108,7 +108,7 @@ class Delivery final : public UpstreamUser {
     queue::Keys keys{d_->worker()->config().redis.prefix};
     uint64_t now = log::wall_ms();
     queue::start(*redis, d_->worker()->queue_scripts(), keys, d_->route(), entry_, ticket_, now, rc->queue.max_wait_ms,
-                 [this](queue::Delivery& del) { on_started(del); });
+                 [this](queue::Delivery& del) { on_started(del); }, reclaimed_);
   }
 
   void on_started(queue::Delivery& del) {

@@ -45,6 +45,9 @@ return {'ok', seq, depth + 1}
 constexpr const char* kStart = R"LUA(
 local f = redis.call('HMGET', KEYS[1], 'st', 'c')
 if not f[1] then
+  -- The ticket's hash expired while it was still queued: it leaves the queue now
+  -- (a reclaimed entry was counted when it was first started).
+  if ARGV[7] ~= '1' then redis.call('INCR', KEYS[3]) end
   redis.call('XACK', KEYS[2], 'fg', ARGV[1])
   redis.call('XDEL', KEYS[2], ARGV[1])
   return {'skip'}
@@ -75,7 +78,16 @@ return {'go', a, g[1] or '', g[2] or '', g[3] or '', g[4] or '', g[5] or '', ton
 )LUA";
 
 constexpr const char* kFinish = R"LUA(
-if redis.call('EXISTS', KEYS[1]) == 1 then
+local cur = redis.call('HGET', KEYS[1], 'st')
+if cur == 'done' or cur == 'failed' or cur == 'cancelled' then
+  -- Already final (a reclaimed delivery finished first): never undo it.
+  if ARGV[1] ~= '' then
+    redis.call('XACK', KEYS[2], 'fg', ARGV[1])
+    redis.call('XDEL', KEYS[2], ARGV[1])
+  end
+  return 0
+end
+if cur then
   redis.call('HSET', KEYS[1], 'st', ARGV[2], 'resp', ARGV[3], 'rs', ARGV[4], 'fin', ARGV[5])
   redis.call('HDEL', KEYS[1], 'b')
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -178,12 +190,13 @@ void enqueue(redis::Client& c, Scripts& s, const Keys& k, const NewTicket& t, ui
 }
 
 void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
-           std::string_view ticket_id, uint64_t now_ms, uint64_t max_wait_ms, std::function<void(Delivery&)> done) {
+           std::string_view ticket_id, uint64_t now_ms, uint64_t max_wait_ms, std::function<void(Delivery&)> done,
+           bool reclaimed) {
   // The ticket's lifetime once finished is set again by finish(); an hour covers the
   // expired case here.
   c.eval(&s.start, {k.ticket(ticket_id), k.stream(route), k.taken(route)},
          {std::string(entry_id), std::to_string(now_ms), std::to_string(max_wait_ms), "3600000", k.channel(),
-          std::string(ticket_id)},
+          std::string(ticket_id), reclaimed ? "1" : "0"},
          [done = std::move(done)](redis::Failure f, redis::Reply& r) {
            Delivery d;
            if (ok_reply(f, r) && r.type == redis::Reply::Type::kArray && !r.elements.empty()) {

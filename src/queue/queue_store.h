@@ -70,7 +70,8 @@ struct Delivery {
 // come back kSkip (their entry is acknowledged); tickets older than max_wait become
 // failed/expired (kExpired).
 void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
-           std::string_view ticket_id, uint64_t now_ms, uint64_t max_wait_ms, std::function<void(Delivery&)> done);
+           std::string_view ticket_id, uint64_t now_ms, uint64_t max_wait_ms, std::function<void(Delivery&)> done,
+           bool reclaimed = false);
 
 // Counts one more attempt of a ticket being retried, and claims its stream entry
 // again for `consumer` (resetting its idle time) so that no other worker reclaims it
