@@ -29,8 +29,12 @@ const char* ticket_state_name(int s) {
 }
 
 void QueueState::observe(int64_t enq, int64_t taken, uint64_t now_ns) {
+  int64_t before = depth.load(std::memory_order_relaxed);
   depth.store(enq - taken > 0 ? enq - taken : 0, std::memory_order_relaxed);
-  if (last_taken >= 0 && now_ns > last_ns && taken >= last_taken) {
+  // A second in which the queue was empty says nothing about how fast it drains:
+  // only seconds with tickets waiting feed the rate.
+  bool informative = before > 0 || taken != last_taken;
+  if (last_taken >= 0 && now_ns > last_ns && taken >= last_taken && informative) {
     double secs = static_cast<double>(now_ns - last_ns) / 1e9;
     double sample = static_cast<double>(taken - last_taken) / secs;
     double old = rate.load(std::memory_order_relaxed);

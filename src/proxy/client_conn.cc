@@ -199,7 +199,7 @@ void ClientConn::on_request_head(http::RequestHead& head) {
   // by refreshing).
   const std::string& tickets = cfg.server.tickets_path;
   std::string_view path = head.path();
-  if (cfg.redis.enabled && path.size() > tickets.size() && path.compare(0, tickets.size(), tickets) == 0) {
+  if (cfg.redis.enabled && path.size() >= tickets.size() && path.compare(0, tickets.size(), tickets) == 0) {
     std::string id(path.substr(tickets.size()));
     bool cancel = head.method == "DELETE";
     if (head.method != "GET" && head.method != "HEAD" && !cancel) {

@@ -275,8 +275,8 @@ class Delivery final : public UpstreamUser {
   void fail(const std::string& reason) {
     std::string blob;
     if (status_ > 0) blob = idempotency::encode_response(status_, reason_, resp_headers_, resp_body_);
+    webhook(reason, del_.attempts);  // before finish(): finish() ends this object
     finish("failed", blob, reason, false);
-    webhook(reason, del_.attempts);
   }
 
   void finish(const char* state, const std::string& blob, const std::string& reason, bool store_idem) {

@@ -156,8 +156,7 @@ void ProxySession::on_claim_result(idempotency::ClaimResult& r) {
   // like (providers often change a timestamp field): it is never delivered twice.
   if (rc.store_and_forward && r.kind != Kind::kClaimed && r.kind != Kind::kUnavailable) {
     count_idem(r.kind == Kind::kMismatch ? net::kIdemKeyReused : net::kIdemReplayed);
-    answer_parked(r.kind == Kind::kTicket ? r.ticket : std::string(), 0);
-    outcome_ = net::kReplayed;
+    answer_parked(r.kind == Kind::kTicket ? r.ticket : std::string(), 0, net::kReplayed);
     return;
   }
   switch (r.kind) {
@@ -325,11 +324,11 @@ void ProxySession::enqueue() {
                  });
 }
 
-void ProxySession::answer_parked(const std::string& ticket, int64_t ahead) {
+void ProxySession::answer_parked(const std::string& ticket, int64_t ahead, int outcome) {
   const Config& cfg = *snap_->config;
   const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
   active_ = false;
-  outcome_ = net::kQueued;
+  outcome_ = outcome;
   bool keep_alive = head_.keep_alive && !client_->worker()->draining();
   std::string out;
   if (rc.store_and_forward) {
@@ -426,14 +425,18 @@ void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http:
     uint64_t ex = exchange_;
     const Config& cfg = *snap_->config;
     queue::cancel(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, log::wall_ms(), 3600 * 1000,
-                  [weak, ex, w, this](queue::CancelResult r) {
+                  [weak, ex, w, this](queue::CancelResult r, const std::string& route) {
                     auto ref = weak.lock();
                     ProxySession* s = ref ? *ref : nullptr;
                     if (!s || s->exchange_ != ex || !s->active_) return;
-                    (void)w;
                     (void)this;
+                    s->cancelled_route_ = route;
                     switch (r) {
                       case queue::CancelResult::kCancelled:
+                        for (size_t i = 0; i < s->snap_->config->routes.size(); i++) {
+                          if (s->snap_->config->routes[i].name == s->cancelled_route_ && s->snap_->routes[i].queue)
+                            metrics::Registry::get().add(w->id(), s->snap_->routes[i].tickets[net::kTicketCancelled]);
+                        }
                         s->answer_ticket_json(200, "{\"ticket\":\"" + s->ticket_ + "\",\"status\":\"cancelled\"}", {}, {});
                         return;
                       case queue::CancelResult::kTooLate:
@@ -511,9 +514,21 @@ void ProxySession::answer_ticket(queue::TicketView& v) {
           now - static_cast<uint64_t>(v.created_ms) > rc->queue.max_wait_ms) {
         // Lazy expiry: nobody dispatched it within max_wait.
         net::Worker* w = client_->worker();
-        if (w->redis())
+        if (w->redis()) {
+          std::string ticket = ticket_;
+          std::string webhook = rc->on_failure_webhook;
+          std::string route = rc->name;
           queue::expire(*w->redis(), w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, now,
-                        rc->queue.ticket_ttl_ms);
+                        rc->queue.ticket_ttl_ms, [w, ticket, webhook, route](bool expired_now) {
+                          // Only the caller that actually moved it to expired reports it.
+                          if (!expired_now || webhook.empty()) return;
+                          if (proxy::Dispatcher* d = w->dispatcher(route)) {
+                            std::string body = "{\"ticket\":\"" + ticket + "\",\"route\":\"" + route +
+                                               "\",\"status\":\"failed\",\"reason\":\"expired\",\"attempts\":0}";
+                            d->post_webhook(webhook, std::move(body));
+                          }
+                        });
+        }
         v.kind = K::kFailed;
         v.reason = "expired";
         answer_ticket(v);

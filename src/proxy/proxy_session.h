@@ -75,7 +75,7 @@ class ProxySession final : public UpstreamUser {
  private:
   void decide_idempotency();
   void enqueue();
-  void answer_parked(const std::string& ticket, int64_t ahead);
+  void answer_parked(const std::string& ticket, int64_t ahead, int outcome = net::kQueued);
   void poll_ticket(bool final);
   void answer_ticket(struct queue::TicketView& v);
   void answer_ticket_json(int status, const std::string& body, const std::string& etag, std::string extra);
@@ -134,6 +134,7 @@ class ProxySession final : public UpstreamUser {
   bool park_ = false;            // this exchange ends as a ticket
   std::string ticket_;           // ticket polls: the ticket id
   int ticket_wait_s_ = 0;
+  std::string cancelled_route_;
   int ticket_first_kind_ = -1;   // long-polls answer once the state differs from this
   uint64_t ticket_deadline_ms_ = 0;
   std::string body_buf_;

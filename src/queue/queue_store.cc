@@ -133,7 +133,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local ik = redis.call('HMGET', KEYS[1], 'ik', 'io')
 if ik[1] and ik[1] ~= '' and redis.call('HGET', ik[1], 'o') == ik[2] then redis.call('DEL', ik[1]) end
 redis.call('PUBLISH', ARGV[3], ARGV[4])
-return 'ok'
+return {'ok', r}
 )LUA";
 
 bool ok_reply(redis::Failure f, const redis::Reply& r) {
@@ -269,23 +269,28 @@ void poll(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_i
 }
 
 void expire(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id, uint64_t now_ms,
-            uint64_t ticket_ttl_ms) {
+            uint64_t ticket_ttl_ms, std::function<void(bool)> done) {
   c.eval(&s.expire, {k.ticket(ticket_id)},
          {std::to_string(now_ms), std::to_string(ticket_ttl_ms), k.channel(), std::string(ticket_id), k.prefix + "q:",
           "failed", "expired"},
-         [](redis::Failure, redis::Reply&) {});
+         [done = std::move(done)](redis::Failure f, redis::Reply& r) {
+           bool moved = ok_reply(f, r) && r.type == redis::Reply::Type::kArray && elem_str(r, 0) == "ok";
+           if (done) done(moved);
+         });
 }
 
 void cancel(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id, uint64_t now_ms,
-            uint64_t ticket_ttl_ms, std::function<void(CancelResult)> done) {
+            uint64_t ticket_ttl_ms, std::function<void(CancelResult, const std::string&)> done) {
   c.eval(&s.cancel, {k.ticket(ticket_id)},
          {std::to_string(now_ms), std::to_string(ticket_ttl_ms), k.channel(), std::string(ticket_id),
           k.prefix + "q:", "cancelled", "cancelled"},
          [done = std::move(done)](redis::Failure f, redis::Reply& r) {
-           if (!ok_reply(f, r)) return done(CancelResult::kUnavailable);
-           if (r.str == "ok") return done(CancelResult::kCancelled);
-           if (r.str == "late") return done(CancelResult::kTooLate);
-           done(CancelResult::kUnknown);
+           static const std::string kNone;
+           if (!ok_reply(f, r)) return done(CancelResult::kUnavailable, kNone);
+           if (r.type == redis::Reply::Type::kArray && elem_str(r, 0) == "ok")
+             return done(CancelResult::kCancelled, elem_str(r, 1));
+           if (r.str == "late") return done(CancelResult::kTooLate, kNone);
+           done(CancelResult::kUnknown, kNone);
          });
 }
 

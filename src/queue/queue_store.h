@@ -102,12 +102,14 @@ void poll(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_i
           std::function<void(TicketView&)> done);
 
 // Marks a queued ticket older than max_wait as failed/expired (lazy expiry at read time).
+// `done(true)` when this call moved the ticket to expired.
 void expire(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id, uint64_t now_ms,
-            uint64_t ticket_ttl_ms);
+            uint64_t ticket_ttl_ms, std::function<void(bool)> done = nullptr);
 
 enum class CancelResult { kCancelled, kTooLate, kUnknown, kUnavailable };
+// `done(result, route)`: route is the cancelled ticket's route (kCancelled only).
 void cancel(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id, uint64_t now_ms,
-            uint64_t ticket_ttl_ms, std::function<void(CancelResult)> done);
+            uint64_t ticket_ttl_ms, std::function<void(CancelResult, const std::string&)> done);
 
 // 128 bits from the OS CSPRNG as 22 URL-safe base64 characters.
 std::string new_ticket_id();

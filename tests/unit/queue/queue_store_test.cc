@@ -247,7 +247,9 @@ struct Fixture {
     return await<q::TicketView>([&](auto cb) { q::poll(*c, scripts, keys, id, cb); });
   }
   q::CancelResult cancel(const std::string& id, uint64_t now = kT0 + 1000) {
-    return await<q::CancelResult>([&](auto cb) { q::cancel(*c, scripts, keys, id, now, kTicketTtl, cb); });
+    return await<q::CancelResult>([&](auto cb) {
+      q::cancel(*c, scripts, keys, id, now, kTicketTtl, [cb](q::CancelResult r, const std::string&) { cb(r); });
+    });
   }
   // expire() and count_retry() take no callback: a PING behind them on the same
   // connection is answered after them.
