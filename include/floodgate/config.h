@@ -45,6 +45,27 @@ struct RetryConfig {
   std::vector<int> on_status = {502, 503, 504};
 };
 
+// [upstreams.X.breaker]: one circuit breaker per server, per instance (SPEC §7).
+struct BreakerConfig {
+  bool enabled = true;
+  uint64_t window_ms = 10000;     // rolling window of 1 s buckets
+  uint64_t min_requests = 20;     // fewer requests in the window never open it
+  double error_rate = 0.5;        // 5xx answers + connect errors / requests
+  double timeout_rate = 0.4;      // timeouts / requests
+  uint64_t open_for_ms = 5000;    // then half-open (with up to 20% jitter)
+  uint64_t half_open_probes = 3;  // probes let through while half-open; all must succeed
+};
+
+// [upstreams.X] health = { path, interval, timeout }: active checks, once per instance.
+struct HealthConfig {
+  bool enabled = false;
+  std::string path = "/healthz";
+  uint64_t interval_ms = 2000;
+  uint64_t timeout_ms = 1000;
+  uint64_t rise = 2;   // consecutive successes to mark a server up again
+  uint64_t fall = 2;   // consecutive failures to mark it down
+};
+
 struct UpstreamConfig {
   std::string name;
   std::vector<HostPort> servers;  // at least one
@@ -55,6 +76,12 @@ struct UpstreamConfig {
   uint64_t keepalive = 64;               // idle pooled connections per server, per worker
   uint64_t keepalive_timeout_ms = 60000; // an idle pooled connection is closed after this
   RetryConfig retry;                     // [upstreams.X.retry]: queued deliveries only
+  std::vector<HostPort> backup;          // used only while every primary is unavailable
+  bool adaptive_timeout = false;         // timeout = "adaptive": clamp(3 x p99, timeout_min, timeout_max)
+  uint64_t timeout_min_ms = 200;
+  uint64_t timeout_max_ms = 10000;
+  BreakerConfig breaker;
+  HealthConfig health;
 };
 
 struct RouteMatch {
@@ -64,6 +91,19 @@ struct RouteMatch {
 };
 
 enum class Overflow { kReject, kDegrade, kQueue };
+
+// What a route answers when no server of its upstream can take the request (every
+// primary and backup is open, down or at max_connections).
+enum class OnUnavailable { kError, kQueue, kCache, kDegrade };
+
+// Route response cache for GET/HEAD (SPEC §7): per worker, byte-capped LRU.
+struct CacheConfig {
+  bool enabled = false;
+  uint64_t ttl_ms = 0;              // freshness when the upstream gives no max-age
+  uint64_t stale_if_error_ms = 0;   // how long a stale entry may serve while the upstream fails
+  uint64_t max_bytes = 64ULL * 1024 * 1024;   // per worker, per route
+  uint64_t max_entry_bytes = 1024 * 1024;     // larger responses are not cached
+};
 
 // Route idempotency (SPEC §5). Key sources are kept as written ("header:Idempotency-Key",
 // "json:out_trade_no", ...); the loader has checked their syntax.
@@ -122,6 +162,9 @@ struct RouteConfig {
   uint64_t client_max_tickets = 0;  // 0: unlimited
   std::string on_failure_webhook;   // "http://host:port/path"; empty: none
   bool queued() const { return store_and_forward || overflow == Overflow::kQueue; }
+
+  CacheConfig cache;
+  OnUnavailable on_unavailable = OnUnavailable::kError;
 };
 
 struct RedisConfig {

@@ -44,6 +44,16 @@ constexpr uint64_t kMaxTicketTtlMs = 30 * kMaxDurationMs;
 constexpr int64_t kMaxQueueConcurrency = 10'000;
 constexpr int64_t kMaxRetryAttempts = 20;
 constexpr int64_t kMaxWaitReplicas = 16;
+// Circuit breakers and active health checks (SPEC §7).
+constexpr uint64_t kMaxBreakerWindowMs = 10 * 60 * 1000;
+constexpr int64_t kMaxBreakerMinRequests = 1'000'000;
+constexpr uint64_t kMinBreakerOpenMs = 100;
+constexpr uint64_t kMaxBreakerOpenMs = 3600 * 1000;
+constexpr int64_t kMaxHalfOpenProbes = 1000;
+constexpr uint64_t kMinHealthIntervalMs = 100;
+constexpr int64_t kMaxHealthThreshold = 100;
+// Route response cache: the smallest useful per-route budget.
+constexpr uint64_t kMinCacheBytes = 1024;
 // Admission rates and bursts, in requests (per second). Far above what one
 // instance can serve, low enough that the limiter's arithmetic stays exact.
 constexpr double kMaxRate = 10'000'000;
@@ -655,6 +665,11 @@ class Loader {
           error(*mode, index("routes", i) + ".mode",
                 "the ticket queue lives in Redis: add a [redis] table (url = \"redis://host:port/db\")");
         }
+        const toml::node* unavailable = rt ? rt->get("on_unavailable") : nullptr;
+        if (unavailable != nullptr && unavailable->value<std::string>() == "queue") {
+          error(*unavailable, index("routes", i) + ".on_unavailable",
+                "the ticket queue lives in Redis: add a [redis] table (url = \"redis://host:port/db\")");
+        }
       }
     }
     if (const toml::node* n = root.get("degrade")) {
@@ -793,14 +808,15 @@ class Loader {
 
   void load_upstream(const toml::table& t, const std::string& path, UpstreamConfig& u) {
     check_keys(t, path,
-               {"servers", "balance", "connect_timeout", "timeout", "max_connections", "keepalive",
-                "keepalive_timeout", "retry"});
+               {"servers", "backup", "balance", "connect_timeout", "timeout", "timeout_min", "timeout_max",
+                "max_connections", "keepalive", "keepalive_timeout", "retry", "breaker", "health"});
 
     if (const toml::node* n = t.get("servers")) {
       read_address_list(*n, path + ".servers", false, true, &u.servers);
     } else {
       error(t, path + ".servers", "required, e.g. servers = [\"127.0.0.1:8081\"]");
     }
+    if (const toml::node* n = t.get("backup")) read_backup(*n, path + ".backup", u);
 
     if (const toml::node* n = t.get("balance")) {
       std::string b;
@@ -813,7 +829,8 @@ class Loader {
     if (const toml::node* n = t.get("connect_timeout")) {
       read_duration(*n, path + ".connect_timeout", &u.connect_timeout_ms);
     }
-    if (const toml::node* n = t.get("timeout")) read_duration(*n, path + ".timeout", &u.timeout_ms);
+    if (const toml::node* n = t.get("timeout")) read_upstream_timeout(*n, path + ".timeout", u);
+    read_timeout_bounds(t, path, u);
     if (const toml::node* n = t.get("keepalive_timeout")) {
       read_duration(*n, path + ".keepalive_timeout", &u.keepalive_timeout_ms);
     }
@@ -824,6 +841,155 @@ class Loader {
     if (const toml::node* n = t.get("retry")) {
       if (const toml::table* rt = as_table(*n, path + ".retry")) load_retry(*rt, path + ".retry", u.retry);
     }
+    if (const toml::node* n = t.get("breaker")) {
+      if (const toml::table* bt = as_table(*n, path + ".breaker")) load_breaker(*bt, path + ".breaker", u.breaker);
+    }
+    if (const toml::node* n = t.get("health")) {
+      if (const toml::table* ht = as_table(*n, path + ".health")) load_health(*ht, path + ".health", u.health);
+    }
+  }
+
+  // backup: servers used only while every primary is unavailable. Unlike
+  // servers it may be empty (a placeholder for later); an address may not be
+  // both a primary and a backup, since it would then be tried twice.
+  void read_backup(const toml::node& node, const std::string& path, UpstreamConfig& u) {
+    const toml::array* arr = node.as_array();
+    if (arr == nullptr) {
+      error(node, path, "expected an array of strings, got " + std::string(type_name(node)));
+      return;
+    }
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const toml::node& n = (*arr)[i];
+      const std::string p = index(path, i);
+      HostPort hp;
+      if (!read_host_port(n, p, true, &hp)) continue;
+      auto same = [&](const HostPort& other) {
+        return other.port == hp.port && canonical_ip(other.host) == canonical_ip(hp.host);
+      };
+      if (std::any_of(u.backup.begin(), u.backup.end(), same)) {
+        error(n, p, "\"" + hp.text + "\" is listed twice");
+      } else if (std::any_of(u.servers.begin(), u.servers.end(), same)) {
+        error(n, p, "\"" + hp.text + "\" is also in servers; a backup must be a different server");
+      } else {
+        u.backup.push_back(std::move(hp));
+      }
+    }
+  }
+
+  // timeout: a duration, or "adaptive" (derived from the observed latency,
+  // between timeout_min and timeout_max).
+  void read_upstream_timeout(const toml::node& node, const std::string& path, UpstreamConfig& u) {
+    const auto* v = node.as_string();
+    if (v == nullptr) {
+      error(node, path, "expected a duration string such as \"5s\" or \"adaptive\", got " +
+                            std::string(type_name(node)));
+      return;
+    }
+    if (v->get() == "adaptive") {
+      u.adaptive_timeout = true;
+      return;
+    }
+    if (Result<uint64_t> ms = parse_duration_ms(v->get()); !ms) {
+      error(node, path, ms.message() + ", or \"adaptive\"");
+      return;
+    }
+    read_duration(node, path, &u.timeout_ms);
+  }
+
+  // timeout_min/timeout_max bound the adaptive timeout. They are accepted next
+  // to a fixed timeout too, so that switching to "adaptive" is a one-word edit.
+  void read_timeout_bounds(const toml::table& t, const std::string& path, UpstreamConfig& u) {
+    const toml::node* lo = t.get("timeout_min");
+    const toml::node* hi = t.get("timeout_max");
+    bool ok = true;
+    if (lo != nullptr) ok = read_duration(*lo, path + ".timeout_min", &u.timeout_min_ms) && ok;
+    if (hi != nullptr) ok = read_duration(*hi, path + ".timeout_max", &u.timeout_max_ms) && ok;
+    if (!ok || u.timeout_min_ms <= u.timeout_max_ms) return;
+    if (hi != nullptr) {
+      error(*hi, path + ".timeout_max",
+            "must be at least timeout_min (" + format_ms(u.timeout_min_ms) + "), got " + format_ms(u.timeout_max_ms));
+    } else {
+      error(*lo, path + ".timeout_min",
+            "must not exceed timeout_max (" + format_ms(u.timeout_max_ms) + " unless set); raise timeout_max as well");
+    }
+  }
+
+  // [upstreams.X.breaker]: one circuit breaker per server, per instance.
+  void load_breaker(const toml::table& t, const std::string& path, BreakerConfig& b) {
+    check_keys(t, path,
+               {"enabled", "window", "min_requests", "error_rate", "timeout_rate", "open_for", "half_open_probes"});
+    if (const toml::node* n = t.get("enabled")) read_bool(*n, path + ".enabled", &b.enabled);
+    if (const toml::node* n = t.get("window")) {
+      uint64_t ms = 0;
+      if (read_duration(*n, path + ".window", 1000, kMaxBreakerWindowMs, &ms)) {
+        if (ms % 1000 != 0) {
+          // The window is a ring of 1 s buckets.
+          error(*n, path + ".window",
+                "must be a whole number of seconds (the window counts 1s buckets), got \"" +
+                    n->value<std::string>().value_or("") + "\"");
+        } else {
+          b.window_ms = ms;
+        }
+      }
+    }
+    if (const toml::node* n = t.get("min_requests")) {
+      read_int(*n, path + ".min_requests", 1, kMaxBreakerMinRequests, &b.min_requests);
+    }
+    if (const toml::node* n = t.get("error_rate")) read_number(*n, path + ".error_rate", 0, true, 1, &b.error_rate);
+    if (const toml::node* n = t.get("timeout_rate")) {
+      read_number(*n, path + ".timeout_rate", 0, true, 1, &b.timeout_rate);
+    }
+    if (const toml::node* n = t.get("open_for")) {
+      read_duration(*n, path + ".open_for", kMinBreakerOpenMs, kMaxBreakerOpenMs, &b.open_for_ms);
+    }
+    if (const toml::node* n = t.get("half_open_probes")) {
+      read_int(*n, path + ".half_open_probes", 1, kMaxHalfOpenProbes, &b.half_open_probes);
+    }
+  }
+
+  // health = { path, interval, timeout, rise, fall }: active checks, once per
+  // instance. The table switches them on; every key has a default.
+  void load_health(const toml::table& t, const std::string& path, HealthConfig& h) {
+    check_keys(t, path, {"path", "interval", "timeout", "rise", "fall"});
+    h.enabled = true;
+    if (const toml::node* n = t.get("path")) {
+      const std::string p = path + ".path";
+      std::string v;
+      if (read_string(*n, p, &v)) {
+        if (v.empty() || v.front() != '/') {
+          error(*n, p, "must start with '/', got \"" + v + "\"");
+        } else if (std::any_of(v.begin(), v.end(), [](char c) {
+                     const auto u = static_cast<unsigned char>(c);
+                     return u <= 0x20 || u >= 0x7f;
+                   })) {
+          // It becomes the request line of the check.
+          error(*n, p, "must not contain spaces, control characters or non-ASCII bytes (percent-encode them)");
+        } else if (v.find('#') != std::string::npos) {
+          error(*n, p, "must not contain a fragment ('#')");
+        } else {
+          h.path = std::move(v);
+        }
+      }
+    }
+    const toml::node* interval = t.get("interval");
+    const toml::node* timeout = t.get("timeout");
+    bool ok = true;
+    if (interval != nullptr) {
+      ok = read_duration(*interval, path + ".interval", kMinHealthIntervalMs, kMaxDurationMs, &h.interval_ms) && ok;
+    }
+    if (timeout != nullptr) ok = read_duration(*timeout, path + ".timeout", &h.timeout_ms) && ok;
+    if (ok && h.timeout_ms >= h.interval_ms) {
+      // A check still running when the next one is due would overlap it.
+      if (timeout != nullptr) {
+        error(*timeout, path + ".timeout",
+              "must be shorter than interval (" + format_ms(h.interval_ms) + "), got " + format_ms(h.timeout_ms));
+      } else {
+        error(*interval, path + ".interval",
+              "must be longer than timeout (" + format_ms(h.timeout_ms) + " unless set); set a shorter timeout");
+      }
+    }
+    if (const toml::node* n = t.get("rise")) read_int(*n, path + ".rise", 1, kMaxHealthThreshold, &h.rise);
+    if (const toml::node* n = t.get("fall")) read_int(*n, path + ".fall", 1, kMaxHealthThreshold, &h.fall);
   }
 
   // [upstreams.X.retry]: how queued and store-and-forward deliveries are
@@ -928,7 +1094,7 @@ class Loader {
     check_keys(t, path,
                {"name", "match", "upstream", "max_body_bytes", "rate", "burst", "scope", "client_rate",
                 "client_burst", "client_key", "overflow", "dry_run", "core", "idempotency", "mode", "ack",
-                "queue", "client_max_tickets", "on_failure_webhook"});
+                "queue", "client_max_tickets", "on_failure_webhook", "cache", "on_unavailable"});
 
     if (const toml::node* n = t.get("name")) {
       if (read_string(*n, path + ".name", &r.name)) {
@@ -985,7 +1151,82 @@ class Loader {
       if (const toml::table* it = as_table(*n, path + ".idempotency")) load_idempotency(*it, path + ".idempotency", r.idempotency);
     }
     load_queueing(t, path, cfg, r);
+    load_unavailable(t, path, r);
     return errors_.size() == errors_before;
+  }
+
+  // cache and on_unavailable: what a route serves when its upstream cannot
+  // answer (SPEC §7).
+  void load_unavailable(const toml::table& t, const std::string& path, RouteConfig& r) {
+    if (const toml::node* n = t.get("cache")) {
+      const std::string p = path + ".cache";
+      const bool reads_only =
+          std::all_of(r.match.methods.begin(), r.match.methods.end(),
+                      [](const std::string& m) { return m == "GET" || m == "HEAD"; });
+      if (!reads_only) {
+        error(*n, p, "cache applies to GET and HEAD routes only");
+      } else if (r.store_and_forward) {
+        error(*n, p, "a store_and_forward route answers every request with ack; a cache would never apply");
+      } else if (const toml::table* ct = as_table(*n, p)) {
+        load_cache(*ct, p, r.cache);
+      }
+    }
+    if (const toml::node* n = t.get("on_unavailable")) {
+      const std::string p = path + ".on_unavailable";
+      std::string v;
+      if (!read_string(*n, p, &v)) return;
+      if (v == "error") {
+        r.on_unavailable = OnUnavailable::kError;
+      } else if (v == "degrade") {
+        r.on_unavailable = OnUnavailable::kDegrade;
+      } else if (v == "queue") {
+        // Needs [redis]; that is checked with the other Redis users in load_root.
+        r.on_unavailable = OnUnavailable::kQueue;
+      } else if (v == "cache") {
+        if (!t.contains("cache")) {
+          error(*n, p, "on_unavailable = \"cache\" needs a cache on the route (cache = { ttl = \"2s\", "
+                       "stale_if_error = \"5m\" })");
+          return;
+        }
+        r.on_unavailable = OnUnavailable::kCache;
+      } else {
+        error(*n, p, "expected \"error\", \"queue\", \"cache\" or \"degrade\", got \"" + v + "\"");
+        return;
+      }
+      if (r.store_and_forward) {
+        // Its requests are only ever delivered from the queue, where the
+        // upstream's retry settings decide what happens.
+        error(*n, p, "a store_and_forward route never sends a request live; on_unavailable would never apply "
+                     "(leave it out)");
+      }
+    }
+  }
+
+  void load_cache(const toml::table& t, const std::string& path, CacheConfig& c) {
+    check_keys(t, path, {"ttl", "stale_if_error", "max_bytes", "max_entry_bytes"});
+    c.enabled = true;
+    if (const toml::node* n = t.get("ttl")) read_duration(*n, path + ".ttl", 0, kMaxDurationMs, &c.ttl_ms);
+    if (const toml::node* n = t.get("stale_if_error")) {
+      read_duration(*n, path + ".stale_if_error", 0, kMaxDurationMs, &c.stale_if_error_ms);
+    }
+    const toml::node* max = t.get("max_bytes");
+    const toml::node* entry = t.get("max_entry_bytes");
+    bool ok = true;
+    if (max != nullptr) ok = read_size(*max, path + ".max_bytes", kMinCacheBytes, UINT64_MAX, &c.max_bytes) && ok;
+    if (entry != nullptr) {
+      ok = read_size(*entry, path + ".max_entry_bytes", 1, UINT64_MAX, &c.max_entry_bytes) && ok;
+    }
+    if (ok && c.max_entry_bytes > c.max_bytes) {
+      if (entry != nullptr) {
+        error(*entry, path + ".max_entry_bytes",
+              "must not exceed max_bytes (" + std::to_string(c.max_bytes) + "), got " +
+                  std::to_string(c.max_entry_bytes));
+      } else {
+        error(*max, path + ".max_bytes",
+              "must be at least max_entry_bytes (" + std::to_string(c.max_entry_bytes) +
+                  " unless set); set a smaller max_entry_bytes");
+      }
+    }
   }
 
   // mode = "store_and_forward" and overflow = "queue" as written, so that a
@@ -997,13 +1238,17 @@ class Loader {
   }
   static bool wants_queue(const toml::table& t) {
     const toml::node* n = t.get("overflow");
-    return wants_store_and_forward(t) || (n != nullptr && n->value<std::string>() == "queue");
+    const toml::node* u = t.get("on_unavailable");
+    return wants_store_and_forward(t) || (n != nullptr && n->value<std::string>() == "queue") ||
+           (u != nullptr && u->value<std::string>() == "queue");
   }
 
   // ack, queue, client_max_tickets, on_failure_webhook.
   void load_queueing(const toml::table& t, const std::string& path, const Config& cfg, RouteConfig& r) {
     const bool queued = wants_queue(t);
-    const std::string not_queued = "only valid on a queued route (overflow = \"queue\" or mode = \"store_and_forward\")";
+    const std::string not_queued =
+        "only valid on a queued route (overflow = \"queue\", on_unavailable = \"queue\" or "
+        "mode = \"store_and_forward\")";
 
     if (const toml::node* n = t.get("ack")) {
       if (!wants_store_and_forward(t)) {
@@ -1047,12 +1292,14 @@ class Loader {
     // worker died: it would be reclaimed and sent a second time.
     if (queued && r.upstream_index < cfg.upstreams.size() && cfg.upstreams[r.upstream_index].name == r.upstream) {
       const UpstreamConfig& u = cfg.upstreams[r.upstream_index];
-      const uint64_t attempt_ms = u.connect_timeout_ms + u.timeout_ms;
+      // An adaptive timeout may grow up to timeout_max.
+      const uint64_t attempt_ms = u.connect_timeout_ms + (u.adaptive_timeout ? u.timeout_max_ms : u.timeout_ms);
       if (r.queue.processing_timeout_ms <= attempt_ms) {
         const toml::table* qt = queue != nullptr ? queue->as_table() : nullptr;
         const toml::node* at = qt != nullptr ? qt->get("processing_timeout") : nullptr;
         const std::string message =
-            "must be longer than one delivery attempt, upstreams." + u.name + " connect_timeout + timeout (" +
+            "must be longer than one delivery attempt, upstreams." + u.name + " connect_timeout + " +
+            (u.adaptive_timeout ? "timeout_max (" : "timeout (") +
             format_ms(attempt_ms) + "); a delivery still waiting for the shop would be reclaimed and sent again";
         if (at != nullptr) {
           error(*at, path + ".queue.processing_timeout", message);

@@ -194,6 +194,24 @@ std::string Controller::metrics_text() const {
                        std::to_string(q->depth.load(std::memory_order_relaxed)) + "\n";
     out += line;
   }
+  out += "# HELP floodgate_breaker_state Circuit breaker per upstream server: 0 closed, 1 half-open, 2 open.\n";
+  out += "# TYPE floodgate_breaker_state gauge\n";
+  out += "# HELP floodgate_upstream_timeout_seconds The first-byte timeout in force per upstream (adaptive or fixed).\n";
+  out += "# TYPE floodgate_upstream_timeout_seconds gauge\n";
+  for (size_t u = 0; u < snapshot_->config->upstreams.size(); u++) {
+    const UpstreamConfig& uc = snapshot_->config->upstreams[u];
+    const auto& ut = snapshot_->upstreams[u];
+    std::vector<HostPort> all = uc.servers;
+    all.insert(all.end(), uc.backup.begin(), uc.backup.end());
+    for (size_t i = 0; i < all.size(); i++) {
+      int st = 0;
+      if (auto* b = ut.counters->breaker_of(i)) st = static_cast<int>(b->state());
+      out += "floodgate_breaker_state{" + metrics::label("upstream", uc.name) + "," +
+             metrics::label("server", all[i].text) + "} " + std::to_string(st) + "\n";
+    }
+    std::snprintf(buf, sizeof buf, " %.3f\n", static_cast<double>(ut.timeout_ms(uc, mono_ns() / 1000000)) / 1000.0);
+    out += "floodgate_upstream_timeout_seconds{" + metrics::label("upstream", uc.name) + "}" + buf;
+  }
   bool redis_enabled = snapshot_->config->redis.enabled;
   bool all_up = redis_enabled && !workers_.empty();
   for (size_t i = 0; i < workers_.size(); i++) all_up = all_up && instance_.redis_up[i].load(std::memory_order_relaxed);
@@ -269,17 +287,49 @@ std::string Controller::status_json() const {
     out += "{\"name\":";
     json_str(out, u.name);
     out += ",\"servers\":[";
-    for (size_t s = 0; s < u.servers.size(); s++) {
+    std::vector<HostPort> all = u.servers;
+    all.insert(all.end(), u.backup.begin(), u.backup.end());
+    const auto& counters = *snapshot_->upstreams[i].counters;
+    for (size_t s = 0; s < all.size(); s++) {
       if (s) out += ',';
       out += "{\"address\":";
-      json_str(out, u.servers[s].text);
-      std::snprintf(buf, sizeof buf, ",\"connections\":%" PRId64 "}",
-                    snapshot_->upstreams[i].counters->count[s].load(std::memory_order_relaxed));
+      json_str(out, all[s].text);
+      static const char* kStates[] = {"closed", "half_open", "open"};
+      const char* breaker = "disabled";
+      if (auto* b = counters.breaker_of(s)) breaker = kStates[static_cast<int>(b->state())];
+      std::snprintf(buf, sizeof buf, ",\"backup\":%s,\"connections\":%" PRId64 ",\"health\":\"%s\",\"breaker\":\"%s\"}",
+                    s >= u.servers.size() ? "true" : "false", counters.count[s].load(std::memory_order_relaxed),
+                    counters.down[s].load(std::memory_order_relaxed) ? "down" : "up", breaker);
       out += buf;
     }
-    out += "]}";
+    std::snprintf(buf, sizeof buf, "],\"timeout_ms\":%" PRIu64 "}",
+                  snapshot_->upstreams[i].timeout_ms(u, mono_ns() / 1000000));
+    out += buf;
   }
-  out += "],\"breakers\":[],\"redis\":{\"state\":";
+  out += "],\"breakers\":[";
+  bool first = true;
+  for (size_t i = 0; i < cfg.upstreams.size(); i++) {
+    const auto& u = cfg.upstreams[i];
+    const auto& counters = *snapshot_->upstreams[i].counters;
+    std::vector<HostPort> all = u.servers;
+    all.insert(all.end(), u.backup.begin(), u.backup.end());
+    for (size_t s = 0; s < counters.breakers.size() && s < all.size(); s++) {
+      static const char* kStates[] = {"closed", "half_open", "open"};
+      auto c = counters.breakers[s]->counts(mono_ns() / 1000000);
+      if (!first) out += ',';
+      first = false;
+      out += "{\"upstream\":";
+      json_str(out, u.name);
+      out += ",\"server\":";
+      json_str(out, all[s].text);
+      std::snprintf(buf, sizeof buf, ",\"state\":\"%s\",\"requests\":%" PRIu64 ",\"errors\":%" PRIu64
+                    ",\"timeouts\":%" PRIu64 "}",
+                    kStates[static_cast<int>(counters.breakers[s]->state())], static_cast<uint64_t>(c.requests),
+                    static_cast<uint64_t>(c.errors), static_cast<uint64_t>(c.timeouts));
+      out += buf;
+    }
+  }
+  out += "],\"redis\":{\"state\":";
   if (!cfg.redis.enabled) {
     out += "\"not_configured\"";
   } else {

@@ -68,10 +68,12 @@ uint64_t mono_ns() {
 namespace {
 
 bool same_servers(const UpstreamConfig& a, const UpstreamConfig& b) {
-  if (a.servers.size() != b.servers.size()) return false;
+  if (a.servers.size() != b.servers.size() || a.backup.size() != b.backup.size()) return false;
   for (size_t i = 0; i < a.servers.size(); i++)
     if (a.servers[i].text != b.servers[i].text) return false;
-  return true;
+  for (size_t i = 0; i < a.backup.size(); i++)
+    if (a.backup[i].text != b.backup[i].text) return false;
+  return a.breaker.enabled == b.breaker.enabled;
 }
 
 std::string format_number(double v) {
@@ -171,11 +173,22 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
         if (pu.name == u.name && same_servers(pu, u)) ut.counters = prev->upstreams[i].counters;
       }
     }
-    if (!ut.counters) ut.counters = std::make_shared<proxy::ServerCounters>(u.servers.size());
+    if (!ut.counters) {
+      ut.counters = std::make_shared<proxy::ServerCounters>(u.servers.size() + u.backup.size(), &u.breaker);
+    } else {
+      for (auto& b : ut.counters->breakers) b->set_config(u.breaker);
+    }
+    if (prev) {
+      for (size_t i = 0; i < prev->config->upstreams.size(); i++)
+        if (prev->config->upstreams[i].name == u.name) ut.latency = prev->upstreams[i].latency;
+    }
+    if (!ut.latency) ut.latency = std::make_shared<breaker::LatencyWindow>();
     std::string ul = metrics::label("upstream", u.name);
     ut.duration = reg.histogram("floodgate_upstream_duration_seconds",
                                 "Time from sending a request to the upstream's response head.", ul);
-    for (const auto& s : u.servers) {
+    std::vector<HostPort> all = u.servers;
+    all.insert(all.end(), u.backup.begin(), u.backup.end());
+    for (const auto& s : all) {
       std::array<metrics::CellId, 4> kinds{};
       for (int k = 0; k < 4; k++) {
         kinds[static_cast<size_t>(k)] = reg.counter(

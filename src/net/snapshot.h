@@ -12,6 +12,7 @@
 
 #include "admission/budget.h"
 #include "admission/client_limiter.h"
+#include "breaker/latency_window.h"
 #include "floodgate/config.h"
 #include "idempotency/key_source.h"
 #include "metrics/registry.h"
@@ -88,7 +89,13 @@ struct RouteRuntime {
 };
 
 struct UpstreamRuntime {
-  std::shared_ptr<proxy::ServerCounters> counters;
+  std::shared_ptr<proxy::ServerCounters> counters;  // primaries then backups
+  std::shared_ptr<breaker::LatencyWindow> latency;  // for timeout = "adaptive"
+  // The first-byte timeout to use now (adaptive or fixed).
+  uint64_t timeout_ms(const UpstreamConfig& u, uint64_t now_ms) const {
+    return u.adaptive_timeout && latency ? latency->adaptive_timeout_ms(now_ms, u.timeout_min_ms, u.timeout_max_ms)
+                                         : u.timeout_ms;
+  }
   metrics::CellId duration = 0;
   // errors[server][kind], kind = proxy::UpstreamError
   std::vector<std::array<metrics::CellId, 4>> errors;

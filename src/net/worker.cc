@@ -9,6 +9,7 @@
 #include "net/listener.h"
 #include "proxy/client_conn.h"
 #include "proxy/dispatcher.h"
+#include "proxy/health_checker.h"
 #include "proxy/proxy_session.h"
 
 namespace fg::net {
@@ -96,6 +97,10 @@ void Worker::run(std::promise<Status>* started) {
   if (ok) {
     open_redis();
     sync_dispatchers();
+    if (id_ == 0) {
+      health_ = std::make_unique<proxy::HealthChecker>(this);
+      health_->sync();
+    }
   }
   if (ok) {
     next_tick_ns_ = uv_hrtime() + kTickMs * 1000000;
@@ -205,6 +210,7 @@ void Worker::apply_snapshot(std::shared_ptr<const Snapshot> next) {
     open_redis();
   }
   sync_dispatchers();
+  if (health_) health_->sync();
   Status s = sync_listeners();
   if (!s) {
     log::event("error", "listen_failed", [&](log::Line& l) { l.num("worker", id_).str("error", s.message()); });
@@ -261,6 +267,7 @@ void Worker::maybe_finish() {
   for (auto& p : pools_) p->close_idle();
   for (auto& p : retired_pools_) p->close_idle();
   close_redis();
+  if (health_) health_->stop();
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&snapshot_async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
@@ -298,7 +305,13 @@ void Worker::on_tick(uv_timer_t* t) {
   self->pressure_ = pressure;
 
   self->access_log_.flush();
+  if (self->id_ == 0) self->evaluate_breakers();
   uint64_t now = self->now_ms();
+  if (now - self->budget_reset_ms_ >= 10000) {
+    self->budget_reset_ms_ = now;
+    self->budget_requests_ = 0;
+    self->budget_retries_ = 0;
+  }
   // Long-polls whose wait is over answer with the state they have.
   if (!self->waiters_.empty()) self->notify_ticket({}, true);
   for (auto& p : self->pools_) p->sweep(now);
@@ -391,11 +404,66 @@ void Worker::sync_dispatchers() {
     }
   }
   dispatchers_ = std::move(keep);
-  if (!cfg.redis.enabled) return;
+  // One dispatcher per instance (on worker 0): deliveries leave in queue order, the
+  // route budget is shared with live traffic either way.
+  if (!cfg.redis.enabled || id_ != 0) return;
   for (const auto& r : cfg.routes) {
     if (!r.queued() || dispatcher(r.name)) continue;
     dispatchers_.push_back(std::make_unique<proxy::Dispatcher>(this, r.name));
     dispatchers_.back()->start();
+  }
+}
+
+Worker::RouteCache& Worker::route_cache(const RouteConfig& rc) {
+  auto& slot = caches_[rc.name];
+  if (!slot) {
+    slot = std::make_unique<RouteCache>();
+    slot->cache = std::make_unique<cache::ResponseCache>(rc.cache.max_bytes, rc.cache.max_entry_bytes);
+  } else if (slot->cache->max_bytes() != rc.cache.max_bytes ||
+             slot->cache->max_entry_bytes() != rc.cache.max_entry_bytes) {
+    slot->cache->set_limits(rc.cache.max_bytes, rc.cache.max_entry_bytes);
+  }
+  return *slot;
+}
+
+void Worker::wake_cache_waiters(const RouteConfig& rc, const std::string& key) {
+  RouteCache& c = route_cache(rc);
+  std::vector<uint64_t> ids = c.pending.finish(key);
+  std::vector<std::pair<std::weak_ptr<proxy::ProxySession*>, uint64_t>> wake;
+  for (uint64_t id : ids) {
+    auto it = c.waiters.find(id);
+    if (it == c.waiters.end()) continue;
+    wake.push_back(std::move(it->second));
+    c.waiters.erase(it);
+  }
+  for (auto& [weak, ex] : wake) {
+    auto ref = weak.lock();
+    if (ref && *ref) (*ref)->cache_ready(ex);
+  }
+}
+
+void Worker::evaluate_breakers() {
+  // One thread (worker 0) moves every breaker of the instance through its states, every
+  // tick (100 ms): workers read the state with one atomic load per pick.
+  const Config& cfg = config();
+  uint64_t now = now_ms();
+  for (size_t u = 0; u < cfg.upstreams.size(); u++) {
+    const auto& counters = snapshot_->upstreams[u].counters;
+    const UpstreamConfig& uc = cfg.upstreams[u];
+    for (size_t i = 0; i < counters->breakers.size(); i++) {
+      breaker::Breaker* b = counters->breakers[i].get();
+      breaker::State before = b->state();
+      uint64_t rnd = 0;
+      uv_random(nullptr, nullptr, &rnd, sizeof rnd, 0, nullptr);
+      if (!b->evaluate(now, rnd)) continue;
+      breaker::State after = b->state();
+      static const char* kNames[] = {"closed", "half_open", "open"};
+      const std::string& server = i < uc.servers.size() ? uc.servers[i].text : uc.backup[i - uc.servers.size()].text;
+      log::event(after == breaker::State::kOpen ? "warn" : "info", "breaker_state", [&](log::Line& l) {
+        l.str("upstream", uc.name).str("server", server).str("from", kNames[static_cast<int>(before)])
+            .str("to", kNames[static_cast<int>(after)]);
+      });
+    }
   }
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/log.h"
+#include "cache/response_cache.h"
 #include "idempotency/store.h"
 #include "queue/queue_store.h"
 #include "redis/redis_client.h"
@@ -27,6 +28,7 @@
 namespace fg::proxy {
 class ClientConn;
 class Dispatcher;
+class HealthChecker;
 class ProxySession;
 }
 
@@ -97,6 +99,24 @@ class Worker {
   // 128 random bits as 32 hex chars (owner tokens).
   std::string random_token();
 
+  // Per-route response cache of this worker (created on first use, limits follow the
+  // config), with the coalescing of concurrent misses.
+  struct RouteCache {
+    std::unique_ptr<cache::ResponseCache> cache;
+    cache::PendingMap pending;
+    std::unordered_map<uint64_t, std::pair<std::weak_ptr<proxy::ProxySession*>, uint64_t>> waiters;
+    uint64_t next_waiter = 1;
+  };
+  RouteCache& route_cache(const RouteConfig& rc);
+  // Wakes the sessions waiting for `key` (the leading fetch ended, well or not).
+  void wake_cache_waiters(const RouteConfig& rc, const std::string& key);
+
+  // Retry budget: live retries stay under 20% of requests (per worker, over a rolling
+  // ten-second period, with a floor of 10 so a quiet worker can still retry).
+  void note_request() { budget_requests_++; }
+  bool retry_allowed() const { return budget_retries_ < 10 + budget_requests_ / 5; }
+  void note_retry() { budget_retries_++; }
+
   // A fresh request id: this worker's random prefix and a counter.
   void next_request_id(std::string& out);
 
@@ -116,6 +136,7 @@ class Worker {
   void open_redis();
   void close_redis();
   void sync_dispatchers();
+  void evaluate_breakers();
   void notify_ticket(std::string_view ticket, bool timed_out_only);
   Status sync_listeners();
   static void on_stop_async(uv_async_t* a);
@@ -147,12 +168,16 @@ class Worker {
   log::LogBuffer access_log_;
   std::unique_ptr<redis::Client> redis_;
   std::unique_ptr<redis::Client> subscriber_;  // ticket change notifications
+  std::unique_ptr<proxy::HealthChecker> health_;  // worker 0 only: checks run once per instance
   idempotency::Scripts idem_scripts_;
   queue::Scripts queue_scripts_;
   std::vector<std::unique_ptr<proxy::Dispatcher>> dispatchers_;
   std::vector<std::unique_ptr<proxy::Dispatcher>> stopping_dispatchers_;
   size_t dispatchers_busy_ = 0;
   size_t redis_holds_ = 0;
+  uint64_t budget_requests_ = 0;
+  uint64_t budget_retries_ = 0;
+  uint64_t budget_reset_ms_ = 0;
   bool drain_expired_ = false;  // stopped dispatchers still finishing deliveries
   struct Waiter {
     std::weak_ptr<proxy::ProxySession*> session;
@@ -160,6 +185,7 @@ class Worker {
     uint64_t deadline_ms;
   };
   std::unordered_map<std::string, std::vector<Waiter>> waiters_;
+  std::unordered_map<std::string, std::unique_ptr<RouteCache>> caches_;
   std::unique_ptr<char[]> read_buffer_;
   std::string id_prefix_;
   uint64_t id_counter_ = 0;

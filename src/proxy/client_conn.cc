@@ -193,6 +193,7 @@ void ClientConn::on_request_head(http::RequestHead& head) {
   request_body_done_ = false;
   body_paused_ = false;
   body_bytes_ = 0;
+  worker_->note_request();
 
   // Ticket polls come before routing: they are answered from Redis, never by the
   // shop, and no route limit applies to them (a waiting user must never be locked out

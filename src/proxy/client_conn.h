@@ -48,6 +48,8 @@ class ClientConn final : public http::RequestParser::Handler {
   // Answers with a gateway-made JSON error and ends the exchange.
   void respond_error(int status, std::string_view code, std::string_view message, bool keep_alive,
                      std::string_view extra = {});
+  // The [degrade] answer; ends the exchange.
+  void respond_degrade();
   // Writes a complete response made elsewhere (a replay) and ends the exchange.
   void respond_raw(const std::string& bytes, bool keep_alive);
   bool closing() const { return state_ != State::kOpen; }
@@ -69,7 +71,6 @@ class ClientConn final : public http::RequestParser::Handler {
   void linger();
   void begin_next_request();
   void write_access_log();
-  void respond_degrade();
   static std::string retry_after_header(uint64_t retry_after_ns);
   static std::string ratelimit_headers(const RouteConfig& rc, const net::RouteRuntime& rt,
                                        const admission::Decision& d);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "cache/response_cache.h"
 #include "idempotency/store.h"
 #include "net/stream_write.h"
 #include "net/worker.h"
@@ -64,6 +65,23 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
   pool_ = &w->pool(upstream_index_);
   tried_.assign(pool_->server_count(), false);
 
+  deadline_ns_ = start_ns + snap_->upstreams[upstream_index_].timeout_ms(cfg.upstreams[upstream_index_], w->now_ms()) * 1000000ULL;
+  attempts_ = 0;
+  const RouteConfig& rc0 = cfg.routes[static_cast<size_t>(route)];
+  cache_route_ = rc0.cache.enabled && !park_ && (head_.method == "GET" || head_.method == "HEAD");
+  cache_leader_ = false;
+  cache_control_.clear();
+  cache_set_cookie_ = false;
+  if (cache_route_ && cache_lookup()) return;
+  if (!park_ && !pool_->any_available()) {
+    // No server can take it (breakers open, health checks down, all at capacity):
+    // the route's on_unavailable decides, before anything is read or sent.
+    if (rc0.on_unavailable == OnUnavailable::kQueue && cfg.redis.enabled) {
+      park_ = true;
+    } else if (unavailable(pool_->any_usable())) {
+      return;
+    }
+  }
   if (park_ || !snap_->routes[static_cast<size_t>(route)].idem_sources.empty()) {
     // The key may live in the body and the fingerprint covers it: read it all first
     // (bounded by max_body_bytes), then decide.
@@ -483,8 +501,20 @@ void ProxySession::poll_ticket(bool final) {
                                v.kind == queue::TicketView::Kind::kProcessing;
                 if (!final && waiting && (s->ticket_first_kind_ < 0 || s->ticket_first_kind_ == kind)) {
                   // Long-poll: wait for a published change (or the deadline).
+                  bool first = s->ticket_first_kind_ < 0;
                   s->ticket_first_kind_ = kind;
                   w->add_ticket_waiter(s->ticket_, s->self_ref_, ex, s->ticket_deadline_ms_);
+                  // A change published between our read and the waiter's registration
+                  // would be missed: read once more now that the waiter is in place.
+                  if (first && w->redis()) {
+                    std::weak_ptr<ProxySession*> weak2 = s->self_ref_;
+                    queue::poll(*w->redis(), w->queue_scripts(), queue::Keys{s->snap_->config->redis.prefix},
+                                s->ticket_, [weak2, ex, kind](queue::TicketView& v2) {
+                                  auto ref2 = weak2.lock();
+                                  ProxySession* s2 = ref2 ? *ref2 : nullptr;
+                                  if (s2 && static_cast<int>(v2.kind) != kind) s2->ticket_changed(ex);
+                                });
+                  }
                   return;
                 }
                 s->answer_ticket(v);
@@ -505,7 +535,7 @@ void ProxySession::answer_ticket(queue::TicketView& v) {
       local_answer(404, "unknown_ticket", "no such ticket", net::kError);
       return;
     case K::kCancelled:
-      answer_ticket_json(410, "{\"ticket\":\"" + ticket_ + "\",\"status\":\"cancelled\"}", {}, {});
+      answer_ticket_json(410, "{\"ticket\":\"" + ticket_ + "\",\"status\":\"cancelled\"}", "\"c\"", {});
       return;
     case K::kQueued:
     case K::kProcessing: {
@@ -547,7 +577,7 @@ void ProxySession::answer_ticket(queue::TicketView& v) {
                          poll + "\"}";
       std::string etag = "\"" + std::string(st, 1) + std::to_string(ahead) + "-" + std::to_string(eta / 1000) + "\"";
       int64_t retry = std::clamp<int64_t>((eta + 999) / 1000, 1, 30);
-      answer_ticket_json(202, body, etag, "Retry-After: " + std::to_string(retry) + "\r\n");
+      answer_ticket_json(202, body, etag, "Location: " + poll + "\r\nRetry-After: " + std::to_string(retry) + "\r\n");
       return;
     }
     case K::kDone: {
@@ -591,7 +621,8 @@ void ProxySession::answer_ticket(queue::TicketView& v) {
       http::append_json_escaped(body, v.reason);
       body += "\",\"attempts\":" + std::to_string(v.attempts) + "}";
       outcome_ = net::kError;
-      answer_ticket_json(status, body, {}, "Ticket-Status: failed\r\n");
+      std::string etag = "\"f" + std::to_string(v.attempts) + "-" + idempotency::digest_hex(v.reason).substr(0, 8) + "\"";
+      answer_ticket_json(status, body, etag, "Ticket-Status: failed\r\n");
       return;
     }
   }
@@ -681,9 +712,120 @@ void ProxySession::record_local(std::shared_ptr<const net::Snapshot> snap, http:
   active_ = false;
 }
 
+bool ProxySession::cache_lookup() {
+  // HEAD is answered from the GET entry (same representation, no body sent).
+  cache_key_ = cache::cache_key("GET", head_.target);
+  if (serve_cache(false)) return true;
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
+  net::Worker::RouteCache& c = client_->worker()->route_cache(rc);
+  uint64_t id = c.next_waiter++;
+  switch (c.pending.join(cache_key_, id)) {
+    case cache::PendingMap::Join::kLeader:
+      cache_leader_ = true;
+      capture_status_ = 0;
+      capture_headers_.clear();
+      capture_body_.clear();
+      capture_overflow_ = false;
+      return false;
+    case cache::PendingMap::Join::kWaiter:
+      // Another request is fetching this very response: wait for it (coalescing).
+      c.waiters[id] = {self_ref_, exchange_};
+      return true;
+    case cache::PendingMap::Join::kOverflow:
+      return false;
+  }
+  return false;
+}
+
+void ProxySession::cache_ready(uint64_t exchange) {
+  if (exchange != exchange_ || !active_) return;
+  if (serve_cache(false)) return;
+  if (cache_lookup()) return;
+  // Not cacheable after all (or the fetch failed): fetch it ourselves.
+  if (!body_done_) return;  // GET bodies are rare; the body path starts the exchange
+  try_connect();
+}
+
+bool ProxySession::serve_cache(bool stale_ok) {
+  if (cache_key_.empty()) cache_key_ = cache::cache_key("GET", head_.target);
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
+  if (!rc.cache.enabled) return false;
+  net::Worker* w = client_->worker();
+  const cache::CachedResponse* e = w->route_cache(rc).cache->get(cache_key_);
+  uint64_t now = w->now_ms();
+  if (e == nullptr) return false;
+  bool fresh = cache::is_fresh(*e, now);
+  if (!fresh && !(stale_ok && cache::is_usable_stale(*e, now))) return false;
+  active_ = false;
+  status_ = e->status;
+  outcome_ = net::kCached;
+  bool keep_alive = head_.keep_alive && !w->draining() && body_done_;
+  std::string out;
+  out.reserve(256 + e->header_lines.size() + e->body.size());
+  out += head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  out += std::to_string(e->status) + " " + e->reason + "\r\n";
+  out += e->header_lines;
+  out += "Content-Length: " + std::to_string(e->body.size()) + "\r\nAge: " +
+         std::to_string(cache::age_seconds(*e, now)) + "\r\nX-Cache: " + (fresh ? "HIT" : "STALE") +
+         "\r\nX-Request-Id: " + request_id_ + "\r\n";
+  out += keep_alive ? (head_.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
+  out += "\r\n";
+  if (!head_.is_head()) out += e->body;
+  client_->respond_raw(out, keep_alive);
+  return true;
+}
+
+void ProxySession::cache_store() {
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
+  auto d = cache::parse_cache_control(cache_control_);
+  bool auth = http::find_header(head_.headers, "Authorization") != nullptr;
+  if (capture_overflow_ || !cache::storable(capture_status_, d, cache_set_cookie_, auth)) return;
+  cache::CachedResponse r;
+  r.status = capture_status_;
+  r.reason = capture_reason_;
+  r.header_lines = capture_headers_;
+  r.body = capture_body_;
+  cache::set_freshness(r, d, client_->worker()->now_ms(), rc.cache.ttl_ms, rc.cache.stale_if_error_ms);
+  client_->worker()->route_cache(rc).cache->put(cache_key_, std::move(r));
+}
+
+void ProxySession::cache_release() {
+  if (!cache_leader_) return;
+  cache_leader_ = false;
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
+  client_->worker()->wake_cache_waiters(rc, cache_key_);
+}
+
+bool ProxySession::unavailable(bool busy) {
+  const Config& cfg = *snap_->config;
+  const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
+  switch (rc.on_unavailable) {
+    case OnUnavailable::kDegrade:
+      active_ = false;
+      status_ = cfg.degrade.status;
+      outcome_ = net::kDegraded;
+      client_->respond_degrade();
+      return true;
+    case OnUnavailable::kCache:
+      if (serve_cache(true)) return true;
+      [[fallthrough]];
+    case OnUnavailable::kQueue:  // without [redis] (the loader requires it) or mid-request
+    case OnUnavailable::kError:
+      if (busy) fail(503, "upstream_busy", "every upstream server is at max_connections");
+      else fail(503, "upstream_unavailable", "no upstream server is available");
+      return true;
+  }
+  return false;
+}
+
 void ProxySession::try_connect() {
   UpstreamConn* c = nullptr;
   auto r = pool_->acquire(this, tried_, &c);
+  if ((r == UpstreamPool::Acquire::kBusy || r == UpstreamPool::Acquire::kNoServer) && attempts_ == 0 &&
+      !pool_->any_available()) {
+    unavailable(r == UpstreamPool::Acquire::kBusy);
+    return;
+  }
   if (r == UpstreamPool::Acquire::kBusy) {
     fail(503, "upstream_busy", "every upstream server is at max_connections");
     return;
@@ -693,9 +835,25 @@ void ProxySession::try_connect() {
     return;
   }
   conn_ = c;
+  attempts_++;
   upstream_addr_ = pool_->server_name(c->server());
   upstream_start_ns_ = uv_hrtime();
   if (r == UpstreamPool::Acquire::kReady) send_request();
+}
+
+bool ProxySession::retry_safe() const {
+  // Safe by construction: a bodiless GET/HEAD, or a request carrying an idempotency key
+  // (the shop can dedupe it); the body must still be in hand to send it again.
+  if (head_.body != http::BodyKind::kNone) return false;
+  if (head_.method == "GET" || head_.method == "HEAD") return true;
+  return http::find_header(head_.headers, "Idempotency-Key") != nullptr;
+}
+
+bool ProxySession::has_untried() const {
+  if (uv_hrtime() >= deadline_ns_) return false;
+  for (bool t : tried_)
+    if (!t) return true;
+  return false;
 }
 
 void ProxySession::on_upstream_connected(UpstreamConn* conn) {
@@ -707,7 +865,10 @@ void ProxySession::send_request() {
   head_sent_ = true;
   uv_buf_t bufs[2] = {net::buf_of(upstream_head_.data(), upstream_head_.size()),
                       net::buf_of(pending_.data(), pending_.size())};
-  conn_->expect_response(head_.is_head(), pool_->config().timeout_ms);
+  // One deadline covers every try of this request.
+  uint64_t now = uv_hrtime();
+  uint64_t left_ms = deadline_ns_ > now ? (deadline_ns_ - now) / 1000000 : 1;
+  conn_->expect_response(head_.is_head(), std::max<uint64_t>(left_ms, 1));
   UpstreamConn* c = conn_;
   if (!c->write(bufs, pending_.empty() ? 1 : 2)) return;  // the error callback handled it
   pending_.clear();
@@ -772,6 +933,35 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
   status_ = resp.status;
   uint64_t upstream_ns = uv_hrtime() - upstream_start_ns_;
   upstream_ms_ = static_cast<int64_t>(upstream_ns / 1000000);
+  if (conn_) pool_->record(conn_->server(), resp.status >= 500 ? breaker::Outcome::kError : breaker::Outcome::kSuccess);
+  if (auto& lat = snap_->upstreams[upstream_index_].latency) lat->record(upstream_ns / 1000000, client_->worker()->now_ms());
+  if (cache_route_ && resp.status >= 500 && conn_) {
+    const RouteConfig& rcs = snap_->config->routes[static_cast<size_t>(route_)];
+    const auto* e = client_->worker()->route_cache(rcs).cache->get(cache_key_);
+    if (e && cache::is_usable_stale(*e, client_->worker()->now_ms())) {
+      UpstreamConn* c = conn_;
+      conn_ = nullptr;
+      c->pool()->release(c, false);
+      cache_release();
+      serve_cache(true);
+      return;
+    }
+  }
+  // A 502/503/504 before anything reached the client: another server may do better,
+  // when sending the request again is safe and the retry budget allows it.
+  if (resp.status >= 502 && resp.status <= 504 && conn_ && retry_safe() && client_->worker()->retry_allowed()) {
+    UpstreamConn* c = conn_;
+    conn_ = nullptr;
+    c->pool()->release(c, false);
+    if (has_untried()) {
+      client_->worker()->note_retry();
+      response_started_ = false;
+      status_ = 0;
+      head_sent_ = false;
+      try_connect();
+      return;
+    }
+  }
   metrics::Registry::get().observe(client_->worker()->id(),
                                    snap_->upstreams[upstream_index_].duration,
                                    static_cast<double>(upstream_ns) / 1e9);
@@ -780,7 +970,17 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
   // unread rest would be taken for the next request) and the framing allows it.
   client_keep_alive_ = head_.keep_alive && body_done_ && !client_->worker()->draining() &&
                        framing_ != http::ClientFraming::kClose;
-  if (capture_) {
+  if (cache_leader_) {
+    for (const auto& h : resp.headers) {
+      if (http::iequals(h.name, "Cache-Control")) {
+        if (!cache_control_.empty()) cache_control_ += ",";
+        cache_control_ += h.value;
+      } else if (http::iequals(h.name, "Set-Cookie")) {
+        cache_set_cookie_ = true;
+      }
+    }
+  }
+  if (capture_ || cache_leader_) {
     capture_status_ = resp.status;
     capture_reason_ = resp.reason.empty() ? std::string(http::reason_phrase(resp.status)) : resp.reason;
     std::string tokens = http::connection_tokens(resp.headers);
@@ -841,8 +1041,9 @@ bool ProxySession::flush_held() {
 
 void ProxySession::on_upstream_body(const char* data, size_t len) {
   if (!active_ || len == 0) return;
-  if (capture_ && !capture_overflow_) {
-    uint64_t cap = snap_->config->routes[static_cast<size_t>(route_)].idempotency.max_response_bytes;
+  if ((capture_ || cache_leader_) && !capture_overflow_) {
+    const RouteConfig& rcap = snap_->config->routes[static_cast<size_t>(route_)];
+    uint64_t cap = capture_ ? rcap.idempotency.max_response_bytes : rcap.cache.max_entry_bytes;
     if (capture_body_.size() + len > cap) {
       capture_overflow_ = true;  // forwarded, but recorded as not replayable
       std::string().swap(capture_body_);
@@ -862,6 +1063,10 @@ void ProxySession::on_upstream_body(const char* data, size_t len) {
 
 void ProxySession::on_upstream_complete() {
   if (!active_) return;
+  if (cache_leader_) {
+    cache_store();
+    cache_release();
+  }
   if (!write_client(nullptr, 0, true) || !active_) return;
   // Reuse the upstream connection only if it saw our whole request.
   UpstreamConn* c = conn_;
@@ -911,6 +1116,7 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
   if (c && c->server() < snap_->upstreams[upstream_index_].errors.size()) {
     metrics::Registry::get().add(client_->worker()->id(),
                                  snap_->upstreams[upstream_index_].errors[c->server()][static_cast<size_t>(kind)]);
+    pool_->record(c->server(), kind == UpstreamError::kTimeout ? breaker::Outcome::kTimeout : breaker::Outcome::kError);
   }
   if (response_started_ && !head_out_.empty()) {
     // Only the (held back) head had arrived: nothing reached the client yet.
@@ -928,6 +1134,14 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
     head_sent_ = false;
     try_connect();
     (void)connect_timed_out;
+    return;
+  }
+  if (!stale_safe && !response_started_ && (kind == UpstreamError::kReset || kind == UpstreamError::kBadResponse) &&
+      retry_safe() && has_untried() && client_->worker()->retry_allowed()) {
+    // Nothing reached the client and repeating the request is safe: next server.
+    client_->worker()->note_retry();
+    head_sent_ = false;
+    try_connect();
     return;
   }
   if (stale_safe) {
@@ -955,6 +1169,15 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
 
 void ProxySession::fail(int status, const char* code, const char* message) {
   idem_release();
+  if (cache_route_) {
+    cache_release();
+    // stale_if_error: a stale answer beats an error.
+    if (conn_) {
+      pool_->release(conn_, false);
+      conn_ = nullptr;
+    }
+    if (serve_cache(true)) return;
+  }
   active_ = false;
   outcome_ = net::kError;
   status_ = status;
@@ -974,6 +1197,7 @@ void ProxySession::finish(bool keep_alive) {
 void ProxySession::abort() {
   if (!active_) return;
   idem_release();
+  cache_release();
   active_ = false;
   if (conn_) {
     pool_->release(conn_, false);

@@ -37,6 +37,8 @@ class ProxySession final : public UpstreamUser {
                     std::string request_id, std::string ticket, bool cancel, int wait_s);
   // A long-poll's ticket changed (or its wait ended): answer with the current state.
   void ticket_changed(uint64_t exchange);
+  // The fetch this request was waiting for (same cache key) has ended.
+  void cache_ready(uint64_t exchange);
   // Request body bytes (decoded) and the end of the request from the client.
   void body(const char* data, size_t len);
   void body_done();
@@ -87,6 +89,17 @@ class ProxySession final : public UpstreamUser {
   void count_idem(int result);
   void idem_release();
   void try_connect();
+  // The route's on_unavailable answer; false when the caller should go on (never).
+  bool unavailable(bool busy = false);
+  bool retry_safe() const;
+  bool has_untried() const;
+  // Serves a cached response (fresh, or stale within stale_if_error when `stale_ok`).
+  bool serve_cache(bool stale_ok);
+  // Cache lookup and coalescing at the start of a GET/HEAD on a cached route; true
+  // when the request was answered (or is waiting for another fetch).
+  bool cache_lookup();
+  void cache_store();
+  void cache_release();  // the leading fetch ended: wake the waiters
   void send_request();
   void forward(const char* data, size_t len);
   // Writes response bytes to the client with any held-back head in front, framed for
@@ -118,6 +131,8 @@ class ProxySession final : public UpstreamUser {
   size_t upstream_index_ = 0;
   int status_ = 0;
   int stale_retries_ = 0;
+  int attempts_ = 0;
+  uint64_t deadline_ns_ = 0;
   bool active_ = false;
   bool head_sent_ = false;       // the request head went to the upstream
   bool body_done_ = false;       // the client finished sending the request
@@ -142,6 +157,11 @@ class ProxySession final : public UpstreamUser {
   std::string idem_owner_;
   std::string key_for_forward_;  // the key as the client sent it
   bool capture_ = false;
+  bool cache_route_ = false;     // GET/HEAD on a route with a cache
+  bool cache_leader_ = false;    // this request fetches for everyone waiting on the key
+  std::string cache_key_;
+  std::string cache_control_;    // the upstream's Cache-Control values, joined
+  bool cache_set_cookie_ = false;
   bool hold_ = false;            // client output is held until Redis has the record
   std::string held_;
   bool capture_overflow_ = false;

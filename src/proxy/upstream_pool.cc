@@ -241,15 +241,17 @@ void UpstreamConn::on_close(uv_handle_t* h) {
 UpstreamPool::UpstreamPool(net::Worker* worker, const UpstreamConfig& config,
                            std::shared_ptr<ServerCounters> counters)
     : worker_(worker), config_(config), counters_(std::move(counters)) {
-  servers_.resize(config_.servers.size());
-  for (size_t i = 0; i < servers_.size(); i++) servers_[i].name = config_.servers[i].text;
+  primaries_ = config_.servers.size();
+  servers_.resize(config_.servers.size() + config_.backup.size());
+  for (size_t i = 0; i < servers_.size(); i++)
+    servers_[i].name = i < primaries_ ? config_.servers[i].text : config_.backup[i - primaries_].text;
 }
 
 UpstreamPool::~UpstreamPool() = default;
 
 Status UpstreamPool::resolve() {
   for (size_t i = 0; i < servers_.size(); i++) {
-    const HostPort& hp = config_.servers[i];
+    const HostPort& hp = i < primaries_ ? config_.servers[i] : config_.backup[i - primaries_];
     auto& ss = servers_[i].addr;
     if (uv_ip4_addr(hp.host.c_str(), hp.port, reinterpret_cast<sockaddr_in*>(&ss)) == 0) continue;
     if (uv_ip6_addr(hp.host.c_str(), hp.port, reinterpret_cast<sockaddr_in6*>(&ss)) == 0) continue;
@@ -271,26 +273,66 @@ Status UpstreamPool::resolve() {
   return Status::ok();
 }
 
+bool UpstreamPool::usable(size_t i, const std::vector<bool>& tried) const {
+  if (tried[i]) return false;
+  if (i < counters_->down.size() && counters_->down[i].load(std::memory_order_relaxed)) return false;
+  if (breaker::Breaker* b = counters_->breaker_of(i); b && b->state() == breaker::State::kOpen) return false;
+  return true;
+}
+
+bool UpstreamPool::any_available() const {
+  std::vector<bool> none(servers_.size(), false);
+  for (size_t i = 0; i < servers_.size(); i++) {
+    if (!usable(i, none)) continue;
+    if (counters_->count[i].load(std::memory_order_relaxed) < static_cast<int64_t>(config_.max_connections))
+      return true;
+  }
+  return false;
+}
+
+bool UpstreamPool::any_usable() const {
+  std::vector<bool> none(servers_.size(), false);
+  for (size_t i = 0; i < servers_.size(); i++)
+    if (usable(i, none)) return true;
+  return false;
+}
+
+void UpstreamPool::record(size_t i, breaker::Outcome outcome) {
+  if (breaker::Breaker* b = counters_->breaker_of(i)) b->record(outcome, worker_->now_ms());
+}
+
 size_t UpstreamPool::pick(const std::vector<bool>& tried) {
+  // Healthy primaries first (by the balance policy); backups only once no primary is
+  // usable.
   size_t n = servers_.size();
+  size_t lo = 0, hi = primaries_;
+  bool any_primary = false;
+  for (size_t i = 0; i < primaries_; i++) any_primary = any_primary || usable(i, tried);
+  if (!any_primary) {
+    lo = primaries_;
+    hi = n;
+  }
+  size_t span = hi - lo;
+  if (span == 0) return n;
   size_t best = n;
+  size_t start = rr_ % span;
   if (config_.balance == Balance::kLeastConn) {
     // Fewest busy connections on this worker; ties broken round-robin.
-    for (size_t k = 0; k < n; k++) {
-      size_t i = (rr_ + k) % n;
-      if (tried[i]) continue;
+    for (size_t k = 0; k < span; k++) {
+      size_t i = lo + (start + k) % span;
+      if (!usable(i, tried)) continue;
       if (best == n || servers_[i].active < servers_[best].active) best = i;
     }
   } else {
-    for (size_t k = 0; k < n; k++) {
-      size_t i = (rr_ + k) % n;
-      if (!tried[i]) {
+    for (size_t k = 0; k < span; k++) {
+      size_t i = lo + (start + k) % span;
+      if (usable(i, tried)) {
         best = i;
         break;
       }
     }
   }
-  if (best != n) rr_ = (best + 1) % n;
+  if (best != n) rr_ = best - lo + 1;
   return best;
 }
 
@@ -303,6 +345,8 @@ UpstreamPool::Acquire UpstreamPool::acquire(UpstreamUser* user, std::vector<bool
     if (i == servers_.size()) return busy ? Acquire::kBusy : Acquire::kNoServer;
     tried[i] = true;
     Server& s = servers_[i];
+    // Half-open: only the allowed probes pass.
+    if (breaker::Breaker* b = counters_->breaker_of(i); b && !b->allow(worker_->now_ms())) continue;
     // max_connections caps connections in use (connecting or carrying a request)
     // across the instance; idle pooled ones are capped per worker by `keepalive`, so
     // one worker's idle connections never lock another worker out.

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "floodgate/config.h"
+#include "breaker/breaker.h"
 #include "http/response_parser.h"
 
 namespace fg::net {
@@ -111,14 +112,22 @@ class UpstreamConn final : public http::ResponseParser::Handler {
   bool counted_ = false;  // holds an in-use slot of the instance-wide per-server counter
 };
 
-// Instance-wide connection counters per upstream server (shared by workers). Relaxed
-// atomics: a burst of simultaneous connects on several workers may overshoot the cap
-// by at most workers-1 connections.
+// Instance-wide state per upstream server (shared by workers): connections in use,
+// the active health verdict and the circuit breaker. Servers are numbered primaries
+// first, then backups. Relaxed atomics: a burst of simultaneous connects on several
+// workers may overshoot max_connections by at most workers-1 connections.
 struct ServerCounters {
-  explicit ServerCounters(size_t n) : count(n) {
+  explicit ServerCounters(size_t n, const BreakerConfig* breaker = nullptr) : count(n), down(n) {
     for (auto& c : count) c.store(0);
+    for (auto& d : down) d.store(false);
+    if (breaker && breaker->enabled) {
+      for (size_t i = 0; i < n; i++) breakers.push_back(std::make_unique<breaker::Breaker>(*breaker));
+    }
   }
   std::vector<std::atomic<int64_t>> count;
+  std::vector<std::atomic<bool>> down;                      // failed its active health checks
+  std::vector<std::unique_ptr<breaker::Breaker>> breakers;  // empty: breakers disabled
+  breaker::Breaker* breaker_of(size_t i) const { return i < breakers.size() ? breakers[i].get() : nullptr; }
 };
 
 class UpstreamPool {
@@ -130,6 +139,14 @@ class UpstreamPool {
 
   // Resolves the server addresses (blocking getaddrinfo; called at worker start).
   Status resolve();
+
+  // True when some server (primary or backup) could take a request now: not down,
+  // breaker not open, under max_connections.
+  bool any_available() const;
+  // True when some server is healthy (not down, breaker not open), at capacity or not.
+  bool any_usable() const;
+  // Reports how an exchange with server `i` went (feeds its breaker).
+  void record(size_t i, breaker::Outcome outcome);
 
   enum class Acquire { kReady, kConnecting, kNoServer, kBusy };
   // Picks a server not yet in `tried` (balance policy) and gives `user` either a pooled
@@ -172,6 +189,8 @@ class UpstreamPool {
   };
   void forget(UpstreamConn* conn);  // a connection closed
   size_t pick(const std::vector<bool>& tried);
+  bool usable(size_t i, const std::vector<bool>& tried) const;
+  size_t primaries_ = 0;
 
   net::Worker* worker_;
   UpstreamConfig config_;

@@ -11,6 +11,7 @@
 
 using fg::Balance;
 using fg::Config;
+using fg::OnUnavailable;
 using fg::Overflow;
 
 namespace {
@@ -67,6 +68,19 @@ listen = "127.0.0.1:8080"
 servers = ["127.0.0.1:8081"]
 
 )" + routes;
+}
+
+// [upstreams.shop] with extra keys from line 6, and a valid catch-all route.
+std::string with_upstream(const std::string& extra) {
+  return "[server]\nlisten = \"127.0.0.1:8080\"\n\n[upstreams.shop]\nservers = [\"127.0.0.1:8081\"]\n" + extra +
+         "\n[[routes]]\nname = \"all\"\nmatch = { prefix = \"/\" }\nupstream = \"shop\"\n";
+}
+
+// A route "r" matching the given methods (a TOML array) under "/", with extra
+// keys from line 11.
+std::string methods_route(const std::string& methods, const std::string& extra) {
+  return with_routes("[[routes]]\nname = \"r\"\nmatch = { methods = " + methods +
+                     ", prefix = \"/\" }\nupstream = \"shop\"\n" + extra);
 }
 
 // A valid route "r" (catch-all) with extra keys, which start on line 11.
@@ -245,8 +259,22 @@ TEST_CASE("omitted keys take the documented defaults", "[config]") {
   CHECK(u.retry.on_connect);
   CHECK(u.retry.on_timeout);
   CHECK(u.retry.on_status == std::vector<int>{502, 503, 504});
+  CHECK(u.backup.empty());
+  CHECK_FALSE(u.adaptive_timeout);
+  CHECK(u.timeout_min_ms == 200);
+  CHECK(u.timeout_max_ms == 10000);
+  CHECK(u.breaker.enabled);
+  CHECK(u.breaker.window_ms == 10000);
+  CHECK(u.breaker.min_requests == 20);
+  CHECK(u.breaker.error_rate == 0.5);
+  CHECK(u.breaker.timeout_rate == 0.4);
+  CHECK(u.breaker.open_for_ms == 5000);
+  CHECK(u.breaker.half_open_probes == 3);
+  CHECK_FALSE(u.health.enabled);
   CHECK(s.tickets_path == "/_floodgate/tickets/");
   const auto& r = cfg->routes.at(0);
+  CHECK_FALSE(r.cache.enabled);
+  CHECK(r.on_unavailable == OnUnavailable::kError);
   CHECK_FALSE(r.store_and_forward);
   CHECK_FALSE(r.queued());
   CHECK(r.client_max_tickets == 0);
@@ -287,6 +315,23 @@ TEST_CASE("the shipped conf/floodgate.toml loads", "[config]") {
   REQUIRE(cfg.upstreams.size() == 1);
   CHECK(cfg.upstreams[0].name == "shop");
   CHECK(cfg.upstreams[0].servers.at(0).text == "127.0.0.1:8081");
+  const auto& shop = cfg.upstreams[0];
+  CHECK(shop.backup.empty());
+  CHECK_FALSE(shop.adaptive_timeout);
+  CHECK(shop.timeout_ms == 5000);
+  CHECK(shop.breaker.enabled);
+  CHECK(shop.breaker.window_ms == 10000);
+  CHECK(shop.breaker.min_requests == 20);
+  CHECK(shop.breaker.error_rate == 0.5);
+  CHECK(shop.breaker.timeout_rate == 0.4);
+  CHECK(shop.breaker.open_for_ms == 5000);
+  CHECK(shop.breaker.half_open_probes == 3);
+  CHECK(shop.health.enabled);
+  CHECK(shop.health.path == "/healthz");
+  CHECK(shop.health.interval_ms == 2000);
+  CHECK(shop.health.timeout_ms == 1000);
+  CHECK(shop.health.rise == 2);
+  CHECK(shop.health.fall == 2);
   REQUIRE(cfg.routes.size() == 4);
   CHECK(cfg.routes[0].name == "orders");
   CHECK(cfg.routes[1].name == "catalog");
@@ -317,6 +362,16 @@ TEST_CASE("the shipped conf/floodgate.toml loads", "[config]") {
   CHECK_FALSE(catalog.core);
   CHECK(cfg.routes[3].rate == 0);
   CHECK(cfg.routes[3].core);
+  CHECK(orders.on_unavailable == OnUnavailable::kQueue);
+  CHECK_FALSE(orders.cache.enabled);
+  CHECK(catalog.on_unavailable == OnUnavailable::kCache);
+  CHECK(catalog.cache.enabled);
+  CHECK(catalog.cache.ttl_ms == 2000);
+  CHECK(catalog.cache.stale_if_error_ms == 5 * 60 * 1000);
+  CHECK(catalog.cache.max_bytes == 64ULL * 1024 * 1024);
+  CHECK(catalog.cache.max_entry_bytes == 1024 * 1024);
+  CHECK(cfg.routes[2].on_unavailable == OnUnavailable::kError);
+  CHECK(cfg.routes[3].on_unavailable == OnUnavailable::kError);
   CHECK(cfg.admin.enabled);
   CHECK(cfg.admin.listen.text == "127.0.0.1:9090");
   CHECK(cfg.admin.token.empty());
@@ -404,11 +459,11 @@ TEST_CASE("unknown keys are rejected everywhere, with their position", "[config]
           "test.toml:3:1: server.header_timout: unknown key (did you mean \"header_timeout\"?)");
   }
   SECTION("upstream") {
-    CHECK(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\nbackup = [\"1.2.3.4:81\"]\n") ==
-          "test.toml:14:1: upstreams.b.backup: unknown key");
+    CHECK(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\nslow_start = \"30s\"\n") ==
+          "test.toml:14:1: upstreams.b.slow_start: unknown key");
   }
   SECTION("route") {
-    CHECK(load_error(route_with("cache = { ttl = \"2s\" }\n")) == "test.toml:11:1: routes[0].cache: unknown key");
+    CHECK(load_error(route_with("retry_budget = 0.1\n")) == "test.toml:11:1: routes[0].retry_budget: unknown key");
     CHECK(load_error(route_with("rate = 10\nbrust = 5\n")) ==
           "test.toml:12:1: routes[0].brust: unknown key (did you mean \"burst\"?)");
   }
@@ -422,18 +477,24 @@ TEST_CASE("unknown keys are rejected everywhere, with their position", "[config]
 }
 
 TEST_CASE("keys this build does not have are unknown", "[config]") {
-  const std::string msg = load_error(kMinimal + "\n[upstreams.shop.breaker]\nwindow = \"10s\"\n\n[redis]\n"
+  const std::string msg = load_error(kMinimal + "\n[upstreams.shop.tls]\nverify = true\n\n[redis]\n"
                                      "url = \"redis://127.0.0.1:6379/0\"\nexpected_instances = 2\n"
                                      "sentinels = [\"10.0.0.5:26379\"]\n\n[pressure]\ncpu = 0.9\n");
-  CHECK_THAT(msg, Contains("test.toml:12:17: upstreams.shop.breaker: unknown key"));
+  CHECK_THAT(msg, Contains("test.toml:12:17: upstreams.shop.tls: unknown key"));
   CHECK_THAT(msg, Contains("test.toml:17:1: redis.expected_instances: unknown key"));
   CHECK_THAT(msg, Contains("test.toml:18:1: redis.sentinels: unknown key"));
   CHECK_THAT(msg, Contains("test.toml:21:1: pressure.cpu: unknown key"));
-  CHECK_THAT(load_error(route_with("cache = { ttl = \"2s\" }\n")), StartsWith("test.toml:11:1: routes[0].cache: unknown key"));
-  CHECK_THAT(load_error(route_with("on_unavailable = \"queue\"\n")),
-             StartsWith("test.toml:11:1: routes[0].on_unavailable: unknown key"));
-  CHECK(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\nhealth = { path = \"/healthz\" }\n") ==
-        "test.toml:14:1: upstreams.b.health: unknown key");
+  CHECK_THAT(load_error(route_with("retry_budget = 0.1\n")),
+             StartsWith("test.toml:11:1: routes[0].retry_budget: unknown key"));
+  CHECK_THAT(load_error(route_with("hedge_after = \"50ms\"\n")),
+             StartsWith("test.toml:11:1: routes[0].hedge_after: unknown key"));
+  CHECK(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\nresolve = \"30s\"\n") ==
+        "test.toml:14:1: upstreams.b.resolve: unknown key");
+  CHECK(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\nhealth = { port = 9000 }\n") ==
+        "test.toml:14:12: upstreams.b.health.port: unknown key");
+  // Not unknown, but refused with a reason: budgets are per instance in this build.
+  CHECK_THAT(load_error(route_with("scope = \"cluster\"\n")),
+             StartsWith("test.toml:11:9: routes[0].scope: scope = \"cluster\""));
 }
 
 TEST_CASE("IPv6 and any-address listeners", "[config]") {
@@ -1387,7 +1448,8 @@ TEST_CASE("mode and overflow of queued routes are validated", "[config][queue]")
 
 TEST_CASE("queue keys only on queued routes", "[config][queue]") {
   const std::string only =
-      "only valid on a queued route (overflow = \"queue\" or mode = \"store_and_forward\")";
+      "only valid on a queued route (overflow = \"queue\", on_unavailable = \"queue\" or "
+      "mode = \"store_and_forward\")";
   CHECK(load_error(route_with("queue = { max_depth = 5 }\n")) == "test.toml:11:9: routes[0].queue: " + only);
   CHECK(load_error(route_with("rate = 10\noverflow = \"reject\"\nqueue = { max_depth = 5 }\n")) ==
         "test.toml:13:9: routes[0].queue: " + only);
@@ -1699,4 +1761,357 @@ TEST_CASE("[pressure] queue_depth and [redis] WAIT settings", "[config][queue]")
         "redis.timeout (100ms); set a shorter wait_timeout or a longer timeout");
   CHECK(load_error(kMinimal + "[redis]\nwait_replicas = 1\nwait_timeout = 100\n") ==
         "test.toml:13:16: redis.wait_timeout: expected a duration string such as \"10s\", got integer");
+}
+
+TEST_CASE("upstream backup servers", "[config][resilience]") {
+  auto cfg = load_ok(with_upstream("backup = [\"127.0.0.1:9081\", \"backup.internal:9082\", \"[::1]:9083\"]\n"));
+  const auto& b = cfg->upstreams[0].backup;
+  REQUIRE(b.size() == 3);
+  CHECK(b[0].host == "127.0.0.1");
+  CHECK(b[0].port == 9081);
+  CHECK(b[0].text == "127.0.0.1:9081");
+  CHECK(b[1].host == "backup.internal");
+  CHECK(b[2].host == "::1");
+  CHECK(load_ok(with_upstream("backup = []\n"))->upstreams[0].backup.empty());
+  // Same host, other port: a different server.
+  CHECK(load_ok(with_upstream("backup = [\"127.0.0.1:8082\"]\n"))->upstreams[0].backup.size() == 1);
+
+  CHECK(load_error(with_upstream("backup = [\"127.0.0.1:8081\"]\n")) ==
+        "test.toml:6:11: upstreams.shop.backup[0]: \"127.0.0.1:8081\" is also in servers; a backup must be a "
+        "different server");
+  CHECK(load_error(with_upstream("backup = [\"127.0.0.1:9081\", \"127.0.0.1:9081\"]\n")) ==
+        "test.toml:6:29: upstreams.shop.backup[1]: \"127.0.0.1:9081\" is listed twice");
+  CHECK(load_error(with_upstream("backup = [\"[::1]:9000\", \"[::0001]:9000\"]\n")) ==
+        "test.toml:6:25: upstreams.shop.backup[1]: \"[::0001]:9000\" is listed twice");
+  CHECK(load_error(with_upstream("backup = \"127.0.0.1:9081\"\n")) ==
+        "test.toml:6:10: upstreams.shop.backup: expected an array of strings, got string");
+  CHECK(load_error(with_upstream("backup = [\"nohost\"]\n")) ==
+        "test.toml:6:11: upstreams.shop.backup[0]: invalid address \"nohost\": expected \"HOST:PORT\"");
+  CHECK(load_error(with_upstream("backup = [9081]\n")) ==
+        "test.toml:6:11: upstreams.shop.backup[0]: expected a string, got integer");
+  SECTION("every problem is reported") {
+    const std::string msg = load_error(with_upstream("backup = [\"127.0.0.1:8081\", \"x:0\", \"127.0.0.1:9\"]\n"));
+    CHECK_THAT(msg, Contains("test.toml:6:11: upstreams.shop.backup[0]: \"127.0.0.1:8081\" is also in servers"));
+    CHECK_THAT(msg, Contains("\ntest.toml:6:29: upstreams.shop.backup[1]: invalid address \"x:0\""));
+  }
+}
+
+TEST_CASE("upstream timeout = \"adaptive\" and its bounds", "[config][resilience]") {
+  auto cfg = load_ok(with_upstream("timeout = \"adaptive\"\n"));
+  const auto& u = cfg->upstreams[0];
+  CHECK(u.adaptive_timeout);
+  CHECK(u.timeout_ms == 5000);  // unchanged default
+  CHECK(u.timeout_min_ms == 200);
+  CHECK(u.timeout_max_ms == 10000);
+  auto bounded = load_ok(with_upstream("timeout = \"adaptive\"\ntimeout_min = \"100ms\"\ntimeout_max = \"3s\"\n"));
+  CHECK(bounded->upstreams[0].adaptive_timeout);
+  CHECK(bounded->upstreams[0].timeout_min_ms == 100);
+  CHECK(bounded->upstreams[0].timeout_max_ms == 3000);
+  // The bounds are accepted next to a fixed timeout (ready for "adaptive").
+  auto fixed = load_ok(with_upstream("timeout = \"3s\"\ntimeout_min = \"1s\"\ntimeout_max = \"1s\"\n"));
+  CHECK_FALSE(fixed->upstreams[0].adaptive_timeout);
+  CHECK(fixed->upstreams[0].timeout_ms == 3000);
+  CHECK(fixed->upstreams[0].timeout_min_ms == 1000);
+  CHECK(fixed->upstreams[0].timeout_max_ms == 1000);
+
+  CHECK(load_error(with_upstream("timeout = 5\n")) ==
+        "test.toml:6:11: upstreams.shop.timeout: expected a duration string such as \"5s\" or \"adaptive\", got "
+        "integer");
+  const std::string bad = load_error(with_upstream("timeout = \"Adaptive\"\n"));
+  CHECK_THAT(bad, StartsWith("test.toml:6:11: upstreams.shop.timeout: invalid duration \"Adaptive\""));
+  CHECK_THAT(bad, Contains(", or \"adaptive\""));
+  CHECK(load_error(with_upstream("timeout = \"0s\"\n")) ==
+        "test.toml:6:11: upstreams.shop.timeout: must be between 1ms and 1d, got \"0s\"");
+  CHECK(load_error(with_upstream("timeout_min = \"2s\"\ntimeout_max = \"1s\"\n")) ==
+        "test.toml:7:15: upstreams.shop.timeout_max: must be at least timeout_min (2s), got 1s");
+  CHECK(load_error(with_upstream("timeout_max = \"100ms\"\n")) ==
+        "test.toml:6:15: upstreams.shop.timeout_max: must be at least timeout_min (200ms), got 100ms");
+  CHECK(load_error(with_upstream("timeout_min = \"20s\"\n")) ==
+        "test.toml:6:15: upstreams.shop.timeout_min: must not exceed timeout_max (10s unless set); raise "
+        "timeout_max as well");
+  CHECK(load_error(with_upstream("timeout_min = 1\n")) ==
+        "test.toml:6:15: upstreams.shop.timeout_min: expected a duration string such as \"10s\", got integer");
+  CHECK(load_error(with_upstream("timeout_max = \"2d\"\n")) ==
+        "test.toml:6:15: upstreams.shop.timeout_max: must be between 1ms and 1d, got \"2d\"");
+}
+
+TEST_CASE("an adaptive timeout counts with timeout_max against processing_timeout", "[config][resilience]") {
+  auto text = [](const std::string& processing) {
+    return "[server]\nlisten = \"127.0.0.1:8080\"\n\n[upstreams.shop]\nservers = [\"127.0.0.1:8081\"]\n"
+           "timeout = \"adaptive\"\n\n[[routes]]\nname = \"r\"\nmatch = { prefix = \"/\" }\nupstream = \"shop\"\n"
+           "on_unavailable = \"queue\"\nqueue = { processing_timeout = \"" +
+           processing + "\" }\n\n[redis]\n";
+  };
+  CHECK(load_error(text("11s")) ==
+        "test.toml:13:32: routes[0].queue.processing_timeout: must be longer than one delivery attempt, "
+        "upstreams.shop connect_timeout + timeout_max (11s); a delivery still waiting for the shop would be "
+        "reclaimed and sent again");
+  CHECK(load_ok(text("12s"))->routes[0].queue.processing_timeout_ms == 12000);
+}
+
+TEST_CASE("[upstreams.X.breaker]", "[config][resilience]") {
+  const std::string head = kMinimal + "[upstreams.shop.breaker]\n";  // keys from line 12
+  SECTION("values") {
+    auto cfg = load_ok(head + "enabled = false\nwindow = \"30s\"\nmin_requests = 50\nerror_rate = 0.25\n"
+                              "timeout_rate = 1\nopen_for = \"100ms\"\nhalf_open_probes = 1000\n");
+    const auto& b = cfg->upstreams[0].breaker;
+    CHECK_FALSE(b.enabled);
+    CHECK(b.window_ms == 30000);
+    CHECK(b.min_requests == 50);
+    CHECK(b.error_rate == 0.25);
+    CHECK(b.timeout_rate == 1.0);
+    CHECK(b.open_for_ms == 100);
+    CHECK(b.half_open_probes == 1000);
+    auto edges = load_ok(head + "window = \"10m\"\nmin_requests = 1000000\nopen_for = \"1h\"\nhalf_open_probes = 1\n");
+    CHECK(edges->upstreams[0].breaker.window_ms == 600000);
+    CHECK(edges->upstreams[0].breaker.min_requests == 1000000);
+    CHECK(edges->upstreams[0].breaker.open_for_ms == 3600000);
+    CHECK(edges->upstreams[0].breaker.half_open_probes == 1);
+    CHECK(load_ok(head + "window = \"1s\"\n")->upstreams[0].breaker.window_ms == 1000);
+    CHECK(load_ok(head + "window = \"2000ms\"\n")->upstreams[0].breaker.window_ms == 2000);
+  }
+  SECTION("inline, and defaults for what is left out") {
+    auto cfg = load_ok(with_upstream("breaker = { window = \"5s\", error_rate = 0.9 }\n"));
+    const auto& b = cfg->upstreams[0].breaker;
+    CHECK(b.enabled);
+    CHECK(b.window_ms == 5000);
+    CHECK(b.error_rate == 0.9);
+    CHECK(b.min_requests == 20);
+    CHECK(b.timeout_rate == 0.4);
+    CHECK(b.open_for_ms == 5000);
+    CHECK(b.half_open_probes == 3);
+  }
+  SECTION("window") {
+    CHECK(load_error(head + "window = \"500ms\"\n") ==
+          "test.toml:12:10: upstreams.shop.breaker.window: must be between 1s and 10m, got \"500ms\"");
+    CHECK(load_error(head + "window = \"11m\"\n") ==
+          "test.toml:12:10: upstreams.shop.breaker.window: must be between 1s and 10m, got \"11m\"");
+    CHECK(load_error(head + "window = \"1.5s\"\n") ==
+          "test.toml:12:10: upstreams.shop.breaker.window: must be a whole number of seconds (the window counts 1s "
+          "buckets), got \"1.5s\"");
+    CHECK(load_error(head + "window = 10\n") ==
+          "test.toml:12:10: upstreams.shop.breaker.window: expected a duration string such as \"10s\", got integer");
+  }
+  SECTION("counts and rates") {
+    CHECK(load_error(head + "min_requests = 0\n") ==
+          "test.toml:12:16: upstreams.shop.breaker.min_requests: must be between 1 and 1000000, got 0");
+    CHECK(load_error(head + "min_requests = 1000001\n") ==
+          "test.toml:12:16: upstreams.shop.breaker.min_requests: must be between 1 and 1000000, got 1000001");
+    CHECK(load_error(head + "error_rate = 0\n") ==
+          "test.toml:12:14: upstreams.shop.breaker.error_rate: must be greater than 0 and at most 1, got 0");
+    CHECK(load_error(head + "error_rate = 1.5\n") ==
+          "test.toml:12:14: upstreams.shop.breaker.error_rate: must be greater than 0 and at most 1, got 1.5");
+    CHECK(load_error(head + "error_rate = \"50%\"\n") ==
+          "test.toml:12:14: upstreams.shop.breaker.error_rate: expected a number, got string");
+    CHECK(load_error(head + "timeout_rate = -0.1\n") ==
+          "test.toml:12:16: upstreams.shop.breaker.timeout_rate: must be greater than 0 and at most 1, got -0.1");
+    CHECK(load_error(head + "timeout_rate = 2\n") ==
+          "test.toml:12:16: upstreams.shop.breaker.timeout_rate: must be greater than 0 and at most 1, got 2");
+    CHECK(load_error(head + "half_open_probes = 0\n") ==
+          "test.toml:12:20: upstreams.shop.breaker.half_open_probes: must be between 1 and 1000, got 0");
+    CHECK(load_error(head + "half_open_probes = 1001\n") ==
+          "test.toml:12:20: upstreams.shop.breaker.half_open_probes: must be between 1 and 1000, got 1001");
+  }
+  SECTION("open_for and enabled") {
+    CHECK(load_error(head + "open_for = \"50ms\"\n") ==
+          "test.toml:12:12: upstreams.shop.breaker.open_for: must be between 100ms and 1h, got \"50ms\"");
+    CHECK(load_error(head + "open_for = \"2h\"\n") ==
+          "test.toml:12:12: upstreams.shop.breaker.open_for: must be between 100ms and 1h, got \"2h\"");
+    CHECK(load_error(head + "enabled = \"yes\"\n") ==
+          "test.toml:12:11: upstreams.shop.breaker.enabled: expected true or false, got string");
+  }
+  SECTION("unknown keys and the table itself") {
+    CHECK(load_error(head + "threshold = 3\n") == "test.toml:12:1: upstreams.shop.breaker.threshold: unknown key");
+    CHECK(load_error(head + "open_fro = \"5s\"\n") ==
+          "test.toml:12:1: upstreams.shop.breaker.open_fro: unknown key (did you mean \"open_for\"?)");
+    CHECK(load_error(with_upstream("breaker = { window = \"5s\", probes = 2 }\n")) ==
+          "test.toml:6:28: upstreams.shop.breaker.probes: unknown key");
+    CHECK(load_error(with_upstream("breaker = true\n")) ==
+          "test.toml:6:11: upstreams.shop.breaker: expected a table, got boolean");
+  }
+  SECTION("every problem is reported") {
+    const std::string msg = load_error(head + "window = \"0s\"\nerror_rate = 0\nhalf_open_probes = 0\n");
+    CHECK_THAT(msg, StartsWith("test.toml:12:10: upstreams.shop.breaker.window"));
+    CHECK_THAT(msg, Contains("\ntest.toml:13:14: upstreams.shop.breaker.error_rate"));
+    CHECK_THAT(msg, Contains("\ntest.toml:14:20: upstreams.shop.breaker.half_open_probes"));
+  }
+}
+
+TEST_CASE("upstream health checks", "[config][resilience]") {
+  SECTION("an empty table switches them on with the defaults") {
+    const auto& h = load_ok(with_upstream("health = {}\n"))->upstreams[0].health;
+    CHECK(h.enabled);
+    CHECK(h.path == "/healthz");
+    CHECK(h.interval_ms == 2000);
+    CHECK(h.timeout_ms == 1000);
+    CHECK(h.rise == 2);
+    CHECK(h.fall == 2);
+  }
+  SECTION("values, inline and as a sub-table") {
+    auto cfg = load_ok(with_upstream("health = { path = \"/ready?deep=1\", interval = \"500ms\", timeout = \"200ms\", "
+                                     "rise = 1, fall = 100 }\n"));
+    const auto& h = cfg->upstreams[0].health;
+    CHECK(h.enabled);
+    CHECK(h.path == "/ready?deep=1");
+    CHECK(h.interval_ms == 500);
+    CHECK(h.timeout_ms == 200);
+    CHECK(h.rise == 1);
+    CHECK(h.fall == 100);
+    auto sub = load_ok(kMinimal + "[upstreams.shop.health]\npath = \"/up\"\ninterval = \"100ms\"\ntimeout = \"99ms\"\n");
+    CHECK(sub->upstreams[0].health.enabled);
+    CHECK(sub->upstreams[0].health.path == "/up");
+    CHECK(sub->upstreams[0].health.interval_ms == 100);
+    CHECK(sub->upstreams[0].health.timeout_ms == 99);
+  }
+  const std::string head = kMinimal + "[upstreams.shop.health]\n";  // keys from line 12
+  SECTION("path") {
+    CHECK(load_error(head + "path = \"healthz\"\n") ==
+          "test.toml:12:8: upstreams.shop.health.path: must start with '/', got \"healthz\"");
+    CHECK(load_error(head + "path = \"\"\n") == "test.toml:12:8: upstreams.shop.health.path: must start with '/', got \"\"");
+    CHECK(load_error(head + "path = \"/health z\"\n") ==
+          "test.toml:12:8: upstreams.shop.health.path: must not contain spaces, control characters or non-ASCII bytes "
+          "(percent-encode them)");
+    CHECK(load_error(head + "path = \"/h#x\"\n") ==
+          "test.toml:12:8: upstreams.shop.health.path: must not contain a fragment ('#')");
+    CHECK(load_error(head + "path = 1\n") == "test.toml:12:8: upstreams.shop.health.path: expected a string, got integer");
+    CHECK(load_error(with_upstream("health = { path = \"x\" }\n")) ==
+          "test.toml:6:19: upstreams.shop.health.path: must start with '/', got \"x\"");
+  }
+  SECTION("interval and timeout") {
+    CHECK(load_error(head + "interval = \"50ms\"\n") ==
+          "test.toml:12:12: upstreams.shop.health.interval: must be between 100ms and 1d, got \"50ms\"");
+    CHECK(load_error(head + "timeout = \"2s\"\n") ==
+          "test.toml:12:11: upstreams.shop.health.timeout: must be shorter than interval (2s), got 2s");
+    CHECK(load_error(head + "interval = \"5s\"\ntimeout = \"6s\"\n") ==
+          "test.toml:13:11: upstreams.shop.health.timeout: must be shorter than interval (5s), got 6s");
+    CHECK(load_error(head + "interval = \"1s\"\n") ==
+          "test.toml:12:12: upstreams.shop.health.interval: must be longer than timeout (1s unless set); set a "
+          "shorter timeout");
+    CHECK(load_error(head + "timeout = \"0s\"\n") ==
+          "test.toml:12:11: upstreams.shop.health.timeout: must be between 1ms and 1d, got \"0s\"");
+    CHECK(load_ok(head + "interval = \"1s\"\ntimeout = \"999ms\"\n")->upstreams[0].health.timeout_ms == 999);
+  }
+  SECTION("rise and fall") {
+    CHECK(load_error(head + "rise = 0\n") == "test.toml:12:8: upstreams.shop.health.rise: must be between 1 and 100, got 0");
+    CHECK(load_error(head + "fall = 101\n") ==
+          "test.toml:12:8: upstreams.shop.health.fall: must be between 1 and 100, got 101");
+    CHECK(load_error(head + "fall = \"2\"\n") == "test.toml:12:8: upstreams.shop.health.fall: expected an integer, got string");
+  }
+  SECTION("unknown keys and the table itself") {
+    CHECK(load_error(head + "expect = 200\n") == "test.toml:12:1: upstreams.shop.health.expect: unknown key");
+    CHECK(load_error(head + "interval = \"5s\"\ntimout = \"1s\"\n") ==
+          "test.toml:13:1: upstreams.shop.health.timout: unknown key (did you mean \"timeout\"?)");
+    CHECK(load_error(with_upstream("health = \"/healthz\"\n")) ==
+          "test.toml:6:10: upstreams.shop.health: expected a table, got string");
+  }
+}
+
+TEST_CASE("route cache", "[config][resilience]") {
+  SECTION("an empty table switches it on with the defaults") {
+    const auto& c = load_ok(route_with("cache = {}\n"))->routes[0].cache;
+    CHECK(c.enabled);
+    CHECK(c.ttl_ms == 0);
+    CHECK(c.stale_if_error_ms == 0);
+    CHECK(c.max_bytes == 64ULL * 1024 * 1024);
+    CHECK(c.max_entry_bytes == 1024 * 1024);
+  }
+  SECTION("values on a GET/HEAD route") {
+    auto cfg = load_ok(methods_route("[\"GET\", \"head\"]", "cache = { ttl = \"2s\", stale_if_error = \"5m\", "
+                                                            "max_bytes = \"8MiB\", max_entry_bytes = \"256KiB\" }\n"));
+    const auto& c = cfg->routes[0].cache;
+    CHECK(c.enabled);
+    CHECK(c.ttl_ms == 2000);
+    CHECK(c.stale_if_error_ms == 300000);
+    CHECK(c.max_bytes == 8ULL * 1024 * 1024);
+    CHECK(c.max_entry_bytes == 256 * 1024);
+    CHECK(load_ok(methods_route("[\"GET\"]", "cache = { ttl = \"0s\" }\n"))->routes[0].cache.ttl_ms == 0);
+    auto small = load_ok(route_with("cache = { max_bytes = \"1KiB\", max_entry_bytes = 1024 }\n"));
+    CHECK(small->routes[0].cache.max_bytes == 1024);
+    CHECK(small->routes[0].cache.max_entry_bytes == 1024);
+  }
+  SECTION("GET and HEAD routes only") {
+    CHECK(load_error(methods_route("[\"GET\", \"POST\"]", "cache = { ttl = \"2s\" }\n")) ==
+          "test.toml:11:9: routes[0].cache: cache applies to GET and HEAD routes only");
+    CHECK(load_error(methods_route("[\"PUT\"]", "cache = {}\n")) ==
+          "test.toml:11:9: routes[0].cache: cache applies to GET and HEAD routes only");
+    CHECK(load_error(sf_route("cache = {}\n")) ==
+          "test.toml:12:9: routes[0].cache: a store_and_forward route answers every request with ack; a cache would "
+          "never apply");
+  }
+  SECTION("durations") {
+    CHECK(load_error(route_with("cache = { ttl = \"2d\" }\n")) ==
+          "test.toml:11:17: routes[0].cache.ttl: must be between 0ms and 1d, got \"2d\"");
+    CHECK(load_error(route_with("cache = { ttl = 2 }\n")) ==
+          "test.toml:11:17: routes[0].cache.ttl: expected a duration string such as \"10s\", got integer");
+    CHECK_THAT(load_error(route_with("cache = { stale_if_error = \"forever\" }\n")),
+               StartsWith("test.toml:11:28: routes[0].cache.stale_if_error: invalid duration \"forever\""));
+  }
+  SECTION("sizes") {
+    CHECK(load_error(route_with("cache = { max_bytes = \"512B\" }\n")) ==
+          "test.toml:11:23: routes[0].cache.max_bytes: must be at least 1024 bytes, got 512");
+    CHECK(load_error(route_with("cache = { max_bytes = \"512KiB\" }\n")) ==
+          "test.toml:11:23: routes[0].cache.max_bytes: must be at least max_entry_bytes (1048576 unless set); set a "
+          "smaller max_entry_bytes");
+    CHECK(load_error(route_with("cache = { max_bytes = \"1MiB\", max_entry_bytes = \"2MiB\" }\n")) ==
+          "test.toml:11:49: routes[0].cache.max_entry_bytes: must not exceed max_bytes (1048576), got 2097152");
+    CHECK(load_error(route_with("cache = { max_entry_bytes = 0 }\n")) ==
+          "test.toml:11:29: routes[0].cache.max_entry_bytes: must be at least 1 bytes, got 0");
+    CHECK(load_error(route_with("cache = { max_bytes = true }\n")) ==
+          "test.toml:11:23: routes[0].cache.max_bytes: expected a size such as \"16KiB\" or an integer of bytes, got "
+          "boolean");
+  }
+  SECTION("unknown keys and the table itself") {
+    CHECK(load_error(route_with("cache = { ttl = \"1s\", vary = [\"Accept\"] }\n")) ==
+          "test.toml:11:23: routes[0].cache.vary: unknown key");
+    CHECK(load_error(route_with("cache = { tll = \"1s\" }\n")) ==
+          "test.toml:11:11: routes[0].cache.tll: unknown key (did you mean \"ttl\"?)");
+    CHECK(load_error(route_with("cache = true\n")) == "test.toml:11:9: routes[0].cache: expected a table, got boolean");
+  }
+}
+
+TEST_CASE("route on_unavailable", "[config][resilience]") {
+  SECTION("values") {
+    CHECK(load_ok(route_with("on_unavailable = \"error\"\n"))->routes[0].on_unavailable == OnUnavailable::kError);
+    CHECK(load_ok(route_with("on_unavailable = \"degrade\"\n"))->routes[0].on_unavailable == OnUnavailable::kDegrade);
+    CHECK(load_ok(route_with("cache = { stale_if_error = \"5m\" }\non_unavailable = \"cache\"\n"))
+              ->routes[0]
+              .on_unavailable == OnUnavailable::kCache);
+    // A route may reject (or degrade) over its budget and still queue while the upstream is down.
+    auto cfg = load_ok(route_with("rate = 10\noverflow = \"reject\"\non_unavailable = \"queue\"\n") + "\n[redis]\n");
+    const auto& r = cfg->routes[0];
+    CHECK(r.on_unavailable == OnUnavailable::kQueue);
+    CHECK(r.overflow == Overflow::kReject);
+    CHECK(load_ok(route_with("on_unavailable = \"queue\"\n") + "\n[redis]\n")->routes[0].on_unavailable ==
+          OnUnavailable::kQueue);
+  }
+  SECTION("queue settings apply to a route that queues while unavailable") {
+    auto cfg = load_ok(route_with("on_unavailable = \"queue\"\nqueue = { max_depth = 5 }\nclient_max_tickets = 2\n"
+                                  "on_failure_webhook = \"http://127.0.0.1:8081/hook\"\n") +
+                       "\n[redis]\n");
+    const auto& r = cfg->routes[0];
+    CHECK(r.queue.max_depth == 5);
+    CHECK(r.client_max_tickets == 2);
+    CHECK(r.on_failure_webhook == "http://127.0.0.1:8081/hook");
+  }
+  SECTION("errors") {
+    CHECK(load_error(route_with("on_unavailable = \"retry\"\n")) ==
+          "test.toml:11:18: routes[0].on_unavailable: expected \"error\", \"queue\", \"cache\" or \"degrade\", got "
+          "\"retry\"");
+    CHECK(load_error(route_with("on_unavailable = 503\n")) ==
+          "test.toml:11:18: routes[0].on_unavailable: expected a string, got integer");
+    CHECK(load_error(route_with("on_unavailable = \"cache\"\n")) ==
+          "test.toml:11:18: routes[0].on_unavailable: on_unavailable = \"cache\" needs a cache on the route "
+          "(cache = { ttl = \"2s\", stale_if_error = \"5m\" })");
+    CHECK(load_error(route_with("on_unavailable = \"queue\"\n")) ==
+          "test.toml:11:18: routes[0].on_unavailable: the ticket queue lives in Redis: add a [redis] table "
+          "(url = \"redis://host:port/db\")");
+    CHECK(load_error(sf_route("on_unavailable = \"degrade\"\n")) ==
+          "test.toml:12:18: routes[0].on_unavailable: a store_and_forward route never sends a request live; "
+          "on_unavailable would never apply (leave it out)");
+  }
+  SECTION("every problem is reported") {
+    const std::string msg = load_error(methods_route("[\"POST\"]", "cache = {}\non_unavailable = \"stale\"\n"));
+    CHECK_THAT(msg, StartsWith("test.toml:11:9: routes[0].cache: cache applies to GET and HEAD routes only"));
+    CHECK_THAT(msg, Contains("\ntest.toml:12:18: routes[0].on_unavailable: expected \"error\""));
+  }
 }
