@@ -89,12 +89,19 @@ class Delivery final : public UpstreamUser {
     }
     const auto& rt = d_->worker()->snapshot()->routes[static_cast<size_t>(idx)];
     if (rt.budget) {
-      admission::Decision dec = rt.budget->try_acquire(net::mono_ns());
+      // A timer wakes us a little late (whole milliseconds); judging the wake-up at the
+      // instant it was due keeps a drain at exactly `rate` even with burst = 0, where
+      // every late arrival would otherwise lose its lateness from the budget.
+      uint64_t now = net::mono_ns();
+      uint64_t at = wake_due_ns_ && wake_due_ns_ < now ? wake_due_ns_ : now;
+      admission::Decision dec = rt.budget->try_acquire(at);
       if (!dec.admitted) {
-        uint64_t ms = dec.retry_after_ns / 1000000 + 1;
+        wake_due_ns_ = now + dec.retry_after_ns;
+        uint64_t ms = (dec.retry_after_ns + 999999) / 1000000;
         uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->wait_budget(); }, ms, 0);
         return;
       }
+      wake_due_ns_ = 0;
     }
     if (started_) {
       send();
@@ -324,6 +331,7 @@ class Delivery final : public UpstreamUser {
   std::string resp_body_;
   bool too_large_ = false;
   uint64_t retry_after_ms_ = 0;
+  uint64_t wake_due_ns_ = 0;  // when the budget said a token would be free
 };
 
 // ------------------------------------------------------------------ WebhookPost

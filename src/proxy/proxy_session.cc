@@ -45,6 +45,8 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
   body_done_ = false;
   response_started_ = false;
   head_out_.clear();
+  batching_ = false;
+  batch_.clear();
   upstream_paused_ = false;
   stale_retries_ = 0;
   conn_ = nullptr;
@@ -65,8 +67,9 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
   pool_ = &w->pool(upstream_index_);
   tried_.assign(pool_->server_count(), false);
 
-  deadline_ns_ = start_ns + snap_->upstreams[upstream_index_].timeout_ms(cfg.upstreams[upstream_index_], w->now_ms()) * 1000000ULL;
+  deadline_ns_ = 0;  // set when the request is first sent
   attempts_ = 0;
+  cache_resume_ = false;
   const RouteConfig& rc0 = cfg.routes[static_cast<size_t>(route)];
   cache_route_ = rc0.cache.enabled && !park_ && (head_.method == "GET" || head_.method == "HEAD");
   cache_leader_ = false;
@@ -742,7 +745,13 @@ void ProxySession::cache_ready(uint64_t exchange) {
   if (serve_cache(false)) return;
   if (cache_lookup()) return;
   // Not cacheable after all (or the fetch failed): fetch it ourselves.
-  if (!body_done_) return;  // GET bodies are rare; the body path starts the exchange
+  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  upstream_head_.clear();
+  http::append_upstream_request_head(upstream_head_, head_, info);
+  if (!body_done_) {
+    cache_resume_ = true;  // body_done() starts the exchange
+    return;
+  }
   try_connect();
 }
 
@@ -850,7 +859,7 @@ bool ProxySession::retry_safe() const {
 }
 
 bool ProxySession::has_untried() const {
-  if (uv_hrtime() >= deadline_ns_) return false;
+  if (deadline_ns_ != 0 && uv_hrtime() >= deadline_ns_) return false;
   for (bool t : tried_)
     if (!t) return true;
   return false;
@@ -865,8 +874,12 @@ void ProxySession::send_request() {
   head_sent_ = true;
   uv_buf_t bufs[2] = {net::buf_of(upstream_head_.data(), upstream_head_.size()),
                       net::buf_of(pending_.data(), pending_.size())};
-  // One deadline covers every try of this request.
+  // One deadline covers every try of this request, from its first sending.
   uint64_t now = uv_hrtime();
+  if (deadline_ns_ == 0) {
+    const UpstreamConfig& up = snap_->config->upstreams[upstream_index_];
+    deadline_ns_ = now + snap_->upstreams[upstream_index_].timeout_ms(up, client_->worker()->now_ms()) * 1000000ULL;
+  }
   uint64_t left_ms = deadline_ns_ > now ? (deadline_ns_ - now) / 1000000 : 1;
   conn_->expect_response(head_.is_head(), std::max<uint64_t>(left_ms, 1));
   UpstreamConn* c = conn_;
@@ -909,6 +922,11 @@ void ProxySession::body(const char* data, size_t len) {
 void ProxySession::body_done() {
   if (!active_) return;
   body_done_ = true;
+  if (cache_resume_) {
+    cache_resume_ = false;
+    try_connect();
+    return;
+  }
   if (buffering_) {
     decide_idempotency();
     return;
@@ -1025,9 +1043,49 @@ bool ProxySession::write_client(const char* data, size_t len, bool last) {
     head_out_.clear();
     return true;
   }
+  if (batching_) {
+    if (batch_framing_.capacity() - batch_framing_.size() < 64 || batch_.size() > 256) {
+      if (!flush_batch()) return false;
+      batching_ = true;
+    }
+    for (unsigned i = 0; i < n; i++) {
+      uv_buf_t b = bufs[i];
+      if (b.base == head_out_.data()) {
+        batch_head_ = std::move(head_out_);
+        b = net::buf_of(batch_head_.data(), batch_head_.size());
+      } else if (b.base == hdr) {
+        size_t at = batch_framing_.size();
+        batch_framing_.append(hdr, b.len);
+        b = net::buf_of(batch_framing_.data() + at, b.len);
+      }
+      batch_.push_back(b);
+    }
+    head_out_.clear();
+    return true;
+  }
   bool ok = client_->write(bufs, n);
   head_out_.clear();
   return ok;
+}
+
+bool ProxySession::flush_batch() {
+  batching_ = false;
+  if (batch_.empty()) return true;
+  bool ok = client_->write(batch_.data(), static_cast<unsigned>(batch_.size()));
+  batch_.clear();
+  batch_head_.clear();
+  batch_framing_.clear();
+  return ok;
+}
+
+void ProxySession::on_upstream_parsed() {
+  if (!active_) return;
+  if (!flush_batch() || !active_) return;
+  if (client_->write_queue_size() > kClientHighWater && conn_) {
+    // A slow reader: stop pulling from the upstream until the client drains.
+    upstream_paused_ = true;
+    conn_->pause_reading();
+  }
 }
 
 bool ProxySession::flush_held() {
@@ -1052,13 +1110,9 @@ void ProxySession::on_upstream_body(const char* data, size_t len) {
       capture_body_.append(data, len);
     }
   }
-  bool ok = write_client(data, len, false);
-  if (!ok || !active_) return;
-  if (client_->write_queue_size() > kClientHighWater && conn_) {
-    // A slow reader: stop pulling from the upstream until the client drains.
-    upstream_paused_ = true;
-    conn_->pause_reading();
-  }
+  if (batch_framing_.capacity() < 4096) batch_framing_.reserve(4096);
+  batching_ = true;
+  write_client(data, len, false);  // collected; on_upstream_parsed/complete writes it
 }
 
 void ProxySession::on_upstream_complete() {
@@ -1067,11 +1121,13 @@ void ProxySession::on_upstream_complete() {
     cache_store();
     cache_release();
   }
-  if (!write_client(nullptr, 0, true) || !active_) return;
-  // Reuse the upstream connection only if it saw our whole request.
+  // Reuse the upstream connection only if it saw our whole request. It goes back to
+  // the pool before the client sees the end of the answer.
   UpstreamConn* c = conn_;
   conn_ = nullptr;
   pool_->release(c, body_done_);
+  if (!write_client(nullptr, 0, true) || !active_) return;
+  if (!flush_batch() || !active_) return;
   net::Worker* w = client_->worker();
   if (capture_ && !idem_key_.empty() && w->redis()) {
     std::weak_ptr<ProxySession*> weak = self_ref_;
@@ -1118,6 +1174,15 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
                                  snap_->upstreams[upstream_index_].errors[c->server()][static_cast<size_t>(kind)]);
     pool_->record(c->server(), kind == UpstreamError::kTimeout ? breaker::Outcome::kTimeout : breaker::Outcome::kError);
   }
+  if (batching_ && !batch_.empty() && head_out_.empty() && !batch_head_.empty() && batch_.front().base == batch_head_.data()) {
+    // The head and first body bytes were only collected, never written: the client has
+    // seen nothing yet, so it can still get an honest error.
+    head_out_ = std::move(batch_head_);
+  }
+  batching_ = false;
+  batch_.clear();
+  batch_head_.clear();
+  batch_framing_.clear();
   if (response_started_ && !head_out_.empty()) {
     // Only the (held back) head had arrived: nothing reached the client yet.
     head_out_.clear();

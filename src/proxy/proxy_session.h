@@ -73,6 +73,7 @@ class ProxySession final : public UpstreamUser {
   void on_upstream_complete() override;
   void on_upstream_error(UpstreamError kind, bool connect_timed_out) override;
   void on_upstream_drained() override;
+  void on_upstream_parsed() override;
 
  private:
   void decide_idempotency();
@@ -118,6 +119,16 @@ class ProxySession final : public UpstreamUser {
   std::string upstream_head_;   // serialized request head, kept for a safe retry
   std::string pending_;         // framed body bytes not yet written upstream
   std::string head_out_;        // response head not yet written to the client
+  // Response bytes of the current upstream read, written in one go once the parser is
+  // done with the read (and, for the last read, after the upstream connection went
+  // back to the pool: a client that sends its next request the moment it has this
+  // answer must find the connection free). Body pointers refer to the worker's read
+  // buffer, valid until the read callback returns.
+  bool batching_ = false;
+  std::vector<uv_buf_t> batch_;
+  std::string batch_head_;
+  std::string batch_framing_;   // chunk headers; reserved so pointers stay valid
+  bool flush_batch();
   std::vector<bool> tried_;
   std::string upstream_addr_;
   http::ClientFraming framing_ = http::ClientFraming::kNone;
@@ -159,6 +170,7 @@ class ProxySession final : public UpstreamUser {
   bool capture_ = false;
   bool cache_route_ = false;     // GET/HEAD on a route with a cache
   bool cache_leader_ = false;    // this request fetches for everyone waiting on the key
+  bool cache_resume_ = false;    // woken before its body was read: fetch once it is
   std::string cache_key_;
   std::string cache_control_;    // the upstream's Cache-Control values, joined
   bool cache_set_cookie_ = false;

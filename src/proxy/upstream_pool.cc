@@ -165,7 +165,9 @@ void UpstreamConn::handle_data(const char* data, size_t len) {
     // Bytes after a complete response that nobody asked for: never reuse this one.
     if (out.consumed < len) spoiled_ = true;
     deliver_complete();
+    return;
   }
+  if (user_) user_->on_upstream_parsed();
 }
 
 void UpstreamConn::deliver_complete() {

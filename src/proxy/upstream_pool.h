@@ -46,6 +46,9 @@ class UpstreamUser {
   virtual void on_upstream_error(UpstreamError kind, bool connect_timed_out) = 0;
   // The connection's write queue drained below the low-water mark.
   virtual void on_upstream_drained() = 0;
+  // One read's worth of response has been parsed (head/body callbacks are done) and
+  // the response is not complete yet. Called after the parser returned.
+  virtual void on_upstream_parsed() {}
 };
 
 class UpstreamConn final : public http::ResponseParser::Handler {

@@ -21,12 +21,14 @@
 //   GET  /_shop/stats             {"requests","orders","keys":{key:count},"max_concurrent",
 //                                  "in_flight","server"}
 //   POST /_shop/reset[?config=1]  zeroes the counters (config=1: start-up behaviour too)
-//   GET|POST /_shop/config?latency_ms=SPEC&error_rate=R&hang=0|1&healthy=0|1
+//   GET|POST /_shop/config?latency_ms=SPEC&error_rate=R&timeout_rate=R&hang=0|1&healthy=0|1
 //
 // Every path except /healthz and /_shop/* is a "normal" request: it is counted, delayed by
 // the latency SPEC, answered 500 with probability error_rate, and held unanswered while
-// hang=1 (answered once hang is set back to 0). Latency SPEC: "0" none, "5" fixed,
-// "5-50" uniform, "p50:5,p99:80" piecewise linear between the given percentiles.
+// hang=1 (answered once hang is set back to 0). With probability timeout_rate a normal
+// request is never answered at all (until the client gives up and closes the connection):
+// an upstream that times out on a share of its requests. Latency SPEC: "0" none, "5"
+// fixed, "5-50" uniform, "p50:5,p99:80" piecewise linear between the given percentiles.
 // Idempotency-Key values are counted for POST /api/orders and POST /notify/*.
 
 #include <llhttp.h>
@@ -338,6 +340,7 @@ struct Shop {
   std::atomic<int64_t> in_flight{0};
   std::atomic<int64_t> max_concurrent{0};
   std::atomic<double> error_rate{0};
+  std::atomic<double> timeout_rate{0};
   std::atomic<bool> hang{false};
   std::atomic<bool> healthy{true};
   // Bumped after `latency` changes; workers copy the spec when they see a new value.
@@ -423,7 +426,7 @@ struct Request {
 };
 
 enum class ConnState { kOpen, kClosing };
-enum class Pending { kNone, kDelay, kHang };
+enum class Pending { kNone, kDelay, kHang, kNever };
 
 // One client connection. Requests are answered strictly in order: while a response is
 // outstanding (`busy`) later pipelined bytes stay unparsed in `rbuf`. Owned by its worker;
@@ -717,6 +720,8 @@ void serve_config_state(Conn* c) {
   }
   b += R"(,"error_rate":)";
   append_double(b, s->error_rate.load());
+  b += R"(,"timeout_rate":)";
+  append_double(b, s->timeout_rate.load());
   b += R"(,"hang":)";
   b += s->hang.load() ? "true" : "false";
   b += R"(,"healthy":)";
@@ -743,8 +748,8 @@ void serve_config(Conn* c, std::string_view query) {
     std::string_view pair = rest.substr(0, amp);
     rest = amp == std::string_view::npos ? std::string_view() : rest.substr(amp + 1);
     std::string_view name = pair.substr(0, pair.find('='));
-    if (!name.empty() && name != "latency_ms" && name != "error_rate" && name != "hang" &&
-        name != "healthy") {
+    if (!name.empty() && name != "latency_ms" && name != "error_rate" && name != "timeout_rate" &&
+        name != "hang" && name != "healthy") {
       respond_error(c, 400, "bad_config", "unknown parameter " + std::string(name));
       return;
     }
@@ -759,6 +764,13 @@ void serve_config(Conn* c, std::string_view query) {
   const bool has_rate = query_param(query, "error_rate", &value);
   if (has_rate && (!parse_double(value, &rate) || rate < 0 || rate > 1)) {
     respond_error(c, 400, "bad_config", "error_rate: expected a number in [0, 1]");
+    return;
+  }
+  double timeout_rate = 0;
+  const bool has_timeout_rate = query_param(query, "timeout_rate", &value);
+  if (has_timeout_rate &&
+      (!parse_double(value, &timeout_rate) || timeout_rate < 0 || timeout_rate > 1)) {
+    respond_error(c, 400, "bad_config", "timeout_rate: expected a number in [0, 1]");
     return;
   }
   bool hang = false, healthy = true;
@@ -778,6 +790,7 @@ void serve_config(Conn* c, std::string_view query) {
     s->latency_gen.fetch_add(1, std::memory_order_release);
   }
   if (has_rate) s->error_rate.store(rate);
+  if (has_timeout_rate) s->timeout_rate.store(timeout_rate);
   if (has_hang) s->hang.store(hang);
   if (has_healthy) s->healthy.store(healthy);
   serve_config_state(c);
@@ -801,6 +814,7 @@ void serve_reset(Conn* c, std::string_view query) {
   }
   if (config) {
     s->error_rate.store(s->initial_error_rate);
+    s->timeout_rate.store(0);
     s->hang.store(false);
     s->healthy.store(true);
   }
@@ -1041,6 +1055,13 @@ void dispatch(Conn* c) {
   uint64_t delay = w->current_latency().draw(w->rng.uniform());
   if (t.path == "/slow") delay += slow_ms(t.query);
 
+  // Never answered: no timer, the connection stays busy until the client closes it.
+  const double timeout_rate = s->timeout_rate.load(std::memory_order_relaxed);
+  if (timeout_rate > 0 && w->rng.uniform() < timeout_rate) {
+    c->busy = true;
+    c->pending = Pending::kNever;
+    return;
+  }
   if (s->hang.load(std::memory_order_relaxed)) {
     c->busy = true;
     c->pending = Pending::kHang;
