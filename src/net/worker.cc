@@ -444,7 +444,8 @@ void Worker::wake_cache_waiters(const RouteConfig& rc, const std::string& key) {
 
 void Worker::evaluate_breakers() {
   // One thread (worker 0) moves every breaker of the instance through its states, every
-  // tick (100 ms): workers read the state with one atomic load per pick.
+  // tick (100 ms): workers read the state with one atomic load per pick. Changes made
+  // by record() (half-open -> closed or open) are noticed here too and logged.
   const Config& cfg = config();
   uint64_t now = now_ms();
   for (size_t u = 0; u < cfg.upstreams.size(); u++) {
@@ -452,11 +453,14 @@ void Worker::evaluate_breakers() {
     const UpstreamConfig& uc = cfg.upstreams[u];
     for (size_t i = 0; i < counters->breakers.size(); i++) {
       breaker::Breaker* b = counters->breakers[i].get();
-      breaker::State before = b->state();
       uint64_t rnd = 0;
       uv_random(nullptr, nullptr, &rnd, sizeof rnd, 0, nullptr);
-      if (!b->evaluate(now, rnd)) continue;
+      b->evaluate(now, rnd);
       breaker::State after = b->state();
+      auto it = breaker_seen_.find(b);
+      breaker::State before = it == breaker_seen_.end() ? breaker::State::kClosed : it->second;
+      breaker_seen_[b] = after;
+      if (after == before) continue;
       static const char* kNames[] = {"closed", "half_open", "open"};
       const std::string& server = i < uc.servers.size() ? uc.servers[i].text : uc.backup[i - uc.servers.size()].text;
       log::event(after == breaker::State::kOpen ? "warn" : "info", "breaker_state", [&](log::Line& l) {

@@ -186,6 +186,7 @@ class Worker {
   };
   std::unordered_map<std::string, std::vector<Waiter>> waiters_;
   std::unordered_map<std::string, std::unique_ptr<RouteCache>> caches_;
+  std::unordered_map<const breaker::Breaker*, breaker::State> breaker_seen_;  // worker 0: last logged state
   std::unique_ptr<char[]> read_buffer_;
   std::string id_prefix_;
   uint64_t id_counter_ = 0;

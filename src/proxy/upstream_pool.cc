@@ -347,8 +347,7 @@ UpstreamPool::Acquire UpstreamPool::acquire(UpstreamUser* user, std::vector<bool
     if (i == servers_.size()) return busy ? Acquire::kBusy : Acquire::kNoServer;
     tried[i] = true;
     Server& s = servers_[i];
-    // Half-open: only the allowed probes pass.
-    if (breaker::Breaker* b = counters_->breaker_of(i); b && !b->allow(worker_->now_ms())) continue;
+
     // max_connections caps connections in use (connecting or carrying a request)
     // across the instance; idle pooled ones are capped per worker by `keepalive`, so
     // one worker's idle connections never lock another worker out.
@@ -356,6 +355,11 @@ UpstreamPool::Acquire UpstreamPool::acquire(UpstreamUser* user, std::vector<bool
     if (counter.fetch_add(1, std::memory_order_relaxed) >= static_cast<int64_t>(config_.max_connections)) {
       counter.fetch_sub(1, std::memory_order_relaxed);
       busy = true;
+      continue;
+    }
+    // Half-open: only the allowed probes pass (asked only for a request that will go).
+    if (breaker::Breaker* b = counters_->breaker_of(i); b && !b->allow(worker_->now_ms())) {
+      counter.fetch_sub(1, std::memory_order_relaxed);
       continue;
     }
     if (!s.idle.empty()) {
