@@ -1939,7 +1939,8 @@ TEST_CASE("[upstreams.X.breaker]", "[config][resilience]") {
 
 TEST_CASE("upstream health checks", "[config][resilience]") {
   SECTION("an empty table switches them on with the defaults") {
-    const auto& h = load_ok(with_upstream("health = {}\n"))->upstreams[0].health;
+    const auto cfg_1 = load_ok(with_upstream("health = {}\n"));
+    const auto& h = cfg_1->upstreams[0].health;
     CHECK(h.enabled);
     CHECK(h.path == "/healthz");
     CHECK(h.interval_ms == 2000);
@@ -2008,7 +2009,8 @@ TEST_CASE("upstream health checks", "[config][resilience]") {
 
 TEST_CASE("route cache", "[config][resilience]") {
   SECTION("an empty table switches it on with the defaults") {
-    const auto& c = load_ok(route_with("cache = {}\n"))->routes[0].cache;
+    const auto cfg_2 = load_ok(route_with("cache = {}\n"));
+    const auto& c = cfg_2->routes[0].cache;
     CHECK(c.enabled);
     CHECK(c.ttl_ms == 0);
     CHECK(c.stale_if_error_ms == 0);
