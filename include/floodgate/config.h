@@ -161,7 +161,11 @@ struct RouteConfig {
   QueueConfig queue;
   uint64_t client_max_tickets = 0;  // 0: unlimited
   std::string on_failure_webhook;   // "http://host:port/path"; empty: none
-  bool queued() const { return store_and_forward || overflow == Overflow::kQueue; }
+  // The route parks requests in its durable queue in some case (and so needs a
+  // dispatcher): overflow = "queue", store_and_forward, or on_unavailable = "queue".
+  bool queued() const {
+    return store_and_forward || overflow == Overflow::kQueue || on_unavailable == OnUnavailable::kQueue;
+  }
 
   CacheConfig cache;
   OnUnavailable on_unavailable = OnUnavailable::kError;

@@ -189,12 +189,13 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
     std::vector<HostPort> all = u.servers;
     all.insert(all.end(), u.backup.begin(), u.backup.end());
     for (const auto& s : all) {
-      std::array<metrics::CellId, 4> kinds{};
-      for (int k = 0; k < 4; k++) {
-        kinds[static_cast<size_t>(k)] = reg.counter(
-            "floodgate_upstream_errors_total", "Upstream failures by server and kind.",
-            ul + "," + metrics::label("server", s.text) + "," +
-                metrics::label("kind", proxy::upstream_error_name(static_cast<proxy::UpstreamError>(k))));
+      std::array<metrics::CellId, 5> kinds{};
+      for (int k = 0; k < 5; k++) {
+        const char* kind = k < 4 ? proxy::upstream_error_name(static_cast<proxy::UpstreamError>(k)) : "http_5xx";
+        kinds[static_cast<size_t>(k)] = reg.counter("floodgate_upstream_errors_total",
+                                                    "Upstream failures by server and kind.",
+                                                    ul + "," + metrics::label("server", s.text) + "," +
+                                                        metrics::label("kind", kind));
       }
       ut.errors.push_back(kinds);
     }

@@ -97,8 +97,8 @@ struct UpstreamRuntime {
                                          : u.timeout_ms;
   }
   metrics::CellId duration = 0;
-  // errors[server][kind], kind = proxy::UpstreamError
-  std::vector<std::array<metrics::CellId, 4>> errors;
+  // errors[server][kind], kind = proxy::UpstreamError, and [4] = a 5xx answer
+  std::vector<std::array<metrics::CellId, 5>> errors;
 };
 
 struct Snapshot {

@@ -172,6 +172,18 @@ class Delivery final : public UpstreamUser {
 
   void connect() {
     UpstreamConn* c = nullptr;
+    if (!pool_->any_available() && !d_->stopping_) {
+      // No server can take it now (breakers open, health checks down, all busy): wait
+      // for one without spending an attempt, keeping the entry claimed meanwhile.
+      redis::Client* redis = d_->worker()->redis();
+      if (redis) {
+        queue::Keys keys{snap_->config->redis.prefix};
+        redis->command({"XCLAIM", keys.stream(d_->route()), queue::kGroup, d_->consumer(), "0", entry_, "JUSTID"},
+                       [](redis::Failure, redis::Reply&) {});
+      }
+      uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->send(); }, 250, 0);
+      return;
+    }
     auto r = pool_->acquire(this, tried_, &c);
     if (r == UpstreamPool::Acquire::kBusy || r == UpstreamPool::Acquire::kNoServer) {
       outcome(UpstreamError::kConnect, "connect");

@@ -264,7 +264,12 @@ void ProxySession::enqueue() {
   t.target = head_.target;
   // Every delivery attempt carries an Idempotency-Key so the shop can make it exactly
   // once: the client's key, or the ticket id.
-  t.forward_key = key_for_forward_.empty() ? t.id : key_for_forward_;
+  t.forward_key = key_for_forward_;
+  if (t.forward_key.empty()) {
+    // No idempotency on the route: the client's own Idempotency-Key still travels.
+    const http::Header* own = http::find_header(head_.headers, "Idempotency-Key");
+    t.forward_key = own && !own->value.empty() ? own->value : t.id;
+  }
   auto& hs = head_.headers;
   hs.erase(std::remove_if(hs.begin(), hs.end(),
                           [](const http::Header& h) { return http::iequals(h.name, "Idempotency-Key"); }),
@@ -806,6 +811,7 @@ void ProxySession::cache_release() {
 }
 
 bool ProxySession::unavailable(bool busy) {
+  cache_release();  // whatever the answer, others waiting on this key must not hang
   const Config& cfg = *snap_->config;
   const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
   switch (rc.on_unavailable) {
@@ -951,7 +957,11 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
   status_ = resp.status;
   uint64_t upstream_ns = uv_hrtime() - upstream_start_ns_;
   upstream_ms_ = static_cast<int64_t>(upstream_ns / 1000000);
-  if (conn_) pool_->record(conn_->server(), resp.status >= 500 ? breaker::Outcome::kError : breaker::Outcome::kSuccess);
+  if (conn_) {
+    pool_->record(conn_->server(), resp.status >= 500 ? breaker::Outcome::kError : breaker::Outcome::kSuccess);
+    if (resp.status >= 500 && conn_->server() < snap_->upstreams[upstream_index_].errors.size())
+      metrics::Registry::get().add(client_->worker()->id(), snap_->upstreams[upstream_index_].errors[conn_->server()][4]);
+  }
   if (auto& lat = snap_->upstreams[upstream_index_].latency) lat->record(upstream_ns / 1000000, client_->worker()->now_ms());
   if (cache_route_ && resp.status >= 500 && conn_) {
     const RouteConfig& rcs = snap_->config->routes[static_cast<size_t>(route_)];
@@ -1173,6 +1183,14 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
     metrics::Registry::get().add(client_->worker()->id(),
                                  snap_->upstreams[upstream_index_].errors[c->server()][static_cast<size_t>(kind)]);
     pool_->record(c->server(), kind == UpstreamError::kTimeout ? breaker::Outcome::kTimeout : breaker::Outcome::kError);
+    if (kind == UpstreamError::kTimeout) {
+      // A timeout is a latency sample of at least the timeout: without it an adaptive
+      // timeout could never rise above itself.
+      if (auto& lat = snap_->upstreams[upstream_index_].latency) {
+        uint64_t waited = (uv_hrtime() - upstream_start_ns_) / 1000000;
+        lat->record(waited, client_->worker()->now_ms());
+      }
+    }
   }
   if (batching_ && !batch_.empty() && head_out_.empty() && !batch_head_.empty() && batch_.front().base == batch_head_.data()) {
     // The head and first body bytes were only collected, never written: the client has
