@@ -197,7 +197,8 @@ class Delivery final : public UpstreamUser {
     const UpstreamConfig& up = snap_->config->upstreams[upstream_index_];
     uv_buf_t bufs[2] = {net::buf_of(del_.header_lines.data(), del_.header_lines.size()),
                         net::buf_of(del_.body.data(), del_.body.size())};
-    conn_->expect_response(del_.method == "HEAD", up.timeout_ms);
+    conn_->expect_response(del_.method == "HEAD",
+                           snap_->upstreams[upstream_index_].timeout_ms(up, d_->worker()->now_ms()));
     conn_->write(bufs, del_.body.empty() ? 1 : 2);
   }
 
@@ -207,6 +208,8 @@ class Delivery final : public UpstreamUser {
   }
   void on_upstream_head(http::ResponseHead& h) override {
     status_ = h.status;
+    // Deliveries feed the same breakers as live traffic.
+    if (conn_) pool_->record(conn_->server(), h.status >= 500 ? breaker::Outcome::kError : breaker::Outcome::kSuccess);
     reason_ = h.reason.empty() ? std::string(http::reason_phrase(h.status)) : h.reason;
     std::string tokens = http::connection_tokens(h.headers);
     for (const auto& hd : h.headers) {
@@ -236,6 +239,10 @@ class Delivery final : public UpstreamUser {
     complete();
   }
   void on_upstream_error(UpstreamError kind, bool) override {
+    if (conn_) {
+      pool_->record(conn_->server(),
+                    kind == UpstreamError::kTimeout ? breaker::Outcome::kTimeout : breaker::Outcome::kError);
+    }
     conn_ = nullptr;
     if (kind == UpstreamError::kConnect) {
       // Nothing reached that server: try the next one before counting an attempt.

@@ -1,6 +1,6 @@
-// Queue dispatch: one Dispatcher per worker and queued route feeds parked tickets to
-// the upstream at the route budget's spare capacity (the same budget live requests
-// draw from), with a per-worker concurrency cap; retries retryable failures with
+// Queue dispatch: one Dispatcher per instance (on worker 0) and queued route feeds
+// parked tickets to the upstream in queue order at the route budget's spare capacity
+// (the same budget live requests draw from), with a concurrency cap; retries retryable failures with
 // exponential backoff and full jitter; reclaims deliveries of dead workers or
 // instances after processing_timeout; posts failed tickets to on_failure_webhook.
 // Everything here runs on the worker's loop.

@@ -183,7 +183,11 @@ void HealthChecker::sync() {
   const Config& cfg = *snap->config;
   for (size_t u = 0; u < cfg.upstreams.size(); u++) {
     const UpstreamConfig& uc = cfg.upstreams[u];
-    if (!uc.health.enabled) continue;
+    if (!uc.health.enabled) {
+      // Checks switched off: no verdict of theirs may linger.
+      for (auto& d : snap->upstreams[u].counters->down) d.store(false, std::memory_order_relaxed);
+      continue;
+    }
     std::vector<HostPort> all = uc.servers;
     all.insert(all.end(), uc.backup.begin(), uc.backup.end());
     for (size_t i = 0; i < all.size(); i++)

@@ -773,7 +773,7 @@ bool ProxySession::serve_cache(bool stale_ok) {
   active_ = false;
   status_ = e->status;
   outcome_ = net::kCached;
-  bool keep_alive = head_.keep_alive && !w->draining() && body_done_;
+  bool keep_alive = head_.keep_alive && !w->draining() && (body_done_ || head_.body == http::BodyKind::kNone);
   std::string out;
   out.reserve(256 + e->header_lines.size() + e->body.size());
   out += head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
