@@ -4,8 +4,9 @@
 --   wrk -t T -c C -d SECS --timeout 60s -s bench/storm.lua URL -- \
 --     OUT T0 DUR RATE THREADS RESUBMIT_SHARE CALLBACK_SHARE TAG
 --
---   OUT             file prefix: thread i writes OUT-i.tsv and, once it has sent and
---                   received everything, OUT-i.done
+--   OUT             file prefix: thread i writes its answers to OUT-i.tsv; once it has
+--                   sent everything, the requests still unanswered then to OUT-i.sent;
+--                   once every answer is in, OUT-i.done
 --   T0              wall-clock second (Unix time, fractions allowed) of the first order
 --   DUR             seconds of new orders
 --   RATE            new orders per second, over all threads
@@ -46,7 +47,7 @@ function setup(thread)
   thread:set("tid", nthreads_setup)
 end
 
-local out, done_path, t0, dur, rate_t, resubmit_share, callback_share, tag
+local out, done_path, sent_path, t0, dur, rate_t, resubmit_share, callback_share, tag
 local total_orders, next_k = 0, 0
 local heap = {}        -- scheduled extra sends, a binary min-heap on .t
 local ready = {}       -- sends handed out by delay(), in order; request() takes the oldest
@@ -101,6 +102,7 @@ function init(args)
   out = assert(io.open(prefix .. "-" .. tid .. ".tsv", "w"))
   out:setvbuf("full", 1024 * 1024)
   done_path = prefix .. "-" .. tid .. ".done"
+  sent_path = prefix .. "-" .. tid .. ".sent"
   math.randomseed(tid * 7919 + math.floor(now() * 1000) % 100000)
 end
 
@@ -132,8 +134,20 @@ local function take_next()
   return heap_pop()
 end
 
+local all_sent = false
 local function check_finished()
-  if finished or next_k < total_orders or heap[1] or ready_head <= ready_tail or answered < sent then return end
+  if finished or next_k < total_orders or heap[1] or ready_head <= ready_tail then return end
+  if not all_sent then
+    -- Everything is sent: list what is still unanswered (diagnostics if it never is).
+    all_sent = true
+    out:flush()
+    local f = io.open(sent_path, "w")
+    if f then
+      for rid, s in pairs(sent_at) do f:write(rid, "\t", string.format("%.4f", s[2]), "\n") end
+      f:close()
+    end
+  end
+  if answered < sent then return end
   finished = true
   out:flush()
   local f = io.open(done_path, "w")
@@ -151,7 +165,14 @@ function delay()
   return math.floor(d)
 end
 
+local verified = false
 function request()
+  -- wrk calls request() of its first thread once before the run to check the request
+  -- (script_verify_request); that one is never sent, so it must not use up an order.
+  if tid == 1 and not verified then
+    verified = true
+    return wrk.format("GET", "/_floodgate/tickets/none", { ["X-Request-Id"] = "x:verify" })
+  end
   local e
   if ready_head <= ready_tail then
     e = ready[ready_head]

@@ -15,10 +15,12 @@
 #   TIMEOUT_RATE    share of the shop's requests that hang while sick         default 0.8
 #   RESUBMIT_SHARE  share of orders resubmitted 1-3 times (same key, body)    default 0.10
 #   CALLBACK_SHARE  share of orders with a payment callback (sent 2-4 times)  default 0.10
-#   CONNS           wrk connections (open loop: they only need to be enough) default 256
+#   CONNS           wrk connections (open loop: they only need to be enough) default 1000
 #   THREADS         wrk threads                                               default 2
 #   WATCH_EVERY     long-poll every Nth ticket to time 202 -> done            default 100
 #   DRAIN_WAIT      seconds to wait for the queues to empty after the load    default 150
+#   BREAKER         0 = the shop's circuit breaker is switched off            default 1
+#                   (enabled = false; otherwise its defaults apply)
 #   BUILD           1 = run `ninja -C build` first, 0 = use the binaries as they are
 #                                                                             default 1
 #
@@ -40,10 +42,11 @@ SICK="${SICK:-20}"
 TIMEOUT_RATE="${TIMEOUT_RATE:-0.8}"
 RESUBMIT_SHARE="${RESUBMIT_SHARE:-0.10}"
 CALLBACK_SHARE="${CALLBACK_SHARE:-0.10}"
-CONNS="${CONNS:-256}"
+CONNS="${CONNS:-1000}"
 THREADS="${THREADS:-2}"
 WATCH_EVERY="${WATCH_EVERY:-100}"
 DRAIN_WAIT="${DRAIN_WAIT:-150}"
+BREAKER="${BREAKER:-1}"
 BUILD="${BUILD:-1}"
 RATE=3000      # route budget of "orders"
 BURST=300
@@ -57,12 +60,15 @@ done
 for v in TIMEOUT_RATE RESUBMIT_SHARE CALLBACK_SHARE; do
   [[ "${!v}" =~ ^(0(\.[0-9]+)?|1(\.0+)?)$ ]] || die "$v must be a number in [0, 1], got '${!v}'"
 done
+[[ "$BREAKER" =~ ^[01]$ ]] || die "BREAKER must be 0 or 1, got '$BREAKER'"
+breaker_toml=""
+(( BREAKER == 1 )) || breaker_toml=$'\n[upstreams.shop.breaker]\nenabled = false\n'
 (( CONNS >= THREADS )) || die "CONNS must be at least THREADS"
 
 bench_prerequisites wrk python3 curl redis-server redis-cli
 bench_binaries
 bench_workspace
-bench_keep+=("*.tsv" "*.json" "*.txt" "*.tsv.gz")
+bench_keep+=("*.tsv" "*.json" "*.txt" "*.tsv.gz" "*.sent")
 
 # The long-polls of the monitor and wrk's connections all count against the limit.
 if (( $(ulimit -n) < 8192 )); then
@@ -116,7 +122,7 @@ attempts = 5
 backoff = "500ms"
 max_backoff = "4s"
 on = ["connect", "timeout", "502", "503", "504"]
-
+$breaker_toml
 [[routes]]
 name = "orders"
 match = { methods = ["POST"], path = "/api/orders" }
@@ -193,9 +199,22 @@ forget() {  # forget PID: drop a process that has ended from the cleanup list
   bench_pids=("${keep[@]}")
 }
 
+# Every thread writes rec-N.sent once it has sent everything and rec-N.done once every
+# answer is in. Requests still unanswered ANSWER_GRACE seconds after the last thread has
+# sent everything are given up on (they are listed in the report).
+ANSWER_GRACE=15
+all_sent_at=""
 while kill -0 "$wrk_pid" 2>/dev/null; do
   n_done="$(find "$work" -maxdepth 1 -name 'rec-*.done' | wc -l)"
   (( n_done >= THREADS )) && { kill -INT "$wrk_pid" 2>/dev/null || true; break; }
+  if [[ -z "$all_sent_at" ]] && (( $(find "$work" -maxdepth 1 -name 'rec-*.sent' | wc -l) >= THREADS )); then
+    all_sent_at="$(date +%s)"
+  fi
+  if [[ -n "$all_sent_at" ]] && (( $(date +%s) - all_sent_at > ANSWER_GRACE )); then
+    log "warning: requests still unanswered ${ANSWER_GRACE}s after the last send; stopping wrk"
+    kill -INT "$wrk_pid" 2>/dev/null || true
+    break
+  fi
   kill -0 "$monitor_pid" 2>/dev/null || die "the monitor exited early; see $logs_dir/monitor.log"
   sleep 0.5
 done
@@ -243,23 +262,30 @@ while :; do
   forget "$poll_pid"
 done
 
-curl -s --max-time 60 "http://127.0.0.1:$shop_port/_shop/stats" >"$work/shop-stats.json"
 curl -s --max-time 10 "http://127.0.0.1:$admin_port/metrics" >"$work/metrics.txt" || true
+curl -s --max-time 10 "http://127.0.0.1:$admin_port/status" >"$work/status.json" || true
 kill -0 "$fg_pid" 2>/dev/null || die "Floodgate is no longer running after the storm; see $logs_dir/floodgate.log"
+# Stop the gateway (SIGTERM; tickets stay in Redis) so that the shop's counters and the
+# tickets in Redis are read at the same standstill.
+kill -TERM "$fg_pid" 2>/dev/null || true
+for _ in $(seq 100); do kill -0 "$fg_pid" 2>/dev/null || break; sleep 0.1; done
+wait "$fg_pid" 2>/dev/null || true
+forget "$fg_pid"
+curl -s --max-time 60 "http://127.0.0.1:$shop_port/_shop/stats" >"$work/shop-stats.json"
 
 # ------------------------------------------------------------ report
 
 bench_versions
 export R_REDIS_VERSION R_SETTINGS
 R_REDIS_VERSION="$(redis-server --version 2>/dev/null | awk '{ print $3 }' | sed 's/^v=//')"
-R_SETTINGS="DUR=${DUR}s ORDER_RATE=$ORDER_RATE/s SICK=${SICK}s TIMEOUT_RATE=$TIMEOUT_RATE RESUBMIT_SHARE=$RESUBMIT_SHARE CALLBACK_SHARE=$CALLBACK_SHARE CONNS=$CONNS THREADS=$THREADS WATCH_EVERY=$WATCH_EVERY; route orders rate $RATE burst $BURST; workers 2; access log off"
+R_SETTINGS="DUR=${DUR}s ORDER_RATE=$ORDER_RATE/s SICK=${SICK}s TIMEOUT_RATE=$TIMEOUT_RATE RESUBMIT_SHARE=$RESUBMIT_SHARE CALLBACK_SHARE=$CALLBACK_SHARE CONNS=$CONNS THREADS=$THREADS WATCH_EVERY=$WATCH_EVERY BREAKER=$BREAKER; route orders rate $RATE burst $BURST; workers 2; access log off"
 python3 "$repo_root/bench/storm_client.py" analyze --records "$work/rec" --polls "$work/poll-r" \
   --shop-stats "$work/shop-stats.json" --redis "127.0.0.1:$redis_port" --prefix "$PREFIX" \
   --samples "$work/samples.tsv" --ttd "$work/ttd.tsv" --rate "$RATE" --dur "$DUR" --t0 "$t0" \
   --summary "$work/summary.json" >"$report"
 grep -hiE '"level":"(error|warn)' "$work/floodgate.log" 2>/dev/null | head -n 20 >"$work/fg-log-problems.txt" || true
 if [[ -s "$work/fg-log-problems.txt" ]]; then
-  { echo; echo "Floodgate logged warnings/errors (first of $(grep -ciE '"level":"(error|warn)' "$work/floodgate.log") ): \`$(head -n1 "$work/fg-log-problems.txt" | cut -c1-300)\`"; } >>"$report"
+  { echo; echo "Floodgate logged warnings/errors (first of $(grep -ciE '"level":"(error|warn)' "$work/floodgate.log")): \`$(head -n1 "$work/fg-log-problems.txt" | cut -c1-300)\`"; } >>"$report"
 fi
 # The per-request records are large: keep them compressed.
 gzip -f "$work"/rec-*.tsv "$work"/poll-r*-*.tsv "$work"/ids-r*.txt 2>/dev/null || true

@@ -236,21 +236,25 @@ async def monitor(a):
                 print(f"switching the shop failed: {e}", file=sys.stderr)
             switched = True
         tail()
-        if now >= next_tick:
+        final = stop_at is not None and (not watchers or now >= stop_at)
+        if now >= next_tick or final:
             next_tick += 1
             ticks = {k: proc_ticks(p) for k, p in ids.items() if p}
-            own_ticks = sum(v for k, v in ticks.items() if v is not None)
             busy = machine_busy()
             depth_o, pend_o = queue_state(r, a.prefix, "orders")
             depth_n, pend_n = queue_state(r, a.prefix, "notify")
             cores = {}
             if prev is not None:
                 dt = now - prev[0]
+                own = 0
                 for k in ids:
                     v0, v1 = prev[1].get(k), ticks.get(k)
-                    cores[k] = (v1 - v0) / hz / dt if v0 is not None and v1 is not None else 0.0
-                cores["other"] = max(0.0, ((busy - prev[2]) - (own_ticks - prev[3])) / hz / dt)
-            prev = (now, ticks, busy, own_ticks)
+                    # A process that has exited (wrk at the end) counts for nothing.
+                    d = v1 - v0 if v0 is not None and v1 is not None else 0
+                    own += d
+                    cores[k] = d / hz / dt
+                cores["other"] = max(0.0, ((busy - prev[2]) - own) / hz / dt)
+            prev = (now, ticks, busy)
             with open("/proc/loadavg") as fh:
                 load1 = fh.read().split()[0]
             samples.write(f"{now:.3f}\t{now - a.t0:.1f}\t{vm_kib(a.fg_pid, 'VmRSS')}\t{vm_kib(a.fg_pid, 'VmHWM')}\t"
@@ -259,10 +263,10 @@ async def monitor(a):
                           f"\t{load1}\n")
             samples.flush()
             ttd.flush()
+        if final:
+            break  # after one last sample
         if stop_at is None and os.path.exists(a.stop_file):
             stop_at = time.time() + a.grace
-        if stop_at is not None and (not watchers or time.time() >= stop_at):
-            break
         await asyncio.sleep(0.25)
     for t in list(watchers):
         t.cancel()
@@ -376,7 +380,8 @@ def cmd_analyze(a):
     with open(a.shop_stats) as fh:
         shop = json.load(fh)
     r = Redis(a.redis)
-    tickets = scan_tickets(r, a.prefix)
+    # The wiring check before the storm used the key "probe"; leave its tickets out.
+    tickets = {t: f for t, f in scan_tickets(r, a.prefix).items() if f.get("fk") not in ("probe", "idem-probe")}
     samples = []
     with open(a.samples) as fh:
         hdr = fh.readline().rstrip("\n").split("\t")
@@ -441,6 +446,27 @@ def cmd_analyze(a):
             cat["unanswered"] += 1
     n_orders = len(orders)
     done_orders = cat["done_live"] + cat["done_ticket"]
+    # Requests sent but never answered (listed by the load generator once it had sent
+    # everything; some of those were answered later).
+    answered_rids = {f"{x['kind']}:{x['oid']}:{x['n']}" for x in recs}
+    unanswered = []
+    for path in glob.glob(a.records + "-*.sent"):
+        with open(path) as fh:
+            for line in fh:
+                rid = line.split("\t")[0]
+                if rid and rid not in answered_rids:
+                    unanswered.append(rid)
+    lost_states = {}
+    for oid, xs in orders.items():
+        tks = {x["extra"] for x in xs if x["status"] == 202 and x["extra"]}
+        if tks and not any(200 <= x["status"] < 300 and x["status"] != 202 for x in xs) and \
+                not any(t in polls and (polls[t][1] == "done" or polls[t][2] == "failed") for t in tks):
+            for t in tks:
+                st = polls[t][2] or str(polls[t][0]) if t in polls else "never polled"
+                lost_states[st] = lost_states.get(st, 0) + 1
+    done_in_redis = sum(1 for oid, xs in orders.items()
+                        if any(200 <= x["status"] < 300 and x["status"] != 202 and not x["flags"] for x in xs) or
+                        any((tickets.get(x["extra"]) or {}).get("st") == "done" for x in xs if x["status"] == 202))
     failed_orders = cat["failed_ticket"] + cat["failed_answer"]
     polled = sum(1 for t in ticket_of if t in polls)
 
@@ -482,7 +508,7 @@ def cmd_analyze(a):
     # The shop creates an order (201) only for a request it answers; a request it leaves
     # hanging creates none. Orders created beyond the orders that ended done were created
     # twice for one key.
-    created_twice = shop_orders_created - done_orders
+    created_twice = shop_orders_created - done_in_redis
 
     # --- callbacks
     cb_acked = {oid for oid, xs in callbacks.items() if any(x["status"] == 200 for x in xs)}
@@ -530,6 +556,11 @@ def cmd_analyze(a):
         if float(s["elapsed"]) > float(a.dur) and to_int(s["depth_orders"]) <= 0 and to_int(s["pending_orders"]) == 0:
             drained_at = float(s["elapsed"])
             break
+    fins = [to_int(f["fin"]) for f in tickets.values() if f.get("r") == "orders" and f.get("fin")]
+    last_fin = max(fins) / 1000.0 - t0 if fins else None
+    drain_rate = None
+    if last_fin is not None and depths and last_fin > float(peak_at):
+        drain_rate = peak / (last_fin - float(peak_at))
     rss = [to_int(s["rss_kib"]) for s in samples if s.get("rss_kib") not in (None, "None", "")]
     hwm = [to_int(s["hwm_kib"]) for s in samples if s.get("hwm_kib") not in (None, "None", "")]
     other = [float(s["other_cores"]) for s in samples[1:]]
@@ -559,11 +590,11 @@ def cmd_analyze(a):
     w(f"| orders that ended done (live 2xx + tickets done) | {fmt(done_orders)} of {fmt(n_orders)} ({share_done:.2f}%) | | |")
     w(f"| orders explicitly failed (error answer, or ticket failed) | {fmt(failed_orders)} ({share_failed:.2f}%) | | |")
     w(f"| orders done or explicitly failed | {final_share:.2f}% | 100% | {'yes' if cat['lost'] == 0 and cat['unanswered'] == 0 else 'no'} |")
-    w(f"| orders lost (acknowledged 201/202, neither done nor failed) | {fmt(cat['lost'])} | 0 | {'yes' if cat['lost'] == 0 else 'no'} |")
+    w(f"| orders lost (acknowledged 201/202, neither done nor failed at the end of the bounded wait) | {fmt(cat['lost'])} | 0 | {'yes' if cat['lost'] == 0 else 'no'} |")
     w(f"| callbacks lost (acknowledged, delivery neither done nor failed) | {fmt(len(cb_lost))} | 0 | {'yes' if not cb_lost else 'no'} |")
     w(f"| order keys at the shop more than once (raw) | {fmt(o_multi)} keys, {fmt(o_raw)} extra requests | 0 | {'yes' if o_raw == 0 else 'no'} |")
     w(f"| of those, beyond the gateway's own at-least-once retries | {fmt(o_unexp)} extra requests | 0 | {'yes' if o_unexp == 0 else 'no'} |")
-    w(f"| orders created twice (shop `orders` {fmt(shop_orders_created)} - orders done {fmt(done_orders)}) | {fmt(created_twice)} | 0 | {'yes' if created_twice <= 0 else 'no'} |")
+    w(f"| orders created twice (shop `orders` {fmt(shop_orders_created)} - orders with a live 201 or a done ticket in Redis {fmt(done_in_redis)}) | {fmt(created_twice)} | 0 | {'yes' if created_twice <= 0 else 'no'} |")
     w(f"| callback keys at the shop more than once (raw) | {fmt(c_multi)} keys, {fmt(c_raw)} extra requests | 0 | {'yes' if c_raw == 0 else 'no'} |")
     w(f"| of those, beyond the gateway's own at-least-once retries | {fmt(c_unexp)} extra requests | 0 | {'yes' if c_unexp == 0 else 'no'} |")
     ok_p99 = None
@@ -577,7 +608,9 @@ def cmd_analyze(a):
       f"{fmt(pct(cli_ttd, 50), 1)} s / {fmt(p99_cli, 1)} s | p99 within 10% of {fmt(theory, 1)} s | "
       f"{'n/a' if ok_cli is None else ('yes' if ok_cli else 'no')} ({'n/a' if not theory or p99_cli is None else f'{p99_cli / theory:.2f}x'}) |")
     w(f"| theoretical drain time = peak queue depth / rate | {fmt(peak)} / {fmt(rate)} = {fmt(theory, 1)} s (peak at +{peak_at} s) | | |")
-    w(f"| queue empty again at | {'+' + fmt(drained_at, 0) + ' s' if drained_at is not None else 'not within the wait'} | | |")
+    w(f"| last order ticket finished (Redis `fin`) | {'+' + fmt(last_fin, 1) + ' s' if last_fin is not None else 'n/a'}; "
+      f"from the peak: {fmt(drain_rate)} tickets/s | {fmt(rate)}/s | |")
+    w(f"| queue empty again at (1 s samples) | {'+' + fmt(drained_at, 0) + ' s' if drained_at is not None else 'not within the wait'} | | |")
     w(f"| peak gateway RSS (1 s samples / VmHWM) | {fmt(max(rss) / 1024 if rss else None, 1)} MiB / {fmt(max(hwm) / 1024 if hwm else None, 1)} MiB | | |")
     w("")
     w("## Orders")
@@ -590,7 +623,9 @@ def cmd_analyze(a):
     w(f"- outcome per order (over all its submissions): done live {fmt(cat['done_live'])}, done as a ticket "
       f"{fmt(cat['done_ticket'])}, ticket failed {fmt(cat['failed_ticket'])} (reasons: "
       f"{', '.join(f'{k} {v}' for k, v in sorted(failed_reasons.items())) or 'none'}), only error answers "
-      f"{fmt(cat['failed_answer'])}, lost {fmt(cat['lost'])}, never answered {fmt(cat['unanswered'])}")
+      f"{fmt(cat['failed_answer'])}, lost {fmt(cat['lost'])} (their tickets at the last poll: "
+      f"{', '.join(f'{k} {v}' for k, v in sorted(lost_states.items())) or 'none'}), never answered {fmt(cat['unanswered'])}")
+    w(f"- requests never answered: {fmt(len(unanswered))}" + (f" (first: {', '.join(sorted(unanswered)[:5])})" if unanswered else ""))
     w(f"- tickets given to orders: {fmt(len(ticket_of))}, polled at the end: {fmt(polled)}; "
       f"final poll answers: " + ", ".join(f"{k} {v}" for k, v in sorted(
           _count((polls[t][1] or polls[t][2] or str(polls[t][0])) for t in ticket_of if t in polls).items())))
@@ -607,7 +642,8 @@ def cmd_analyze(a):
     w("")
     w(f"- acknowledged (200 `success`) for {fmt(len(cb_acked))} orders; other answers: "
       f"{', '.join(f'{s} {e or chr(45)}: {v}' for (s, e), v in sorted(cb_other.items())) or 'none'}")
-    w(f"- store-and-forward tickets: {fmt(cb_tickets_total)} for {fmt(len(cb_tix))} keys (one per key expected); "
+    w(f"- store-and-forward tickets: {fmt(cb_tickets_total)} for {fmt(len(cb_tix))} keys (a repeat after a failed "
+      "delivery makes a new one); "
       f"delivered done {fmt(len(cb_done))}, failed after retries {fmt(len(cb_failed))}, lost {fmt(len(cb_lost))}")
     w(f"- keys that reached the shop: {fmt(len(cb_keys))}")
     w("")
@@ -618,7 +654,7 @@ def cmd_analyze(a):
       "key counted twice is not by itself a duplicate order. \"Beyond the gateway's retries\" compares each "
       "key's count with the deliveries the gateway made on purpose (the `a` attempts of its tickets in Redis plus "
       "its live forwards); \"created twice\" compares the orders the shop created (201 answers) with the orders "
-      "that ended done.")
+      "that got a live 201 or have a done ticket in Redis.")
     w("")
     for l in o_ex + c_ex:
         w(f"- {l}")
@@ -646,12 +682,12 @@ def cmd_analyze(a):
     print("\n".join(out))
 
     summary = {"orders": n_orders, "done": done_orders, "failed": failed_orders, "lost": cat["lost"],
-               "unanswered": cat["unanswered"], "order_keys_multi": o_multi, "order_dup_raw": o_raw,
+               "unanswered": cat["unanswered"], "requests_unanswered": len(unanswered), "order_keys_multi": o_multi, "order_dup_raw": o_raw,
                "order_dup_unexplained": o_unexp, "created_twice": created_twice, "cb_acked": len(cb_acked),
                "cb_lost": len(cb_lost), "cb_keys_multi": c_multi, "cb_dup_raw": c_raw, "cb_dup_unexplained": c_unexp,
                "ttd_srv_p50": pct(srv_ttd, 50), "ttd_srv_p99": p99_srv, "ttd_cli_p50": pct(cli_ttd, 50),
                "ttd_cli_p99": p99_cli, "peak_depth": peak, "theory_s": theory,
-               "rss_peak_mib": max(rss) / 1024 if rss else None, "hwm_mib": max(hwm) / 1024 if hwm else None}
+               "last_fin_s": last_fin, "drain_rate": drain_rate, "rss_peak_mib": max(rss) / 1024 if rss else None, "hwm_mib": max(hwm) / 1024 if hwm else None}
     with open(a.summary, "w") as fh:
         json.dump(summary, fh, indent=1)
 

@@ -30,13 +30,26 @@ function init(args)
   end
 end
 
+local verified = false
 function request()
+  -- wrk calls request() of its first thread once before the run to check the request
+  -- (script_verify_request); that one is never sent.
+  if tid == 1 and not verified then
+    verified = true
+    return wrk.format("GET", tickets_path .. "none", { ["X-Request-Id"] = "x:verify" })
+  end
   i = i + 1
   if i > #ids then
     -- Everything is sent; wrk wants a request anyway: a poll whose answer is ignored.
     return wrk.format("GET", tickets_path .. "none", { ["X-Request-Id"] = "x:none" })
   end
   return wrk.format("GET", tickets_path .. ids[i], { ["X-Request-Id"] = "p:" .. ids[i] })
+end
+
+-- Once everything is sent, connections idle instead of polling "none" flat out.
+function delay()
+  if i >= #ids then return 200 end
+  return 0
 end
 
 function response(status, headers, body)
