@@ -367,6 +367,10 @@ def backup_serves_when_primaries_are_stopped_and_primary_returns():
         return get(gw).header("x-shop") == "a"
     wait_until(back_on_a, 5, interval=0.05, message="traffic did not return to the primary")
     wait_until(lambda: breaker_state(gw, a) == 0, 3)
+    # Settled: several requests in a row on A (the transition itself may still hand
+    # one request to the backup while A's probes are being judged).
+    wait_until(lambda: all(get(gw).header("x-shop") == "a" for _ in range(5)), 5, interval=0.1,
+               message="traffic did not settle on the primary")
     before = c.stats()["requests"]
     for i in range(10):
         r = get(gw, f"/api/products/{i % 4 + 1}")

@@ -148,9 +148,27 @@ class _Proc:
             os.kill(self.pid, sig)
 
     def pause(self):
-        """SIGSTOP: the process keeps its sockets but answers nothing."""
+        """SIGSTOP: the process keeps its sockets but answers nothing. Returns once
+        the kernel reports it stopped (the signal is delivered asynchronously, and a
+        multi-threaded process may otherwise answer one more request)."""
         self.send_signal(signal.SIGSTOP)
         self.paused = True
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{self.pid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                # Every thread must be stopped too.
+                threads = os.listdir(f"/proc/{self.pid}/task")
+                states = []
+                for t in threads:
+                    with open(f"/proc/{self.pid}/task/{t}/stat") as f:
+                        states.append(f.read().rsplit(")", 1)[1].split()[0])
+                if state in ("T", "t") and all(x in ("T", "t") for x in states):
+                    return
+            except (OSError, IndexError):
+                return
+            time.sleep(0.005)
 
     def resume(self):
         self.send_signal(signal.SIGCONT)
