@@ -1054,7 +1054,11 @@ bool ProxySession::write_client(const char* data, size_t len, bool last) {
     return true;
   }
   if (batching_) {
-    if (batch_framing_.capacity() - batch_framing_.size() < 64 || batch_.size() > 256) {
+    // Chunk headers are stored in batch_framing_, which must not reallocate while
+    // batch_ points into it: flush first when it is nearly full.
+    bool framing_full = framing_ == http::ClientFraming::kChunked &&
+                        batch_framing_.capacity() - batch_framing_.size() < 32;
+    if (framing_full || batch_.size() > 256) {
       if (!flush_batch()) return false;
       batching_ = true;
     }
@@ -1120,7 +1124,8 @@ void ProxySession::on_upstream_body(const char* data, size_t len) {
       capture_body_.append(data, len);
     }
   }
-  if (batch_framing_.capacity() < 4096) batch_framing_.reserve(4096);
+  // Chunk headers of one read live here; only chunked answers need the room.
+  if (framing_ == http::ClientFraming::kChunked && batch_framing_.capacity() < 1024) batch_framing_.reserve(1024);
   batching_ = true;
   write_client(data, len, false);  // collected; on_upstream_parsed/complete writes it
 }
@@ -1274,6 +1279,9 @@ void ProxySession::fail(int status, const char* code, const char* message) {
 
 void ProxySession::finish(bool keep_alive) {
   active_ = false;
+  // An idle keep-alive connection keeps nothing of its last exchange's buffers.
+  if (batch_framing_.capacity() > 0) std::string().swap(batch_framing_);
+  if (batch_.capacity() > 16) std::vector<uv_buf_t>().swap(batch_);
   client_->request_done(keep_alive);
 }
 
