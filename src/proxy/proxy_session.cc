@@ -304,18 +304,34 @@ void ProxySession::enqueue() {
                    ProxySession* s = ref ? *ref : nullptr;
                    bool alive = s && s->exchange_ == ex && s->active_;
                    if (r.kind != queue::EnqueueResult::Kind::kOk) {
-                     if (!ikey.empty() && w->redis()) idempotency::release(*w->redis(), w->idem_scripts(), ikey, iowner);
-                     if (!alive) return;
-                     s->idem_key_.clear();
-                     if (r.kind == queue::EnqueueResult::Kind::kFull) {
-                       s->local_answer(503, "queue_full", "the queue is full; retry later", net::kRejected,
-                                       "Retry-After: 5\r\n");
-                     } else if (r.kind == queue::EnqueueResult::Kind::kTooMany) {
-                       s->local_answer(429, "too_many_tickets", "this client already holds its maximum of tickets",
-                                       net::kRejected, "Retry-After: 5\r\n");
+                     auto kind = r.kind;
+                     // The refusal is answered only once the key is free again, so a retry
+                     // sent at once (perhaps to another worker) is not told "in flight".
+                     auto answer = [weak, ex, kind] {
+                       auto ref2 = weak.lock();
+                       ProxySession* s2 = ref2 ? *ref2 : nullptr;
+                       if (!s2 || s2->exchange_ != ex || !s2->active_) return;
+                       s2->idem_key_.clear();
+                       if (kind == queue::EnqueueResult::Kind::kFull) {
+                         s2->local_answer(503, "queue_full", "the queue is full; retry later", net::kRejected,
+                                          "Retry-After: 5\r\n");
+                       } else if (kind == queue::EnqueueResult::Kind::kTooMany) {
+                         s2->local_answer(429, "too_many_tickets", "this client already holds its maximum of tickets",
+                                          net::kRejected, "Retry-After: 5\r\n");
+                       } else {
+                         s2->local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly",
+                                          net::kError, "Retry-After: 1\r\n");
+                       }
+                     };
+                     if (alive) s->idem_key_.clear();
+                     if (!ikey.empty() && w->redis()) {
+                       auto hold = w->hold_redis();
+                       idempotency::release(*w->redis(), w->idem_scripts(), ikey, iowner, [hold, answer] {
+                         hold();
+                         answer();
+                       });
                      } else {
-                       s->local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly",
-                                       net::kError, "Retry-After: 1\r\n");
+                       answer();
                      }
                      return;
                    }
@@ -608,19 +624,8 @@ void ProxySession::answer_ticket(queue::TicketView& v) {
         return;
       }
       status_ = stored.status;
-      std::string out;
-      out.reserve(256 + stored.header_lines.size() + stored.body.size());
-      out += head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
-      out += std::to_string(stored.status) + " ";
-      out.append(stored.reason);
-      out += "\r\n";
-      out.append(stored.header_lines);
-      out += "Content-Length: " + std::to_string(stored.body.size()) + "\r\nTicket-Status: done\r\nETag: " + etag +
-             "\r\nX-Request-Id: " + request_id_ + "\r\n";
-      out += keep_alive ? (head_.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
-      out += "\r\n";
-      if (!head_.is_head()) out.append(stored.body);
-      client_->respond_raw(out, keep_alive);
+      respond_stored(stored.status, stored.reason, stored.header_lines, stored.body,
+                     "Ticket-Status: done\r\nETag: " + etag + "\r\n", keep_alive);
       return;
     }
     case K::kFailed: {
@@ -677,20 +682,27 @@ void ProxySession::replay(std::string_view blob) {
   status_ = stored.status;
   outcome_ = net::kReplayed;
   bool keep_alive = head_.keep_alive && !client_->worker()->draining();
+  respond_stored(stored.status, stored.reason, stored.header_lines, stored.body, "Idempotent-Replayed: true\r\n",
+                 keep_alive);
+}
+
+void ProxySession::respond_stored(int status, std::string_view reason, std::string_view header_lines,
+                                  std::string_view body, std::string_view extra, bool keep_alive) {
   std::string out;
-  out.reserve(256 + stored.header_lines.size() + stored.body.size());
+  out.reserve(256 + header_lines.size() + body.size());
   out += head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
-  out += std::to_string(stored.status);
+  out += std::to_string(status);
   out += ' ';
-  out.append(stored.reason);
+  out.append(reason);
   out += "\r\n";
-  out.append(stored.header_lines);
-  out += "Content-Length: " + std::to_string(stored.body.size()) + "\r\n";
-  out += "Idempotent-Replayed: true\r\nX-Request-Id: " + request_id_ + "\r\n";
+  out.append(header_lines);
+  out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  out.append(extra);
+  out += "X-Request-Id: " + request_id_ + "\r\n";
   if (!keep_alive) out += "Connection: close\r\n";
   else if (head_.version_minor == 0) out += "Connection: keep-alive\r\n";
   out += "\r\n";
-  if (!head_.is_head()) out.append(stored.body);
+  if (!head_.is_head()) out.append(body);
   client_->respond_raw(out, keep_alive);
 }
 
@@ -774,18 +786,9 @@ bool ProxySession::serve_cache(bool stale_ok) {
   status_ = e->status;
   outcome_ = net::kCached;
   bool keep_alive = head_.keep_alive && !w->draining() && (body_done_ || head_.body == http::BodyKind::kNone);
-  std::string out;
-  out.reserve(256 + e->header_lines.size() + e->body.size());
-  out += head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
-  out += std::to_string(e->status) + " " + e->reason + "\r\n";
-  out += e->header_lines;
-  out += "Content-Length: " + std::to_string(e->body.size()) + "\r\nAge: " +
-         std::to_string(cache::age_seconds(*e, now)) + "\r\nX-Cache: " + (fresh ? "HIT" : "STALE") +
-         "\r\nX-Request-Id: " + request_id_ + "\r\n";
-  out += keep_alive ? (head_.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
-  out += "\r\n";
-  if (!head_.is_head()) out += e->body;
-  client_->respond_raw(out, keep_alive);
+  std::string extra = "Age: " + std::to_string(cache::age_seconds(*e, now)) + "\r\nX-Cache: " +
+                      (fresh ? "HIT" : "STALE") + "\r\n";
+  respond_stored(e->status, e->reason, e->header_lines, e->body, extra, keep_alive);
   return true;
 }
 
@@ -1256,6 +1259,30 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
 }
 
 void ProxySession::fail(int status, const char* code, const char* message) {
+  net::Worker* fw = client_->worker();
+  if (!idem_key_.empty() && fw->redis()) {
+    // Answer only once the key is released: a retry sent at once must not be told
+    // "in flight" by a claim that is about to go.
+    if (conn_) {
+      pool_->release(conn_, false);
+      conn_ = nullptr;
+    }
+    std::string key = std::move(idem_key_);
+    idem_key_.clear();
+    capture_ = false;
+    hold_ = false;
+    std::weak_ptr<ProxySession*> weak = self_ref_;
+    uint64_t ex = exchange_;
+    auto hold = fw->hold_redis();
+    idempotency::release(*fw->redis(), fw->idem_scripts(), key, idem_owner_,
+                         [weak, ex, hold, status, code, message] {
+                           hold();
+                           auto ref = weak.lock();
+                           ProxySession* s = ref ? *ref : nullptr;
+                           if (s && s->exchange_ == ex && s->active_) s->fail(status, code, message);
+                         });
+    return;
+  }
   idem_release();
   if (cache_route_) {
     cache_release();

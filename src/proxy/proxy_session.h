@@ -87,6 +87,11 @@ class ProxySession final : public UpstreamUser {
   void proceed(const std::string& key);
   void local_answer(int status, const char* code, const char* message, int outcome, std::string extra = {});
   void replay(std::string_view blob);
+  // Writes a complete stored answer (replay, ticket result, cache hit) with its own
+  // Content-Length, `extra` header lines, X-Request-Id and Connection, and ends the
+  // exchange.
+  void respond_stored(int status, std::string_view reason, std::string_view header_lines, std::string_view body,
+                      std::string_view extra, bool keep_alive);
   void count_idem(int result);
   void idem_release();
   void try_connect();
