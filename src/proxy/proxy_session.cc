@@ -29,17 +29,9 @@ constexpr size_t kUpstreamHighWater = 64 * 1024;
 void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route,
                          uint64_t start_ns, std::string request_id, std::string extra_headers, bool park) {
   net::Worker* w = client_->worker();
-  snap_ = std::move(snap);
+  set_facts(std::move(snap), std::move(head), route, start_ns, std::move(request_id), 0, net::kForwarded);
   extra_headers_ = std::move(extra_headers);
   const Config& cfg = *snap_->config;
-  head_ = std::move(head);
-  route_ = route;
-  start_ns_ = start_ns;
-  request_id_ = std::move(request_id);
-  status_ = 0;
-  outcome_ = net::kForwarded;
-  upstream_addr_.clear();
-  upstream_ms_ = -1;
   pending_.clear();
   head_sent_ = false;
   body_done_ = false;
@@ -434,15 +426,7 @@ void ProxySession::answer_ticket_json(int status, const std::string& body, const
 void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head,
                                 uint64_t start_ns, std::string request_id, std::string ticket, bool cancel,
                                 int wait_s) {
-  snap_ = std::move(snap);
-  head_ = std::move(head);
-  route_ = -1;
-  start_ns_ = start_ns;
-  request_id_ = std::move(request_id);
-  status_ = 0;
-  outcome_ = net::kQueued;
-  upstream_addr_.clear();
-  upstream_ms_ = -1;
+  set_facts(std::move(snap), std::move(head), -1, start_ns, std::move(request_id), 0, net::kQueued);
   conn_ = nullptr;
   active_ = true;
   exchange_++;
@@ -720,6 +704,12 @@ void ProxySession::idem_release() {
 void ProxySession::record_local(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head,
                                 int route, uint64_t start_ns, std::string request_id, int status,
                                 int outcome) {
+  set_facts(std::move(snap), std::move(head), route, start_ns, std::move(request_id), status, outcome);
+  active_ = false;
+}
+
+void ProxySession::set_facts(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route,
+                             uint64_t start_ns, std::string request_id, int status, int outcome) {
   snap_ = std::move(snap);
   head_ = std::move(head);
   route_ = route;
@@ -729,7 +719,6 @@ void ProxySession::record_local(std::shared_ptr<const net::Snapshot> snap, http:
   outcome_ = outcome;
   upstream_addr_.clear();
   upstream_ms_ = -1;
-  active_ = false;
 }
 
 bool ProxySession::cache_lookup() {

@@ -94,6 +94,9 @@ class ProxySession final : public UpstreamUser {
                       std::string_view extra, bool keep_alive);
   void count_idem(int result);
   void idem_release();
+  // The facts of a new exchange that the access log reports, however it ends.
+  void set_facts(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route, uint64_t start_ns,
+                 std::string request_id, int status, int outcome);
   void try_connect();
   // The route's on_unavailable answer; false when the caller should go on (never).
   bool unavailable(bool busy = false);

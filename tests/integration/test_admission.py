@@ -9,7 +9,7 @@ import re
 import threading
 import time
 
-from harness import (Conn, ConnectionClosed, free_port, gateway_config, http, run_tests,
+from harness import (scrape, Conn, ConnectionClosed, free_port, gateway_config, http, run_tests,
                      start_gateway, start_shop, test, wait_until)
 
 shop = start_shop(name="adm", threads=2)
@@ -31,21 +31,8 @@ def gateway(routes, extra="", **kw):
     return gw, admin
 
 
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def scrape(admin_port):
-    """/metrics as a list of (name, {label: value}, number)."""
-    r = http("GET", admin_port, "/metrics")
-    assert r.status == 200, r
-    out = []
-    for line in r.text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        series, value = line.rsplit(" ", 1)
-        name, _, labels = series.partition("{")
-        out.append((name, dict(_LABEL.findall(labels)), float(value)))
-    return out
 
 
 def metric(samples, name, **labels):

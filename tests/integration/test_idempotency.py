@@ -11,7 +11,7 @@ import re
 import threading
 import time
 
-from harness import (Conn, add_cleanup, free_port, gateway_config, http, run_tests,
+from harness import (scrape, Conn, add_cleanup, free_port, gateway_config, http, run_tests,
                      start_gateway, start_redis, start_shop, test, wait_until)
 
 shop = start_shop(name="idem", threads=2)
@@ -25,21 +25,8 @@ PER_RESPONSE = {"x-request-id", "idempotent-replayed", "connection", "keep-alive
 
 # ------------------------------------------------------------------ helpers
 
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def scrape(admin_port):
-    """/metrics as a list of (name, {label: value}, number)."""
-    r = http("GET", admin_port, "/metrics")
-    assert r.status == 200, r
-    out = []
-    for line in r.text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        series, value = line.rsplit(" ", 1)
-        name, _, labels = series.partition("{")
-        out.append((name, dict(_LABEL.findall(labels)), float(value)))
-    return out
 
 
 def metric(samples, name, **labels):

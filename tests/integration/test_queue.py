@@ -13,7 +13,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import (Conn, ConnectionClosed, add_cleanup, free_port, gateway_config, http, run_tests,
+from harness import (scrape, Conn, ConnectionClosed, add_cleanup, free_port, gateway_config, http, run_tests,
                      start_gateway, start_redis, start_shop, test, wait_until)
 
 shop = start_shop(name="queue", threads=2)
@@ -27,21 +27,8 @@ TICKET_ID = re.compile(r"[A-Za-z0-9_-]{22}")
 
 # ------------------------------------------------------------------ helpers
 
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def scrape(admin_port):
-    """/metrics as a list of (name, {label: value}, number)."""
-    r = http("GET", admin_port, "/metrics")
-    assert r.status == 200, r
-    out = []
-    for line in r.text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        series, value = line.rsplit(" ", 1)
-        name, _, labels = series.partition("{")
-        out.append((name, dict(_LABEL.findall(labels)), float(value)))
-    return out
 
 
 def metric(samples, name, **labels):

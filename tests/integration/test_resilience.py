@@ -9,7 +9,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import (Conn, add_cleanup, free_port, gateway_config, http, run_tests,
+from harness import (scrape, Conn, add_cleanup, free_port, gateway_config, http, run_tests,
                      start_gateway, start_redis, start_shop, test, wait_until)
 
 # A breaker that reacts within the time a test can afford: 10 requests in a 2 s window,
@@ -25,21 +25,8 @@ DEGRADE = {"status": 503, "body": '{"error":"busy","message":"come back later"}'
 
 # ------------------------------------------------------------------ helpers
 
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
-def scrape(admin_port):
-    """/metrics as a list of (name, {label: value}, number)."""
-    r = http("GET", admin_port, "/metrics")
-    assert r.status == 200, r
-    out = []
-    for line in r.text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        series, value = line.rsplit(" ", 1)
-        name, _, labels = series.partition("{")
-        out.append((name, dict(_LABEL.findall(labels)), float(value)))
-    return out
 
 
 def metric(samples, name, **labels):

@@ -1156,3 +1156,20 @@ def http(method, port, path, headers=None, body=None, timeout=5.0, version="HTTP
     with Conn(port, host, timeout) as c:
         c.request(method, path, headers, body, version)
         return c.recv_response(method)
+
+
+_METRIC_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(admin_port):
+    """The admin listener's /metrics as a list of (name, {label: value}, number)."""
+    r = http("GET", admin_port, "/metrics")
+    assert r.status == 200, r
+    out = []
+    for line in r.text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, value = line.rsplit(" ", 1)
+        name, _, labels = series.partition("{")
+        out.append((name, dict(_METRIC_LABEL.findall(labels)), float(value)))
+    return out
