@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2317  # functions below run from traps
 # The one run command: installs what is missing, builds a release build in
 # build/, then starts a private redis-server, the demo shop and floodgate, and
 # stays in the foreground until Ctrl-C (or SIGTERM), which stops all three.
@@ -14,8 +13,11 @@
 #                                     (env FG_SHOP_LISTEN)
 #   scripts/run.sh --quiet            do not echo floodgate's log lines here
 #
-# Everything it writes stays under .run/ (git-ignored): logs in .run/logs/,
-# redis data in .run/redis/. The system redis service, if any, is not touched.
+# Everything it writes stays under .run/ (git-ignored): logs in .run/logs/
+# (the previous run's as *.log.1), redis data in .run/redis/. The system redis
+# service, if any, is not touched. --redis-port and --shop-listen are applied
+# to a copy of the config in .run/floodgate.toml, which floodgate then runs.
+# shellcheck disable=SC2317  # functions below run from traps
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,12 +28,14 @@ no_redis="${FG_NO_REDIS:-0}"
 no_shop="${FG_NO_SHOP:-0}"
 redis_port="${FG_REDIS_PORT:-6380}"
 shop_listen="${FG_SHOP_LISTEN:-127.0.0.1:8081}"
+redis_port_given="${FG_REDIS_PORT:+1}"
+shop_listen_given="${FG_SHOP_LISTEN:+1}"
 follow=1
 cores="$(nproc 2>/dev/null || echo 2)"
 jobs="${FG_JOBS:-$(( cores > 4 ? 4 : cores ))}"
 
 usage() {
-  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 need_arg() { [[ $2 -ge 2 ]] || { echo "run.sh: $1 needs a value" >&2; exit 2; }; }
@@ -42,8 +46,8 @@ while [[ $# -gt 0 ]]; do
     --config=*) config="${1#--config=}" ;;
     --no-redis) no_redis=1 ;;
     --no-shop) no_shop=1 ;;
-    --redis-port) need_arg "$1" $#; redis_port="$2"; shift ;;
-    --shop-listen) need_arg "$1" $#; shop_listen="$2"; shift ;;
+    --redis-port) need_arg "$1" $#; redis_port="$2"; redis_port_given=1; shift ;;
+    --shop-listen) need_arg "$1" $#; shop_listen="$2"; shop_listen_given=1; shift ;;
     --quiet) follow=0 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run.sh: unknown option: $1 (try --help)" >&2; exit 2 ;;
@@ -84,6 +88,43 @@ if [[ ! -f "$config" ]]; then
   echo "run.sh: config file '$config' not found (set -c FILE or FG_CONFIG)" >&2
   exit 1
 fi
+
+# --redis-port / --shop-listen: floodgate must talk to the redis and the shop that
+# this script starts, so the addresses are written into a copy of the config
+# (.run/floodgate.toml): redis.url's port when it points at this machine, and
+# every upstream server that names the demo shop's default address.
+user_config="$config"
+if [[ -n "$redis_port_given" || -n "$shop_listen_given" ]]; then
+  effective="$run_dir/floodgate.toml"
+  mkdir -p "$run_dir"
+  if ! changes="$(python3 - "$config" "$effective" "${redis_port_given:+$redis_port}" \
+                    "${shop_listen_given:+$shop_listen}" <<'EOF'
+import re, sys
+src, dst, redis_port, shop = sys.argv[1:5]
+text = open(src, encoding="utf-8").read()
+said = []
+if redis_port:
+    pat = re.compile(r'^(\s*url\s*=\s*"(?:redis://(?:[^@"/]*@)?(?:127\.0\.0\.1|localhost|\[::1\])))(?::\d+)?', re.M)
+    text, n = pat.subn(lambda m: f"{m.group(1)}:{redis_port}", text)
+    said.append(f"redis.url port -> {redis_port}" if n else
+                "note: redis.url does not point at this machine; --redis-port changed nothing in it")
+if shop:
+    n = text.count('"127.0.0.1:8081"')
+    text = text.replace('"127.0.0.1:8081"', f'"{shop}"')
+    said.append(f"{n} upstream server(s) 127.0.0.1:8081 -> {shop}" if n else
+                "note: no upstream server names 127.0.0.1:8081; --shop-listen changed nothing in them")
+open(dst, "w", encoding="utf-8").write(text)
+print("; ".join(said))
+EOF
+)"; then
+    echo "run.sh: could not write $effective from $config" >&2
+    exit 1
+  fi
+  echo "run.sh: running a copy of $config with your addresses: $changes"
+  echo "run.sh: edit $config and restart run.sh to change the config (reloads read $effective)"
+  config="$effective"
+fi
+
 if ! check_out="$("$floodgate_bin" --check -c "$config" 2>&1)"; then
   echo "$check_out" >&2
   echo "run.sh: '$config' is not valid (floodgate --check); nothing was started" >&2
@@ -183,7 +224,8 @@ check_free() {
   fi
 }
 
-for a in "${listen_addrs[@]}"; do check_free "floodgate, server.listen in $config" "$a"; done
+for a in "${listen_addrs[@]}"; do check_free "floodgate, server.listen in $user_config" "$a"; done
+check_free "floodgate's admin listener, admin.listen in $user_config" "$admin_listen"
 [[ $no_shop == 1 ]] || check_free "demo shop; change with --shop-listen" "$shop_listen"
 [[ $no_redis == 1 ]] || check_free "redis-server; change with --redis-port" "127.0.0.1:$redis_port"
 if [[ ${#taken[@]} -gt 0 ]]; then
@@ -193,11 +235,21 @@ if [[ ${#taken[@]} -gt 0 ]]; then
   exit 1
 fi
 
+if [[ $no_redis == 1 && -n "$redis_url" ]]; then
+  echo "run.sh: warning: --no-redis, but $user_config has a [redis] table ($redis_url)." >&2
+  echo "run.sh: unless a redis-server answers there, routes that need Redis (idempotency keys," >&2
+  echo "run.sh: queues, callbacks) answer 503 redis_unavailable (redis.on_failure = \"closed\")." >&2
+fi
+
 # ------------------------------------------------------------- start
 
 redis_log="$log_dir/redis.log"
 shop_log="$log_dir/demo-shop.log"
 floodgate_log="$log_dir/floodgate.log"
+# Each run starts fresh logs; the previous run's stay beside them as *.log.1.
+for f in "$redis_log" "$shop_log" "$floodgate_log"; do
+  if [[ -s "$f" ]]; then mv -f "$f" "$f.1"; fi
+done
 
 # Children run in their own session (setsid), so a Ctrl-C in this terminal
 # reaches only this script, which then stops them in order. Without that the
@@ -287,7 +339,6 @@ wait_ready() {
 }
 
 if [[ $no_redis == 0 ]]; then
-  : >"$redis_log"
   setsid redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$redis_dir" \
     --daemonize no --save "" --appendonly yes --logfile "" >>"$redis_log" 2>&1 </dev/null &
   redis_pid=$!
@@ -296,7 +347,6 @@ if [[ $no_redis == 0 ]]; then
 fi
 
 if [[ $no_shop == 0 ]]; then
-  : >"$shop_log"
   setsid "$shop_bin" --listen "$shop_listen" >>"$shop_log" 2>&1 </dev/null &
   shop_pid=$!
   names+=("demo shop"); pids+=("$shop_pid")
@@ -304,7 +354,6 @@ if [[ $no_shop == 0 ]]; then
   wait_ready "demo shop" "$shop_pid" "$shop_host" "$shop_port" "$shop_log"
 fi
 
-: >"$floodgate_log"
 setsid "$floodgate_bin" -c "$config" >>"$floodgate_log" 2>&1 </dev/null &
 fg_started=$!
 names+=("floodgate"); pids+=("$fg_started")
@@ -320,6 +369,7 @@ cat <<EOF
 
 Floodgate is up (pid $floodgate_pid, config $config).
   floodgate     ${listen_addrs[*]}
+  admin         $admin_listen   (/metrics /status /healthz /reload)
 EOF
 [[ $no_shop == 1 ]] || echo "  demo shop     $shop_listen (pid $shop_pid)"
 if [[ $no_redis == 0 ]]; then
@@ -360,9 +410,10 @@ if [[ $follow == 1 ]]; then
   tail_pid=$!
 fi
 
-# Stay in the foreground until a signal arrives or one of our processes exits.
-# `wait -n` returns early when a trapped signal is handled; the loop then goes
-# on waiting for floodgate to finish its drain.
+# Stay in the foreground until a signal arrives or floodgate exits. When the
+# demo shop or redis-server stops (someone stopped it to see what Floodgate
+# does then), floodgate keeps running: that is a scene of the tour, not a
+# crash. When floodgate itself ends, the rest is stopped.
 status=0
 while :; do
   exited=""
@@ -374,25 +425,28 @@ while :; do
   fi
   for i in "${!pids[@]}"; do
     if [[ "${pids[$i]}" == "$exited" ]]; then
-      if [[ $stopping == 0 ]]; then
-        echo "run.sh: ${names[$i]} (pid $exited) exited on its own with status $status; stopping the rest" >&2
-      else
-        echo "run.sh: ${names[$i]} stopped (status $status)"
+      if [[ "$exited" != "$floodgate_pid" && $stopping == 0 ]]; then
+        echo "run.sh: ${names[$i]} (pid $exited) stopped (status $status); floodgate keeps running without it." >&2
+        echo "run.sh: Ctrl-C stops the rest." >&2
       fi
       unset 'pids[i]' 'names[i]'
     fi
   done
   pids=("${pids[@]}"); names=("${names[@]}")
-  if [[ "$exited" == "$floodgate_pid" || $stopping == 0 ]]; then
+  if [[ "$exited" == "$floodgate_pid" || ${#pids[@]} -eq 0 ]]; then
     break
   fi
 done
 
 # cleanup (EXIT trap) stops whatever is still running, in reverse start order.
-if [[ $stopping == 1 && "$exited" == "$floodgate_pid" ]]; then
+if [[ "$exited" == "$floodgate_pid" && ( $stopping == 1 || $status == 0 ) ]]; then
+  # Our Ctrl-C, or a graceful stop by someone else (SIGTERM, SIGINT): a drain
+  # that ended well is not a failure.
+  [[ $stopping == 1 ]] || echo "run.sh: floodgate stopped (status 0); stopping the rest"
   exit "$status"
 fi
 if [[ "$exited" == "$floodgate_pid" ]]; then
+  echo "run.sh: floodgate (pid $exited) exited with status $status; stopping the rest" >&2
   echo "run.sh: last lines of ${log_file:-.run/logs/floodgate.log}:" >&2
   tail -n 20 "${log_file:-$floodgate_log}" >&2 || true
 fi
