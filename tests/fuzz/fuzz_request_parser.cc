@@ -3,6 +3,8 @@
 // the same transcript: every head field, body bytes, completions, the final state and
 // error. Pipelined requests are followed (reset_for_next) for a few messages. Every
 // delivered head must be canonical (http/path.h) with a valid Host and no '_' names.
+// The input is parsed twice: with the default limits and options, and with small
+// limits, merge_slashes off and underscores allowed (whole and byte by byte).
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -21,6 +23,8 @@ using fg::http::RequestParser;
 constexpr int kMaxMessages = 8;
 
 struct Transcript : RequestParser::Handler {
+  explicit Transcript(const RequestParser::Limits& l) : limits(l) {}
+  RequestParser::Limits limits;
   std::string log;
   bool in_body = false;
 
@@ -44,22 +48,25 @@ struct Transcript : RequestParser::Handler {
     log += "\nC\n";
   }
 
-  static void check_head(const RequestHead& h) {
+  void check_head(const RequestHead& h) const {
     if (h.target != "*") {
       std::string again;
-      FUZZ_CHECK(fg::http::canonicalize_target(h.target, true, &again).empty());
+      FUZZ_CHECK(fg::http::canonicalize_target(h.target, limits.merge_slashes, &again).empty());
       FUZZ_CHECK(again == h.target);
     }
+    FUZZ_CHECK(h.target.size() <= limits.max_uri_bytes);
     FUZZ_CHECK(h.host.empty() || fg::http::is_valid_host(h.host));
-    for (const fg::http::Header& x : h.headers) FUZZ_CHECK(x.name.find('_') == std::string::npos);
+    if (!limits.underscores_in_headers) {
+      for (const fg::http::Header& x : h.headers) FUZZ_CHECK(x.name.find('_') == std::string::npos);
+    }
   }
 };
 
 // Feeds `input` in the pieces that `cuts` (ascending offsets) make, following pipelined
 // messages, and returns the transcript with the verdict appended.
-std::string run(std::string_view input, const std::vector<size_t>& cuts) {
-  Transcript t;
-  RequestParser parser(&t, {});
+std::string run(std::string_view input, const std::vector<size_t>& cuts, const RequestParser::Limits& limits = {}) {
+  Transcript t(limits);
+  RequestParser parser(&t, limits);
   int messages = 0;
   size_t start = 0;
   bool stopped = false;
@@ -121,5 +128,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     FUZZ_CHECK(run(input, cuts) == whole);
   }
+
+  RequestParser::Limits other;
+  other.max_header_bytes = 512;
+  other.max_uri_bytes = 128;
+  other.merge_slashes = false;
+  other.underscores_in_headers = true;
+  FUZZ_CHECK(run(input, bytewise, other) == run(input, {}, other));
   return 0;
 }
