@@ -12,11 +12,11 @@
 
 #include <llhttp.h>
 
-#include "http/path.h"
-
 #include <algorithm>
 #include <string>
 #include <utility>
+
+#include "http/path.h"
 
 namespace fg::http {
 
@@ -469,7 +469,9 @@ struct RequestParser::Impl {
 
     if (host_count > 1) return refuse_in_callback(400, "bad_request", "several Host headers");
     if (host_count == 0 && http11) return refuse_in_callback(400, "bad_request", "missing Host header");
-    if (host != nullptr && !is_valid_host(host->value)) return refuse_in_callback(400, "bad_host", "invalid Host header");
+    if (host != nullptr && !is_valid_host(host->value)) {
+      return refuse_in_callback(400, "bad_host", "invalid Host header");
+    }
 
     // CONNECT answers 405 rather than 400: the request is well-formed, the gateway just
     // does not offer tunnels, and 405 tells the client so.
@@ -507,7 +509,9 @@ struct RequestParser::Impl {
     }
     if (std::string_view authority; split_absolute_form(&target, &authority)) {
       // RFC 9112 §3.2.2: the authority of an absolute-form target replaces Host.
-      if (!is_valid_host(authority)) return refuse_in_callback(400, "bad_host", "invalid authority in request-target");
+      if (!is_valid_host(authority)) {
+        return refuse_in_callback(400, "bad_host", "invalid authority in request-target");
+      }
       head_.host.assign(authority);
       bool replaced = false;
       for (Header& h : head_.headers) {
