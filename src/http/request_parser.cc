@@ -16,6 +16,8 @@
 #include <string>
 #include <utility>
 
+#include "http/path.h"
+
 namespace fg::http {
 
 namespace {
@@ -381,8 +383,13 @@ struct RequestParser::Impl {
   int on_header_value_complete() {
     if (headers_done_) return 0;
     if (!is_token(field_)) return refuse_in_callback(400, "bad_request", "invalid header name");
-    std::string_view v = trim_ows(value_);
-    head_.headers.push_back(Header{std::move(field_), std::string(v)});
+    // CGI-style origins read '_' as '-', so "Transfer_Encoding" could frame the request
+    // for them while it means nothing here. Such headers are dropped before any check
+    // looks at the head, as nginx does by default.
+    if (limits_.underscores_in_headers || field_.find('_') == std::string::npos) {
+      std::string_view v = trim_ows(value_);
+      head_.headers.push_back(Header{std::move(field_), std::string(v)});
+    }
     field_.clear();
     value_.clear();
     return 0;
@@ -416,6 +423,14 @@ struct RequestParser::Impl {
         upgrade = true;
       } else if (iequals(name, "connection")) {
         if (http11 && has_token(h.value, "upgrade")) upgrade = true;
+        // Connection names headers to strip before forwarding; these three carry the
+        // framing and the routing, and stripping them would hand the upstream a
+        // different request than the one checked here.
+        if (has_token(h.value, "host") || has_token(h.value, "content-length") ||
+            has_token(h.value, "transfer-encoding")) {
+          return refuse_in_callback(400, "bad_connection_header",
+                                    "Connection names Host, Content-Length or Transfer-Encoding");
+        }
       } else if (iequals(name, "expect")) {
         if (iequals(h.value, "100-continue")) {
           expect_continue = true;
@@ -454,6 +469,9 @@ struct RequestParser::Impl {
 
     if (host_count > 1) return refuse_in_callback(400, "bad_request", "several Host headers");
     if (host_count == 0 && http11) return refuse_in_callback(400, "bad_request", "missing Host header");
+    if (host != nullptr && !is_valid_host(host->value)) {
+      return refuse_in_callback(400, "bad_host", "invalid Host header");
+    }
 
     // CONNECT answers 405 rather than 400: the request is well-formed, the gateway just
     // does not offer tunnels, and 405 tells the client so.
@@ -462,16 +480,80 @@ struct RequestParser::Impl {
     }
     if (upgrade) return refuse_in_callback(400, "upgrade_not_supported", "protocol upgrade is not supported");
     if (bad_expect) return refuse_in_callback(417, "expectation_failed", "only Expect: 100-continue is supported");
+    if (host != nullptr) head_.host = host->value;
+    if (int rc = canonicalize_request_target(); rc != 0) return rc;
 
     // RFC 9110 §10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
     head_.expect_continue = expect_continue && http11;
     head_.keep_alive = llhttp_should_keep_alive(&parser_) != 0;
-    if (host != nullptr) head_.host = host->value;
 
     // Delivery waits until llhttp has passed its post-header checks: see finish_head().
     headers_done_ = true;
     pause_ = Pause::kHeadersComplete;
     return HPE_PAUSED;
+  }
+
+  // Replaces head_.target with its canonical origin-form (http/path.h), so that route
+  // matching, the route's policies and the upstream all see one spelling. Returns 0, or
+  // the callback error after refusing the request.
+  int canonicalize_request_target() {
+    std::string_view target = head_.target;
+    if (std::string_view why = check_target_bytes(target); !why.empty()) {
+      return refuse_in_callback(400, "bad_target", why);
+    }
+    // "OPTIONS *" asks about the server itself; it stays as it is (no route path can
+    // match it). Any other method with "*" has no meaning.
+    if (target == "*") {
+      if (llhttp_get_method(&parser_) == HTTP_OPTIONS) return 0;
+      return refuse_in_callback(400, "bad_target", "'*' is only valid with OPTIONS");
+    }
+    if (std::string_view authority; split_absolute_form(&target, &authority)) {
+      // RFC 9112 §3.2.2: the authority of an absolute-form target replaces Host.
+      if (!is_valid_host(authority)) {
+        return refuse_in_callback(400, "bad_host", "invalid authority in request-target");
+      }
+      head_.host.assign(authority);
+      bool replaced = false;
+      for (Header& h : head_.headers) {
+        if (iequals(h.name, "host")) {
+          h.value = head_.host;
+          replaced = true;
+        }
+      }
+      if (!replaced) head_.headers.push_back(Header{"Host", head_.host});
+    } else if (target.empty() || target.front() != '/') {
+      return refuse_in_callback(400, "bad_target", "request-target is neither a path nor an absolute URI");
+    }
+    std::string origin;  // "http://host" and "http://host?q" have the path "/"
+    if (target.empty() || target.front() == '?') {
+      origin.assign("/").append(target);
+      target = origin;
+    }
+    std::string canonical;
+    if (std::string_view why = canonicalize_target(target, limits_.merge_slashes, &canonical); !why.empty()) {
+      return refuse_in_callback(400, "bad_path", why);
+    }
+    head_.target = std::move(canonical);
+    return 0;
+  }
+
+  // "http://authority/path?query" (scheme in any case): `*target` becomes the part from
+  // the path on (possibly empty), `*authority` the authority. False for other forms.
+  static bool split_absolute_form(std::string_view* target, std::string_view* authority) {
+    std::string_view t = *target;
+    size_t scheme = 0;
+    if (t.size() >= 7 && iequals(t.substr(0, 7), "http://")) {
+      scheme = 7;
+    } else if (t.size() >= 8 && iequals(t.substr(0, 8), "https://")) {
+      scheme = 8;
+    } else {
+      return false;
+    }
+    t.remove_prefix(scheme);
+    const size_t end = t.find_first_of("/?");
+    *authority = t.substr(0, end);
+    *target = end == std::string_view::npos ? std::string_view() : t.substr(end);
+    return true;
   }
 
   // Pauses so that execute() can check the end of the chunk-size line (see there).

@@ -1,6 +1,9 @@
 // Incremental, strict HTTP/1.x request parser on top of llhttp. No libuv: it only sees
 // bytes. Enforces the head limits and refuses every request-smuggling vector of SPEC §3
 // before the caller sees the head, so nothing of a refused request is ever forwarded.
+// The delivered head is already canonical: `target` is origin-form with the canonical
+// path of http/path.h (the form routing matches and the upstream receives), Host is
+// valid, and header names with '_' are gone unless allowed.
 #pragma once
 
 #include <cstddef>
@@ -23,9 +26,13 @@ struct ParseError {
 
 class RequestParser {
  public:
+  // Limits and request hygiene options (config: server.max_header_bytes,
+  // server.max_uri_bytes, server.merge_slashes, server.underscores_in_headers).
   struct Limits {
     uint64_t max_header_bytes = 16 * 1024;  // whole head incl. request line: 431 beyond
     uint64_t max_uri_bytes = 8 * 1024;      // request-target: 414 beyond
+    bool merge_slashes = true;              // "//" in the path counts as "/" (see http/path.h)
+    bool underscores_in_headers = false;    // false: header names with '_' are dropped
   };
 
   // Callbacks run synchronously inside execute(). They must not destroy the parser.
@@ -33,6 +40,8 @@ class RequestParser {
    public:
     virtual ~Handler() = default;
     // The head is complete and passed every check. `head` may be moved from.
+    // head.target is canonical; an absolute-form target was turned into origin-form
+    // and its authority became the Host header (RFC 9112 §3.2.2).
     virtual void on_request_head(RequestHead& head) = 0;
     // Decoded body bytes (chunk framing removed). The data is only valid during the call.
     virtual void on_request_body(const char* data, size_t len) = 0;

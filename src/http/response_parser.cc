@@ -108,6 +108,9 @@ struct ResponseParser::Impl {
 
   int on_headers_complete() {
     const int status = llhttp_get_status_code(&parser_);
+    // llhttp accepts any run of digits as a status ("20", "000", "999"); relaying one
+    // outside RFC 9110's 100..599 would hand the client a status line it cannot read.
+    if (status < 100 || status > 599) return refuse("upstream status code outside 100..599");
     if (status >= 100 && status < 200) {
       if (status == 101) return refuse("upstream switched protocols, which is not supported");
       // Interim response: forget it; on_message_complete restarts for the final one.

@@ -832,3 +832,137 @@ TEST_CASE("set_limits changes the limits", "[http]") {
   CHECK(o.state == State::kError);
   CHECK(parser.error().status == 414);
 }
+
+namespace {
+
+std::string get(std::string_view target, std::string_view headers = "Host: shop.example\r\n") {
+  std::string s = "GET ";
+  s.append(target).append(" HTTP/1.1\r\n").append(headers).append("\r\n");
+  return s;
+}
+
+RequestHead accepted(const Run& r) {
+  REQUIRE(r.state == State::kMessageDone);
+  REQUIRE(r.rec.heads.size() == 1);
+  return r.rec.heads[0];
+}
+
+}  // namespace
+
+TEST_CASE("the delivered target carries the canonical path and the query as sent", "[http]") {
+  const std::pair<std::string_view, std::string_view> cases[] = {
+      {"/api/%6frders", "/api/orders"},
+      {"/api//orders", "/api/orders"},
+      {"/api/./orders", "/api/orders"},
+      {"/x/../api/orders", "/api/orders"},
+      {"/x/%2e%2E/api/orders?a=%2f&b=..", "/api/orders?a=%2f&b=.."},
+      {"/api/%256frders", "/api/%256frders"},
+      {"/API/orders", "/API/orders"},
+      {"/a%3fb", "/a%3Fb"},
+  };
+  for (auto [in, want] : cases) {
+    INFO(in);
+    const RequestHead h = accepted(parse(get(in)));
+    CHECK(h.target == want);
+  }
+  RequestParser::Limits keep_slashes;
+  keep_slashes.merge_slashes = false;
+  CHECK(accepted(parse(get("/api//orders/./x"), keep_slashes)).target == "/api//orders/x");
+}
+
+TEST_CASE("targets without a canonical path are refused as bad_path", "[http]") {
+  for (std::string_view t : {"/api%2forders", "/api%2Forders", "/api\\orders", "/api%5corders", "/a%00", "/a%zz",
+                             "/a%4", "/..", "/a/../../b", "/%c0%af", "/api/orders;x=1", "/x/%2e%2e/%2e%2e"}) {
+    require_refused(get(t), 400, "bad_path");
+  }
+}
+
+TEST_CASE("fragments, raw bytes >= 0x80 and unknown target forms are refused", "[http]") {
+  for (std::string_view t : {"/a#b", "/a?b#c", "/#", "/caf\xc3\xa9", "/a?\xff", "*", "ftp://a/b"}) {
+    require_refused(get(t), 400, "bad_target");
+  }
+  // llhttp itself refuses a target that starts with neither '/' nor a scheme.
+  require_refused(get("api/orders"), 400, "bad_request");
+  // OPTIONS * is left for routing, which has no path to match it with.
+  CHECK(accepted(parse("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")).target == "*");
+}
+
+TEST_CASE("absolute-form targets become origin-form and their authority the Host", "[http]") {
+  const RequestHead h = accepted(parse(get("http://shop.example:8080/x/../api//orders?q=1", "Host: other\r\n")));
+  CHECK(h.target == "/api/orders?q=1");
+  CHECK(h.host == "shop.example:8080");
+  REQUIRE(fg::http::find_header(h.headers, "host") != nullptr);
+  CHECK(fg::http::find_header(h.headers, "host")->value == "shop.example:8080");
+  CHECK(accepted(parse(get("HTTPS://a.example", "Host: a.example\r\n"))).target == "/");
+  CHECK(accepted(parse(get("http://a.example?x", "Host: a.example\r\n"))).target == "/?x");
+  // An HTTP/1.0 request without Host gets one from the authority.
+  const RequestHead h10 = accepted(parse("GET http://a.example/b HTTP/1.0\r\n\r\n"));
+  CHECK(h10.host == "a.example");
+  CHECK(fg::http::find_header(h10.headers, "Host") != nullptr);
+  require_refused(get("http://user@a.example/", "Host: a.example\r\n"), 400, "bad_host");
+  require_refused(get("http:///api/orders", "Host: a.example\r\n"), 400, "bad_host");
+  require_refused(get("http://a.example/api%2forders", "Host: a.example\r\n"), 400, "bad_path");
+}
+
+TEST_CASE("invalid Host values are refused", "[http]") {
+  for (std::string_view h : {"Host:\r\n", "Host: a b\r\n", "Host: a, b\r\n", "Host: a@b\r\n", "Host: a/b\r\n",
+                             "Host: a:x\r\n", "Host: caf\xc3\xa9\r\n", "Host: [::1\r\n"}) {
+    require_refused(get("/", h), 400, "bad_host");
+  }
+  // HTTP/1.0 may omit Host, but an empty one is still refused.
+  CHECK(accepted(parse("GET / HTTP/1.0\r\n\r\n")).host.empty());
+  require_refused("GET / HTTP/1.0\r\nHost: \r\n\r\n", 400, "bad_host");
+  CHECK(accepted(parse(get("/", "Host: [::1]:8080\r\n"))).host == "[::1]:8080");
+}
+
+TEST_CASE("a Connection header naming Host, Content-Length or Transfer-Encoding is refused", "[http]") {
+  for (std::string_view c : {"Connection: Host\r\n", "Connection: host\r\n", "Connection: close, HOST\r\n",
+                             "Connection: keep-alive\r\nConnection: content-length\r\n",
+                             "Connection: Transfer-Encoding, close\r\n", "Connection:  x ,Content-Length \r\n"}) {
+    require_refused(get("/", std::string("Host: a\r\n").append(c)), 400, "bad_connection_header");
+  }
+  // Other names are still allowed (and stripped on forwarding).
+  const RequestHead h = accepted(parse(get("/", "Host: a\r\nConnection: X-Trace, keep-alive\r\nX-Trace: 1\r\n")));
+  CHECK(h.keep_alive);
+  // "Hostname" is not "Host".
+  accepted(parse(get("/", "Host: a\r\nConnection: Hostname\r\n")));
+}
+
+TEST_CASE("header names with an underscore are dropped unless allowed", "[http]") {
+  const std::string in = with_headers("X_Custom: 1\r\nTransfer_Encoding: chunked\r\nContent-Length: 5\r\n", "hello");
+  Run r = parse(in);
+  const RequestHead h = accepted(r);
+  // Framing is by Content-Length alone: the dropped name never took part in it.
+  CHECK(h.body == BodyKind::kContentLength);
+  CHECK(h.content_length == 5);
+  CHECK(r.rec.body == "hello");
+  CHECK(r.consumed == in.size());
+  CHECK(fg::http::find_header(h.headers, "X_Custom") == nullptr);
+  CHECK(fg::http::find_header(h.headers, "Transfer_Encoding") == nullptr);
+  REQUIRE(h.headers.size() == 2);  // Host and Content-Length
+
+  RequestParser::Limits allow;
+  allow.underscores_in_headers = true;
+  Run r2 = parse(in, allow);
+  const RequestHead h2 = accepted(r2);
+  CHECK(h2.body == BodyKind::kContentLength);
+  REQUIRE(fg::http::find_header(h2.headers, "transfer_encoding") != nullptr);
+  CHECK(fg::http::find_header(h2.headers, "x_custom")->value == "1");
+}
+
+TEST_CASE("hygiene verdicts do not depend on where the input is split", "[http]") {
+  for (std::string_view in : {"GET /x/../api/%6frders?q HTTP/1.1\r\nHost: a\r\n\r\n",
+                              "GET /a%2fb HTTP/1.1\r\nHost: a\r\n\r\n", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+                              "GET / HTTP/1.1\r\nHost: a\r\nConnection: host\r\n\r\n",
+                              "POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nContent-Length: 1\r\n\r\nx"}) {
+    Run whole = feed(in, 0);
+    for (size_t split = 0; split <= in.size(); ++split) {
+      Run r = feed_split(in, split);
+      INFO(in << " split at " << split);
+      REQUIRE(r.state == whole.state);
+      REQUIRE(r.error.code == whole.error.code);
+      REQUIRE(r.rec.heads.size() == whole.rec.heads.size());
+      if (!whole.rec.heads.empty()) require_same_head(r.rec.heads[0], whole.rec.heads[0]);
+    }
+  }
+}

@@ -267,6 +267,20 @@ TEST_CASE("invalid upstream responses are errors", "[http]") {
     CHECK(r.state == State::kError);
     CHECK(r.rec.heads.empty());
   }
+  SECTION("a status code outside 100..599") {
+    // llhttp takes any digits; the client would get a status line no client can read.
+    for (std::string_view in : {"HTTP/1.0 20 OK\r\n\r\n0", "HTTP/1.1 000 X\r\nContent-Length: 0\r\n\r\n",
+                                "HTTP/1.1 099 X\r\nContent-Length: 0\r\n\r\n",
+                                "HTTP/1.1 600 X\r\nContent-Length: 0\r\n\r\n",
+                                "HTTP/1.1 999 X\r\nContent-Length: 0\r\n\r\n"}) {
+      Run r = parse(in, false, true);
+      INFO(in);
+      CHECK(r.state == State::kError);
+      CHECK(r.error == "upstream status code outside 100..599");
+      CHECK(r.rec.heads.empty());
+    }
+    CHECK(parse("HTTP/1.1 599 X\r\nContent-Length: 0\r\n\r\n").rec.heads.size() == 1);
+  }
   SECTION("a huge head") {
     std::string in = "HTTP/1.1 200 OK\r\nX-Big: " + std::string(100 * 1024, 'x') + "\r\n\r\n";
     Run r = feed(in, 0, false, false);
