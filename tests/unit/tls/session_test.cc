@@ -160,6 +160,38 @@ TEST_CASE("a TLS 1.2 handshake uses an ECDHE AEAD cipher and ALPN", "[tls]") {
   CHECK(p.client_got == "hello");
 }
 
+TEST_CASE("TLS 1.2: the server's cipher order wins over the client's", "[tls]") {
+  CertFactory f;
+  auto cli = client_ctx(f, TLS1_2_VERSION);
+  REQUIRE(SSL_CTX_set_cipher_list(cli->ssl_ctx(),
+                                  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-ECDSA-AES256-GCM-SHA384:"
+                                  "ECDHE-ECDSA-AES128-GCM-SHA256") == 1);
+  Pair p(server_ctx({f.leaf("shop", {"shop.example"})}), cli, "shop.example");
+  p.pump();
+  REQUIRE(p.established());
+  CHECK(p.server->cipher() == "ECDHE-ECDSA-AES128-GCM-SHA256");
+}
+
+TEST_CASE("TLS 1.2: a client's renegotiation is refused and the connection goes on", "[tls]") {
+  CertFactory f;
+  Pair p(server_ctx({f.leaf("shop", {"shop.example"})}), client_ctx(f, TLS1_2_VERSION), "shop.example");
+  p.pump();
+  REQUIRE(p.established());
+  SSL* c = p.client->ssl();
+  SSL_clear_options(c, SSL_OP_NO_RENEGOTIATION);  // this client insists
+  REQUIRE(SSL_renegotiate(c) == 1);
+  SSL_do_handshake(c);
+  std::string wire;
+  p.client->take_ciphertext(wire);
+  REQUIRE_FALSE(wire.empty());
+  p.server->feed(wire.data(), wire.size());
+  drain(*p.server, p.server_got);
+  CHECK(p.server->state() == State::kOpen);
+  CHECK(SSL_total_renegotiations(p.server->ssl()) == 0);
+  CHECK(p.server->pending_ciphertext() > 0);  // the no_renegotiation alert
+  CHECK(p.server->write_plain("still talking"));
+}
+
 TEST_CASE("the handshake and data survive records split at every byte", "[tls]") {
   CertFactory f;
   for (int max_version : {TLS1_2_VERSION, TLS1_3_VERSION}) {
@@ -206,6 +238,16 @@ TEST_CASE("plaintext written during the handshake is sent once it completes", "[
 TEST_CASE("ALPN: no ALPN is accepted, an h2-only client is refused cleanly", "[tls]") {
   CertFactory f;
   auto srv = server_ctx({f.leaf("shop", {"shop.example"})});
+
+  // A browser offers h2 first; it gets http/1.1.
+  auto both = client_ctx(f, 0, false);
+  static const unsigned char kBoth[] = "\x02h2\x08http/1.1";
+  REQUIRE(SSL_CTX_set_alpn_protos(both->ssl_ctx(), kBoth, sizeof kBoth - 1) == 0);
+  Pair browser(srv, both, "shop.example");
+  browser.pump();
+  REQUIRE(browser.established());
+  CHECK(browser.server->alpn() == "http/1.1");
+  CHECK(browser.client->alpn() == "http/1.1");
 
   Pair plain(srv, client_ctx(f, 0, false), "shop.example");
   plain.pump();
