@@ -147,6 +147,11 @@ bool Session::init(ssl_ctx_st* ctx, bool server) {
 }
 
 Session::~Session() {
+  // OpenSSL marks a session unresumable when its connection is freed without close_notify,
+  // an SSLv3 rule that TLS 1.1 dropped (RFC 4346, 7.2.1). Upstreams routinely end idle
+  // keep-alive connections with a bare FIN, so a client would then never resume; only a
+  // failed connection keeps that penalty.
+  if (ssl_ != nullptr && state_ != State::kFailed) SSL_set_shutdown(ssl_, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   SSL_free(ssl_);  // frees both BIOs
   ERR_clear_error();
 }

@@ -62,7 +62,8 @@ class Session {
 
   // A client side session to `host`: sent as SNI (unless it is an IP address) and, when
   // the context verifies, checked against the certificate. `resume` may offer a session
-  // from an earlier connection. The ClientHello is ready in take_ciphertext() at once.
+  // from an earlier connection. An empty `host` sends no SNI and skips the name check (the
+  // chain is still verified). The ClientHello is ready in take_ciphertext() at once.
   static std::unique_ptr<Session> client(std::shared_ptr<const ClientContext> context,
                                          std::string_view host, const SavedSession* resume = nullptr);
 
@@ -116,6 +117,7 @@ class Session {
   // some data has been read). Empty when the server gave none.
   SavedSession saved_session() const;
 
+  // The OpenSSL connection, for diagnostics and tests; the session stays its only owner.
   ssl_st* ssl() const { return ssl_; }
 
  private:

@@ -6,9 +6,12 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <chrono>
 #include <cstdint>
 #include <random>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "test_certs.h"
 #include "tls/session.h"
@@ -360,6 +363,24 @@ TEST_CASE("tickets resume, also after one key rotation, not after two", "[tls]")
   }
 }
 
+TEST_CASE("a saved session resumes after its connection ended without close_notify", "[tls]") {
+  CertFactory f;
+  auto srv = server_ctx({f.leaf("shop", {"shop.example"})});
+  auto cli = client_ctx(f);
+  SavedSession ticket;
+  {
+    Pair first(srv, cli, "shop.example");
+    first.pump();
+    REQUIRE(first.established());
+    ticket = first.client->saved_session();
+  }  // both sides dropped, as when the peer closes an idle connection with a bare FIN
+  REQUIRE_FALSE(ticket.empty());
+  Pair again(srv, cli, "shop.example", &ticket);
+  again.pump();
+  REQUIRE(again.established());
+  CHECK(again.client->resumed());
+}
+
 TEST_CASE("a reloaded context keeps resuming tickets when it is given the old key ring", "[tls]") {
   CertFactory f;
   const CertificateSpec spec = f.leaf("shop", {"shop.example"});
@@ -514,4 +535,44 @@ TEST_CASE("close_notify ends the session cleanly both ways", "[tls]") {
     CHECK(p.client->state() == State::kClosed);
     CHECK(p.client->error() == Error::kNone);
   }
+}
+
+TEST_CASE("one context serves handshakes on several threads while its keys rotate", "[tls]") {
+  CertFactory f;
+  auto srv = server_ctx({f.leaf("shop", {"shop.example"})});
+  auto cli = client_ctx(f);
+  // Catch2's assertions are not thread-safe: the threads count, the test checks.
+  std::vector<int> established(2, 0), resumed(2, 0);
+  auto run = [&](int t) {
+    SavedSession ticket;
+    for (int i = 0; i < 30; ++i) {
+      auto server = Session::server(srv);
+      auto client = Session::client(cli, "shop.example", &ticket);
+      std::string sink;
+      for (int round = 0; round < 10; ++round) {
+        std::string wire;
+        client->take_ciphertext(wire);
+        server->feed(wire.data(), wire.size());
+        drain(*server, sink);
+        wire.clear();
+        server->take_ciphertext(wire);
+        client->feed(wire.data(), wire.size());
+        drain(*client, sink);
+      }
+      if (server->state() == State::kOpen && client->state() == State::kOpen) ++established[t];
+      if (server->resumed()) ++resumed[t];
+      ticket = client->saved_session();
+    }
+  };
+  std::thread a(run, 0), b(run, 1);
+  for (int i = 0; i < 20; ++i) {
+    srv->rotate_ticket_keys();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  a.join();
+  b.join();
+  CHECK(established[0] == 30);
+  CHECK(established[1] == 30);
+  // Each thread renews its ticket on every connection, so rotations rarely outrun it.
+  CHECK(resumed[0] + resumed[1] > 0);
 }
