@@ -85,7 +85,7 @@ const Template& PageSet::page(Page p) const {
 }
 
 void PageSet::render(Page p, PageValues v, std::string* out) const {
-  v.shop_name = shop_name_;
+  if (!shop_name_.empty()) v.shop_name = shop_name_;
   page(p).render(v, out);
 }
 
@@ -109,6 +109,7 @@ Result<std::shared_ptr<const PageSet>> load_pages(const PagesConfig& cfg, std::s
   }
   if (!errors.empty()) return Status::error(std::move(errors));
   set->shop_name_ = cfg.shop_name;
+  set->enabled_ = cfg.enabled;
   return std::shared_ptr<const PageSet>(std::move(set));
 }
 

@@ -19,11 +19,12 @@ struct PagesConfig {
   std::string waiting;    // pages.waiting: 202 ticket answers and queued/processing ticket polls
   std::string degraded;   // pages.degraded: the [degrade] answer
   std::string error;      // pages.error: Floodgate's own 429 and 503
-  std::string shop_name;  // pages.shop_name: shown in titles and headings
+  std::string shop_name;  // pages.shop_name: shown in titles and headings; "": the request's Host
+  bool enabled = true;    // pages.enabled: false keeps JSON for every client, browsers included
 };
 
 // Every key of `[pages]`, for the loader's unknown-key check.
-inline constexpr std::string_view kPagesKeys[] = {"waiting", "degraded", "error", "shop_name"};
+inline constexpr std::string_view kPagesKeys[] = {"waiting", "degraded", "error", "shop_name", "enabled"};
 
 // Longest accepted shop_name, in bytes.
 inline constexpr size_t kMaxShopNameBytes = 200;
@@ -34,8 +35,10 @@ class PageSet {
  public:
   const Template& page(Page p) const;
   const std::string& shop_name() const { return shop_name_; }
+  bool enabled() const { return enabled_; }
 
-  // Appends page `p` for `v` to *out, with shop_name filled from the config.
+  // Appends page `p` for `v` to *out. A configured shop_name replaces v.shop_name (which
+  // the caller sets to the request's Host, the fallback when none is configured).
   // Any thread; no allocation beyond the growth of *out.
   void render(Page p, PageValues v, std::string* out) const;
 
@@ -45,6 +48,7 @@ class PageSet {
   Template degraded_;
   Template error_;
   std::string shop_name_;
+  bool enabled_ = true;
 };
 
 // Validates `cfg` and reads and parses its templates. Relative paths are resolved

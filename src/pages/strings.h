@@ -19,7 +19,7 @@ namespace fg::pages {
     "Your request has been received and is held safely in line. Keep this page open: it moves "    \
     "on by itself when it is your turn.",                                                          \
     "您的请求已收到,正在安全排队。请保持此页面打开,轮到您时会自动继续。")                           \
-  X(position, "Your place in line", "您的排队位置")                                                \
+  X(position, "Requests ahead of you", "您前面的排队人数")                                                \
   X(wait, "Estimated wait", "预计等待")                                                            \
   X(wait_under_minute, "less than a minute", "不到 1 分钟")                                        \
   X(wait_minutes, "about {n} min", "约 {n} 分钟")                                                  \

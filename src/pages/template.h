@@ -57,7 +57,7 @@ enum class Field : uint8_t {
 // view renders as nothing.
 struct PageValues {
   Language lang = Language::kEn;           // {{lang}}, {{t:...}}, {{wait_text}}, {{retry_text}}
-  std::optional<uint64_t> position;        // {{position}}: tickets ahead + 1
+  std::optional<uint64_t> position;        // {{position}}: tickets ahead (the JSON position)
   std::optional<uint64_t> wait_seconds;    // {{wait_seconds}}, {{wait_text}}
   std::optional<uint64_t> retry_after;     // {{retry_after}}, {{retry_text}}: the Retry-After seconds
   int status = 0;                          // {{status}}: the HTTP status of this answer; 0 = none

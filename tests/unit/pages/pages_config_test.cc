@@ -198,8 +198,22 @@ TEST_CASE("[pages] reads templates relative to the config file", "[pages]") {
   std::string out;
   (*set)->render(Page::kWaiting, v, &out);
   CHECK(out == "<p>Tea #3</p>");
+  CHECK((*set)->enabled());
   // Pages not configured stay the built-in ones.
   CHECK((*set)->page(Page::kError).uses(fg::pages::Field::k_message));
+}
+
+TEST_CASE("without shop_name the page shows the caller's fallback (the Host)", "[pages]") {
+  PagesConfig cfg;
+  cfg.enabled = false;
+  auto set = load_pages(cfg, "floodgate.toml");
+  REQUIRE(set.is_ok());
+  CHECK_FALSE((*set)->enabled());
+  PageValues v;
+  v.shop_name = "shop.example";
+  std::string out;
+  (*set)->render(Page::kDegraded, v, &out);
+  CHECK(out.find("<p class=\"shop\">shop.example</p>") != std::string::npos);
 }
 
 TEST_CASE("[pages] errors: every problem, one per line", "[pages]") {
