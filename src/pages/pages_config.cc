@@ -4,7 +4,6 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include "builtin_pages.h"  // generated from conf/pages/ by embed_pages.py
 
