@@ -48,13 +48,34 @@ std::string content_security_policy(std::string_view nonce) {
          "frame-ancestors 'none'";
 }
 
+namespace {
+
+// Calls fn(name, value) for each header of a page answer, in the order they are sent.
+template <typename Fn>
+void for_each_page_header(std::string_view nonce, Fn&& fn) {
+  fn("Content-Type", "text/html; charset=utf-8");
+  fn("Cache-Control", "no-store");
+  fn("Content-Security-Policy", content_security_policy(nonce));
+  fn("X-Content-Type-Options", "nosniff");
+  fn("Referrer-Policy", "no-referrer");
+  fn("Vary", "Accept, Sec-Fetch-Mode, Accept-Language");
+}
+
+}  // namespace
+
 void add_page_headers(std::string_view nonce, std::vector<http::Header>* headers) {
-  headers->push_back({"Content-Type", "text/html; charset=utf-8"});
-  headers->push_back({"Cache-Control", "no-store"});
-  headers->push_back({"Content-Security-Policy", content_security_policy(nonce)});
-  headers->push_back({"X-Content-Type-Options", "nosniff"});
-  headers->push_back({"Referrer-Policy", "no-referrer"});
-  headers->push_back({"Vary", "Accept, Sec-Fetch-Mode, Accept-Language"});
+  for_each_page_header(nonce, [headers](std::string_view name, std::string_view value) {
+    headers->push_back({std::string(name), std::string(value)});
+  });
+}
+
+void append_page_header_lines(std::string_view nonce, std::string* out) {
+  for_each_page_header(nonce, [out](std::string_view name, std::string_view value) {
+    out->append(name);
+    out->append(": ");
+    out->append(value);
+    out->append("\r\n");
+  });
 }
 
 }  // namespace fg::pages

@@ -34,4 +34,8 @@ std::string content_security_policy(std::string_view nonce);
 // Retry-After, ETag) and adds Content-Length.
 void add_page_headers(std::string_view nonce, std::vector<http::Header>* headers);
 
+// The same headers as "Name: value\r\n" lines appended to *out, for answers built as
+// text (the `extra` of http::make_error_response and its kin).
+void append_page_header_lines(std::string_view nonce, std::string* out);
+
 }  // namespace fg::pages

@@ -43,4 +43,12 @@ TEST_CASE("the headers of a page answer", "[pages]") {
   CHECK(value("X-Content-Type-Options") == "nosniff");
   CHECK(value("Referrer-Policy") == "no-referrer");
   CHECK(value("Vary") == "Accept, Sec-Fetch-Mode, Accept-Language");
+
+  // The same headers as text lines, in the same order.
+  std::string lines = "Retry-After: 3\r\n";
+  fg::pages::append_page_header_lines("NONCE", &lines);
+  std::string expected = "Retry-After: 3\r\n";
+  for (size_t i = 2; i < h.size(); ++i) expected += h[i].name + ": " + h[i].value + "\r\n";
+  CHECK(lines == expected);
+  CHECK(lines.find("Content-Type: text/html; charset=utf-8\r\nCache-Control: no-store\r\n") != std::string::npos);
 }
