@@ -58,12 +58,15 @@ std::string where(std::string_view text, size_t at, std::string_view file) {
 }
 
 // Tracks whether a position is inside the content of a <script> or <style> element, where
-// an HTML-escaped value is still live code. A lexical approximation: it ignores comments
-// and a '>' inside a quoted attribute, which a page template has no reason to contain.
+// an HTML-escaped value is still live code, and whether each such start tag carries
+// the nonce, without which the pages' Content-Security-Policy blocks the element. A
+// lexical approximation: it ignores comments and a '>' inside a quoted attribute, which
+// a page template has no reason to contain.
 class RawTextTracker {
  public:
-  // Advances over text[from, to).
-  void advance(std::string_view text, size_t from, size_t to) {
+  // Advances over text[from, to). Returns the offset of a <script> or <style> start tag
+  // that ended without a {{nonce}} placeholder, or npos.
+  size_t advance(std::string_view text, size_t from, size_t to) {
     for (size_t i = from; i < to; ++i) {
       const std::string_view rest = text.substr(i);
       switch (state_) {
@@ -73,9 +76,13 @@ class RawTextTracker {
           } else if (open_tag(rest, "<style")) {
             state_ = kTag, element_ = "style";
           }
+          if (state_ == kTag) tag_start_ = i, nonce_ = false;
           break;
         case kTag:
-          if (text[i] == '>') state_ = kBody;
+          if (text[i] == '>') {
+            state_ = kBody;
+            if (!nonce_) return tag_start_;
+          }
           break;
         case kBody:
           if (rest.size() > 2 && rest[0] == '<' && rest[1] == '/' &&
@@ -85,6 +92,11 @@ class RawTextTracker {
           break;
       }
     }
+    return std::string_view::npos;
+  }
+  // Called for each placeholder at the current position.
+  void placeholder(bool is_nonce) {
+    if (state_ == kTag && is_nonce) nonce_ = true;
   }
   bool in_body() const { return state_ == kBody; }
   std::string_view element() const { return element_; }
@@ -97,6 +109,8 @@ class RawTextTracker {
   }
   enum { kText, kTag, kBody } state_ = kText;
   std::string_view element_;
+  size_t tag_start_ = 0;
+  bool nonce_ = false;
 };
 
 void append_number(uint64_t n, std::string* out) {
@@ -136,23 +150,32 @@ Result<Template> parse(std::string_view text, std::string_view file) {
   t.literals_.reserve(text.size());
   RawTextTracker raw;
   size_t pos = 0;
+  // Appends text[from, to) as a literal run; false (with *error set) for a script or style
+  // start tag in it that lacks the nonce.
+  std::string error;
   auto add_literal = [&](size_t from, size_t to) {
-    if (to == from) return;
-    raw.advance(text, from, to);
+    if (to == from) return true;
+    const size_t bare = raw.advance(text, from, to);
+    if (bare != std::string_view::npos) {
+      error = where(text, bare, file) + "<" + std::string(raw.element()) +
+              "> without nonce=\"{{nonce}}\": the Content-Security-Policy of the pages would block it";
+      return false;
+    }
     Template::Segment s{Template::Segment::kLiteral, 0};
     s.offset = static_cast<uint32_t>(t.literals_.size());
     s.length = static_cast<uint32_t>(to - from);
     t.literals_.append(text.substr(from, to - from));
     // Adjacent literal runs (around {{open}}) stay separate; merging is not worth it.
     t.segments_.push_back(s);
+    return true;
   };
   while (pos < text.size()) {
     const size_t open = text.find("{{", pos);
     if (open == std::string_view::npos) {
-      add_literal(pos, text.size());
+      if (!add_literal(pos, text.size())) return Status::error(std::move(error));
       break;
     }
-    add_literal(pos, open);
+    if (!add_literal(pos, open)) return Status::error(std::move(error));
     // A placeholder ends on its own line, before any other "{{".
     const size_t close = text.find("}}", open + 2);
     const size_t newline = text.find('\n', open + 2);
@@ -187,6 +210,7 @@ Result<Template> parse(std::string_view text, std::string_view file) {
                            "> element: HTML escaping does not make a value safe there; put it in a "
                            "data- attribute and read it from the script");
     }
+    raw.placeholder(seg.kind == Template::Segment::kField && seg.id == static_cast<uint8_t>(Field::k_nonce));
     t.segments_.push_back(seg);
     pos = close + 2;
   }

@@ -13,7 +13,8 @@
 // Spaces inside the braces are allowed ("{{ position }}"). An unknown name, a `{{`
 // without `}}` on the same line, and any placeholder inside a <script> or <style>
 // element are parse errors: HTML escaping does not make a value safe in a script, so
-// a script reads values from data- attributes instead.
+// a script reads values from data- attributes instead. So is a <script> or <style>
+// start tag without {{nonce}}, which the pages' Content-Security-Policy would block.
 #pragma once
 
 #include <cstdint>

@@ -51,7 +51,7 @@ TEST_CASE("no placeholder inside a script or style element", "[pages]") {
   CHECK(parse_error("<script nonce=\"{{nonce}}\">var shop = '{{shop_name}}';</script>") ==
         "shop/waiting.html:1:39: {{shop_name}} inside a <script> element: HTML escaping does not make a "
         "value safe there; put it in a data- attribute and read it from the script");
-  CHECK(parse_error("<STYLE>\nb::after { content: '{{t:cancel}}' }</STYLE>") ==
+  CHECK(parse_error("<STYLE nonce=\"{{nonce}}\">\nb::after { content: '{{t:cancel}}' }</STYLE>") ==
         "shop/waiting.html:2:22: {{t:cancel}} inside a <style> element: HTML escaping does not make a "
         "value safe there; put it in a data- attribute and read it from the script");
   // The start tag may carry the nonce, and text after the element may use anything.
@@ -59,6 +59,19 @@ TEST_CASE("no placeholder inside a script or style element", "[pages]") {
   CHECK(parse("<style nonce=\"{{nonce}}\">b{}</style>{{position}}", "t").is_ok());
   // Neither <scripts> nor <styled> opens a raw-text element.
   CHECK(parse("<scripts>{{position}}</scripts>", "t").is_ok());
+}
+
+TEST_CASE("every script and style start tag carries the nonce", "[pages]") {
+  CHECK(parse_error("<p>{{position}}</p>\n  <script>go()</script>") ==
+        "shop/waiting.html:2:3: <script> without nonce=\"{{nonce}}\": the Content-Security-Policy of the "
+        "pages would block it");
+  CHECK(parse_error("<style media=\"screen\">b{}</style>") ==
+        "shop/waiting.html:1:1: <style> without nonce=\"{{nonce}}\": the Content-Security-Policy of the "
+        "pages would block it");
+  // Another placeholder in the tag is not the nonce.
+  CHECK(parse_error("<script data-x=\"{{lang}}\">go()</script>").rfind("shop/waiting.html:1:1: <script> without", 0) ==
+        0);
+  CHECK(parse("<script src=\"/a.js\" nonce=\"{{nonce}}\"></script>", "t").is_ok());
 }
 
 TEST_CASE("every value is HTML-escaped", "[pages]") {
