@@ -18,27 +18,27 @@ namespace fg::pages {
   X(waiting_intro,                                                                                 \
     "Your request has been received and is held safely in line. Keep this page open: it moves "    \
     "on by itself when it is your turn.",                                                          \
-    "您的请求已收到,正在安全排队。请保持此页面打开,轮到您时会自动继续。")                           \
-  X(position, "Requests ahead of you", "您前面的排队人数")                                                \
+    "您的请求已收到，正在安全排队。请保持此页面打开，轮到您时会自动继续。")                           \
+  X(position, "Requests ahead of you", "您前面的排队人数")                                       \
   X(wait, "Estimated wait", "预计等待")                                                            \
   X(wait_under_minute, "less than a minute", "不到 1 分钟")                                        \
   X(wait_minutes, "about {n} min", "约 {n} 分钟")                                                  \
-  X(processing, "It is your turn: your request is being handled…", "轮到您了,正在处理您的请求…")  \
-  X(done, "Done. Opening the result…", "已完成,正在打开结果…")                                    \
+  X(processing, "It is your turn: your request is being handled…", "轮到您了，正在处理您的请求…")  \
+  X(done, "Done. Opening the result…", "已完成，正在打开结果…")                                    \
   X(cancel, "Cancel my request", "取消我的请求")                                                   \
   X(cancelled, "Your request was cancelled. Nothing was sent to the shop.",                        \
-    "您的请求已取消,没有发送给商店。")                                                             \
+    "您的请求已取消，没有发送给商店。")                                                             \
   X(cancel_too_late, "Too late to cancel: the shop is already handling your request.",            \
-    "已无法取消:商店正在处理您的请求。")                                                           \
+    "已无法取消：商店正在处理您的请求。")                                                           \
   X(failed, "Your request could not be completed.", "您的请求未能完成。")                          \
   X(failed_hint,                                                                                   \
     "Before you try again, check your orders or account so that nothing is done twice. If you "    \
     "contact the shop, give them the reference below.",                                            \
-    "再次尝试之前,请先查看您的订单或账户,以免重复提交。如需联系商店,请提供下面的编号。")         \
+    "再次尝试之前，请先查看您的订单或账户，以免重复提交。如需联系商店，请提供下面的编号。")         \
   X(expired, "Your place in line has expired.", "您的排队已过期。")                                \
   X(expired_hint, "Please go back to the shop and send your request again.",                       \
     "请返回商店重新提交您的请求。")                                                                \
-  X(offline, "Connection lost, retrying…", "连接中断,正在重试…")                                  \
+  X(offline, "Connection lost, retrying…", "连接中断，正在重试…")                                  \
   X(noscript, "This page refreshes itself every 5 seconds.", "此页面每 5 秒自动刷新一次。")        \
   X(reference, "Reference", "编号")                                                                \
   X(request_id, "Request ID", "请求编号")                                                          \
@@ -46,13 +46,13 @@ namespace fg::pages {
   X(degraded_text,                                                                                 \
     "Your request could not be taken right now and was not sent to the shop. Please try again "    \
     "in a little while.",                                                                          \
-    "暂时无法受理您的请求,请求没有发送给商店。请稍后再试。")                                       \
+    "暂时无法受理您的请求，请求没有发送给商店。请稍后再试。")                                       \
   X(retry_in, "You can try again in {n} s.", "请在 {n} 秒后重试。")                                \
   X(title_error, "Please wait a moment", "请稍候")                                                 \
   X(error_rate, "You are sending requests faster than the shop can take them.",                    \
     "您的请求过于频繁。")                                                                          \
   X(error_tickets, "You already have requests waiting in line. Please wait for them to finish.",  \
-    "您已有请求正在排队,请等待它们完成。")                                                         \
+    "您已有请求正在排队，请等待它们完成。")                                                         \
   X(error_queue_full, "The line is full right now.", "当前排队人数已满。")                         \
   X(error_unavailable, "The service is temporarily unavailable.", "服务暂时不可用。")
 
