@@ -6,10 +6,10 @@ never rate limited and never reach the shop, and the ticket metrics."""
 
 import time
 
-from harness import (Conn, scrape, start_redis, start_shop, test, wait_until, run_tests)
+from harness import (Conn, metric, scrape, start_redis, start_shop, test, wait_until, run_tests)
 import shared_redis
 from shared_redis import (other_route, fresh_shop, error_code, check_retry_after)
-from queue_support import (TICKETS, metric, orders_route, GW, check_queued_answer,
+from queue_support import (TICKETS, orders_route, GW, check_queued_answer,
                            order_num, send_sequential, collect_parallel, StatsSampler,
                            park_tickets)
 
