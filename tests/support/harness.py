@@ -14,6 +14,7 @@ never by name), also when the test failed or timed out. Redis is always a real
 redis-server; when it is missing the test fails, it is never skipped.
 """
 
+import atexit
 import json
 import os
 import random
@@ -150,6 +151,8 @@ def _on_sigterm(signum, frame):
 
 
 signal.signal(signal.SIGTERM, _on_sigterm)
+# Normally finish() has stopped everything by then; this covers a run that ends abnormally.
+atexit.register(kill_everything)
 
 # A sanitizer's report, as AddressSanitizer, LeakSanitizer and UBSan print it to stderr.
 _SANITIZER = re.compile(r"^==\d+==ERROR: \w+Sanitizer|^\S+:\d+:\d+: runtime error: "
