@@ -25,7 +25,7 @@ bench_prerequisites() {
 
 bench_binaries() {
   floodgate_bin="$repo_root/build/src/floodgate"
-  shop_bin="$repo_root/build/src/floodgate-demo-shop"
+  shop_bin="$repo_root/build/tools/demo_shop/floodgate-demo-shop"
   if [[ "${BUILD:-1}" == 1 ]]; then
     if [[ ! -f build/meson-private/coredata.dat ]]; then
       log "configuring a release build in build/"
@@ -33,7 +33,7 @@ bench_binaries() {
     fi
     ninja -C build >&2 || die "the build failed"
   fi
-  [[ -x "$floodgate_bin" && -x "$shop_bin" ]] || die "build/src/floodgate and build/src/floodgate-demo-shop are needed (ninja -C build)"
+  [[ -x "$floodgate_bin" && -x "$shop_bin" ]] || die "build/src/floodgate and build/tools/demo_shop/floodgate-demo-shop are needed (ninja -C build)"
   # Others may rebuild while the benchmark runs: the report names the binary that was started.
   fg_built="$(date -r "$floodgate_bin" '+%Y-%m-%d %H:%M:%S')"
   buildtype="$(meson introspect build --buildoptions 2>/dev/null |

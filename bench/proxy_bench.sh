@@ -61,7 +61,7 @@ for tool in nginx wrk python3 curl ss; do
 done
 
 floodgate_bin="$repo_root/build/src/floodgate"
-shop_bin="$repo_root/build/src/floodgate-demo-shop"
+shop_bin="$repo_root/build/tools/demo_shop/floodgate-demo-shop"
 if [[ "$BUILD" == 1 ]]; then
   if [[ ! -f build/meson-private/coredata.dat ]]; then
     log "configuring a release build in build/"
@@ -69,7 +69,7 @@ if [[ "$BUILD" == 1 ]]; then
   fi
   ninja -C build >&2 || die "the build failed"
 fi
-[[ -x "$floodgate_bin" && -x "$shop_bin" ]] || die "build/src/floodgate and build/src/floodgate-demo-shop are needed (ninja -C build)"
+[[ -x "$floodgate_bin" && -x "$shop_bin" ]] || die "build/src/floodgate and build/tools/demo_shop/floodgate-demo-shop are needed (ninja -C build)"
 buildtype="$(meson introspect build --buildoptions 2>/dev/null |
   python3 -c 'import json,sys; print(next((o["value"] for o in json.load(sys.stdin) if o["name"]=="buildtype"), "?"))' 2>/dev/null || echo "?")"
 [[ "$buildtype" == release ]] || log "warning: build/ is a '$buildtype' build, not release; the figures will not be representative"

@@ -66,7 +66,7 @@ run_dir="$repo_root/.run"
 log_dir="$run_dir/logs"
 redis_dir="$run_dir/redis"
 floodgate_bin="build/src/floodgate"
-shop_bin="build/src/floodgate-demo-shop"
+shop_bin="build/tools/demo_shop/floodgate-demo-shop"
 
 # ---------------------------------------------------------------- build
 

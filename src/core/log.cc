@@ -4,6 +4,8 @@
 // larger batches contain whole lines only).
 #include "core/log.h"
 
+#include "core/json_escape.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -18,27 +20,6 @@ namespace fg::log {
 namespace {
 
 std::atomic<int> g_fd{2};
-
-void append_escaped(std::string& out, std::string_view s) {
-  static const char* kHex = "0123456789abcdef";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          out += "\\u00";
-          out += kHex[c >> 4];
-          out += kHex[c & 15];
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-}
 
 }  // namespace
 
@@ -97,7 +78,7 @@ void Line::key(std::string_view k) {
 Line& Line::str(std::string_view k, std::string_view value) {
   key(k);
   out_ += '"';
-  append_escaped(out_, value);
+  json::append_escaped(out_, value);
   out_ += '"';
   return *this;
 }

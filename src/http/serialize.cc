@@ -2,6 +2,8 @@
 // gateway-made JSON error responses. Plain appends into caller-owned strings.
 #include "http/serialize.h"
 
+#include "core/json_escape.h"
+
 #include <charconv>
 
 namespace fg::http {
@@ -262,39 +264,6 @@ std::string_view reason_phrase(int status) {
   }
 }
 
-void append_json_escaped(std::string& out, std::string_view s) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  // Fast path: most strings (codes, ids, fixed messages) need no escaping at all.
-  size_t clean = 0;
-  while (clean < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[clean]);
-    if (c < 0x20 || c == '"' || c == '\\') break;
-    clean++;
-  }
-  out.append(s.data(), clean);
-  s.remove_prefix(clean);
-  if (s.empty()) return;
-  out.reserve(out.size() + s.size());
-  for (char ch : s) {
-    const unsigned char c = static_cast<unsigned char>(ch);
-    switch (c) {
-      case '"': out.append("\\\""); break;
-      case '\\': out.append("\\\\"); break;
-      case '\n': out.append("\\n"); break;
-      case '\r': out.append("\\r"); break;
-      case '\t': out.append("\\t"); break;
-      case '\b': out.append("\\b"); break;
-      case '\f': out.append("\\f"); break;
-      default:
-        if (c < 0x20) {
-          out.append("\\u00");
-          out.push_back(kHex[c >> 4]);
-          out.push_back(kHex[c & 0xf]);
-        } else {
-          out.push_back(ch);
-        }
-    }
-  }
-}
+void append_json_escaped(std::string& out, std::string_view s) { json::append_escaped(out, s); }
 
 }  // namespace fg::http

@@ -11,6 +11,7 @@ import time
 
 from harness import (scrape, Conn, ConnectionClosed, free_port, gateway_config, http, run_tests,
                      start_gateway, start_shop, test, wait_until)
+from harness import metric as harness_metric
 
 shop = start_shop(name="adm", threads=2)
 
@@ -37,10 +38,7 @@ def gateway(routes, extra="", **kw):
 
 def metric(samples, name, **labels):
     """The value of the one series of `name` whose labels include `labels` (0 if none)."""
-    found = [v for n, l, v in samples
-             if n == name and all(l.get(k) == str(x) for k, x in labels.items())]
-    assert len(found) <= 1, (name, labels, found)
-    return found[0] if found else 0.0
+    return harness_metric(samples, name, **labels) or 0.0
 
 
 class Load:

@@ -78,11 +78,13 @@ def every_metric_of_the_dashboard_and_the_alerts_exists():
     gw = start_gateway(lambda p: gateway_config(
         shop.port, p, routes=routes, sections={"redis": {"url": r.url, "prefix": "deploy:"}},
         extra=f'[admin]\nlisten = "127.0.0.1:{admin}"\n[upstreams.shop.breaker]\nmin_requests = 5\n'))
+    # Redis connects in the background after the listeners are up.
+    wait_until(lambda: re.search(r"^floodgate_redis_up 1$", http("GET", admin, "/metrics").text, re.M), 10,
+               message="floodgate_redis_up stayed 0")
     # One request per route so that per-route histograms have samples.
     assert http("POST", gw.port, "/api/orders", [("Idempotency-Key", "d1")], b"{}").status in (200, 201, 202)
     assert http("GET", gw.port, "/api/products").status == 200
     assert http("GET", gw.port, "/echo").status == 200
-    wait_until(lambda: http("GET", admin, "/metrics").status == 200, 5)
     have = exposed_families(http("GET", admin, "/metrics").text)
     missing = []
     for name in sorted(wanted):
@@ -166,6 +168,7 @@ def meson_install_places_files_and_keeps_an_edited_config():
     configs = [f for f in found if f.endswith("/floodgate/floodgate.toml")]
     examples = [f for f in found if f.endswith("/floodgate/floodgate.toml.example")]
     assert len(bins) == 1 and len(units) == 1 and len(configs) == 1 and len(examples) == 1, sorted(found)
+    assert not [f for f in found if "demo-shop" in f], "the demo shop is a test tool, never installed"
     cfg = os.path.join(dest, configs[0])
     with open(cfg, "a", encoding="utf-8") as fh:
         fh.write("\n# edited by the operator\n")

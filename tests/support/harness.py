@@ -1,12 +1,16 @@
-"""Integration-test support: a tiny test runner, real processes on free ports and raw
-HTTP/1.x over sockets.
+"""Integration-test support: real processes on free ports, raw HTTP/1.x over sockets,
+and the `@test` decorator the integration files use.
 
-Tests are plain scripts (`python3 tests/integration/test_x.py [name-filter...]`) run by
-meson with FLOODGATE_BIN, FLOODGATE_SHOP_BIN, FLOODGATE_SOURCE_ROOT and
-PYTHONPATH=tests/support. Python 3 standard library only.
+The files run under pytest (`python3 -m pytest -q tests/integration/test_x.py`; meson
+does that with FLOODGATE_BIN, FLOODGATE_SHOP_BIN, FLOODGATE_SOURCE_ROOT and
+PYTHONPATH=tests/support set). tests/integration/conftest.py collects every `@test`
+function in file order, applies its timeout and opens and closes the scopes below.
+Python 3 standard library plus pytest.
 
-Every process started here is tracked: the ones a test starts are stopped when that
-test ends, the rest when the script exits (by PID, never by name). Redis is always a real
+Every process started here and every add_cleanup() belongs to the innermost open scope:
+a test's own, else its file's (what a file starts at import or in a module fixture),
+else the session's. Closing a scope runs its cleanups, then stops its processes (by PID,
+never by name), also when the test failed or timed out. Redis is always a real
 redis-server; when it is missing the test fails, it is never skipped.
 """
 
@@ -30,7 +34,7 @@ __all__ = [
     "fnv1a64", "big_body", "Raw", "toml_value",
     "Redis", "start_redis", "Shop", "start_shop", "Gateway", "start_gateway", "gateway_config",
     "Response", "Conn", "raw_request", "http", "build_request", "ConnectionClosed",
-    "RedisClient", "RedisError", "TestTimeout",
+    "RedisClient", "RedisError", "TestTimeout", "scrape", "metric",
 ]
 
 # --------------------------------------------------------------------------------------
@@ -48,11 +52,11 @@ def _env_path(name):
 
 
 _tmp_root = None
-_any_failed = False
+any_failed = False  # set by conftest.py; a failure keeps the temp root for its logs
 
 
 def tmp_dir(prefix="t"):
-    """A fresh directory under this script's temp root (removed at exit unless a test
+    """A fresh directory under this run's temp root (removed at the end unless a test
     failed or FLOODGATE_KEEP_TMP is set, so logs of failures can be read)."""
     global _tmp_root
     if _tmp_root is None:
@@ -60,73 +64,109 @@ def tmp_dir(prefix="t"):
     return tempfile.mkdtemp(prefix=prefix + "-", dir=_tmp_root)
 
 
-class _Tracker:
-    """Remembers every child process with the scope (test or script) that started it."""
+class Scope:
+    """The processes and cleanups of one test, one file or the whole session."""
 
-    def __init__(self):
-        self.scopes = [[]]  # scopes[0] lives until exit; a test pushes its own
+    def __init__(self, name):
+        self.name = name
+        self.procs = []
+        self.cleanups = []
 
-    def add(self, owner):
-        self.scopes[-1].append(owner)
+    def close(self):
+        """Runs the cleanups (last first), then stops what is still running. Returns the
+        sanitizer reports its processes wrote (see sanitizer_reports)."""
+        for fn, args, kwargs in reversed(self.cleanups):
+            try:
+                fn(*args, **kwargs)
+            except Exception:  # a cleanup failure must not hide the test's own result
+                traceback.print_exc()
+        self.cleanups.clear()
+        for proc in reversed(self.procs):
+            proc._cleanup()
+        reports = [r for proc in self.procs if (r := proc.sanitizer_report())]
+        self.procs.clear()
+        return reports
 
-    def push(self):
-        self.scopes.append([])
-
-    def pop(self):
-        owners = self.scopes.pop()
-        for owner in reversed(owners):
-            owner._cleanup()
-
-    def kill_all(self):
-        while len(self.scopes) > 1:
-            self.pop()
-        for owner in reversed(self.scopes[0]):
-            owner._kill_now()
-        self.scopes[0].clear()
+    def kill_now(self):
+        for proc in reversed(self.procs):
+            proc._kill_now()
+        self.procs.clear()
 
 
-_tracker = _Tracker()
-_cleanups = [[]]
+_scopes = [Scope("session")]
+
+
+def open_scope(scope):
+    """Makes `scope` (a new Scope, or a file's scope reopened) the innermost one."""
+    _scopes.append(scope)
+    return scope
+
+
+def close_scope(scope):
+    """Closes the innermost scope, which must be `scope`; returns its sanitizer reports."""
+    assert _scopes[-1] is scope, f"scope {scope.name} is not the innermost one"
+    _scopes.pop()
+    return scope.close()
+
+
+def detach_scope(scope):
+    """Takes `scope` off the stack without closing it (a file's scope after its import;
+    it is reopened around the file's tests)."""
+    assert _scopes[-1] is scope, f"scope {scope.name} is not the innermost one"
+    _scopes.pop()
 
 
 def add_cleanup(fn, *args, **kwargs):
-    """Runs fn(*args, **kwargs) when the current test ends (or at exit outside a test)."""
-    _cleanups[-1].append((fn, args, kwargs))
+    """Runs fn(*args, **kwargs) when the current scope closes (the test, else the file)."""
+    _scopes[-1].cleanups.append((fn, args, kwargs))
 
 
-def _run_cleanups(items):
-    for fn, args, kwargs in reversed(items):
-        try:
-            fn(*args, **kwargs)
-        except Exception:  # a cleanup failure must not hide the test's own result
-            traceback.print_exc()
+def kill_everything():
+    """SIGKILLs every tracked process at once (interrupted runs); no cleanups run."""
+    for scope in reversed(_scopes):
+        scope.kill_now()
 
 
-def _at_exit():
-    _run_cleanups(_cleanups[0])
-    _tracker.kill_all()
-    if _tmp_root and not _any_failed and not os.environ.get("FLOODGATE_KEEP_TMP"):
+def finish(keep_tmp):
+    """End of the run: closes the session scope and removes the temp root unless asked
+    to keep it. Returns the sanitizer reports of the session's processes."""
+    reports = []
+    while _scopes:
+        reports += _scopes.pop().close()
+    _scopes.append(Scope("session"))
+    if _tmp_root and not keep_tmp and not os.environ.get("FLOODGATE_KEEP_TMP"):
         shutil.rmtree(_tmp_root, ignore_errors=True)
     elif _tmp_root:
-        print(f"logs and data kept in {_tmp_root}", flush=True)
-
-
-atexit.register(_at_exit)
+        print(f"\nlogs and data kept in {_tmp_root}", flush=True)
+    return reports
 
 
 def _on_sigterm(signum, frame):
-    # meson sends SIGTERM on timeout; exiting through SystemExit runs the atexit cleanup.
-    sys.exit(128 + signum)
+    # meson sends SIGTERM when a test file runs past its timeout: nothing started here
+    # may outlive the run, and the cleanups could hang on the very thing that timed out.
+    kill_everything()
+    if _tmp_root:
+        print(f"\ninterrupted; logs and data kept in {_tmp_root}", flush=True)
+    os._exit(128 + signum)
 
 
 signal.signal(signal.SIGTERM, _on_sigterm)
+# Normally finish() has stopped everything by then; this covers a run that ends abnormally.
+atexit.register(kill_everything)
+
+# A sanitizer's report, as AddressSanitizer, LeakSanitizer and UBSan print it to stderr.
+_SANITIZER = re.compile(r"^==\d+==ERROR: \w+Sanitizer|^\S+:\d+:\d+: runtime error: "
+                        r"|^SUMMARY: \w+Sanitizer", re.M)
+_scanned = {}  # stderr path -> bytes already searched for sanitizer reports
 
 
 class _Proc:
     """A tracked child process with its output files."""
 
-    def __init__(self, args, name, stdout_path, stderr_path, env=None, cwd=None):
+    def __init__(self, args, name, stdout_path, stderr_path, env=None, cwd=None,
+                 sanitized=False):
         self.args = list(args)
+        self.sanitized = sanitized  # one of the project's binaries, maybe instrumented
         self.name = name
         self.stdout_path = stdout_path
         self.stderr_path = stderr_path
@@ -135,7 +175,7 @@ class _Proc:
                                           stderr=err, env=env, cwd=cwd)
         self.pid = self.popen.pid
         self.paused = False
-        _tracker.add(self)
+        _scopes[-1].procs.append(self)
 
     def alive(self):
         return self.popen.poll() is None
@@ -204,6 +244,25 @@ class _Proc:
     def errors(self):
         with open(self.stderr_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
+
+    def sanitizer_report(self):
+        """The start of a sanitizer report this process (or an earlier one writing the
+        same stderr file) wrote since the last look, or None. Run after the process is
+        stopped, so reports written at exit (LeakSanitizer) are seen too."""
+        if not self.sanitized:
+            return None
+        try:
+            with open(self.stderr_path, "rb") as f:
+                f.seek(_scanned.get(self.stderr_path, 0))
+                text = f.read().decode("utf-8", "replace")
+                _scanned[self.stderr_path] = f.tell()
+        except OSError:
+            return None
+        m = _SANITIZER.search(text)
+        if not m:
+            return None
+        return (f"{self.name} (pid {self.pid}, {self.stderr_path}):\n"
+                + text[m.start():m.start() + 4000])
 
     def _cleanup(self):
         if not self.alive():
@@ -310,69 +369,44 @@ def big_body(n):
 
 
 # --------------------------------------------------------------------------------------
-# Test runner
-
-_tests = []
+# Declaring tests
 
 
 class TestTimeout(Exception):
-    pass
+    """Raised inside a test that runs past its timeout (conftest.py arms the alarm)."""
+    __test__ = False  # an exception, not a test class
 
 
-def test(fn=None, *, timeout=60):
-    """Registers a test; `@test` or `@test(timeout=120)`. Tests run in file order."""
-    def register(f):
-        _tests.append((f.__name__, f, timeout))
-        return f
+DEFAULT_TIMEOUT = 60
+
+
+def test(fn=None, *, timeout=DEFAULT_TIMEOUT):
+    """Marks a function as a test, whatever its name: `@test` or `@test(timeout=120)`
+    (seconds). conftest.py collects marked functions in file order."""
+    def mark(f):
+        import pytest
+        f.floodgate_test = True
+        return pytest.mark.timeout(timeout)(f)
     if fn is not None:
-        return register(fn)
-    return register
-
-
-_current_timeout = [0]
-
-
-def _on_alarm(signum, frame):
-    raise TestTimeout(f"test timed out after {_current_timeout[0]} s")
+        return mark(fn)
+    return mark
 
 
 def run_tests(argv=None):
-    """Runs the registered tests (only those whose name contains one of argv's words, if
-    any), prints one line per test and "N passed, M failed", and exits 1 on any failure.
-    Processes and cleanups a test added are released when it ends."""
-    global _any_failed
+    """`python3 tests/integration/test_x.py [word...]`: runs that file under pytest
+    instead, only the tests whose name contains one of the words if any are given.
+    What the file started while loading as a script is stopped first: pytest loads it
+    again as a module."""
     argv = sys.argv[1:] if argv is None else argv
-    selected = [t for t in _tests if not argv or any(a in t[0] for a in argv)]
-    signal.signal(signal.SIGALRM, _on_alarm)
-    passed = failed = 0
-    for name, fn, timeout in selected:
-        _tracker.push()
-        _cleanups.append([])
-        start = time.monotonic()
-        _current_timeout[0] = timeout
-        signal.alarm(timeout)
-        try:
-            fn()
-            ok, detail = True, ""
-        except Exception:
-            ok, detail = False, traceback.format_exc()
-        finally:
-            signal.alarm(0)
-        try:
-            _run_cleanups(_cleanups.pop())
-            _tracker.pop()
-        except Exception:
-            ok, detail = False, detail + traceback.format_exc()
-        ms = int((time.monotonic() - start) * 1000)
-        if ok:
-            passed += 1
-            print(f"ok {name} ({ms} ms)", flush=True)
-        else:
-            failed += 1
-            _any_failed = True
-            print(f"FAIL {name}: {detail}", flush=True)
-    print(f"{passed} passed, {failed} failed", flush=True)
-    sys.exit(1 if failed or not selected else 0)
+    path = os.path.abspath(sys._getframe(1).f_globals["__file__"])
+    kill_everything()
+    if _tmp_root:
+        shutil.rmtree(_tmp_root, ignore_errors=True)
+    args = [sys.executable, "-m", "pytest", "-q", path]
+    if argv:
+        args += ["-k", " or ".join(argv)]
+    sys.stdout.flush()
+    os.execv(sys.executable, args)
 
 
 # --------------------------------------------------------------------------------------
@@ -569,7 +603,7 @@ class Shop:
             args += ["--name", str(self.opts["name"])]
         n = len(os.listdir(self.dir))
         self.proc = _Proc(args, "demo-shop", os.path.join(self.dir, f"stdout.{n}.log"),
-                          os.path.join(self.dir, f"stderr.{n}.log"))
+                          os.path.join(self.dir, f"stderr.{n}.log"), sanitized=True)
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             m = _LISTENING.search(self.proc.output())
@@ -803,7 +837,8 @@ class Gateway:
         n = len([f for f in os.listdir(self.dir) if f.startswith("stdout")])
         env = dict(os.environ, **(self.env or {}))
         self.proc = _Proc([self.binary, "-c", self.config_path, *self.extra_args], "floodgate",
-                          os.path.join(self.dir, f"stdout.{n}.log"), self.log_path, env=env)
+                          os.path.join(self.dir, f"stdout.{n}.log"), self.log_path, env=env,
+                          sanitized=True)
 
     def wait_ready(self, timeout=None):
         """Waits until the listen port accepts connections; raises RuntimeError with the
@@ -1173,3 +1208,12 @@ def scrape(admin_port):
         name, _, labels = series.partition("{")
         out.append((name, dict(_METRIC_LABEL.findall(labels)), float(value)))
     return out
+
+
+def metric(samples, name, **labels):
+    """The value of the one series of `name` in scrape()'s list whose labels include
+    `labels`, None if there is none."""
+    found = [v for n, l, v in samples
+             if n == name and all(l.get(k) == str(x) for k, x in labels.items())]
+    assert len(found) <= 1, (name, labels, found)
+    return found[0] if found else None

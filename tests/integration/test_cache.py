@@ -1,0 +1,101 @@
+"""The response cache (SPEC §7): freshness, Cache-Control and Set-Cookie from the
+upstream, and coalescing of concurrent misses, against the demo shop and a small
+scripted upstream."""
+
+import time
+
+from harness import (Conn, http, scrape, start_shop, test, run_tests)
+from resilience import (metric, start_gw, get, run_parallel, Origin)
+
+
+# ------------------------------------------------------------------ response cache
+
+
+@test(timeout=30)
+def cache_serves_hits_within_ttl_then_refetches():
+    shop = start_shop(name="cached")
+    routes = [{"name": "catalog", "match": {"methods": ["GET", "HEAD"], "prefix": "/api/products"},
+               "upstream": "shop", "cache": {"ttl": "2s"}}]
+    gw = start_gw([shop.port], workers=1, routes=routes)
+    r1 = get(gw, "/api/products/1")
+    assert r1.status == 200 and r1.header("x-cache") is None, r1
+    r2 = get(gw, "/api/products/1")
+    assert r2.status == 200 and r2.header("x-cache") == "HIT", r2
+    assert r2.body == r1.body and r2.header("content-type") == r1.header("content-type"), r2
+    assert r2.header("age") in ("0", "1"), r2
+    assert r2.header("x-request-id") != r1.header("x-request-id"), r2
+    r3 = http("HEAD", gw.port, "/api/products/1")
+    assert r3.status == 200 and r3.header("x-cache") == "HIT" and r3.body == b"", r3
+    assert shop.stats()["requests"] == 1, shop.stats()
+    # Another target is another entry.
+    assert get(gw, "/api/products/1?x=1").header("x-cache") is None
+    assert shop.stats()["requests"] == 2, shop.stats()
+    samples = scrape(gw.admin)
+    assert metric(samples, "floodgate_requests_total", route="catalog", outcome="cached") == 2
+    # Past the ttl the upstream is asked again.
+    time.sleep(2.1)
+    r4 = get(gw, "/api/products/1")
+    assert r4.status == 200 and r4.header("x-cache") is None, r4
+    assert shop.stats()["requests"] == 3, shop.stats()
+
+
+@test(timeout=30)
+def cache_honours_cache_control_and_set_cookie_from_the_upstream():
+    body = b'{"n":{n}}'
+    paths = {
+        "/no-store": [("Cache-Control", "no-store")],
+        "/private": [("Cache-Control", "private, max-age=60")],
+        "/no-cache": [("Cache-Control", "no-cache")],
+        "/cookie": [("Set-Cookie", "sid=1; Path=/")],
+        "/public": [("Cache-Control", "public, max-age=60")],
+        "/plain": [],
+        "/auth": [("Cache-Control", "public, max-age=60")],
+    }
+    origin = Origin({p: (200, h + [("Content-Type", "application/json")], body)
+                     for p, h in paths.items()})
+    routes = [{"name": "cached", "match": {"methods": ["GET"], "prefix": "/"},
+               "upstream": "shop", "cache": {"ttl": "30s"}}]
+    gw = start_gw([origin.port], workers=1, routes=routes)
+    for p in [x for x in paths if x != "/auth"]:
+        r1, r2 = get(gw, p), get(gw, p)
+        assert r1.status == 200 and r2.status == 200, (p, r1, r2)
+        if p in ("/public", "/plain"):
+            assert r2.header("x-cache") == "HIT" and r2.body == b'{"n":1}', (p, r2)
+            assert origin.count(p) == 1, (p, origin.hits)
+        else:
+            assert r2.header("x-cache") is None and r2.body == b'{"n":2}', (p, r2)
+            assert origin.count(p) == 2, (p, origin.hits)
+    # The answer to a request with Authorization is per user: not stored.
+    r = get(gw, "/auth", headers={"Authorization": "Bearer x"})
+    assert r.status == 200 and r.body == b'{"n":1}', r
+    r = get(gw, "/auth")
+    assert r.header("x-cache") is None and r.body == b'{"n":2}', r
+
+
+@test(timeout=30)
+def concurrent_misses_of_one_key_cost_one_upstream_request():
+    shop = start_shop(name="slow", latency_ms=300, threads=4)
+    routes = [{"name": "catalog", "match": {"methods": ["GET"], "prefix": "/api/products"},
+               "upstream": "shop", "cache": {"ttl": "10s"}}]
+    gw = start_gw([shop.port], workers=1, routes=routes,
+                  server={"max_connections": 1000})
+
+    def one(i):
+        with Conn(gw.port, timeout=10) as c:
+            c.request("GET", "/api/products/4")
+            return c.recv_response()
+
+    t = time.monotonic()
+    results = run_parallel(one, 100)
+    took = time.monotonic() - t
+    errors = [r for r in results if not hasattr(r, "status")]
+    assert not errors, errors[:3]
+    assert all(r.status == 200 for r in results), [r for r in results if r.status != 200][:3]
+    assert len({r.body for r in results}) == 1
+    s = shop.stats()
+    assert s["requests"] == 1, f"{s['requests']} upstream requests for 100 concurrent misses"
+    assert took < 3.0, took
+
+
+if __name__ == "__main__":
+    run_tests()
