@@ -146,11 +146,13 @@ def route_budget_admits_rate_times_t_plus_burst_and_metrics_match():
     assert set(load.status) <= {200, 429}, load.status
     assert ok + rejected >= 3 * rate * seconds, f"offered too little: {load.status}"
 
-    expected = rate * seconds + burst + 1
+    # The budget admits rate x (the time the load really lasted) + burst: on a busy
+    # machine the client's send window stretches past `seconds`.
+    expected = rate * load.window + burst + 1
     upstream_saw = shop.stats()["requests"]
     assert upstream_saw == ok, (upstream_saw, ok)
     assert abs(upstream_saw - expected) <= 0.02 * expected, (
-        f"admitted {upstream_saw}, expected {expected} +-2% (send window {load.window:.3f}s, "
+        f"admitted {upstream_saw}, expected {expected:.0f} +-2% (send window {load.window:.3f}s, "
         f"statuses {dict(load.status)})")
     # The GCRA bound over the real send window holds exactly.
     assert upstream_saw <= rate * (load.window + 0.05) + burst + 1, (upstream_saw, load.window)
