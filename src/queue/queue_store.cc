@@ -77,14 +77,19 @@ elseif f[1] ~= 'processing' then
   return {'skip'}
 end
 local a = redis.call('HINCRBY', KEYS[1], 'a', 1)
-local g = redis.call('HMGET', KEYS[1], 'm', 'u', 'h', 'b', 'fk', 'c')
+local g = redis.call('HMGET', KEYS[1], 'm', 'u', 'h', 'b', 'fk', 'c', 'q')
 redis.call('PUBLISH', ARGV[5], ARGV[6])
-return {'go', a, g[1] or '', g[2] or '', g[3] or '', g[4] or '', g[5] or '', tonumber(g[6] or '0')}
+return {'go', a, g[1] or '', g[2] or '', g[3] or '', g[4] or '', g[5] or '', tonumber(g[6] or '0'),
+        tonumber(g[7] or '0')}
 )LUA";
 
 constexpr const char* kFinish = R"LUA(
 local cur = redis.call('HGET', KEYS[1], 'st')
-if cur == 'done' or cur == 'failed' or cur == 'cancelled' then
+-- Parked on the retry schedule or dead (queue/dead_letter.cc) after a delivery that
+-- took this one over: the ticket is owed a delivery, which a late failure must not
+-- give up; a late answer from the shop does end it (below).
+local owed = cur == 'retry' or cur == 'dead'
+if cur == 'done' or cur == 'failed' or cur == 'cancelled' or (owed and ARGV[2] ~= 'done') then
   -- Already final (a reclaimed delivery finished first): never undo it.
   if ARGV[1] ~= '' then
     redis.call('XACK', KEYS[2], 'fg', ARGV[1])
@@ -106,6 +111,12 @@ if cur then
       redis.call('DEL', ik[1])
     end
   end
+end
+if owed then
+  -- Out of the route's retry or dead-letter set (q:<route>:retry / :dead, next to the
+  -- stream q:<route>:s). After the HSET above, so that under maxmemory the script is
+  -- refused at its first write rather than let through by a ZREM.
+  redis.call('ZREM', string.sub(KEYS[2], 1, -2) .. cur, ARGV[10])
 end
 if ARGV[1] ~= '' then
   redis.call('XACK', KEYS[2], 'fg', ARGV[1])
@@ -216,6 +227,7 @@ void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, 
                d.body = elem_str(r, 5);
                d.forward_key = elem_str(r, 6);
                d.created_ms = elem_int(r, 7);
+               d.requeued_ms = elem_int(r, 8);
              } else if (tag == "expired") {
                d.kind = Delivery::Kind::kExpired;
              } else {

@@ -63,6 +63,9 @@ struct Delivery {
   int64_t attempts = 0;
   std::string method, target, header_lines, body, forward_key;
   int64_t created_ms = 0;
+  // >0: back in the queue after a durable retry or a re-delivery (queue/dead_letter.h),
+  // so the time since created_ms is not a queue wait.
+  int64_t requeued_ms = 0;
 };
 
 // Moves a stream entry's ticket to "processing" (or finds it already there after a

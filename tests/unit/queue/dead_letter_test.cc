@@ -149,7 +149,8 @@ class Rig {
   // Reads the next entry and starts its delivery; returns the entry id.
   // `now` defaults to just after creation; a day later (kNow) only a ticket that is
   // owed a delivery is still started rather than expired.
-  std::string take(const std::string& expect_ticket, int64_t expect_attempts = 1, uint64_t now = kCreated + 1000) {
+  std::string take(const std::string& expect_ticket, int64_t expect_attempts = 1, uint64_t now = kCreated + 1000,
+                   int64_t expect_requeued = 0) {
     auto [entry, ticket] = next_entry();
     REQUIRE(ticket == expect_ticket);
     auto d = wait_for<q::Delivery>([&](auto cb) {
@@ -157,6 +158,7 @@ class Rig {
     });
     REQUIRE(d.kind == q::Delivery::Kind::kGo);
     CHECK(d.attempts == expect_attempts);
+    CHECK(d.requeued_ms == expect_requeued);
     return entry;
   }
 
@@ -196,9 +198,9 @@ class Rig {
       q::cancel(*client_, scripts, keys, id, kNow, kTtl, [cb](q::CancelResult r, const std::string&) { cb(r); });
     });
   }
-  bool finish_done(const std::string& entry, const std::string& id) {
+  bool finish_done(const std::string& entry, const std::string& id, const char* state = "done") {
     return wait_for<bool>([&](auto cb) {
-      q::finish(*client_, scripts, keys, kRoute, entry, id, "done", "resp", "", kNow, kTtl, true, kTtl, cb);
+      q::finish(*client_, scripts, keys, kRoute, entry, id, state, "resp", "", kNow, kTtl, true, kTtl, cb);
     });
   }
 
@@ -354,8 +356,8 @@ TEST_CASE("park takes a delivery out of the stream; promote queues it again only
   CHECK(vb.seq - vb.taken - 1 == 0);
   CHECK(vc.seq - vc.taken - 1 == 1);
 
-  CHECK(rig.take(b, 2) != "");
-  CHECK(rig.take(c, 2) != "");
+  CHECK(rig.take(b, 2, kNow, kNow + 250) != "");
+  CHECK(rig.take(c, 2, kNow, kNow + 250) != "");
   CHECK(rig.depth() == 0);
 
   p = rig.promote(kNow + 300, 1);
@@ -363,7 +365,7 @@ TEST_CASE("park takes a delivery out of the stream; promote queues it again only
   CHECK(p.moved == 1);
   CHECK(p.next_due_ms == -1);
   CHECK(rig.depth() == 1);
-  CHECK(rig.take(a, 2) != "");
+  CHECK(rig.take(a, 2, kNow, kNow + 300) != "");
   CHECK(rig.depth() == 0);
   CHECK(rig.num({"ZCARD", q::retry_set_key(rig.keys, kRoute)}) == 0);
   CHECK(rig.finish());
@@ -409,7 +411,7 @@ TEST_CASE("a parked ticket polls like one in processing, with its state, due tim
   CHECK_FALSE(rig.expire(id));
   CHECK(rig.cancel(id) == q::CancelResult::kTooLate);
   CHECK(rig.field(id, "st") == "queued");
-  CHECK(rig.take(id, 2, kNow) != "");
+  CHECK(rig.take(id, 2, kNow, kNow + 15000) != "");
   CHECK(rig.finish());
 }
 
@@ -464,7 +466,7 @@ TEST_CASE("a parked ticket keeps its idempotency record until it is finished", "
   CHECK(rig.num({"PTTL", idem}) == -1);
   CHECK(rig.raw({"HGET", idem, "tk"}).str == id);
   REQUIRE(rig.promote(kNow + 1).moved == 1);
-  std::string entry = rig.take(id, 2);
+  std::string entry = rig.take(id, 2, kNow, kNow + 1);
   REQUIRE(rig.finish_done(entry, id));
   // finish() stores the answer and gives both their normal lifetime again.
   CHECK(rig.raw({"HGET", idem, "s"}).str == "done");
@@ -520,7 +522,7 @@ TEST_CASE("redeliver queues a dead letter again once; a second call is a no-op",
   CHECK(rig.field(id, "rd") == "1");
 
   // The attempts start again from 1, and max_wait does not expire it.
-  CHECK(rig.take(id, 1, kNow) != "");
+  CHECK(rig.take(id, 1, kNow, kNow) != "");
   CHECK(rig.depth() == 0);
   CHECK(rig.finish());
 }
@@ -580,12 +582,30 @@ TEST_CASE("park and bury never undo a final state, a parked ticket or a taken-ov
     // being delivered again under a new entry: the old delivery's late word is ignored.
     REQUIRE(rig.park(entry, id, kNow) == q::MoveResult::kMoved);
     REQUIRE(rig.promote(kNow).moved == 1);
-    std::string again = rig.take(id, 2);
+    std::string again = rig.take(id, 2, kNow, kNow);
     CHECK(rig.park(entry, id, kNow + 7) == q::MoveResult::kLate);
     CHECK(rig.bury(entry, id) == q::MoveResult::kLate);
     CHECK(rig.field(id, "st") == "processing");
     CHECK(rig.raw({"XPENDING", rig.keys.stream(kRoute), q::kGroup}).elements[0].integer == 1);
     CHECK(rig.park(again, id, kNow + 7) == q::MoveResult::kMoved);
+  }
+  SECTION("a late finish: a failure never gives up a parked or dead ticket, the shop's answer ends it") {
+    std::string p = rig.add(), d = rig.add();
+    std::string ep = rig.take(p), ed = rig.take(d);
+    REQUIRE(rig.park(ep, p, kNow + 5) == q::MoveResult::kMoved);
+    REQUIRE(rig.bury(ed, d) == q::MoveResult::kMoved);
+    REQUIRE(rig.finish_done(ep, p, "failed"));
+    REQUIRE(rig.finish_done(ed, d, "failed"));
+    CHECK(rig.field(p, "st") == "retry");
+    CHECK(rig.field(d, "st") == "dead");
+    CHECK(rig.num({"PTTL", rig.keys.ticket(d)}) == -1);
+    REQUIRE(rig.finish_done(ep, p));
+    REQUIRE(rig.finish_done(ed, d));
+    CHECK(rig.field(p, "st") == "done");
+    CHECK(rig.field(d, "st") == "done");
+    CHECK(rig.num({"ZCARD", q::retry_set_key(rig.keys, kRoute)}) == 0);
+    CHECK(rig.count().second == 0);
+    CHECK(rig.list().total == 0);
   }
   SECTION("an unknown ticket") {
     std::string id = rig.add();
