@@ -92,12 +92,12 @@ class Rig {
   }
 
   Reply raw(std::vector<std::string> argv) {
-    return wait_for<Reply>([&](auto cb) {
-      client_->command(std::move(argv), [cb](Failure f, Reply& r) {
-        REQUIRE(f == Failure::kNone);
-        cb(r);
-      });
+    // Checked after the loop returned: a REQUIRE must not throw through libuv's frames.
+    auto got = wait_for<std::pair<Failure, Reply>>([&](auto cb) {
+      client_->command(std::move(argv), [cb](Failure f, Reply& r) { cb({f, r}); });
     });
+    REQUIRE(got.first == Failure::kNone);
+    return got.second;
   }
   int64_t num(std::vector<std::string> argv) {
     Reply r = raw(std::move(argv));
