@@ -2,7 +2,10 @@
 // processing | done | failed | cancelled), seq enqueue sequence, c created ms, m method,
 // u target, h header lines, b body, ck client key, ik/io idempotency record key and
 // owner, fk Idempotency-Key sent upstream, a attempts, d dispatched ms, fin finished
-// ms, resp stored response, rs failure reason. Keys of a route's counters are derived
+// ms, resp stored response, rs failure reason. The durable retry schedule
+// (queue/dead_letter.cc) adds the states retry and dead and the fields due (retry: when
+// it is promoted back into the queue), pk (parked ms), x (dead since ms), q (ms it
+// re-entered the queue after a retry or a re-delivery) and rd (re-deliveries). Keys of a route's counters are derived
 // inside the scripts from the ticket's route (a single Redis deployment, not Cluster).
 #include "queue/queue_store.h"
 
@@ -43,7 +46,7 @@ return {'ok', seq, depth + 1}
 // Leaving the queued state for good (expired or cancelled) releases the idempotency
 // record so that the key may be used again.
 constexpr const char* kStart = R"LUA(
-local f = redis.call('HMGET', KEYS[1], 'st', 'c')
+local f = redis.call('HMGET', KEYS[1], 'st', 'c', 'q')
 if not f[1] then
   -- The ticket's hash expired while it was still queued: it leaves the queue now
   -- (a reclaimed entry was counted when it was first started).
@@ -54,7 +57,9 @@ if not f[1] then
 end
 if f[1] == 'queued' then
   redis.call('INCR', KEYS[3])
-  if tonumber(ARGV[2]) - tonumber(f[2]) > tonumber(ARGV[3]) then
+  -- max_wait is about a ticket nobody dispatched; one back from the retry schedule or
+  -- a re-delivered dead letter (q set) was dispatched before and is owed a delivery.
+  if not f[3] and tonumber(ARGV[2]) - tonumber(f[2]) > tonumber(ARGV[3]) then
     redis.call('HSET', KEYS[1], 'st', 'failed', 'rs', 'expired', 'fin', ARGV[2])
     redis.call('HDEL', KEYS[1], 'b')
     redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -72,14 +77,19 @@ elseif f[1] ~= 'processing' then
   return {'skip'}
 end
 local a = redis.call('HINCRBY', KEYS[1], 'a', 1)
-local g = redis.call('HMGET', KEYS[1], 'm', 'u', 'h', 'b', 'fk', 'c')
+local g = redis.call('HMGET', KEYS[1], 'm', 'u', 'h', 'b', 'fk', 'c', 'q')
 redis.call('PUBLISH', ARGV[5], ARGV[6])
-return {'go', a, g[1] or '', g[2] or '', g[3] or '', g[4] or '', g[5] or '', tonumber(g[6] or '0')}
+return {'go', a, g[1] or '', g[2] or '', g[3] or '', g[4] or '', g[5] or '', tonumber(g[6] or '0'),
+        tonumber(g[7] or '0')}
 )LUA";
 
 constexpr const char* kFinish = R"LUA(
 local cur = redis.call('HGET', KEYS[1], 'st')
-if cur == 'done' or cur == 'failed' or cur == 'cancelled' then
+-- Parked on the retry schedule or dead (queue/dead_letter.cc) after a delivery that
+-- took this one over: the ticket is owed a delivery, which a late failure must not
+-- give up; a late answer from the shop does end it (below).
+local owed = cur == 'retry' or cur == 'dead'
+if cur == 'done' or cur == 'failed' or cur == 'cancelled' or (owed and ARGV[2] ~= 'done') then
   -- Already final (a reclaimed delivery finished first): never undo it.
   if ARGV[1] ~= '' then
     redis.call('XACK', KEYS[2], 'fg', ARGV[1])
@@ -102,6 +112,12 @@ if cur then
     end
   end
 end
+if owed then
+  -- Out of the route's retry or dead-letter set (q:<route>:retry / :dead, next to the
+  -- stream q:<route>:s). After the HSET above, so that under maxmemory the script is
+  -- refused at its first write rather than let through by a ZREM.
+  redis.call('ZREM', string.sub(KEYS[2], 1, -2) .. cur, ARGV[10])
+end
 if ARGV[1] ~= '' then
   redis.call('XACK', KEYS[2], 'fg', ARGV[1])
   redis.call('XDEL', KEYS[2], ARGV[1])
@@ -111,20 +127,21 @@ return 1
 )LUA";
 
 constexpr const char* kPoll = R"LUA(
-local f = redis.call('HMGET', KEYS[1], 'st', 'r', 'seq', 'c', 'a', 'rs', 'resp')
+local f = redis.call('HMGET', KEYS[1], 'st', 'r', 'seq', 'c', 'a', 'rs', 'resp', 'due', 'q')
 if not f[1] then return {'unknown'} end
 local taken = 0
 if f[1] == 'queued' then taken = tonumber(redis.call('GET', ARGV[1] .. f[2] .. ':taken') or '0') end
 return {f[1], f[2] or '', tonumber(f[3] or '0'), tonumber(f[4] or '0'), tonumber(f[5] or '0'), f[6] or '',
-        f[7] or '', taken}
+        f[7] or '', taken, tonumber(f[8] or '0'), tonumber(f[9] or '0')}
 )LUA";
 
 // expire and cancel: ARGV[6] is the new state ('failed' with reason 'expired', or
-// 'cancelled').
+// 'cancelled'). A ticket queued again after a retry or a re-delivery (q set) was
+// already sent to the shop: too late for either.
 constexpr const char* kLeave = R"LUA(
-local st = redis.call('HGET', KEYS[1], 'st')
-if not st then return 'unknown' end
-if st ~= 'queued' then return 'late' end
+local st = redis.call('HMGET', KEYS[1], 'st', 'q')
+if not st[1] then return 'unknown' end
+if st[1] ~= 'queued' or st[2] then return 'late' end
 local r = redis.call('HGET', KEYS[1], 'r')
 redis.call('INCR', ARGV[5] .. r .. ':taken')
 redis.call('HSET', KEYS[1], 'st', ARGV[6], 'rs', ARGV[7], 'fin', ARGV[1])
@@ -210,6 +227,7 @@ void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, 
                d.body = elem_str(r, 5);
                d.forward_key = elem_str(r, 6);
                d.created_ms = elem_int(r, 7);
+               d.requeued_ms = elem_int(r, 8);
              } else if (tag == "expired") {
                d.kind = Delivery::Kind::kExpired;
              } else {
@@ -253,8 +271,15 @@ void poll(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_i
                       : st == "done"       ? K::kDone
                       : st == "failed"     ? K::kFailed
                       : st == "cancelled"  ? K::kCancelled
+                      // Parked on the retry schedule or a dead letter: still owed a
+                      // delivery, so a poll answers like one still being processed.
+                      : st == "retry"      ? K::kProcessing
+                      : st == "dead"       ? K::kProcessing
                                            : K::kUnknown;
              if (v.kind != K::kUnknown) {
+               v.state = st;
+               v.due_ms = elem_int(r, 8);
+               v.requeued_ms = elem_int(r, 9);
                v.route = elem_str(r, 1);
                v.seq = elem_int(r, 2);
                v.created_ms = elem_int(r, 3);
@@ -327,5 +352,9 @@ bool valid_ticket_id(std::string_view id) {
   }
   return true;
 }
+
+bool reply_ok(redis::Failure f, const redis::Reply& r) { return ok_reply(f, r); }
+const std::string& reply_str(const redis::Reply& r, size_t i) { return elem_str(r, i); }
+int64_t reply_int(const redis::Reply& r, size_t i) { return elem_int(r, i); }
 
 }  // namespace fg::queue

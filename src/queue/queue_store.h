@@ -63,6 +63,9 @@ struct Delivery {
   int64_t attempts = 0;
   std::string method, target, header_lines, body, forward_key;
   int64_t created_ms = 0;
+  // >0: back in the queue after a durable retry or a re-delivery (queue/dead_letter.h),
+  // so the time since created_ms is not a queue wait.
+  int64_t requeued_ms = 0;
 };
 
 // Moves a stream entry's ticket to "processing" (or finds it already there after a
@@ -96,7 +99,12 @@ struct TicketView {
   int64_t created_ms = 0;
   int64_t attempts = 0;
   std::string response;  // done: stored response; failed: stored response, if any
-  std::string reason;    // failed
+  std::string reason;    // failed; retry and dead: the last attempt's failure
+  // The stored state as written ("queued", "processing", "retry", "dead", ...). The
+  // durable retry states map to kProcessing above (still owed a delivery: 202).
+  std::string state;
+  int64_t due_ms = 0;       // retry: when the ticket goes back into the queue
+  int64_t requeued_ms = 0;  // >0: queued again after a retry or a re-delivery (max_wait no longer applies)
 };
 void poll(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id,
           std::function<void(TicketView&)> done);
@@ -114,5 +122,14 @@ void cancel(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket
 // 128 bits from the OS CSPRNG as 22 URL-safe base64 characters.
 std::string new_ticket_id();
 bool valid_ticket_id(std::string_view id);
+
+// Reading script replies, shared with the retry and dead-letter scripts
+// (queue/dead_letter.h). reply_ok is false for a failed command and for any error reply
+// (OOM, READONLY, NOSCRIPT, BUSY, LOADING, MISCONF, a Lua error...): such a reply
+// never counts as success. reply_str / reply_int read element i of an array reply
+// ("" / 0 when missing; integers also from strings).
+bool reply_ok(redis::Failure f, const redis::Reply& r);
+const std::string& reply_str(const redis::Reply& r, size_t i);
+int64_t reply_int(const redis::Reply& r, size_t i);
 
 }  // namespace fg::queue
