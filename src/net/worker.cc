@@ -85,13 +85,23 @@ void Worker::run(std::promise<Status>* started) {
   drain_timer_.data = this;
   uv_timer_init(&loop_, &tick_timer_);
   tick_timer_.data = this;
+  reaper_ = std::make_unique<Reaper>(&loop_);
 
   Status status;
   const Config& cfg = config();
-  for (size_t u = 0; u < cfg.upstreams.size() && status.is_ok(); u++) {
+  size_t resolving = 0;
+  for (size_t u = 0; u < cfg.upstreams.size(); u++) {
     pools_.push_back(std::make_unique<proxy::UpstreamPool>(this, cfg.upstreams[u], snapshot_->upstreams[u].counters));
-    status = pools_.back()->resolve();
+    resolving++;
+    pools_.back()->resolve([&resolving, &status](Status s) {
+      if (!s && status) status = std::move(s);
+      resolving--;
+    });
   }
+  // Nothing is served before every upstream name has its answer: a name that cannot
+  // be resolved fails the start (docs/operations.md). The resolver runs on libuv's
+  // thread pool; this loop only waits for it, with no listener open yet.
+  while (resolving > 0) uv_run(&loop_, UV_RUN_ONCE);
   if (status.is_ok()) status = sync_listeners();
   bool ok = status.is_ok();
   if (ok) {
@@ -117,6 +127,8 @@ void Worker::run(std::promise<Status>* started) {
   closed_listeners_.clear();
   pools_.clear();
   retired_pools_.clear();
+  kept_pools_.clear();
+  reaper_.reset();
   // Every handle is closed by now; a non-zero result would mean a leaked handle.
   int r = uv_loop_close(&loop_);
   if (r != 0) {
@@ -186,10 +198,13 @@ void Worker::apply_snapshot(std::shared_ptr<const Snapshot> next) {
       reuse->update_config(cfg.upstreams[u]);
     } else {
       reuse = std::make_unique<proxy::UpstreamPool>(this, cfg.upstreams[u], next->upstreams[u].counters);
-      Status s = reuse->resolve();
-      if (!s) {
-        log::event("error", "upstream_resolve_failed", [&](log::Line& l) { l.num("worker", id_).str("error", s.message()); });
-      }
+      // Asynchronous: requests for a server whose name has no answer yet fail as if it
+      // were down (proxy/upstream_pool.h).
+      int id = id_;
+      reuse->resolve([id](Status s) {
+        if (s) return;
+        log::event("error", "upstream_resolve_failed", [&](log::Line& l) { l.num("worker", id).str("error", s.message()); });
+      });
     }
     pools.push_back(std::move(reuse));
   }
@@ -233,15 +248,9 @@ void Worker::begin_drain() {
   for (auto* c : conns) c->drain();
   // Dispatchers stop taking tickets; deliveries on the wire finish (the rest stay
   // pending in Redis and are reclaimed later).
-  for (auto& d : dispatchers_) {
-    dispatchers_busy_++;
-    d->stop([this] {
-      dispatchers_busy_--;
-      maybe_finish();
-    });
-    stopping_dispatchers_.push_back(std::move(d));
-  }
+  std::vector<std::unique_ptr<proxy::Dispatcher>> stopping = std::move(dispatchers_);
   dispatchers_.clear();
+  for (auto& d : stopping) stop_dispatcher(std::move(d));
   uv_timer_start(&drain_timer_, on_drain_timer, config().server.drain_timeout_ms, 0);
   maybe_finish();
 }
@@ -254,7 +263,14 @@ void Worker::on_drain_timer(uv_timer_t* t) {
   std::vector<proxy::ClientConn*> conns = self->conns_;
   self->drain_expired_ = true;
   for (auto* c : conns) c->close();
-  for (auto& d : self->stopping_dispatchers_) d->force_stop();
+  // Copy: a dispatcher that becomes idle leaves the list.
+  std::vector<proxy::Dispatcher*> stopping;
+  for (auto& d : self->stopping_dispatchers_) stopping.push_back(d.get());
+  for (auto* d : stopping) {
+    bool still_there = false;
+    for (auto& s : self->stopping_dispatchers_) still_there = still_there || s.get() == d;
+    if (still_there) d->force_stop();
+  }
   self->maybe_finish();
 }
 
@@ -268,6 +284,7 @@ void Worker::maybe_finish() {
   for (auto& p : retired_pools_) p->close_idle();
   close_redis();
   if (health_) health_->stop();
+  reaper_->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&snapshot_async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
@@ -319,6 +336,15 @@ void Worker::on_tick(uv_timer_t* t) {
   for (size_t i = 0; i < self->retired_pools_.size();) {
     if (self->retired_pools_[i]->open_connections() == 0) {
       self->retired_pools_.erase(self->retired_pools_.begin() + static_cast<long>(i));
+    } else {
+      i++;
+    }
+  }
+  for (size_t i = 0; i < self->kept_pools_.size();) {
+    auto& p = self->kept_pools_[i];
+    if (p.use_count() == 1 && p->open_connections() == 0) {
+      p = std::move(self->kept_pools_.back());
+      self->kept_pools_.pop_back();
     } else {
       i++;
     }
@@ -395,12 +421,7 @@ void Worker::sync_dispatchers() {
     if (wanted) {
       keep.push_back(std::move(d));
     } else {
-      dispatchers_busy_++;
-      d->stop([this] {
-        dispatchers_busy_--;
-        maybe_finish();
-      });
-      stopping_dispatchers_.push_back(std::move(d));
+      stop_dispatcher(std::move(d));
     }
   }
   dispatchers_ = std::move(keep);
@@ -412,6 +433,31 @@ void Worker::sync_dispatchers() {
     dispatchers_.push_back(std::make_unique<proxy::Dispatcher>(this, r.name));
     dispatchers_.back()->start();
   }
+}
+
+void Worker::stop_dispatcher(std::unique_ptr<proxy::Dispatcher> d) {
+  // Listed before stop(): a dispatcher with nothing in flight becomes idle at once.
+  proxy::Dispatcher* raw = d.get();
+  stopping_dispatchers_.push_back(std::move(d));
+  dispatchers_busy_++;
+  raw->stop([this, raw] { dispatcher_idle(raw); });
+}
+
+void Worker::dispatcher_idle(proxy::Dispatcher* d) {
+  // Called from inside the dispatcher: it is freed by the reaper, after this returns.
+  for (size_t i = 0; i < stopping_dispatchers_.size(); i++) {
+    if (stopping_dispatchers_[i].get() != d) continue;
+    reaper_->retire(std::move(stopping_dispatchers_[i]));
+    stopping_dispatchers_.erase(stopping_dispatchers_.begin() + static_cast<long>(i));
+    break;
+  }
+  dispatchers_busy_--;
+  maybe_finish();
+}
+
+void Worker::keep_pool(std::shared_ptr<proxy::UpstreamPool> pool) {
+  pool->retire();
+  kept_pools_.push_back(std::move(pool));
 }
 
 Worker::RouteCache& Worker::route_cache(const RouteConfig& rc) {
@@ -429,17 +475,15 @@ Worker::RouteCache& Worker::route_cache(const RouteConfig& rc) {
 void Worker::wake_cache_waiters(const RouteConfig& rc, const std::string& key) {
   RouteCache& c = route_cache(rc);
   std::vector<uint64_t> ids = c.pending.finish(key);
-  std::vector<std::pair<std::weak_ptr<proxy::ProxySession*>, uint64_t>> wake;
+  std::vector<Guard<proxy::ProxySession>> wake;
   for (uint64_t id : ids) {
     auto it = c.waiters.find(id);
     if (it == c.waiters.end()) continue;
     wake.push_back(std::move(it->second));
     c.waiters.erase(it);
   }
-  for (auto& [weak, ex] : wake) {
-    auto ref = weak.lock();
-    if (ref && *ref) (*ref)->cache_ready(ex);
-  }
+  for (auto& g : wake)
+    if (proxy::ProxySession* s = g.get()) s->cache_ready();
 }
 
 void Worker::evaluate_breakers() {
@@ -485,9 +529,8 @@ proxy::Dispatcher* Worker::dispatcher(const std::string& route) {
   return nullptr;
 }
 
-void Worker::add_ticket_waiter(const std::string& ticket, std::weak_ptr<proxy::ProxySession*> session,
-                               uint64_t exchange, uint64_t deadline_ms) {
-  waiters_[ticket].push_back({std::move(session), exchange, deadline_ms});
+void Worker::add_ticket_waiter(const std::string& ticket, Guard<proxy::ProxySession> session, uint64_t deadline_ms) {
+  waiters_[ticket].push_back({std::move(session), deadline_ms});
 }
 
 void Worker::notify_ticket(std::string_view ticket, bool timed_out_only) {
@@ -498,7 +541,7 @@ void Worker::notify_ticket(std::string_view ticket, bool timed_out_only) {
     bool match = !timed_out_only && it->first == ticket;
     auto& list = it->second;
     for (size_t i = 0; i < list.size();) {
-      if (match || list[i].deadline_ms <= now || list[i].session.expired()) {
+      if (match || list[i].deadline_ms <= now || !list[i].session) {
         due.push_back(std::move(list[i]));
         list[i] = std::move(list.back());
         list.pop_back();
@@ -509,10 +552,8 @@ void Worker::notify_ticket(std::string_view ticket, bool timed_out_only) {
     if (list.empty()) it = waiters_.erase(it);
     else ++it;
   }
-  for (auto& w : due) {
-    auto ref = w.session.lock();
-    if (ref && *ref) (*ref)->ticket_changed(w.exchange);
-  }
+  for (auto& w : due)
+    if (proxy::ProxySession* s = w.session.get()) s->ticket_changed();
 }
 
 void Worker::close_redis() {
