@@ -6,10 +6,9 @@
 #include <cstring>
 #include <random>
 
+#include "gateway/instance_duties.h"
 #include "net/listener.h"
 #include "proxy/client_conn.h"
-#include "proxy/dispatcher.h"
-#include "proxy/health_checker.h"
 #include "proxy/proxy_session.h"
 
 namespace fg::net {
@@ -106,10 +105,10 @@ void Worker::run(std::promise<Status>* started) {
   bool ok = status.is_ok();
   if (ok) {
     open_redis();
-    sync_dispatchers();
+    // The one place that decides where the instance's own duties run.
     if (id_ == 0) {
-      health_ = std::make_unique<proxy::HealthChecker>(this);
-      health_->sync();
+      duties_ = std::make_unique<gateway::InstanceDuties>(this, [this] { maybe_finish(); });
+      duties_->start();
     }
   }
   if (ok) {
@@ -224,8 +223,7 @@ void Worker::apply_snapshot(std::shared_ptr<const Snapshot> next) {
     close_redis();
     open_redis();
   }
-  sync_dispatchers();
-  if (health_) health_->sync();
+  if (duties_) duties_->config_changed();
   Status s = sync_listeners();
   if (!s) {
     log::event("error", "listen_failed", [&](log::Line& l) { l.num("worker", id_).str("error", s.message()); });
@@ -246,11 +244,7 @@ void Worker::begin_drain() {
   // Copy: drain() may close connections, which edits the list.
   std::vector<proxy::ClientConn*> conns = conns_;
   for (auto* c : conns) c->drain();
-  // Dispatchers stop taking tickets; deliveries on the wire finish (the rest stay
-  // pending in Redis and are reclaimed later).
-  std::vector<std::unique_ptr<proxy::Dispatcher>> stopping = std::move(dispatchers_);
-  dispatchers_.clear();
-  for (auto& d : stopping) stop_dispatcher(std::move(d));
+  if (duties_) duties_->drain();
   uv_timer_start(&drain_timer_, on_drain_timer, config().server.drain_timeout_ms, 0);
   maybe_finish();
 }
@@ -263,19 +257,12 @@ void Worker::on_drain_timer(uv_timer_t* t) {
   std::vector<proxy::ClientConn*> conns = self->conns_;
   self->drain_expired_ = true;
   for (auto* c : conns) c->close();
-  // Copy: a dispatcher that becomes idle leaves the list.
-  std::vector<proxy::Dispatcher*> stopping;
-  for (auto& d : self->stopping_dispatchers_) stopping.push_back(d.get());
-  for (auto* d : stopping) {
-    bool still_there = false;
-    for (auto& s : self->stopping_dispatchers_) still_there = still_there || s.get() == d;
-    if (still_there) d->force_stop();
-  }
+  if (self->duties_) self->duties_->drain_expired();
   self->maybe_finish();
 }
 
 void Worker::maybe_finish() {
-  if (!draining_ || finished_ || !conns_.empty() || dispatchers_busy_ > 0) return;
+  if (!draining_ || finished_ || !conns_.empty() || (duties_ && duties_->busy())) return;
   if (redis_holds_ > 0 && !drain_expired_) return;  // promised writes still on their way
   finished_ = true;
   // Long-polls still registered belong to connections that are gone by now.
@@ -283,7 +270,7 @@ void Worker::maybe_finish() {
   for (auto& p : pools_) p->close_idle();
   for (auto& p : retired_pools_) p->close_idle();
   close_redis();
-  if (health_) health_->stop();
+  if (duties_) duties_->stop();
   reaper_->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&snapshot_async_), nullptr);
@@ -322,7 +309,7 @@ void Worker::on_tick(uv_timer_t* t) {
   self->pressure_ = pressure;
 
   self->access_log_.flush();
-  if (self->id_ == 0) self->evaluate_breakers();
+  if (self->duties_) self->duties_->tick();
   uint64_t now = self->now_ms();
   if (now - self->budget_reset_ms_ >= 10000) {
     self->budget_reset_ms_ = now;
@@ -410,51 +397,6 @@ void Worker::open_redis() {
   subscriber_->start();
 }
 
-void Worker::sync_dispatchers() {
-  if (draining_) return;
-  const Config& cfg = config();
-  // Keep dispatchers of routes still queued, start new ones, stop the others.
-  std::vector<std::unique_ptr<proxy::Dispatcher>> keep;
-  for (auto& d : dispatchers_) {
-    bool wanted = false;
-    for (const auto& r : cfg.routes) wanted = wanted || (r.name == d->route() && r.queued() && cfg.redis.enabled);
-    if (wanted) {
-      keep.push_back(std::move(d));
-    } else {
-      stop_dispatcher(std::move(d));
-    }
-  }
-  dispatchers_ = std::move(keep);
-  // One dispatcher per instance (on worker 0): deliveries leave in queue order, the
-  // route budget is shared with live traffic either way.
-  if (!cfg.redis.enabled || id_ != 0) return;
-  for (const auto& r : cfg.routes) {
-    if (!r.queued() || dispatcher(r.name)) continue;
-    dispatchers_.push_back(std::make_unique<proxy::Dispatcher>(this, r.name));
-    dispatchers_.back()->start();
-  }
-}
-
-void Worker::stop_dispatcher(std::unique_ptr<proxy::Dispatcher> d) {
-  // Listed before stop(): a dispatcher with nothing in flight becomes idle at once.
-  proxy::Dispatcher* raw = d.get();
-  stopping_dispatchers_.push_back(std::move(d));
-  dispatchers_busy_++;
-  raw->stop([this, raw] { dispatcher_idle(raw); });
-}
-
-void Worker::dispatcher_idle(proxy::Dispatcher* d) {
-  // Called from inside the dispatcher: it is freed by the reaper, after this returns.
-  for (size_t i = 0; i < stopping_dispatchers_.size(); i++) {
-    if (stopping_dispatchers_[i].get() != d) continue;
-    reaper_->retire(std::move(stopping_dispatchers_[i]));
-    stopping_dispatchers_.erase(stopping_dispatchers_.begin() + static_cast<long>(i));
-    break;
-  }
-  dispatchers_busy_--;
-  maybe_finish();
-}
-
 void Worker::keep_pool(std::shared_ptr<proxy::UpstreamPool> pool) {
   pool->retire();
   kept_pools_.push_back(std::move(pool));
@@ -486,35 +428,6 @@ void Worker::wake_cache_waiters(const RouteConfig& rc, const std::string& key) {
     if (proxy::ProxySession* s = g.get()) s->cache_ready();
 }
 
-void Worker::evaluate_breakers() {
-  // One thread (worker 0) moves every breaker of the instance through its states, every
-  // tick (100 ms): workers read the state with one atomic load per pick. Changes made
-  // by record() (half-open -> closed or open) are noticed here too and logged.
-  const Config& cfg = config();
-  uint64_t now = now_ms();
-  for (size_t u = 0; u < cfg.upstreams.size(); u++) {
-    const auto& counters = snapshot_->upstreams[u].counters;
-    const UpstreamConfig& uc = cfg.upstreams[u];
-    for (size_t i = 0; i < counters->breakers.size(); i++) {
-      breaker::Breaker* b = counters->breakers[i].get();
-      uint64_t rnd = 0;
-      uv_random(nullptr, nullptr, &rnd, sizeof rnd, 0, nullptr);
-      b->evaluate(now, rnd);
-      breaker::State after = b->state();
-      auto it = breaker_seen_.find(b);
-      breaker::State before = it == breaker_seen_.end() ? breaker::State::kClosed : it->second;
-      breaker_seen_[b] = after;
-      if (after == before) continue;
-      static const char* kNames[] = {"closed", "half_open", "open"};
-      const std::string& server = i < uc.servers.size() ? uc.servers[i].text : uc.backup[i - uc.servers.size()].text;
-      log::event(after == breaker::State::kOpen ? "warn" : "info", "breaker_state", [&](log::Line& l) {
-        l.str("upstream", uc.name).str("server", server).str("from", kNames[static_cast<int>(before)])
-            .str("to", kNames[static_cast<int>(after)]);
-      });
-    }
-  }
-}
-
 std::function<void()> Worker::hold_redis() {
   redis_holds_++;
   return [this] {
@@ -524,9 +437,7 @@ std::function<void()> Worker::hold_redis() {
 }
 
 proxy::Dispatcher* Worker::dispatcher(const std::string& route) {
-  for (auto& d : dispatchers_)
-    if (d->route() == route) return d.get();
-  return nullptr;
+  return duties_ ? duties_->dispatcher(route) : nullptr;
 }
 
 void Worker::add_ticket_waiter(const std::string& ticket, Guard<proxy::ProxySession> session, uint64_t deadline_ms) {

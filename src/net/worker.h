@@ -27,6 +27,10 @@
 #include "net/snapshot.h"
 #include "proxy/upstream_pool.h"
 
+namespace fg::gateway {
+class InstanceDuties;
+}
+
 namespace fg::proxy {
 class ClientConn;
 class Dispatcher;
@@ -142,10 +146,6 @@ class Worker {
   void apply_snapshot(std::shared_ptr<const Snapshot> next);
   void open_redis();
   void close_redis();
-  void sync_dispatchers();
-  void stop_dispatcher(std::unique_ptr<proxy::Dispatcher> d);
-  void dispatcher_idle(proxy::Dispatcher* d);
-  void evaluate_breakers();
   void notify_ticket(std::string_view ticket, bool timed_out_only);
   Status sync_listeners();
   static void on_stop_async(uv_async_t* a);
@@ -179,13 +179,10 @@ class Worker {
   log::LogBuffer access_log_;
   std::unique_ptr<redis::Client> redis_;
   std::unique_ptr<redis::Client> subscriber_;  // ticket change notifications
-  std::unique_ptr<proxy::HealthChecker> health_;  // worker 0 only: checks run once per instance
+  // Queue dispatch, breaker evaluation, health checks: once per instance, on worker 0.
+  std::unique_ptr<gateway::InstanceDuties> duties_;
   idempotency::Scripts idem_scripts_;
   queue::Scripts queue_scripts_;
-  std::vector<std::unique_ptr<proxy::Dispatcher>> dispatchers_;
-  // Stopped, waiting for their deliveries on the wire; retired to the reaper when idle.
-  std::vector<std::unique_ptr<proxy::Dispatcher>> stopping_dispatchers_;
-  size_t dispatchers_busy_ = 0;
   size_t redis_holds_ = 0;
   uint64_t budget_requests_ = 0;
   uint64_t budget_retries_ = 0;
@@ -197,7 +194,6 @@ class Worker {
   };
   std::unordered_map<std::string, std::vector<Waiter>> waiters_;
   std::unordered_map<std::string, std::unique_ptr<RouteCache>> caches_;
-  std::unordered_map<const breaker::Breaker*, breaker::State> breaker_seen_;  // worker 0: last logged state
   std::unique_ptr<char[]> read_buffer_;
   std::string id_prefix_;
   uint64_t id_counter_ = 0;

@@ -653,9 +653,8 @@ void Dispatcher::reclaim() {
 }
 
 void Dispatcher::sample_depth() {
-  // Depth = enqueued - taken, shared by the whole cluster. Worker 0 of each instance
-  // samples it (and the dispatch rate) for every worker of the instance.
-  if (worker_->id() != 0) return;
+  // Depth = enqueued - taken, shared by the whole cluster. The instance's dispatcher
+  // (gateway::InstanceDuties) samples it, and the dispatch rate, for every worker.
   redis::Client* redis = worker_->redis();
   int idx = route_index();
   if (redis == nullptr || !redis->connected() || idx < 0) return;

@@ -1,4 +1,4 @@
-// Queue dispatch: one Dispatcher per instance (on worker 0) and queued route feeds
+// Queue dispatch: one Dispatcher per instance (gateway::InstanceDuties) and queued route feeds
 // parked tickets to the upstream in queue order at the route budget's spare capacity
 // (the same budget live requests draw from), with a concurrency cap; retries retryable failures with
 // exponential backoff and full jitter; reclaims deliveries of dead workers or

@@ -25,7 +25,6 @@ using fg::redis::Failure;
 using fg::redis::Reply;
 using fg::test::RedisServer;
 
-
 // Wall-clock-like times handed to the scripts (they only compare them).
 constexpr uint64_t kT0 = 1'700'000'000'000;
 constexpr uint64_t kMaxWait = 60'000;
