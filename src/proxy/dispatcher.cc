@@ -680,15 +680,6 @@ void Dispatcher::delivery_done(Delivery* d) {
   if (!reading_) schedule_read(0);
 }
 
-namespace {
-
-// http://host[:port][/path], as the config loader accepted it.
-struct WebhookUrl {
-  std::string hostport;  // as written, for the Host header
-  HostPort server;
-  std::string path;
-};
-
 bool parse_webhook_url(const std::string& url, WebhookUrl* out) {
   constexpr std::string_view kScheme = "http://";
   if (url.compare(0, kScheme.size(), kScheme) != 0) return false;
@@ -714,8 +705,6 @@ bool parse_webhook_url(const std::string& url, WebhookUrl* out) {
   out->server.text = hp;
   return true;
 }
-
-}  // namespace
 
 void Dispatcher::post_webhook(const std::string& url, std::string body) {
   if (url != webhook_url_ || !webhook_pool_) {

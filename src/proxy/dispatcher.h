@@ -27,6 +27,15 @@ namespace fg::proxy {
 class Delivery;
 class UpstreamPool;
 
+// An on_failure_webhook URL, http://host[:port][/path], parsed once into typed parts.
+struct WebhookUrl {
+  std::string hostport;  // as written, for the Host header
+  HostPort server;       // host without brackets, port (80 when absent)
+  std::string path;      // "/" when absent
+};
+// False when `url` is not of that form (scheme, port 1-65535 in digits only, a host).
+bool parse_webhook_url(const std::string& url, WebhookUrl* out);
+
 class Dispatcher {
  public:
   Dispatcher(net::Worker* worker, std::string route);
