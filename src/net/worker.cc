@@ -6,10 +6,9 @@
 #include <cstring>
 #include <random>
 
+#include "gateway/instance_duties.h"
 #include "net/listener.h"
 #include "proxy/client_conn.h"
-#include "proxy/dispatcher.h"
-#include "proxy/health_checker.h"
 #include "proxy/proxy_session.h"
 
 namespace fg::net {
@@ -85,21 +84,31 @@ void Worker::run(std::promise<Status>* started) {
   drain_timer_.data = this;
   uv_timer_init(&loop_, &tick_timer_);
   tick_timer_.data = this;
+  reaper_ = std::make_unique<Reaper>(&loop_);
 
   Status status;
   const Config& cfg = config();
-  for (size_t u = 0; u < cfg.upstreams.size() && status.is_ok(); u++) {
+  size_t resolving = 0;
+  for (size_t u = 0; u < cfg.upstreams.size(); u++) {
     pools_.push_back(std::make_unique<proxy::UpstreamPool>(this, cfg.upstreams[u], snapshot_->upstreams[u].counters));
-    status = pools_.back()->resolve();
+    resolving++;
+    pools_.back()->resolve([&resolving, &status](Status s) {
+      if (!s && status) status = std::move(s);
+      resolving--;
+    });
   }
+  // Nothing is served before every upstream name has its answer: a name that cannot
+  // be resolved fails the start (docs/operations.md). The resolver runs on libuv's
+  // thread pool; this loop only waits for it, with no listener open yet.
+  while (resolving > 0) uv_run(&loop_, UV_RUN_ONCE);
   if (status.is_ok()) status = sync_listeners();
   bool ok = status.is_ok();
   if (ok) {
     open_redis();
-    sync_dispatchers();
+    // The one place that decides where the instance's own duties run.
     if (id_ == 0) {
-      health_ = std::make_unique<proxy::HealthChecker>(this);
-      health_->sync();
+      duties_ = std::make_unique<gateway::InstanceDuties>(this, [this] { maybe_finish(); });
+      duties_->start();
     }
   }
   if (ok) {
@@ -117,6 +126,8 @@ void Worker::run(std::promise<Status>* started) {
   closed_listeners_.clear();
   pools_.clear();
   retired_pools_.clear();
+  kept_pools_.clear();
+  reaper_.reset();
   // Every handle is closed by now; a non-zero result would mean a leaked handle.
   int r = uv_loop_close(&loop_);
   if (r != 0) {
@@ -186,10 +197,13 @@ void Worker::apply_snapshot(std::shared_ptr<const Snapshot> next) {
       reuse->update_config(cfg.upstreams[u]);
     } else {
       reuse = std::make_unique<proxy::UpstreamPool>(this, cfg.upstreams[u], next->upstreams[u].counters);
-      Status s = reuse->resolve();
-      if (!s) {
-        log::event("error", "upstream_resolve_failed", [&](log::Line& l) { l.num("worker", id_).str("error", s.message()); });
-      }
+      // Asynchronous: requests for a server whose name has no answer yet fail as if it
+      // were down (proxy/upstream_pool.h).
+      int id = id_;
+      reuse->resolve([id](Status s) {
+        if (s) return;
+        log::event("error", "upstream_resolve_failed", [&](log::Line& l) { l.num("worker", id).str("error", s.message()); });
+      });
     }
     pools.push_back(std::move(reuse));
   }
@@ -209,8 +223,7 @@ void Worker::apply_snapshot(std::shared_ptr<const Snapshot> next) {
     close_redis();
     open_redis();
   }
-  sync_dispatchers();
-  if (health_) health_->sync();
+  if (duties_) duties_->config_changed();
   Status s = sync_listeners();
   if (!s) {
     log::event("error", "listen_failed", [&](log::Line& l) { l.num("worker", id_).str("error", s.message()); });
@@ -231,17 +244,7 @@ void Worker::begin_drain() {
   // Copy: drain() may close connections, which edits the list.
   std::vector<proxy::ClientConn*> conns = conns_;
   for (auto* c : conns) c->drain();
-  // Dispatchers stop taking tickets; deliveries on the wire finish (the rest stay
-  // pending in Redis and are reclaimed later).
-  for (auto& d : dispatchers_) {
-    dispatchers_busy_++;
-    d->stop([this] {
-      dispatchers_busy_--;
-      maybe_finish();
-    });
-    stopping_dispatchers_.push_back(std::move(d));
-  }
-  dispatchers_.clear();
+  if (duties_) duties_->drain();
   uv_timer_start(&drain_timer_, on_drain_timer, config().server.drain_timeout_ms, 0);
   maybe_finish();
 }
@@ -254,12 +257,12 @@ void Worker::on_drain_timer(uv_timer_t* t) {
   std::vector<proxy::ClientConn*> conns = self->conns_;
   self->drain_expired_ = true;
   for (auto* c : conns) c->close();
-  for (auto& d : self->stopping_dispatchers_) d->force_stop();
+  if (self->duties_) self->duties_->drain_expired();
   self->maybe_finish();
 }
 
 void Worker::maybe_finish() {
-  if (!draining_ || finished_ || !conns_.empty() || dispatchers_busy_ > 0) return;
+  if (!draining_ || finished_ || !conns_.empty() || (duties_ && duties_->busy())) return;
   if (redis_holds_ > 0 && !drain_expired_) return;  // promised writes still on their way
   finished_ = true;
   // Long-polls still registered belong to connections that are gone by now.
@@ -267,7 +270,8 @@ void Worker::maybe_finish() {
   for (auto& p : pools_) p->close_idle();
   for (auto& p : retired_pools_) p->close_idle();
   close_redis();
-  if (health_) health_->stop();
+  if (duties_) duties_->stop();
+  reaper_->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&snapshot_async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
@@ -305,7 +309,7 @@ void Worker::on_tick(uv_timer_t* t) {
   self->pressure_ = pressure;
 
   self->access_log_.flush();
-  if (self->id_ == 0) self->evaluate_breakers();
+  if (self->duties_) self->duties_->tick();
   uint64_t now = self->now_ms();
   if (now - self->budget_reset_ms_ >= 10000) {
     self->budget_reset_ms_ = now;
@@ -319,6 +323,15 @@ void Worker::on_tick(uv_timer_t* t) {
   for (size_t i = 0; i < self->retired_pools_.size();) {
     if (self->retired_pools_[i]->open_connections() == 0) {
       self->retired_pools_.erase(self->retired_pools_.begin() + static_cast<long>(i));
+    } else {
+      i++;
+    }
+  }
+  for (size_t i = 0; i < self->kept_pools_.size();) {
+    auto& p = self->kept_pools_[i];
+    if (p.use_count() == 1 && p->open_connections() == 0) {
+      p = std::move(self->kept_pools_.back());
+      self->kept_pools_.pop_back();
     } else {
       i++;
     }
@@ -384,34 +397,9 @@ void Worker::open_redis() {
   subscriber_->start();
 }
 
-void Worker::sync_dispatchers() {
-  if (draining_) return;
-  const Config& cfg = config();
-  // Keep dispatchers of routes still queued, start new ones, stop the others.
-  std::vector<std::unique_ptr<proxy::Dispatcher>> keep;
-  for (auto& d : dispatchers_) {
-    bool wanted = false;
-    for (const auto& r : cfg.routes) wanted = wanted || (r.name == d->route() && r.queued() && cfg.redis.enabled);
-    if (wanted) {
-      keep.push_back(std::move(d));
-    } else {
-      dispatchers_busy_++;
-      d->stop([this] {
-        dispatchers_busy_--;
-        maybe_finish();
-      });
-      stopping_dispatchers_.push_back(std::move(d));
-    }
-  }
-  dispatchers_ = std::move(keep);
-  // One dispatcher per instance (on worker 0): deliveries leave in queue order, the
-  // route budget is shared with live traffic either way.
-  if (!cfg.redis.enabled || id_ != 0) return;
-  for (const auto& r : cfg.routes) {
-    if (!r.queued() || dispatcher(r.name)) continue;
-    dispatchers_.push_back(std::make_unique<proxy::Dispatcher>(this, r.name));
-    dispatchers_.back()->start();
-  }
+void Worker::keep_pool(std::shared_ptr<proxy::UpstreamPool> pool) {
+  pool->retire();
+  kept_pools_.push_back(std::move(pool));
 }
 
 Worker::RouteCache& Worker::route_cache(const RouteConfig& rc) {
@@ -429,46 +417,15 @@ Worker::RouteCache& Worker::route_cache(const RouteConfig& rc) {
 void Worker::wake_cache_waiters(const RouteConfig& rc, const std::string& key) {
   RouteCache& c = route_cache(rc);
   std::vector<uint64_t> ids = c.pending.finish(key);
-  std::vector<std::pair<std::weak_ptr<proxy::ProxySession*>, uint64_t>> wake;
+  std::vector<Guard<proxy::ProxySession>> wake;
   for (uint64_t id : ids) {
     auto it = c.waiters.find(id);
     if (it == c.waiters.end()) continue;
     wake.push_back(std::move(it->second));
     c.waiters.erase(it);
   }
-  for (auto& [weak, ex] : wake) {
-    auto ref = weak.lock();
-    if (ref && *ref) (*ref)->cache_ready(ex);
-  }
-}
-
-void Worker::evaluate_breakers() {
-  // One thread (worker 0) moves every breaker of the instance through its states, every
-  // tick (100 ms): workers read the state with one atomic load per pick. Changes made
-  // by record() (half-open -> closed or open) are noticed here too and logged.
-  const Config& cfg = config();
-  uint64_t now = now_ms();
-  for (size_t u = 0; u < cfg.upstreams.size(); u++) {
-    const auto& counters = snapshot_->upstreams[u].counters;
-    const UpstreamConfig& uc = cfg.upstreams[u];
-    for (size_t i = 0; i < counters->breakers.size(); i++) {
-      breaker::Breaker* b = counters->breakers[i].get();
-      uint64_t rnd = 0;
-      uv_random(nullptr, nullptr, &rnd, sizeof rnd, 0, nullptr);
-      b->evaluate(now, rnd);
-      breaker::State after = b->state();
-      auto it = breaker_seen_.find(b);
-      breaker::State before = it == breaker_seen_.end() ? breaker::State::kClosed : it->second;
-      breaker_seen_[b] = after;
-      if (after == before) continue;
-      static const char* kNames[] = {"closed", "half_open", "open"};
-      const std::string& server = i < uc.servers.size() ? uc.servers[i].text : uc.backup[i - uc.servers.size()].text;
-      log::event(after == breaker::State::kOpen ? "warn" : "info", "breaker_state", [&](log::Line& l) {
-        l.str("upstream", uc.name).str("server", server).str("from", kNames[static_cast<int>(before)])
-            .str("to", kNames[static_cast<int>(after)]);
-      });
-    }
-  }
+  for (auto& g : wake)
+    if (proxy::ProxySession* s = g.get()) s->cache_ready();
 }
 
 std::function<void()> Worker::hold_redis() {
@@ -480,14 +437,11 @@ std::function<void()> Worker::hold_redis() {
 }
 
 proxy::Dispatcher* Worker::dispatcher(const std::string& route) {
-  for (auto& d : dispatchers_)
-    if (d->route() == route) return d.get();
-  return nullptr;
+  return duties_ ? duties_->dispatcher(route) : nullptr;
 }
 
-void Worker::add_ticket_waiter(const std::string& ticket, std::weak_ptr<proxy::ProxySession*> session,
-                               uint64_t exchange, uint64_t deadline_ms) {
-  waiters_[ticket].push_back({std::move(session), exchange, deadline_ms});
+void Worker::add_ticket_waiter(const std::string& ticket, Guard<proxy::ProxySession> session, uint64_t deadline_ms) {
+  waiters_[ticket].push_back({std::move(session), deadline_ms});
 }
 
 void Worker::notify_ticket(std::string_view ticket, bool timed_out_only) {
@@ -498,7 +452,7 @@ void Worker::notify_ticket(std::string_view ticket, bool timed_out_only) {
     bool match = !timed_out_only && it->first == ticket;
     auto& list = it->second;
     for (size_t i = 0; i < list.size();) {
-      if (match || list[i].deadline_ms <= now || list[i].session.expired()) {
+      if (match || list[i].deadline_ms <= now || !list[i].session) {
         due.push_back(std::move(list[i]));
         list[i] = std::move(list.back());
         list.pop_back();
@@ -509,10 +463,8 @@ void Worker::notify_ticket(std::string_view ticket, bool timed_out_only) {
     if (list.empty()) it = waiters_.erase(it);
     else ++it;
   }
-  for (auto& w : due) {
-    auto ref = w.session.lock();
-    if (ref && *ref) (*ref)->ticket_changed(w.exchange);
-  }
+  for (auto& w : due)
+    if (proxy::ProxySession* s = w.session.get()) s->ticket_changed();
 }
 
 void Worker::close_redis() {

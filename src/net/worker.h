@@ -22,8 +22,14 @@
 #include "idempotency/store.h"
 #include "queue/queue_store.h"
 #include "redis/redis_client.h"
+#include "net/lifetime.h"
+#include "net/reaper.h"
 #include "net/snapshot.h"
 #include "proxy/upstream_pool.h"
+
+namespace fg::gateway {
+class InstanceDuties;
+}
 
 namespace fg::proxy {
 class ClientConn;
@@ -93,8 +99,7 @@ class Worker {
 
   // Ticket long-polls: `session` is told (ticket_changed) when a change of `ticket` is
   // published, or when `deadline_ms` (loop time) passes. A session waits at most once.
-  void add_ticket_waiter(const std::string& ticket, std::weak_ptr<proxy::ProxySession*> session,
-                         uint64_t exchange, uint64_t deadline_ms);
+  void add_ticket_waiter(const std::string& ticket, Guard<proxy::ProxySession> session, uint64_t deadline_ms);
 
   // 128 random bits as 32 hex chars (owner tokens).
   std::string random_token();
@@ -104,7 +109,7 @@ class Worker {
   struct RouteCache {
     std::unique_ptr<cache::ResponseCache> cache;
     cache::PendingMap pending;
-    std::unordered_map<uint64_t, std::pair<std::weak_ptr<proxy::ProxySession*>, uint64_t>> waiters;
+    std::unordered_map<uint64_t, Guard<proxy::ProxySession>> waiters;
     uint64_t next_waiter = 1;
   };
   RouteCache& route_cache(const RouteConfig& rc);
@@ -125,6 +130,12 @@ class Worker {
   static constexpr size_t kReadBufferSize = 64 * 1024;
   char* read_buffer() { return read_buffer_.get(); }
 
+  // Frees objects outside of callbacks (net/lifetime.h).
+  Reaper& reaper() { return *reaper_; }
+  // Keeps a pool that its owner let go until nothing uses it any more: no other
+  // reference and no open connection (checked on the tick).
+  void keep_pool(std::shared_ptr<proxy::UpstreamPool> pool);
+
   void accept_from(uv_stream_t* server);
   void conn_closed(proxy::ClientConn* conn);
 
@@ -135,8 +146,6 @@ class Worker {
   void apply_snapshot(std::shared_ptr<const Snapshot> next);
   void open_redis();
   void close_redis();
-  void sync_dispatchers();
-  void evaluate_breakers();
   void notify_ticket(std::string_view ticket, bool timed_out_only);
   Status sync_listeners();
   static void on_stop_async(uv_async_t* a);
@@ -164,29 +173,27 @@ class Worker {
   std::vector<std::unique_ptr<Listener>> closed_listeners_;  // kept until the loop ends
   std::vector<std::unique_ptr<proxy::UpstreamPool>> pools_;
   std::vector<std::unique_ptr<proxy::UpstreamPool>> retired_pools_;
+  std::vector<std::shared_ptr<proxy::UpstreamPool>> kept_pools_;
+  std::unique_ptr<Reaper> reaper_;
   std::vector<proxy::ClientConn*> conns_;  // open client connections (index kept in conn)
   log::LogBuffer access_log_;
   std::unique_ptr<redis::Client> redis_;
   std::unique_ptr<redis::Client> subscriber_;  // ticket change notifications
-  std::unique_ptr<proxy::HealthChecker> health_;  // worker 0 only: checks run once per instance
+  // Queue dispatch, breaker evaluation, health checks: once per instance, on worker 0.
+  std::unique_ptr<gateway::InstanceDuties> duties_;
   idempotency::Scripts idem_scripts_;
   queue::Scripts queue_scripts_;
-  std::vector<std::unique_ptr<proxy::Dispatcher>> dispatchers_;
-  std::vector<std::unique_ptr<proxy::Dispatcher>> stopping_dispatchers_;
-  size_t dispatchers_busy_ = 0;
   size_t redis_holds_ = 0;
   uint64_t budget_requests_ = 0;
   uint64_t budget_retries_ = 0;
   uint64_t budget_reset_ms_ = 0;
   bool drain_expired_ = false;  // stopped dispatchers still finishing deliveries
   struct Waiter {
-    std::weak_ptr<proxy::ProxySession*> session;
-    uint64_t exchange;
+    Guard<proxy::ProxySession> session;
     uint64_t deadline_ms;
   };
   std::unordered_map<std::string, std::vector<Waiter>> waiters_;
   std::unordered_map<std::string, std::unique_ptr<RouteCache>> caches_;
-  std::unordered_map<const breaker::Breaker*, breaker::State> breaker_seen_;  // worker 0: last logged state
   std::unique_ptr<char[]> read_buffer_;
   std::string id_prefix_;
   uint64_t id_counter_ = 0;

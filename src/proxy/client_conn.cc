@@ -6,10 +6,12 @@
 
 #include <cstring>
 
+#include "admission/gate.h"
 #include "core/log.h"
 #include "http/serialize.h"
 #include "net/stream_write.h"
 #include "net/worker.h"
+#include "queue/ticket_endpoint.h"
 
 namespace fg::proxy {
 namespace {
@@ -195,35 +197,20 @@ void ClientConn::on_request_head(http::RequestHead& head) {
   body_bytes_ = 0;
   worker_->note_request();
 
-  // Ticket polls come before routing: they are answered from Redis, never by the
-  // shop, and no route limit applies to them (a waiting user must never be locked out
-  // by refreshing).
-  const std::string& tickets = cfg.server.tickets_path;
-  std::string_view path = head.path();
-  if (cfg.redis.enabled && path.size() >= tickets.size() && path.compare(0, tickets.size(), tickets) == 0) {
-    std::string id(path.substr(tickets.size()));
-    bool cancel = head.method == "DELETE";
-    if (head.method != "GET" && head.method != "HEAD" && !cancel) {
-      session_.record_local(snap, std::move(head), -1, now, std::move(request_id), 405, net::kError);
-      respond_error(405, "method_not_allowed", "tickets answer GET, HEAD and DELETE", true, "Allow: GET, HEAD, DELETE\r\n");
+  // Ticket endpoint (queue/ticket_endpoint.h): before routing, no route limit applies.
+  if (cfg.redis.enabled) {
+    queue::TicketRequest t = queue::parse_ticket_request(head.method, head.target, head.path(), cfg.server.tickets_path);
+    if (t.matches) {
+      if (!t.method_allowed) {
+        session_.record_local(snap, std::move(head), -1, now, std::move(request_id), 405, net::kError);
+        respond_error(405, "method_not_allowed", "tickets answer GET, HEAD and DELETE", true,
+                      "Allow: GET, HEAD, DELETE\r\n");
+        return;
+      }
+      set_timer(Timer::kNone, 0);
+      session_.start_ticket(snap, std::move(head), now, std::move(request_id), std::move(t.id), t.cancel, t.wait_s);
       return;
     }
-    int wait_s = 0;
-    std::string_view target = head.target;
-    size_t q = target.find('?');
-    if (q != std::string_view::npos) {
-      std::string_view query = target.substr(q + 1);
-      size_t w = query.find("wait=");
-      if (w != std::string_view::npos && (w == 0 || query[w - 1] == '&')) {
-        int v = 0;
-        for (size_t i = w + 5; i < query.size() && query[i] >= '0' && query[i] <= '9' && v < 1000; i++)
-          v = v * 10 + (query[i] - '0');
-        wait_s = std::min(v, 30);
-      }
-    }
-    set_timer(Timer::kNone, 0);
-    session_.start_ticket(snap, std::move(head), now, std::move(request_id), std::move(id), cancel, wait_s);
-    return;
   }
 
   int route = cfg.match_route(head.method, head.path());
@@ -243,68 +230,49 @@ void ClientConn::on_request_head(http::RequestHead& head) {
     return;
   }
 
-  // Admission, cheapest and most specific first: shedding under pressure, then the
-  // client's own limit (so a hammering client cannot drain the route budget), then
-  // the route budget shared by every worker.
-  auto& reg = metrics::Registry::get();
-  int wid = worker_->id();
-  if (!rc.core && worker_->under_pressure()) {
-    if (rc.dry_run) {
-      reg.add(wid, rt.dry_run[net::kWouldShed]);
-    } else {
+  // Admission (admission/gate.h): shedding, the client's limit, the route budget.
+  admission::Request ar;
+  ar.now_ns = now;  // uv_hrtime and mono_ns read the same CLOCK_MONOTONIC
+  ar.under_pressure = worker_->under_pressure();
+  ar.queue_waiting = rt.queue && rt.queue->depth.load(std::memory_order_relaxed) > 0;
+  if (rt.clients) {
+    ar.client_key = client_ip_;
+    if (rc.client_key.by_header) {
+      const http::Header* h = http::find_header(head.headers, rc.client_key.header);
+      if (h && !h->value.empty()) ar.client_key = h->value;
+    }
+  }
+  admission::Verdict v = admission::Gate(rc, rt.budget.get(), rt.clients.get(), rt.policy_header).decide(ar);
+  if (rc.dry_run) {
+    auto& reg = metrics::Registry::get();
+    int wid = worker_->id();
+    if (v.would_shed) reg.add(wid, rt.dry_run[net::kWouldShed]);
+    if (v.would_client_limit) reg.add(wid, rt.dry_run[net::kWouldClientLimit]);
+    if (v.would_degrade) reg.add(wid, rt.dry_run[net::kWouldDegrade]);
+    if (v.would_reject) reg.add(wid, rt.dry_run[net::kWouldReject]);
+  }
+  switch (v.kind) {
+    case admission::Verdict::Kind::kDegrade:
       session_.record_local(snap, std::move(head), route, now, std::move(request_id), cfg.degrade.status,
                             net::kDegraded);
       respond_degrade();
       return;
-    }
+    case admission::Verdict::Kind::kClientLimited:
+      session_.record_local(snap, std::move(head), route, now, std::move(request_id), 429, net::kRejected);
+      respond_error(429, "client_rate_limited", "too many requests from this client", true,
+                    retry_after_header(v.retry_after_ns));
+      return;
+    case admission::Verdict::Kind::kRateLimited:
+      session_.record_local(snap, std::move(head), route, now, std::move(request_id), 429, net::kRejected);
+      respond_error(429, "rate_limited", "the route is over its admission rate", true,
+                    retry_after_header(v.retry_after_ns) + v.headers);
+      return;
+    case admission::Verdict::Kind::kAdmit:
+    case admission::Verdict::Kind::kPark:
+      break;
   }
-  uint64_t now_ns = now;  // uv_hrtime and mono_ns read the same CLOCK_MONOTONIC
-  if (rt.clients) {
-    std::string_view key = client_ip_;
-    if (rc.client_key.by_header) {
-      const http::Header* h = http::find_header(head.headers, rc.client_key.header);
-      if (h && !h->value.empty()) key = h->value;
-    }
-    admission::Decision d = rt.clients->try_acquire(key, now_ns);
-    if (!d.admitted) {
-      if (rc.dry_run) {
-        reg.add(wid, rt.dry_run[net::kWouldClientLimit]);
-      } else {
-        session_.record_local(snap, std::move(head), route, now, std::move(request_id), 429, net::kRejected);
-        respond_error(429, "client_rate_limited", "too many requests from this client", true,
-                      retry_after_header(d.retry_after_ns));
-        return;
-      }
-    }
-  }
-  std::string extra;
-  // Queued routes: store_and_forward always parks; otherwise, while tickets are
-  // waiting, new arrivals queue behind them (FIFO) without touching the budget, which
-  // the dispatcher draws from.
-  bool park = rc.store_and_forward ||
-              (rc.overflow == Overflow::kQueue && !rc.dry_run && rt.queue && rt.queue->depth.load(std::memory_order_relaxed) > 0);
-  if (rt.budget && !park) {
-    admission::Decision d = rt.budget->try_acquire(now_ns);
-    extra = ratelimit_headers(rc, rt, d);
-    if (!d.admitted && rc.overflow == Overflow::kQueue && !rc.dry_run) {
-      park = true;
-    } else if (!d.admitted) {
-      bool degrade = rc.overflow == Overflow::kDegrade;
-      if (rc.dry_run) {
-        reg.add(wid, rt.dry_run[degrade ? net::kWouldDegrade : net::kWouldReject]);
-      } else if (degrade) {
-        session_.record_local(snap, std::move(head), route, now, std::move(request_id), cfg.degrade.status,
-                              net::kDegraded);
-        respond_degrade();
-        return;
-      } else {
-        session_.record_local(snap, std::move(head), route, now, std::move(request_id), 429, net::kRejected);
-        respond_error(429, "rate_limited", "the route is over its admission rate", true,
-                      retry_after_header(d.retry_after_ns) + extra);
-        return;
-      }
-    }
-  }
+  bool park = v.kind == admission::Verdict::Kind::kPark;
+  std::string extra = std::move(v.headers);
 
   if (head.expect_continue && head.version_minor >= 1 && head.body != http::BodyKind::kNone) {
     uv_buf_t b = net::buf_of(kContinue.data(), kContinue.size());
@@ -319,15 +287,6 @@ std::string ClientConn::retry_after_header(uint64_t retry_after_ns) {
   uint64_t secs = (retry_after_ns + 999999999ULL) / 1000000000ULL;
   if (secs == 0) secs = 1;
   return "Retry-After: " + std::to_string(secs) + "\r\n";
-}
-
-std::string ClientConn::ratelimit_headers(const RouteConfig& rc, const net::RouteRuntime& rt,
-                                          const admission::Decision& d) {
-  // draft-ietf-httpapi-ratelimit-headers: the policy (quota per 1 s window) and the
-  // current state (remaining quota, seconds until it is whole again).
-  uint64_t reset = (d.reset_ns + 999999999ULL) / 1000000000ULL;
-  return rt.policy_header + "RateLimit: \"" + rc.name + "\";r=" + std::to_string(d.remaining) +
-         ";t=" + std::to_string(reset) + "\r\n";
 }
 
 void ClientConn::respond_degrade() {

@@ -72,8 +72,6 @@ class ClientConn final : public http::RequestParser::Handler {
   void begin_next_request();
   void write_access_log();
   static std::string retry_after_header(uint64_t retry_after_ns);
-  static std::string ratelimit_headers(const RouteConfig& rc, const net::RouteRuntime& rt,
-                                       const admission::Decision& d);
 
   static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -62,6 +63,13 @@ class Delivery final : public UpstreamUser {
 
   void begin() { wait_budget(); }
 
+  // Leaves the dispatcher: no callback reaches this object any more; the reaper frees it.
+  void retire() {
+    uv_timer_stop(timer_);
+    anchor_.revoke();
+    d_->worker()->reaper().retire(this);
+  }
+
   // The worker is stopping: give up waiting; the entry stays pending in Redis and is
   // reclaimed later (by this instance after a restart, or by another one).
   void abandon() {
@@ -115,7 +123,12 @@ class Delivery final : public UpstreamUser {
     queue::Keys keys{d_->worker()->config().redis.prefix};
     uint64_t now = log::wall_ms();
     queue::start(*redis, d_->worker()->queue_scripts(), keys, d_->route(), entry_, ticket_, now, rc->queue.max_wait_ms,
-                 [this](queue::Delivery& del) { on_started(del); }, reclaimed_);
+                 [g = anchor_.guard()](queue::Delivery& del) {
+                   // A stopped dispatcher lets its waiting deliveries go while their start
+                   // is still on its way: the entry stays pending and is reclaimed later.
+                   if (Delivery* self = g.get()) self->on_started(del);
+                 },
+                 reclaimed_);
   }
 
   void on_started(queue::Delivery& del) {
@@ -351,6 +364,7 @@ class Delivery final : public UpstreamUser {
   bool too_large_ = false;
   uint64_t retry_after_ms_ = 0;
   uint64_t wake_due_ns_ = 0;  // when the budget said a token would be free
+  net::Anchor<Delivery> anchor_{this};
 };
 
 // ------------------------------------------------------------------ WebhookPost
@@ -359,9 +373,9 @@ class Delivery final : public UpstreamUser {
 // times with backoff. Fire and forget: it deletes itself.
 class WebhookPost final : public UpstreamUser {
  public:
-  WebhookPost(UpstreamPool* pool, std::string head, std::string body)
-      : pool_(pool), head_(std::move(head)), body_(std::move(body)) {
-    timer_ = new_timer(pool->worker()->loop(), this);
+  WebhookPost(std::shared_ptr<UpstreamPool> pool, std::string head, std::string body)
+      : pool_(std::move(pool)), head_(std::move(head)), body_(std::move(body)) {
+    timer_ = new_timer(pool_->worker()->loop(), this);
   }
   ~WebhookPost() override { close_timer(timer_); }
 
@@ -393,7 +407,7 @@ class WebhookPost final : public UpstreamUser {
     conn_ = nullptr;
     pool_->release(c, false);
     if (status_ >= 200 && status_ < 300) {
-      delete this;
+      done();
       return;
     }
     again();
@@ -409,14 +423,17 @@ class WebhookPost final : public UpstreamUser {
       log::event("warn", "webhook_failed", [&](log::Line& l) {
         l.str("url", pool_->server_name(0)).num("status", status_).num("attempts", attempts_);
       });
-      delete this;
+      done();
       return;
     }
     uint64_t wait = 1000ULL << (attempts_ - 1);
     uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<WebhookPost*>(t->data)->send(); }, wait, 0);
   }
 
-  UpstreamPool* pool_;
+  // Called from the post's own callbacks: the reaper frees it once they returned.
+  void done() { pool_->worker()->reaper().retire(this); }
+
+  std::shared_ptr<UpstreamPool> pool_;
   std::string head_;
   std::string body_;
   uv_timer_t* timer_;
@@ -439,7 +456,9 @@ Dispatcher::Dispatcher(net::Worker* worker, std::string route) : worker_(worker)
   sample_timer_ = new_timer(worker->loop(), this);
 }
 
-Dispatcher::~Dispatcher() = default;
+Dispatcher::~Dispatcher() {
+  if (webhook_pool_) worker_->keep_pool(std::move(webhook_pool_));
+}
 
 const RouteConfig* Dispatcher::route_config() const {
   int i = route_index();
@@ -492,7 +511,7 @@ void Dispatcher::maybe_idle() {
   close_timer(read_timer_);
   close_timer(reclaim_timer_);
   close_timer(sample_timer_);
-  if (webhook_pool_) webhook_pool_->retire();
+  if (webhook_pool_) worker_->keep_pool(std::move(webhook_pool_));
   auto cb = std::move(on_idle_);
   if (cb) cb();
 }
@@ -516,17 +535,20 @@ void Dispatcher::ensure_group() {
   queue::Keys keys{worker_->config().redis.prefix};
   reading_ = true;
   redis->command({"XGROUP", "CREATE", keys.stream(route_), queue::kGroup, "0", "MKSTREAM"},
-                 [this](redis::Failure f, redis::Reply& r) {
-                   reading_ = false;
-                   if (f == redis::Failure::kNone &&
-                       (!r.is_error() || r.str.find("BUSYGROUP") != std::string::npos))
-                     group_ready_ = true;
-                   if (stopping_) {
-                     maybe_idle();
-                     return;
-                   }
-                   schedule_read(group_ready_ ? 0 : 500);
+                 [g = anchor_.guard()](redis::Failure f, redis::Reply& r) {
+                   if (Dispatcher* self = g.get()) self->on_group_created(f, r);
                  });
+}
+
+void Dispatcher::on_group_created(redis::Failure f, redis::Reply& r) {
+  reading_ = false;
+  if (f == redis::Failure::kNone && (!r.is_error() || r.str.find("BUSYGROUP") != std::string::npos))
+    group_ready_ = true;
+  if (stopping_) {
+    maybe_idle();
+    return;
+  }
+  schedule_read(group_ready_ ? 0 : 500);
 }
 
 void Dispatcher::read() {
@@ -566,30 +588,33 @@ void Dispatcher::read() {
   reading_ = true;
   redis->command({"XREADGROUP", "GROUP", queue::kGroup, consumer_, "COUNT", std::to_string(want), "STREAMS",
                   keys.stream(route_), ">"},
-                 [this](redis::Failure f, redis::Reply& r) {
-                   reading_ = false;
-                   if (stopping_) {
-                     maybe_idle();
-                     return;
-                   }
-                   if (f != redis::Failure::kNone) {
-                     schedule_read(200);
-                     return;
-                   }
-                   if (r.is_error()) {
-                     // NOGROUP: Redis lost the group (restarted without persistence).
-                     if (r.str.find("NOGROUP") != std::string::npos) group_ready_ = false;
-                     schedule_read(200);
-                     return;
-                   }
-                   size_t before = deliveries_.size();
-                   // [[stream, [[id, [field, value, ...]], ...]]]
-                   if (r.type == redis::Reply::Type::kArray && !r.elements.empty() &&
-                       r.elements[0].elements.size() >= 2)
-                     handle_entries(&r.elements[0].elements[1], false);
-                   bool got = deliveries_.size() > before;
-                   schedule_read(got ? 0 : kIdlePollMs);
+                 [g = anchor_.guard()](redis::Failure f, redis::Reply& r) {
+                   if (Dispatcher* self = g.get()) self->on_read(f, r);
                  });
+}
+
+void Dispatcher::on_read(redis::Failure f, redis::Reply& r) {
+  reading_ = false;
+  if (stopping_) {
+    maybe_idle();
+    return;
+  }
+  if (f != redis::Failure::kNone) {
+    schedule_read(200);
+    return;
+  }
+  if (r.is_error()) {
+    // NOGROUP: Redis lost the group (restarted without persistence).
+    if (r.str.find("NOGROUP") != std::string::npos) group_ready_ = false;
+    schedule_read(200);
+    return;
+  }
+  size_t before = deliveries_.size();
+  // [[stream, [[id, [field, value, ...]], ...]]]
+  if (r.type == redis::Reply::Type::kArray && !r.elements.empty() && r.elements[0].elements.size() >= 2)
+    handle_entries(&r.elements[0].elements[1], false);
+  bool got = deliveries_.size() > before;
+  schedule_read(got ? 0 : kIdlePollMs);
 }
 
 void Dispatcher::handle_entries(const void* entries_reply, bool reclaimed) {
@@ -618,18 +643,18 @@ void Dispatcher::reclaim() {
   size_t want = rc->queue.concurrency - deliveries_.size();
   redis->command({"XAUTOCLAIM", keys.stream(route_), queue::kGroup, consumer_,
                   std::to_string(rc->queue.processing_timeout_ms), "0-0", "COUNT", std::to_string(want)},
-                 [this](redis::Failure f, redis::Reply& r) {
-                   if (stopping_ || f != redis::Failure::kNone || r.is_error()) return;
+                 [g = anchor_.guard()](redis::Failure f, redis::Reply& r) {
+                   Dispatcher* self = g.get();
+                   if (self == nullptr || self->stopping_ || f != redis::Failure::kNone || r.is_error()) return;
                    // [next-cursor, [[id, [fields]], ...], [deleted ids]]
                    if (r.type == redis::Reply::Type::kArray && r.elements.size() >= 2)
-                     handle_entries(&r.elements[1], true);
+                     self->handle_entries(&r.elements[1], true);
                  });
 }
 
 void Dispatcher::sample_depth() {
-  // Depth = enqueued - taken, shared by the whole cluster. Worker 0 of each instance
-  // samples it (and the dispatch rate) for every worker of the instance.
-  if (worker_->id() != 0) return;
+  // Depth = enqueued - taken, shared by the whole cluster. The instance's dispatcher
+  // (gateway::InstanceDuties) samples it, and the dispatch rate, for every worker.
   redis::Client* redis = worker_->redis();
   int idx = route_index();
   if (redis == nullptr || !redis->connected() || idx < 0) return;
@@ -647,7 +672,7 @@ void Dispatcher::sample_depth() {
 void Dispatcher::delivery_done(Delivery* d) {
   deliveries_.erase(d);
   active_entries_.erase(d->entry());
-  delete d;
+  d->retire();
   if (stopping_) {
     maybe_idle();
     return;
@@ -655,39 +680,60 @@ void Dispatcher::delivery_done(Delivery* d) {
   if (!reading_) schedule_read(0);
 }
 
+bool parse_webhook_url(const std::string& url, WebhookUrl* out) {
+  constexpr std::string_view kScheme = "http://";
+  if (url.compare(0, kScheme.size(), kScheme) != 0) return false;
+  std::string rest = url.substr(kScheme.size());
+  size_t slash = rest.find('/');
+  out->hostport = slash == std::string::npos ? rest : rest.substr(0, slash);
+  out->path = slash == std::string::npos ? "/" : rest.substr(slash);
+  const std::string& hp = out->hostport;
+  size_t colon = hp.rfind(':');
+  // A colon inside "[v6]" is not a port separator.
+  if (colon != std::string::npos && hp.find(']', colon) != std::string::npos) colon = std::string::npos;
+  std::string host = colon == std::string::npos ? hp : hp.substr(0, colon);
+  unsigned port = 80;
+  if (colon != std::string::npos) {
+    std::string_view digits = std::string_view(hp).substr(colon + 1);
+    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+    if (ec != std::errc() || end != digits.data() + digits.size() || port < 1 || port > 65535) return false;
+  }
+  if (host.size() > 1 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty()) return false;
+  out->server.host = host;
+  out->server.port = static_cast<uint16_t>(port);
+  out->server.text = hp;
+  return true;
+}
+
 void Dispatcher::post_webhook(const std::string& url, std::string body) {
   if (url != webhook_url_ || !webhook_pool_) {
-    // http://host[:port][/path]
-    std::string rest = url.substr(7);
-    size_t slash = rest.find('/');
-    std::string hostport = slash == std::string::npos ? rest : rest.substr(0, slash);
-    webhook_path_ = slash == std::string::npos ? "/" : rest.substr(slash);
+    // Parsed once per URL (a reload may change it), not per post.
+    WebhookUrl parsed;
+    if (!parse_webhook_url(url, &parsed)) {
+      log::event("warn", "webhook_unresolved", [&](log::Line& l) { l.str("url", url); });
+      return;
+    }
+    webhook_path_ = parsed.path;
     UpstreamConfig uc;
     uc.name = "webhook";
-    HostPort hp;
-    size_t colon = hostport.rfind(':');
-    hp.host = colon == std::string::npos ? hostport : hostport.substr(0, colon);
-    hp.port = colon == std::string::npos ? 80 : static_cast<uint16_t>(std::atoi(hostport.c_str() + colon + 1));
-    if (hp.host.size() > 1 && hp.host.front() == '[') hp.host = hp.host.substr(1, hp.host.size() - 2);
-    hp.text = hostport;
-    uc.servers.push_back(hp);
+    uc.servers.push_back(parsed.server);
     uc.keepalive = 0;
     uc.timeout_ms = 5000;
-    if (webhook_pool_) {
-      webhook_pool_->retire();
-      retired_webhook_pools_.push_back(std::move(webhook_pool_));
-    }
-    webhook_pool_ = std::make_unique<UpstreamPool>(worker_, uc, std::make_shared<ServerCounters>(1));
-    if (!webhook_pool_->resolve()) {
-      log::event("warn", "webhook_unresolved", [&](log::Line& l) { l.str("url", url); });
-    }
+    if (webhook_pool_) worker_->keep_pool(std::move(webhook_pool_));
+    webhook_pool_ = std::make_shared<UpstreamPool>(worker_, uc, std::make_shared<ServerCounters>(1));
+    // A post made before the name resolves finds no server and tries again after its
+    // backoff (one of its attempts), the resolver being far quicker than that.
+    webhook_pool_->resolve([url](Status s) {
+      if (!s) log::event("warn", "webhook_unresolved", [&](log::Line& l) { l.str("url", url); });
+    });
     webhook_url_ = url;
-    webhook_host_ = hostport;
+    webhook_host_ = parsed.hostport;
   }
   std::string head = "POST " + webhook_path_ + " HTTP/1.1\r\nHost: " + webhook_host_ +
                      "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
                      "\r\nConnection: close\r\n\r\n";
-  auto* post = new WebhookPost(webhook_pool_.get(), std::move(head), std::move(body));
+  auto* post = new WebhookPost(webhook_pool_, std::move(head), std::move(body));
   post->send();
 }
 

@@ -1,4 +1,4 @@
-// Queue dispatch: one Dispatcher per instance (on worker 0) and queued route feeds
+// Queue dispatch: one Dispatcher per instance (gateway::InstanceDuties) and queued route feeds
 // parked tickets to the upstream in queue order at the route budget's spare capacity
 // (the same budget live requests draw from), with a concurrency cap; retries retryable failures with
 // exponential backoff and full jitter; reclaims deliveries of dead workers or
@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "floodgate/config.h"
+#include "net/lifetime.h"
 #include "queue/queue_store.h"
 
 namespace fg::net {
@@ -25,6 +26,15 @@ namespace fg::proxy {
 
 class Delivery;
 class UpstreamPool;
+
+// An on_failure_webhook URL, http://host[:port][/path], parsed once into typed parts.
+struct WebhookUrl {
+  std::string hostport;  // as written, for the Host header
+  HostPort server;       // host without brackets, port (80 when absent)
+  std::string path;      // "/" when absent
+};
+// False when `url` is not of that form (scheme, port 1-65535 in digits only, a host).
+bool parse_webhook_url(const std::string& url, WebhookUrl* out);
 
 class Dispatcher {
  public:
@@ -57,6 +67,8 @@ class Dispatcher {
   void reclaim();
   void schedule_read(uint64_t ms);
   void ensure_group();
+  void on_group_created(redis::Failure f, redis::Reply& r);
+  void on_read(redis::Failure f, redis::Reply& r);
   void sample_depth();
   void handle_entries(const void* entries_reply, bool reclaimed);
   static void on_read_timer(uv_timer_t* t);
@@ -77,11 +89,13 @@ class Dispatcher {
   std::function<void()> on_idle_;
   std::unordered_set<Delivery*> deliveries_;
   std::unordered_set<std::string> active_entries_;  // entry ids being delivered here
-  std::unique_ptr<UpstreamPool> webhook_pool_;
+  // Shared with the webhook posts in flight; handed to the worker when replaced or
+  // when this dispatcher ends, so that a post retrying later still has its pool.
+  std::shared_ptr<UpstreamPool> webhook_pool_;
   std::string webhook_url_;
   std::string webhook_host_;
   std::string webhook_path_;
-  std::vector<std::unique_ptr<UpstreamPool>> retired_webhook_pools_;
+  net::Anchor<Dispatcher> anchor_{this};  // Redis replies reach this object through it
   friend class Delivery;
 };
 

@@ -4,8 +4,10 @@
 #include <netdb.h>
 
 #include <cstring>
+#include <memory>
 
 #include "core/log.h"
+#include "net/lifetime.h"
 #include "net/worker.h"
 #include "proxy/upstream_pool.h"
 
@@ -51,27 +53,62 @@ class HealthChecker::Probe {
 
   void begin() {
     sockaddr_storage ss{};
-    if (uv_ip4_addr(server_.host.c_str(), server_.port, reinterpret_cast<sockaddr_in*>(&ss)) != 0 &&
-        uv_ip6_addr(server_.host.c_str(), server_.port, reinterpret_cast<sockaddr_in6*>(&ss)) != 0) {
-      // Host names: resolved per probe (blocking, but once per interval on worker 0).
-      addrinfo hints{};
-      hints.ai_socktype = SOCK_STREAM;
-      addrinfo* res = nullptr;
-      if (getaddrinfo(server_.host.c_str(), nullptr, &hints, &res) != 0 || res == nullptr) {
-        verdict(false);
-        return;
-      }
-      std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
-      if (ss.ss_family == AF_INET) reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(server_.port);
-      else reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(server_.port);
-      freeaddrinfo(res);
+    if (uv_ip4_addr(server_.host.c_str(), server_.port, reinterpret_cast<sockaddr_in*>(&ss)) == 0 ||
+        uv_ip6_addr(server_.host.c_str(), server_.port, reinterpret_cast<sockaddr_in6*>(&ss)) == 0) {
+      connect_to(ss);
+      return;
     }
+    // Host names: resolved again for every probe (a name may move), on libuv's thread
+    // pool so that a slow resolver never stalls the loop.
+    if (resolving_) return;
+    auto* r = new Lookup{{}, anchor_.guard()};
+    r->req.data = r;
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    if (uv_getaddrinfo(w_->loop(), &r->req, on_resolved, server_.host.c_str(), nullptr, &hints) != 0) {
+      delete r;
+      verdict(false);
+      return;
+    }
+    resolving_ = true;
+  }
+
+  // One name on its way through the resolver; the probe may be gone when it answers.
+  struct Lookup {
+    uv_getaddrinfo_t req;
+    net::Guard<Probe> probe;
+  };
+
+  static void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
+    std::unique_ptr<Lookup> r(static_cast<Lookup*>(req->data));
+    Probe* self = r->probe.get();
+    sockaddr_storage ss{};
+    bool ok = status == 0 && res != nullptr;
+    if (ok) {
+      std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
+      if (ss.ss_family == AF_INET) {
+        reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(self ? self->server_.port : 0);
+      } else {
+        reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(self ? self->server_.port : 0);
+      }
+    }
+    uv_freeaddrinfo(res);
+    if (self == nullptr || self->stopped_) return;
+    self->resolving_ = false;
+    if (!ok) {
+      self->verdict(false);
+      return;
+    }
+    self->connect_to(ss);
+  }
+
+  void connect_to(const sockaddr_storage& ss) {
     tcp_ = new uv_tcp_t;
     uv_tcp_init(w_->loop(), tcp_);
     tcp_->data = this;
     connect_.data = this;
     reply_.clear();
-    if (uv_tcp_connect(&connect_, tcp_, reinterpret_cast<sockaddr*>(&ss), on_connect) != 0) {
+    if (uv_tcp_connect(&connect_, tcp_, reinterpret_cast<const sockaddr*>(&ss), on_connect) != 0) {
       end_attempt();
       verdict(false);
       return;
@@ -170,6 +207,8 @@ class HealthChecker::Probe {
   uint64_t rises_ = 0;
   int pending_closes_ = 0;
   bool stopped_ = false;
+  bool resolving_ = false;
+  net::Anchor<Probe> anchor_{this};  // resolver answers reach the probe through it
 };
 
 HealthChecker::HealthChecker(net::Worker* worker) : worker_(worker) {}

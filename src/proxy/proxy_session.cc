@@ -43,7 +43,7 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
   stale_retries_ = 0;
   conn_ = nullptr;
   active_ = true;
-  exchange_++;
+  anchor_.renew();  // callbacks of the previous exchange stop here
   buffering_ = false;
   body_buf_.clear();
   idem_key_.clear();
@@ -143,15 +143,13 @@ void ProxySession::decide_idempotency() {
   uint64_t lease_ms = up.connect_timeout_ms * up.servers.size() + up.timeout_ms + 5000;
   std::string fp = idempotency::fingerprint(head_.method, head_.path(), body_buf_);
   key_for_forward_ = key;
-  std::weak_ptr<ProxySession*> weak = self_ref_;
-  uint64_t ex = exchange_;
+  net::Guard<ProxySession> g = anchor_.guard();
   std::string owner = idem_owner_;
   uint64_t deadline = log::wall_ms() + cfg.redis.timeout_ms;
   idempotency::claim(*redis, w->idem_scripts(), rkey, fp, owner, lease_ms, deadline,
-                     [weak, ex, w, rkey, owner](idempotency::ClaimResult& r) {
-                       auto ref = weak.lock();
-                       ProxySession* s = ref ? *ref : nullptr;
-                       if (s == nullptr || s->exchange_ != ex || !s->active_) {
+                     [g, w, rkey, owner](idempotency::ClaimResult& r) {
+                       ProxySession* s = live(g);
+                       if (s == nullptr) {
                          // The client is gone: give the key back at once.
                          if (r.kind == idempotency::ClaimResult::Kind::kClaimed && w->redis())
                            idempotency::release(*w->redis(), w->idem_scripts(), rkey, owner);
@@ -285,24 +283,21 @@ void ProxySession::enqueue() {
   t.idem_key = idem_key_;
   t.idem_owner = idem_owner_;
   uint64_t hash_ttl = rc.queue.max_wait_ms + rc.queue.processing_timeout_ms * 4 + rc.queue.ticket_ttl_ms;
-  std::weak_ptr<ProxySession*> weak = self_ref_;
-  uint64_t ex = exchange_;
+  net::Guard<ProxySession> g = anchor_.guard();
   std::string id = t.id;
   std::string ikey = idem_key_, iowner = idem_owner_;
   uint64_t replicas = cfg.redis.wait_replicas, wait_ms = cfg.redis.wait_timeout_ms;
   queue::enqueue(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, t, rc.queue.max_depth, hash_ttl,
-                 rc.client_max_tickets, [weak, ex, id, w, ikey, iowner, replicas, wait_ms](queue::EnqueueResult& r) {
-                   auto ref = weak.lock();
-                   ProxySession* s = ref ? *ref : nullptr;
-                   bool alive = s && s->exchange_ == ex && s->active_;
+                 rc.client_max_tickets, [g, id, w, ikey, iowner, replicas, wait_ms](queue::EnqueueResult& r) {
+                   ProxySession* s = live(g);
+                   bool alive = s != nullptr;
                    if (r.kind != queue::EnqueueResult::Kind::kOk) {
                      auto kind = r.kind;
                      // The refusal is answered only once the key is free again, so a retry
                      // sent at once (perhaps to another worker) is not told "in flight".
-                     auto answer = [weak, ex, kind] {
-                       auto ref2 = weak.lock();
-                       ProxySession* s2 = ref2 ? *ref2 : nullptr;
-                       if (!s2 || s2->exchange_ != ex || !s2->active_) return;
+                     auto answer = [g, kind] {
+                       ProxySession* s2 = live(g);
+                       if (s2 == nullptr) return;
                        s2->idem_key_.clear();
                        if (kind == queue::EnqueueResult::Kind::kFull) {
                          s2->local_answer(503, "queue_full", "the queue is full; retry later", net::kRejected,
@@ -343,10 +338,9 @@ void ProxySession::enqueue() {
                    }
                    // Acknowledged only once enough replicas hold it.
                    w->redis()->command({"WAIT", std::to_string(replicas), std::to_string(wait_ms)},
-                                       [weak, ex, id, ahead, replicas](redis::Failure f, redis::Reply& rep) {
-                                         auto ref2 = weak.lock();
-                                         ProxySession* s2 = ref2 ? *ref2 : nullptr;
-                                         if (!s2 || s2->exchange_ != ex || !s2->active_) return;
+                                       [g, id, ahead, replicas](redis::Failure f, redis::Reply& rep) {
+                                         ProxySession* s2 = live(g);
+                                         if (s2 == nullptr) return;
                                          if (f != redis::Failure::kNone || rep.integer < static_cast<int64_t>(replicas)) {
                                            s2->local_answer(503, "replication_timeout",
                                                             "the ticket is not yet on enough replicas; retry with the same idempotency key",
@@ -429,7 +423,7 @@ void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http:
   set_facts(std::move(snap), std::move(head), -1, start_ns, std::move(request_id), 0, net::kQueued);
   conn_ = nullptr;
   active_ = true;
-  exchange_++;
+  anchor_.renew();  // callbacks of the previous exchange stop here
   buffering_ = false;
   park_ = false;
   body_done_ = true;
@@ -447,16 +441,13 @@ void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http:
     return;
   }
   if (cancel) {
-    std::weak_ptr<ProxySession*> weak = self_ref_;
-    uint64_t ex = exchange_;
+    net::Guard<ProxySession> g = anchor_.guard();
     const Config& cfg = *snap_->config;
     queue::cancel(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, log::wall_ms(), 3600 * 1000,
-                  [weak, ex, w, this](queue::CancelResult r, const std::string& route) {
-                    auto ref = weak.lock();
-                    ProxySession* s = ref ? *ref : nullptr;
-                    if (!s || s->exchange_ != ex || !s->active_) return;
-                    (void)this;
-                    s->cancelled_route_ = route;
+                  [g, w](queue::CancelResult r, const std::string& route) {
+                    ProxySession* s = live(g);
+                    if (s == nullptr) return;
+                                        s->cancelled_route_ = route;
                     switch (r) {
                       case queue::CancelResult::kCancelled:
                         for (size_t i = 0; i < s->snap_->config->routes.size(); i++) {
@@ -484,8 +475,8 @@ void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http:
   poll_ticket(ticket_wait_s_ == 0);
 }
 
-void ProxySession::ticket_changed(uint64_t exchange) {
-  if (exchange != exchange_ || !active_) return;
+void ProxySession::ticket_changed() {
+  if (!active_) return;
   bool final = client_->worker()->now_ms() >= ticket_deadline_ms_;
   poll_ticket(final);
 }
@@ -497,13 +488,11 @@ void ProxySession::poll_ticket(bool final) {
     local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError, "Retry-After: 1\r\n");
     return;
   }
-  std::weak_ptr<ProxySession*> weak = self_ref_;
-  uint64_t ex = exchange_;
+  net::Guard<ProxySession> g = anchor_.guard();
   queue::poll(*redis, w->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, ticket_,
-              [weak, ex, final, w](queue::TicketView& v) {
-                auto ref = weak.lock();
-                ProxySession* s = ref ? *ref : nullptr;
-                if (!s || s->exchange_ != ex || !s->active_) return;
+              [g, final, w](queue::TicketView& v) {
+                ProxySession* s = live(g);
+                if (s == nullptr) return;
                 int kind = static_cast<int>(v.kind);
                 bool waiting = v.kind == queue::TicketView::Kind::kQueued ||
                                v.kind == queue::TicketView::Kind::kProcessing;
@@ -511,16 +500,14 @@ void ProxySession::poll_ticket(bool final) {
                   // Long-poll: wait for a published change (or the deadline).
                   bool first = s->ticket_first_kind_ < 0;
                   s->ticket_first_kind_ = kind;
-                  w->add_ticket_waiter(s->ticket_, s->self_ref_, ex, s->ticket_deadline_ms_);
+                  w->add_ticket_waiter(s->ticket_, g, s->ticket_deadline_ms_);
                   // A change published between our read and the waiter's registration
                   // would be missed: read once more now that the waiter is in place.
                   if (first && w->redis()) {
-                    std::weak_ptr<ProxySession*> weak2 = s->self_ref_;
-                    queue::poll(*w->redis(), w->queue_scripts(), queue::Keys{s->snap_->config->redis.prefix},
-                                s->ticket_, [weak2, ex, kind](queue::TicketView& v2) {
-                                  auto ref2 = weak2.lock();
-                                  ProxySession* s2 = ref2 ? *ref2 : nullptr;
-                                  if (s2 && static_cast<int>(v2.kind) != kind) s2->ticket_changed(ex);
+                                        queue::poll(*w->redis(), w->queue_scripts(), queue::Keys{s->snap_->config->redis.prefix},
+                                s->ticket_, [g, kind](queue::TicketView& v2) {
+                                  ProxySession* s2 = g.get();
+                                  if (s2 && static_cast<int>(v2.kind) != kind) s2->ticket_changed();
                                 });
                   }
                   return;
@@ -738,7 +725,7 @@ bool ProxySession::cache_lookup() {
       return false;
     case cache::PendingMap::Join::kWaiter:
       // Another request is fetching this very response: wait for it (coalescing).
-      c.waiters[id] = {self_ref_, exchange_};
+      c.waiters[id] = anchor_.guard();
       return true;
     case cache::PendingMap::Join::kOverflow:
       return false;
@@ -746,8 +733,8 @@ bool ProxySession::cache_lookup() {
   return false;
 }
 
-void ProxySession::cache_ready(uint64_t exchange) {
-  if (exchange != exchange_ || !active_) return;
+void ProxySession::cache_ready() {
+  if (!active_) return;
   if (serve_cache(false)) return;
   if (cache_lookup()) return;
   // Not cacheable after all (or the fetch failed): fetch it ourselves.
@@ -1137,14 +1124,12 @@ void ProxySession::on_upstream_complete() {
   if (!flush_batch() || !active_) return;
   net::Worker* w = client_->worker();
   if (capture_ && !idem_key_.empty() && w->redis()) {
-    std::weak_ptr<ProxySession*> weak = self_ref_;
-    uint64_t ex = exchange_;
+    net::Guard<ProxySession> g = anchor_.guard();
     auto hold = w->hold_redis();
-    auto after = [weak, ex, hold] {
+    auto after = [g, hold] {
       hold();
-      auto ref = weak.lock();
-      ProxySession* s = ref ? *ref : nullptr;
-      if (!s || s->exchange_ != ex || !s->active_) return;
+      ProxySession* s = live(g);
+      if (s == nullptr) return;
       if (!s->flush_held() || !s->active_) return;
       s->finish(s->client_keep_alive_);
     };
@@ -1260,15 +1245,12 @@ void ProxySession::fail(int status, const char* code, const char* message) {
     idem_key_.clear();
     capture_ = false;
     hold_ = false;
-    std::weak_ptr<ProxySession*> weak = self_ref_;
-    uint64_t ex = exchange_;
+    net::Guard<ProxySession> g = anchor_.guard();
     auto hold = fw->hold_redis();
     idempotency::release(*fw->redis(), fw->idem_scripts(), key, idem_owner_,
-                         [weak, ex, hold, status, code, message] {
+                         [g, hold, status, code, message] {
                            hold();
-                           auto ref = weak.lock();
-                           ProxySession* s = ref ? *ref : nullptr;
-                           if (s && s->exchange_ == ex && s->active_) s->fail(status, code, message);
+                           if (ProxySession* s = live(g)) s->fail(status, code, message);
                          });
     return;
   }

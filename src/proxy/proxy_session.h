@@ -12,6 +12,7 @@
 #include "http/message.h"
 #include "http/serialize.h"
 #include "idempotency/store.h"
+#include "net/lifetime.h"
 #include "net/snapshot.h"
 #include "queue/queue_store.h"
 #include "proxy/upstream_pool.h"
@@ -23,8 +24,7 @@ class ClientConn;
 class ProxySession final : public UpstreamUser {
  public:
   explicit ProxySession(ClientConn* client)
-      : client_(client), self_ref_(std::make_shared<ProxySession*>(this)) {}
-  ~ProxySession() { *self_ref_ = nullptr; }
+      : client_(client) {}
 
   // Starts a new exchange for a routed request. `head` is moved in.
   // `extra_headers` ("Name: value\r\n" lines) are added to the client's response.
@@ -36,9 +36,9 @@ class ProxySession final : public UpstreamUser {
   void start_ticket(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, uint64_t start_ns,
                     std::string request_id, std::string ticket, bool cancel, int wait_s);
   // A long-poll's ticket changed (or its wait ended): answer with the current state.
-  void ticket_changed(uint64_t exchange);
+  void ticket_changed();
   // The fetch this request was waiting for (same cache key) has ended.
-  void cache_ready(uint64_t exchange);
+  void cache_ready();
   // Request body bytes (decoded) and the end of the request from the client.
   void body(const char* data, size_t len);
   void body_done();
@@ -162,8 +162,14 @@ class ProxySession final : public UpstreamUser {
   // Idempotency (routes with `idempotency`): the body is buffered whole so the key and
   // the fingerprint can be computed, the key is claimed in Redis, and the answer is
   // captured to be stored for replay.
-  std::shared_ptr<ProxySession*> self_ref_;  // async Redis callbacks check it is still there
-  uint64_t exchange_ = 0;                    // bumped per exchange: stale callbacks are ignored
+  // Asynchronous callbacks (Redis, ticket and cache waiters) hold guards from it;
+  // renewed per exchange, so that a callback of an earlier exchange is ignored.
+  net::Anchor<ProxySession> anchor_{this};
+  // The session behind `g` if its exchange is still the current one and still going.
+  static ProxySession* live(const net::Guard<ProxySession>& g) {
+    ProxySession* s = g.get();
+    return s != nullptr && s->active_ ? s : nullptr;
+  }
   bool buffering_ = false;
   bool park_ = false;            // this exchange ends as a ticket
   std::string ticket_;           // ticket polls: the ticket id

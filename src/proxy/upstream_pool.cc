@@ -251,32 +251,74 @@ UpstreamPool::UpstreamPool(net::Worker* worker, const UpstreamConfig& config,
 
 UpstreamPool::~UpstreamPool() = default;
 
-Status UpstreamPool::resolve() {
+// One name on its way through the resolver. The pool may be gone when it answers.
+struct UpstreamPool::Resolution {
+  uv_getaddrinfo_t req;
+  net::Guard<UpstreamPool> pool;
+  size_t server;
+};
+
+void UpstreamPool::resolve(std::function<void(Status)> done) {
+  resolve_done_ = std::move(done);
+  resolve_status_ = Status::ok();
+  resolving_ = 0;
   for (size_t i = 0; i < servers_.size(); i++) {
     const HostPort& hp = i < primaries_ ? config_.servers[i] : config_.backup[i - primaries_];
     auto& ss = servers_[i].addr;
+    servers_[i].resolved = true;
     if (uv_ip4_addr(hp.host.c_str(), hp.port, reinterpret_cast<sockaddr_in*>(&ss)) == 0) continue;
     if (uv_ip6_addr(hp.host.c_str(), hp.port, reinterpret_cast<sockaddr_in6*>(&ss)) == 0) continue;
+    servers_[i].resolved = false;
+    auto* r = new Resolution{{}, anchor_.guard(), i};
+    r->req.data = r;
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    int r = getaddrinfo(hp.host.c_str(), nullptr, &hints, &res);
-    if (r != 0 || res == nullptr) {
-      return Status::error("upstreams." + config_.name + ": cannot resolve " + hp.text + ": " +
-                           gai_strerror(r));
+    int rc = uv_getaddrinfo(worker_->loop(), &r->req, on_resolved, hp.host.c_str(), nullptr, &hints);
+    if (rc != 0) {
+      delete r;
+      if (resolve_status_) resolve_status_ = Status::error("upstreams." + config_.name + ": cannot resolve " + hp.text + ": " + uv_strerror(rc));
+      continue;
     }
+    resolving_++;
+  }
+  if (resolving_ == 0) resolution_done(resolve_status_);
+}
+
+void UpstreamPool::on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
+  std::unique_ptr<Resolution> r(static_cast<Resolution*>(req->data));
+  UpstreamPool* self = r->pool.get();
+  if (self == nullptr) {
+    uv_freeaddrinfo(res);
+    return;
+  }
+  size_t i = r->server;
+  const HostPort& hp = i < self->primaries_ ? self->config_.servers[i] : self->config_.backup[i - self->primaries_];
+  if (status != 0 || res == nullptr) {
+    if (self->resolve_status_) {
+      self->resolve_status_ = Status::error("upstreams." + self->config_.name + ": cannot resolve " + hp.text + ": " +
+                                            uv_strerror(status));
+    }
+  } else {
+    auto& ss = self->servers_[i].addr;
     std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
     if (ss.ss_family == AF_INET)
       reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(hp.port);
     else
       reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(hp.port);
-    freeaddrinfo(res);
+    self->servers_[i].resolved = true;
   }
-  return Status::ok();
+  uv_freeaddrinfo(res);
+  if (--self->resolving_ == 0) self->resolution_done(self->resolve_status_);
+}
+
+void UpstreamPool::resolution_done(Status s) {
+  auto done = std::move(resolve_done_);
+  resolve_done_ = nullptr;
+  if (done) done(std::move(s));
 }
 
 bool UpstreamPool::usable(size_t i, const std::vector<bool>& tried) const {
-  if (tried[i]) return false;
+  if (tried[i] || !servers_[i].resolved) return false;
   if (i < counters_->down.size() && counters_->down[i].load(std::memory_order_relaxed)) return false;
   if (breaker::Breaker* b = counters_->breaker_of(i); b && b->state() == breaker::State::kOpen) return false;
   return true;

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <cstdint>
 #include <string>
@@ -14,6 +15,7 @@
 #include "floodgate/config.h"
 #include "breaker/breaker.h"
 #include "http/response_parser.h"
+#include "net/lifetime.h"
 
 namespace fg::net {
 class Worker;
@@ -140,8 +142,19 @@ class UpstreamPool {
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
 
-  // Resolves the server addresses (blocking getaddrinfo; called at worker start).
-  Status resolve();
+  // Resolves the server addresses without blocking the loop: literal addresses at
+  // once, host names through uv_getaddrinfo on libuv's thread pool. `done` runs once
+  // every server has its answer, with the first failure or ok (at once when every
+  // address is literal). The pool may be used meanwhile. Choice: a server whose name
+  // is not resolved yet counts as unavailable, so a request arriving before its
+  // upstream's names resolve fails at once like one with no server up (503
+  // upstream_unavailable, or it goes to another, resolved server) instead of waiting
+  // an unbounded resolver time.
+  // At worker start-up nothing is served before every pool answered (net/worker.cc),
+  // so this only shows for the pools a reload adds, and for webhook pools.
+  void resolve(std::function<void(Status)> done);
+  // Names still waiting for the resolver.
+  size_t resolving() const { return resolving_; }
 
   // True when some server (primary or backup) could take a request now: not down,
   // breaker not open, under max_connections.
@@ -189,7 +202,11 @@ class UpstreamPool {
     sockaddr_storage addr{};
     std::vector<UpstreamConn*> idle;  // stack: most recently used last
     int64_t active = 0;               // this worker's connecting + busy connections
+    bool resolved = false;            // addr holds the server's address
   };
+  struct Resolution;
+  static void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res);
+  void resolution_done(Status s);
   void forget(UpstreamConn* conn);  // a connection closed
   size_t pick(const std::vector<bool>& tried);
   bool usable(size_t i, const std::vector<bool>& tried) const;
@@ -202,6 +219,10 @@ class UpstreamPool {
   bool retired_ = false;
   size_t rr_ = 0;
   size_t open_ = 0;
+  size_t resolving_ = 0;
+  Status resolve_status_;
+  std::function<void(Status)> resolve_done_;
+  net::Anchor<UpstreamPool> anchor_{this};  // resolver answers reach the pool through it
 };
 
 }  // namespace fg::proxy

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/support/loop_fixture.h"
 #include "tests/support/redis_server.h"
 
 namespace {
@@ -23,8 +24,6 @@ using fg::redis::Client;
 using fg::redis::Failure;
 using fg::redis::Reply;
 using fg::test::RedisServer;
-
-uint64_t now_ms() { return uv_hrtime() / 1000000; }
 
 // Wall-clock-like times handed to the scripts (they only compare them).
 constexpr uint64_t kT0 = 1'700'000'000'000;
@@ -44,10 +43,8 @@ struct Entry {
 // against a fresh redis-server. shutdown() closes the clients, drains the loop and
 // reports whether uv_loop_close() succeeded; the destructor does the same when a
 // REQUIRE threw halfway.
-struct Fixture {
+struct Fixture : fg::test::LoopFixture {
   RedisServer srv;
-  uv_loop_t loop;
-  uv_timer_t tick;
   std::unique_ptr<Client> c;
   std::unique_ptr<Client> sub;
   bool up = false;
@@ -57,10 +54,6 @@ struct Fixture {
   std::vector<std::pair<std::string, std::string>> messages;  // (channel, payload)
   int resubscribed = 0;
 
-  Fixture() {
-    uv_loop_init(&loop);
-    uv_timer_init(&loop, &tick);
-  }
   ~Fixture() {
     if (!shut) shutdown();
   }
@@ -102,14 +95,6 @@ struct Fixture {
     REQUIRE(run_until([&] { return resubscribed == 1; }, 3000));
   }
 
-  bool run_until(const std::function<bool()>& pred, uint64_t timeout_ms) {
-    uint64_t deadline = now_ms() + timeout_ms;
-    uv_timer_start(&tick, [](uv_timer_t*) {}, 5, 5);
-    while (!pred() && now_ms() < deadline) uv_run(&loop, UV_RUN_ONCE);
-    uv_timer_stop(&tick);
-    return pred();
-  }
-
   bool shutdown() {
     shut = true;
     bool ok = true;
@@ -128,9 +113,7 @@ struct Fixture {
     }
     c.reset();
     sub.reset();
-    uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    return uv_loop_close(&loop) == 0 && ok;
+    return close() && ok;
   }
 
   // Starts an asynchronous call with a completion callback and runs the loop until the

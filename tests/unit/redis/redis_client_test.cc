@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/loop_fixture.h"
 #include "tests/support/redis_server.h"
 
 namespace {
@@ -31,19 +32,13 @@ struct Conn {
   bool up = false;
 };
 
-// Owns a loop and its clients. shutdown() closes every client, drains the loop and
-// reports whether uv_loop_close() succeeded; the destructor does the same when a
-// REQUIRE threw halfway, so one failure never aborts the whole run.
-struct Harness {
-  uv_loop_t loop;
-  uv_timer_t tick;
+// The fixture loop plus its clients. shutdown() closes every client and then the loop
+// (which must close empty); the destructor does the same when a REQUIRE threw halfway,
+// so one failure never aborts the whole run.
+struct Harness : fg::test::LoopFixture {
   std::deque<Conn> conns;
   bool shut = false;
 
-  Harness() {
-    uv_loop_init(&loop);
-    uv_timer_init(&loop, &tick);
-  }
   ~Harness() {
     if (!shut) shutdown();
   }
@@ -59,20 +54,6 @@ struct Harness {
     return c;
   }
 
-  // Runs the loop until pred() holds or timeout_ms pass; a 5 ms tick keeps UV_RUN_ONCE
-  // from blocking when nothing else is due.
-  bool run_until(const std::function<bool()>& pred, uint64_t timeout_ms) {
-    uint64_t deadline = now_ms() + timeout_ms;
-    uv_timer_start(&tick, [](uv_timer_t*) {}, 5, 5);
-    while (!pred() && now_ms() < deadline) uv_run(&loop, UV_RUN_ONCE);
-    uv_timer_stop(&tick);
-    return pred();
-  }
-  void run_for(uint64_t ms) {
-    uint64_t end = now_ms() + ms;
-    run_until([&] { return now_ms() >= end; }, ms + 50);
-  }
-
   bool shutdown() {
     shut = true;
     bool ok = true;
@@ -85,9 +66,7 @@ struct Harness {
       ok = false;
     }
     conns.clear();
-    uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
-    uv_run(&loop, UV_RUN_DEFAULT);
-    return uv_loop_close(&loop) == 0 && ok;
+    return close() && ok;
   }
 };
 

@@ -1,0 +1,65 @@
+// Admission decisions for one request (see gate.h for the order).
+#include "admission/gate.h"
+
+namespace fg::admission {
+
+Verdict Gate::decide(const Request& r) const {
+  Verdict v;
+  const RouteConfig& rc = route_;
+  if (!rc.core && r.under_pressure) {
+    if (!rc.dry_run) {
+      v.kind = Verdict::Kind::kDegrade;
+      return v;
+    }
+    v.would_shed = true;
+  }
+  if (clients_) {
+    Decision d = clients_->try_acquire(r.client_key, r.now_ns);
+    if (!d.admitted) {
+      if (!rc.dry_run) {
+        v.kind = Verdict::Kind::kClientLimited;
+        v.retry_after_ns = d.retry_after_ns;
+        return v;
+      }
+      v.would_client_limit = true;
+    }
+  }
+  // Queued routes: store_and_forward always parks; otherwise, while tickets are
+  // waiting, new arrivals queue behind them (FIFO) without touching the budget, which
+  // the dispatcher draws from.
+  bool queue = rc.overflow == Overflow::kQueue && !rc.dry_run;
+  bool park = rc.store_and_forward || (queue && r.queue_waiting);
+  if (budget_ && !park) {
+    Decision d = budget_->try_acquire(r.now_ns);
+    v.headers = ratelimit_headers(policy_header_, rc.name, d);
+    if (!d.admitted && queue) {
+      park = true;
+    } else if (!d.admitted) {
+      bool degrade = rc.overflow == Overflow::kDegrade;
+      if (rc.dry_run) {
+        (degrade ? v.would_degrade : v.would_reject) = true;
+      } else {
+        v.kind = degrade ? Verdict::Kind::kDegrade : Verdict::Kind::kRateLimited;
+        v.retry_after_ns = d.retry_after_ns;
+        return v;
+      }
+    }
+  }
+  v.kind = park ? Verdict::Kind::kPark : Verdict::Kind::kAdmit;
+  return v;
+}
+
+std::string Gate::ratelimit_headers(std::string_view policy_header, std::string_view route, const Decision& d) {
+  // The policy (quota per 1 s window) and the current state (remaining quota, seconds
+  // until it is whole again).
+  uint64_t reset = (d.reset_ns + 999999999ULL) / 1000000000ULL;
+  std::string out;
+  out.reserve(policy_header.size() + route.size() + 48);
+  out.append(policy_header);
+  out += "RateLimit: \"";
+  out.append(route);
+  out += "\";r=" + std::to_string(d.remaining) + ";t=" + std::to_string(reset) + "\r\n";
+  return out;
+}
+
+}  // namespace fg::admission

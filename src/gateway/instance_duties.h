@@ -1,0 +1,74 @@
+// What one instance does once rather than once per worker: queue dispatch (one
+// dispatcher per queued route, so that deliveries leave in queue order), circuit
+// breaker evaluation (every breaker of the instance moves through its states in one
+// place), and active health checks. They run on one worker's loop (worker 0, chosen
+// in net/worker.cc where this object is created); this class is their one home, so
+// that making some of them cluster-wide changes this class and not the worker.
+// Loop-thread only (the home worker's).
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "breaker/breaker.h"
+
+namespace fg::net {
+class Worker;
+}
+namespace fg::proxy {
+class Dispatcher;
+class HealthChecker;
+}
+
+namespace fg::gateway {
+
+class InstanceDuties {
+ public:
+  // `on_idle` runs when a stopped dispatcher has finished its deliveries (the home
+  // worker may be able to end its drain then).
+  InstanceDuties(net::Worker* home, std::function<void()> on_idle);
+  ~InstanceDuties();
+  InstanceDuties(const InstanceDuties&) = delete;
+  InstanceDuties& operator=(const InstanceDuties&) = delete;
+
+  // Once the home worker's Redis connection is opened.
+  void start();
+  // The home worker switched to a new snapshot.
+  void config_changed();
+  // Every worker tick (100 ms).
+  void tick();
+  // The worker drains: dispatchers stop taking tickets, deliveries on the wire finish.
+  void drain();
+  // The drain timeout passed: deliveries still on the wire are given up (they stay
+  // pending in Redis and are delivered again after processing_timeout).
+  void drain_expired();
+  // End of the drain: health checks stop.
+  void stop();
+  // Stopped dispatchers still finishing deliveries.
+  bool busy() const { return dispatchers_busy_ > 0; }
+
+  // The dispatcher of a queued route, or null.
+  proxy::Dispatcher* dispatcher(const std::string& route);
+
+ private:
+  void sync_dispatchers();
+  void stop_dispatcher(std::unique_ptr<proxy::Dispatcher> d);
+  void dispatcher_idle(proxy::Dispatcher* d);
+  void evaluate_breakers();
+
+  net::Worker* home_;
+  std::function<void()> on_idle_;
+  bool draining_ = false;
+  std::vector<std::unique_ptr<proxy::Dispatcher>> dispatchers_;
+  // Stopped, waiting for their deliveries on the wire; retired to the reaper when idle.
+  std::vector<std::unique_ptr<proxy::Dispatcher>> stopping_dispatchers_;
+  size_t dispatchers_busy_ = 0;
+  std::unique_ptr<proxy::HealthChecker> health_;
+  std::unordered_map<const breaker::Breaker*, breaker::State> breaker_seen_;  // last logged state
+};
+
+}  // namespace fg::gateway
