@@ -18,9 +18,10 @@
 // Overshoot: tokens only leave the shared bucket through leases (which the GCRA bounds
 // by rate * T + burst + 1 over any interval T) and debt (charged unconditionally with
 // the next lease). Requests admitted in an interval T are those leased in it, plus the
-// tokens each instance held when it began (at most max_lease each), plus the debt not
-// yet charged (at most max_debt each), plus the relaxed-atomic error below, so with N
-// instances:  admitted(T) <= rate * T + burst + 1 + N * (max_lease + max_debt + 1).
+// tokens each instance held when it began (H = min(max_lease, burst + 1) each: a lease
+// never exceeds what the bucket holds), plus the debt not yet charged (at most max_debt
+// each), plus the relaxed-atomic error below (one per instance), so with N instances:
+//   admitted(T) <= rate * T + burst + 1 + N * (H + max_debt + 1).
 // In fallback each instance admits rate/n * T + burst/n + 1 where n is the last live
 // count it saw: the sum is exact while n is right, and off by the instances that
 // appeared or vanished since the last heartbeat.
@@ -28,6 +29,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <string>
 #include <utility>
 #include <vector>
@@ -75,6 +77,10 @@ redis::Script& shared_lease_script() {
   return script;
 }
 
+uint32_t default_max_lease(double rate, uint64_t horizon_ms) {
+  return static_cast<uint32_t>(std::max(1.0, std::ceil(rate * static_cast<double>(horizon_ms) / 1000.0)));
+}
+
 std::string number(double v) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.17g", v);
@@ -90,10 +96,7 @@ ClusterBudget::ClusterBudget(uv_loop_t* loop, redis::Client* redis, const Member
       options_(std::move(options)),
       key_(options_.prefix + "budget:{" + options_.route + "}"),
       local_(options_.rate, options_.burst, uv_hrtime()) {
-  if (options_.max_lease == 0) {
-    options_.max_lease = static_cast<uint32_t>(
-        std::max(1.0, std::ceil(options_.rate * static_cast<double>(options_.horizon_ms) / 1000.0)));
-  }
+  max_lease_ = options_.max_lease != 0 ? options_.max_lease : default_max_lease(options_.rate, options_.horizon_ms);
   timer_ = std::make_unique<Timer>(loop, [this] { tick(); });
   retry_ = std::make_unique<Timer>(loop, [this] {
     next_lease_ms_ = 0;
@@ -157,13 +160,14 @@ void ClusterBudget::want_refill() {
 void ClusterBudget::set_rate(double rate, double burst) {
   options_.rate = rate;
   options_.burst = burst;
+  if (options_.max_lease == 0) max_lease_ = default_max_lease(rate, options_.horizon_ms);
   uint32_t n = fallback_share_of_ ? fallback_share_of_ : 1;
   local_.set_rate(rate / n, burst / n, uv_hrtime());
 }
 
 int64_t ClusterBudget::target() const {
   double t = std::floor(demand_per_s_ * static_cast<double>(options_.horizon_ms) / 1000.0);
-  return static_cast<int64_t>(std::clamp(t, 1.0, static_cast<double>(options_.max_lease)));
+  return static_cast<int64_t>(std::clamp(t, 1.0, static_cast<double>(max_lease_)));
 }
 
 void ClusterBudget::tick() {

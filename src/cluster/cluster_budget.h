@@ -110,6 +110,7 @@ class ClusterBudget {
   admission::Budget local_;            // the fallback share
 
   // Owner loop only.
+  uint32_t max_lease_ = 1;  // options_.max_lease, or derived from the rate
   bool lease_in_flight_ = false;
   uint64_t lease_expires_ms_ = 0;
   uint64_t next_lease_ms_ = 0;  // no lease before this (short grant, or fallback probe)

@@ -168,7 +168,7 @@ TEST_CASE("uneven demand on three instances admits rate * T + burst", "[cluster]
   double redis_commands_per_request = static_cast<double>(commands) / static_cast<double>(admitted);
   std::printf(
       "cluster budget accuracy: %.2f s, admitted %llu, expected %.0f (%.2f%%), per instance %llu/%llu/%llu, "
-      "lease calls %llu = %.4f per admitted request, Redis commands %lld = %.4f per admitted request\n",
+      "lease calls %llu = %.4f per admitted request, Redis commands (those run inside the scripts included) %lld = %.4f per admitted request\n",
       seconds, static_cast<unsigned long long>(admitted), expected,
       100.0 * (static_cast<double>(admitted) - expected) / expected,
       static_cast<unsigned long long>(is[0].admitted), static_cast<unsigned long long>(is[1].admitted),
@@ -296,6 +296,64 @@ TEST_CASE("Redis stopped: each instance admits rate / live instances, then share
   for (Instance& in : is) {
     CHECK(in.budget->stats().fallbacks == 1);
     CHECK(in.budget->stats().lease_failures >= 1);
+  }
+  stop_instances(is);
+  REQUIRE(f.shutdown());
+}
+
+TEST_CASE("Redis killed and restarted empty: fallback, then leases again", "[cluster]") {
+  ClusterFixture f;
+  f.connect(2, 200);
+  constexpr double kRate = 1000;
+  std::vector<Instance> is(2);
+  for (Instance& in : is) in.demand = 800;
+  start_instances(f, is, kRate, 50, true);
+  {
+    Load load(f, is);
+    REQUIRE(f.run_until([&] { return is[1].membership->live_instances() == 2; }, 2000));
+    f.run_for(300);
+    REQUIRE(f.srv.kill());
+    REQUIRE(f.run_until([&] { return is[0].budget->in_fallback() && is[1].budget->in_fallback(); }, 2000));
+    uint64_t fallback_admitted = is[0].admitted;
+    f.run_for(500);
+    CHECK(is[0].admitted > fallback_admitted);  // not failing closed
+    REQUIRE(f.srv.restart());
+    // The restarted server has no scripts and no bucket: the client reloads the script
+    // (NOSCRIPT) and the bucket starts full.
+    uint64_t leased = is[0].budget->stats().tokens_leased;
+    REQUIRE(f.run_until([&] { return !is[0].budget->in_fallback() && !is[1].budget->in_fallback(); }, 5000));
+    f.run_for(300);
+    CHECK(is[0].budget->stats().tokens_leased > leased);
+  }
+  for (Instance& in : is) CHECK(in.budget->stats().fallbacks == 1);
+  stop_instances(is);
+  REQUIRE(f.shutdown());
+}
+
+TEST_CASE("set_rate applies to the next leases", "[cluster]") {
+  ClusterFixture f;
+  f.connect(1);
+  std::vector<Instance> is(1);
+  is[0].demand = 3000;
+  start_instances(f, is, 500, 25, false);
+  auto measure = [&] {
+    uint64_t before = is[0].admitted;
+    uint64_t t = uv_hrtime();
+    f.run_for(700);
+    return static_cast<double>(is[0].admitted - before) / (static_cast<double>(uv_hrtime() - t) / 1e9);
+  };
+  {
+    Load load(f, is);
+    f.run_for(300);
+    double slow = measure();
+    is[0].budget->set_rate(1500, 75);
+    f.run_for(200);
+    double fast = measure();
+    std::printf("set_rate: %.0f/s at rate 500, %.0f/s at rate 1500\n", slow, fast);
+    CHECK(slow >= 500 * 0.9);
+    CHECK(slow <= window_bound(500, 25, 1, 0.7) / 0.7);
+    CHECK(fast >= 1500 * 0.9);
+    CHECK(fast <= window_bound(1500, 75, 1, 0.7) / 0.7);
   }
   stop_instances(is);
   REQUIRE(f.shutdown());
