@@ -110,7 +110,7 @@ ClusterBudget::~ClusterBudget() { stop(); }
 void ClusterBudget::start() {
   alive_ = make_alive();
   last_tick_ms_ = mono_ms();
-  last_attempts_ = attempts_.load(std::memory_order_relaxed);
+  last_attempts_ = attempts();
   timer_->start(options_.tick_ms, options_.tick_ms);
 }
 
@@ -131,8 +131,7 @@ void ClusterBudget::stop() {
 // fallback_ a moment late (a take from the local budget just after the lease came back,
 // or the reverse: one request per worker per switch).
 bool ClusterBudget::try_take(uint64_t now_ns) {
-  attempts_.fetch_add(1, std::memory_order_relaxed);
-  if (fallback_.load(std::memory_order_relaxed)) return local_.try_acquire(now_ns).admitted;
+  if (fallback_.load(std::memory_order_relaxed)) return take_local(now_ns);
   int64_t have = tokens_.load(std::memory_order_relaxed);
   while (have > 0) {
     if (tokens_.compare_exchange_weak(have, have - 1, std::memory_order_relaxed)) {
@@ -148,7 +147,27 @@ bool ClusterBudget::try_take(uint64_t now_ns) {
       return true;
     }
   }
+  refused_.fetch_add(1, std::memory_order_relaxed);
   return false;
+}
+
+bool ClusterBudget::take_local(uint64_t now_ns) {
+  if (local_.try_acquire(now_ns).admitted) return true;
+  refused_.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
+// Requests seen so far, without a counter on the admit path: the tokens taken from
+// leases (leased, minus expired, minus still held) plus those admitted on credit plus
+// the refused. Admissions from the fallback budget are not in it (no lease is sized
+// then). Owner loop: tokens_leased_ and tokens_expired_ only change here, and tokens_
+// only falls between the loads, so the sum never goes backwards.
+uint64_t ClusterBudget::attempts() const {
+  uint64_t leased = tokens_leased_.load(std::memory_order_relaxed);
+  uint64_t expired = tokens_expired_.load(std::memory_order_relaxed);
+  uint64_t held = static_cast<uint64_t>(std::max<int64_t>(0, tokens_.load(std::memory_order_relaxed)));
+  return leased - expired - held + admitted_on_debt_.load(std::memory_order_relaxed) +
+         refused_.load(std::memory_order_relaxed);
 }
 
 void ClusterBudget::want_refill() {
@@ -172,7 +191,7 @@ int64_t ClusterBudget::target() const {
 
 void ClusterBudget::tick() {
   uint64_t now = mono_ms();
-  uint64_t attempts = attempts_.load(std::memory_order_relaxed);
+  uint64_t attempts = this->attempts();
   bool demanded = attempts != last_attempts_;
   // Demand over the last kDemandTicks ticks (~100 ms), or since start() when that is
   // shorter: a cold start is followed from the first tick (not one-token leases while

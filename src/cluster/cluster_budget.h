@@ -71,7 +71,10 @@ class ClusterBudget {
   void start();
   void stop();
 
-  // Any thread, never blocks, no Redis call: true when the request is admitted.
+  // Any thread, never blocks, no Redis call: true when the request is admitted. One
+  // compare-and-swap on the lease's counter when admitted from it; a counter is written
+  // besides only on credit or refusal, and the loop is woken (uv_async_send, once until
+  // it runs) only when the lease falls below its low-water mark.
   // `now_ns` is the monotonic clock (uv_hrtime), used by the local fallback budget.
   bool try_take(uint64_t now_ns);
 
@@ -90,6 +93,8 @@ class ClusterBudget {
   void enter_fallback();
   int64_t target() const;
   void want_refill();
+  bool take_local(uint64_t now_ns);
+  uint64_t attempts() const;
 
   redis::Client* redis_;
   const Membership* membership_;
@@ -104,7 +109,7 @@ class ClusterBudget {
   std::atomic<int64_t> tokens_{0};     // left in the current lease
   std::atomic<int64_t> debt_{0};       // admitted on credit, not yet charged
   std::atomic<int64_t> low_water_{1};  // refill below this
-  std::atomic<uint64_t> attempts_{0};  // every try_take(), for the demand estimate
+  std::atomic<uint64_t> refused_{0};   // written only when a request is refused
   std::atomic<bool> refill_wanted_{false};
   std::atomic<bool> fallback_{false};
   admission::Budget local_;            // the fallback share
@@ -124,7 +129,8 @@ class ClusterBudget {
   double demand_per_s_ = 0;  // over the window
   uint32_t fallback_share_of_ = 0;  // live count the fallback budget was sized for
 
-  // Counters (written by the owner loop; admitted_on_debt_ by the workers).
+  // Counters (written by the owner loop; admitted_on_debt_ by the workers, on that path
+  // only).
   std::atomic<uint64_t> tokens_leased_{0};
   std::atomic<uint64_t> leases_taken_{0};
   std::atomic<uint64_t> lease_failures_{0};
