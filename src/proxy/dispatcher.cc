@@ -82,7 +82,9 @@ class Delivery final : public UpstreamUser {
     d_->delivery_done(this);
   }
 
-  bool sending() const { return conn_ != nullptr; }
+  // On the wire to the shop, or recording its outcome: a stopping dispatcher lets it
+  // finish instead of giving it up.
+  bool sending() const { return conn_ != nullptr || finishing_; }
   const std::string& entry() const { return entry_; }
 
  private:
@@ -115,6 +117,16 @@ class Delivery final : public UpstreamUser {
       send();
       return;
     }
+    start_ticket();
+  }
+
+  // The start script, with the budget token already taken.
+  void start_ticket() {
+    const RouteConfig* rc = route();
+    if (rc == nullptr) {
+      abandon();
+      return;
+    }
     redis::Client* redis = d_->worker()->redis();
     if (redis == nullptr || !redis->connected()) {
       abandon();  // stays pending; reclaimed when Redis is back
@@ -143,7 +155,16 @@ class Delivery final : public UpstreamUser {
     const auto& rt = d_->worker()->snapshot()->routes[static_cast<size_t>(idx)];
     switch (del.kind) {
       case queue::Delivery::Kind::kUnavailable:
-        abandon();
+        // Redis refused or did not answer (OOM, LOADING, BUSY, a timeout, a lost
+        // connection). The entry is ours and the token is spent: try the start again
+        // soon, keeping the entry claimed, rather than leaving it for another
+        // consumer to reclaim after processing_timeout. A stopping dispatcher, or
+        // Redis gone, leaves it pending.
+        if (d_->stopping_ || d_->worker()->redis() == nullptr || !d_->worker()->redis()->connected()) {
+          abandon();
+          return;
+        }
+        redis_backoff([](Delivery* self) { self->start_ticket(); });
         return;
       case queue::Delivery::Kind::kSkip:
         d_->delivery_done(this);
@@ -318,7 +339,20 @@ class Delivery final : public UpstreamUser {
     finish("failed", blob, reason, false);
   }
 
+  // Records the final state. The delivery stays (and keeps its entry claimed) until
+  // Redis has acknowledged the write: a refused write (OOM, READONLY, MISCONF, a
+  // timeout) is tried again with backoff, because leaving the entry for a reclaim
+  // would deliver the ticket to the shop a second time although its answer is known.
   void finish(const char* state, const std::string& blob, const std::string& reason, bool store_idem) {
+    finishing_ = true;
+    fin_state_ = state;
+    fin_blob_ = blob;
+    fin_reason_ = reason;
+    fin_store_idem_ = store_idem;
+    write_final();
+  }
+
+  void write_final() {
     const RouteConfig* rc = route();
     int idx = d_->route_index();
     redis::Client* redis = d_->worker()->redis();
@@ -326,13 +360,48 @@ class Delivery final : public UpstreamUser {
       abandon();
       return;
     }
-    const auto& rt = d_->worker()->snapshot()->routes[static_cast<size_t>(idx)];
-    metrics::Registry::get().add(d_->worker()->id(),
-                                 rt.tickets[std::strcmp(state, "done") == 0 ? net::kTicketDone : net::kTicketFailed]);
     queue::finish(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, d_->route(),
-                  entry_, ticket_, state, blob, reason, log::wall_ms(), rc->queue.ticket_ttl_ms, store_idem,
-                  rc->idempotency.ttl_ms, [hold = d_->worker()->hold_redis()](bool) { hold(); });
+                  entry_, ticket_, fin_state_, fin_blob_, fin_reason_, log::wall_ms(), rc->queue.ticket_ttl_ms,
+                  fin_store_idem_, rc->idempotency.ttl_ms,
+                  [g = anchor_.guard(), hold = d_->worker()->hold_redis()](bool ok) {
+                    hold();
+                    if (Delivery* self = g.get()) self->on_final_written(ok);
+                  });
+  }
+
+  void on_final_written(bool ok) {
+    if (!ok) {
+      if (d_->worker()->redis() == nullptr) {
+        abandon();
+        return;
+      }
+      redis_backoff([](Delivery* self) { self->write_final(); });
+      return;
+    }
+    int idx = d_->route_index();
+    if (idx >= 0) {
+      const auto& rt = d_->worker()->snapshot()->routes[static_cast<size_t>(idx)];
+      metrics::Registry::get().add(d_->worker()->id(),
+                                   rt.tickets[fin_state_ == "done" ? net::kTicketDone : net::kTicketFailed]);
+    }
     d_->delivery_done(this);
+  }
+
+  // Runs `next` after a backoff that doubles from 100 ms to 2 s, and claims the stream
+  // entry again meanwhile (XCLAIM resets its idle time, and is allowed while Redis
+  // refuses writes that grow memory), so no other consumer reclaims it.
+  void redis_backoff(void (*next)(Delivery*)) {
+    redis_backoff_ms_ = redis_backoff_ms_ == 0 ? 100 : std::min<uint64_t>(redis_backoff_ms_ * 2, 2000);
+    if (redis::Client* redis = d_->worker()->redis(); redis && redis->connected()) {
+      queue::Keys keys{snap_->config->redis.prefix};
+      redis->command({"XCLAIM", keys.stream(d_->route()), queue::kGroup, d_->consumer(), "0", entry_, "JUSTID"},
+                     [](redis::Failure, redis::Reply&) {});
+    }
+    backoff_next_ = next;
+    uv_timer_start(timer_, [](uv_timer_t* t) {
+      auto* self = static_cast<Delivery*>(t->data);
+      self->backoff_next_(self);
+    }, redis_backoff_ms_, 0);
   }
 
   void webhook(const std::string& reason, int64_t attempts) {
@@ -364,6 +433,12 @@ class Delivery final : public UpstreamUser {
   bool too_large_ = false;
   uint64_t retry_after_ms_ = 0;
   uint64_t wake_due_ns_ = 0;  // when the budget said a token would be free
+  // The final state being written (kept for retries of the write).
+  bool finishing_ = false;
+  std::string fin_state_, fin_blob_, fin_reason_;
+  bool fin_store_idem_ = false;
+  uint64_t redis_backoff_ms_ = 0;
+  void (*backoff_next_)(Delivery*) = nullptr;
   net::Anchor<Delivery> anchor_{this};
 };
 

@@ -16,7 +16,10 @@
 namespace fg::queue {
 namespace {
 
-constexpr const char* kEnqueue = R"LUA(
+constexpr const char* kEnqueue = R"LUA(#!lua
+-- Declared with a shebang so that Redis checks maxmemory before the script runs:
+-- without one it checks only at the first write that can grow memory, and with
+-- client_max_tickets the first write is an SREM, after which the rest would run.
 local depth = tonumber(redis.call('GET', KEYS[3]) or '0') - tonumber(redis.call('GET', KEYS[4]) or '0')
 if depth >= tonumber(ARGV[12]) then return {'full', depth} end
 local cmax = tonumber(ARGV[14])
