@@ -1,0 +1,76 @@
+// Well-formedness of a config file's bytes (see source_text.h).
+#include "config/source_text.h"
+
+namespace fg::config {
+namespace {
+
+std::string hex_byte(unsigned char c) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  return std::string("0x") + kHex[c >> 4] + kHex[c & 0xf];
+}
+
+}  // namespace
+
+std::optional<TextProblem> find_text_problem(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  uint32_t line = 1;
+  uint32_t column = 1;
+  auto problem = [&](std::string message) { return TextProblem{line, column, std::move(message)}; };
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = p[i];
+    if (c == 0) return problem("NUL byte (0x00): a config file is UTF-8 text");
+    if (c < 0x80) {
+      if (c == '\n') {
+        ++line;
+        column = 1;
+      } else {
+        ++column;
+      }
+      ++i;
+      continue;
+    }
+    // Lead byte: how many continuation bytes follow, and the range the first of them
+    // must fall in (Unicode table 3-7), which excludes overlong forms, surrogates and
+    // code points above U+10FFFF.
+    size_t length = 0;
+    unsigned char low = 0x80;
+    unsigned char high = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      length = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      length = 2;
+      if (c == 0xE0) low = 0xA0;
+      if (c == 0xED) high = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      length = 3;
+      if (c == 0xF0) low = 0x90;
+      if (c == 0xF4) high = 0x8F;
+    } else if (c >= 0x80 && c <= 0xBF) {
+      return problem("invalid UTF-8: stray continuation byte " + hex_byte(c));
+    } else {
+      return problem("invalid UTF-8: byte " + hex_byte(c) + " never appears in UTF-8 text");
+    }
+    for (size_t k = 1; k <= length; ++k) {
+      if (i + k >= n) return problem("invalid UTF-8: sequence starting with " + hex_byte(c) + " cut off by the end of the file");
+      const unsigned char d = p[i + k];
+      const unsigned char lo = k == 1 ? low : 0x80;
+      const unsigned char hi = k == 1 ? high : 0xBF;
+      if (d < lo || d > hi) {
+        if (k == 1 && d >= 0x80 && d <= 0xBF) {
+          const char* what = c == 0xED ? "a UTF-16 surrogate (U+D800-U+DFFF)"
+                             : c == 0xF4 ? "a code point above U+10FFFF"
+                                         : "an overlong encoding";
+          return problem("invalid UTF-8: " + hex_byte(c) + " " + hex_byte(d) + " starts " + what);
+        }
+        return problem("invalid UTF-8: sequence starting with " + hex_byte(c) + " is cut off by byte " + hex_byte(d));
+      }
+    }
+    i += length + 1;
+    ++column;
+  }
+  return std::nullopt;
+}
+
+}  // namespace fg::config
