@@ -1,0 +1,76 @@
+// The byte check that runs before the TOML parser: malformed UTF-8 and NUL bytes
+// are reported with their position and never reach toml++.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "config/source_text.h"
+#include "tests/unit/config/config_test_support.h"
+
+using namespace fg::config_test;
+using Catch::StartsWith;
+
+namespace {
+
+// The message of a file that fails the byte check, which must come before any
+// TOML error (the file is never parsed).
+std::string byte_error(const std::string& text) { return load_error(text); }
+
+}  // namespace
+
+TEST_CASE("malformed UTF-8 is reported with its position, before parsing", "[config]") {
+  // In a string value on line 2, after `listen = "` (column 11).
+  const std::string prefix = "[server]\nlisten = \"";
+  CHECK(byte_error(prefix + "\xff\"\n") ==
+        "test.toml:2:11: invalid UTF-8: byte 0xFF never appears in UTF-8 text");
+  CHECK(byte_error(prefix + "\xc0\xaf\"\n") ==
+        "test.toml:2:11: invalid UTF-8: byte 0xC0 never appears in UTF-8 text");
+  CHECK(byte_error(prefix + "\x80\"\n") == "test.toml:2:11: invalid UTF-8: stray continuation byte 0x80");
+  CHECK(byte_error(prefix + "\xe0\x80\x80\"\n") ==
+        "test.toml:2:11: invalid UTF-8: 0xE0 0x80 starts an overlong encoding");
+  CHECK(byte_error(prefix + "\xf0\x80\x80\x80\"\n") ==
+        "test.toml:2:11: invalid UTF-8: 0xF0 0x80 starts an overlong encoding");
+  CHECK(byte_error(prefix + "\xed\xa0\x80\"\n") ==
+        "test.toml:2:11: invalid UTF-8: 0xED 0xA0 starts a UTF-16 surrogate (U+D800-U+DFFF)");
+  CHECK(byte_error(prefix + "\xf4\x90\x80\x80\"\n") ==
+        "test.toml:2:11: invalid UTF-8: 0xF4 0x90 starts a code point above U+10FFFF");
+  CHECK(byte_error(prefix + "\xe2\x82\"\n") ==
+        "test.toml:2:11: invalid UTF-8: sequence starting with 0xE2 is cut off by byte 0x22");
+  CHECK(byte_error(prefix + "\xf0\x9f\x98") ==
+        "test.toml:2:11: invalid UTF-8: sequence starting with 0xF0 cut off by the end of the file");
+  // Columns count characters, so a valid multi-byte character before the bad
+  // byte moves it by one column.
+  CHECK(byte_error(prefix + "\xc3\xa9\xff\"\n") ==
+        "test.toml:2:12: invalid UTF-8: byte 0xFF never appears in UTF-8 text");
+  // In a comment, in a key, and on the first line.
+  CHECK(byte_error("# caf\xe9\n" + kMinimal) == "test.toml:1:6: invalid UTF-8: sequence starting with 0xE9 is cut off by byte 0x0A");
+  CHECK(byte_error(kMinimal + "\n[log]\nfi\xfele = \"x\"\n") ==
+        "test.toml:13:3: invalid UTF-8: byte 0xFE never appears in UTF-8 text");
+  CHECK(byte_error("\xfe\xff[server]\n") == "test.toml:1:1: invalid UTF-8: byte 0xFE never appears in UTF-8 text");
+}
+
+TEST_CASE("NUL bytes are refused before parsing", "[config]") {
+  CHECK(byte_error(std::string("[server]\nlisten = \"127.0.0.1:8080\0\"\n", 35)) ==
+        "test.toml:2:25: NUL byte (0x00): a config file is UTF-8 text");
+  CHECK(byte_error(std::string("\0", 1)) == "test.toml:1:1: NUL byte (0x00): a config file is UTF-8 text");
+}
+
+TEST_CASE("well-formed UTF-8 passes the byte check", "[config]") {
+  // Two-, three- and four-byte characters at the edges of their ranges, and a BOM.
+  auto cfg = load_ok("\xef\xbb\xbf# \xc2\x80 \xdf\xbf \xe0\xa0\x80 \xed\x9f\xbf \xee\x80\x80 \xef\xbf\xbf "
+                     "\xf0\x90\x80\x80 \xf4\x8f\xbf\xbf\n" +
+                     kMinimal + "\n[degrade]\nbody = \"\xe6\x9c\x8d\xe5\x8a\xa1\xe7\xb9\x81\xe5\xbf\x99 \xf0\x9f\x99\x8f\"\n");
+  CHECK(cfg->degrade.body == "\xe6\x9c\x8d\xe5\x8a\xa1\xe7\xb9\x81\xe5\xbf\x99 \xf0\x9f\x99\x8f");
+  CHECK_FALSE(fg::config::find_text_problem(kMinimal).has_value());
+}
+
+TEST_CASE("truncated files that upset the TOML parser are syntax errors", "[config]") {
+  // Each of these once reached an assertion or undefined behaviour inside the
+  // parser; they must come back as ordinary positioned errors.
+  for (const std::string text : {"[\n", "[", "[[", "[[routes]\n[", "a = \"", "a = '''", "a = [", "a = {", "a.", "\xef\xbb\xbf[",
+                                 "a = 1\n[\n"}) {
+    INFO(text);
+    const std::string message = load_error(text);
+    CHECK_THAT(message, StartsWith("test.toml:"));
+  }
+}
