@@ -11,6 +11,92 @@ std::string hex_byte(unsigned char c) {
 
 }  // namespace
 
+// toml++ 3.3 asserts (and, without assertions, reads on with a broken invariant) when a
+// table header's first key does not start with a key character or a quote: "[\n",
+// "[ #", "[.". The scan below finds table headers the way the parser does, by
+// following strings, comments and the brackets of values, and checks that character.
+// It runs on text already known to be valid UTF-8; where it is unsure it says nothing
+// and leaves the verdict to the parser.
+std::optional<TextProblem> find_header_problem(std::string_view text) {
+  const size_t n = text.size();
+  uint32_t line = 1;
+  uint32_t column = 1;
+  size_t i = 0;
+  int depth = 0;            // open [ and { inside a value
+  bool line_start = true;   // only blanks so far on this line, outside any value
+  auto advance = [&](size_t to) {
+    for (; i < to && i < n; ++i) {
+      const auto c = static_cast<unsigned char>(text[i]);
+      if (c == '\n') {
+        ++line;
+        column = 1;
+      } else if ((c & 0xC0) != 0x80) {
+        ++column;  // count characters, not continuation bytes
+      }
+    }
+  };
+  auto is_key_start = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+           c == '"' || c == '\'';
+  };
+  while (i < n) {
+    const char c = text[i];
+    if (c == '"' || c == '\'') {
+      const std::string_view triple = c == '"' ? "\"\"\"" : "'''";
+      const bool multi = text.substr(i, 3) == triple;
+      size_t j = i + (multi ? 3 : 1);
+      while (j < n) {
+        if (c == '"' && text[j] == '\\') {
+          j += 2;
+        } else if (multi ? text.substr(j, 3) == triple : text[j] == c) {
+          j += multi ? 3 : 1;
+          break;
+        } else if (!multi && text[j] == '\n') {
+          break;  // unterminated: the parser reports it
+        } else {
+          ++j;
+        }
+      }
+      advance(j);
+      line_start = false;
+      continue;
+    }
+    if (c == '#') {
+      const size_t eol = text.find('\n', i);
+      advance(eol == std::string_view::npos ? n : eol);
+      continue;
+    }
+    if (c == '\n') {
+      if (depth == 0) line_start = true;
+      advance(i + 1);
+      continue;
+    }
+    if (c == ' ' || c == '\t' || c == '\r') {
+      advance(i + 1);
+      continue;
+    }
+    if (line_start && c == '[') {
+      size_t j = i + 1;
+      if (j < n && text[j] == '[') ++j;
+      while (j < n && (text[j] == ' ' || text[j] == '\t')) ++j;
+      if (j < n && text[j] != ']' && !is_key_start(text[j])) {
+        advance(j);
+        return TextProblem{line, column, "expected a table name after '[' (a bare or quoted key)"};
+      }
+      line_start = false;
+      advance(j);
+      continue;
+    }
+    if (!line_start || depth > 0) {
+      if (c == '[' || c == '{') ++depth;
+      if ((c == ']' || c == '}') && depth > 0) --depth;
+    }
+    line_start = false;
+    advance(i + 1);
+  }
+  return std::nullopt;
+}
+
 std::optional<TextProblem> find_text_problem(std::string_view text) {
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   const size_t n = text.size();
@@ -53,7 +139,9 @@ std::optional<TextProblem> find_text_problem(std::string_view text) {
       return problem("invalid UTF-8: byte " + hex_byte(c) + " never appears in UTF-8 text");
     }
     for (size_t k = 1; k <= length; ++k) {
-      if (i + k >= n) return problem("invalid UTF-8: sequence starting with " + hex_byte(c) + " cut off by the end of the file");
+      if (i + k >= n) {
+        return problem("invalid UTF-8: sequence starting with " + hex_byte(c) + " cut off by the end of the file");
+      }
       const unsigned char d = p[i + k];
       const unsigned char lo = k == 1 ? low : 0x80;
       const unsigned char hi = k == 1 ? high : 0xBF;
@@ -64,13 +152,14 @@ std::optional<TextProblem> find_text_problem(std::string_view text) {
                                          : "an overlong encoding";
           return problem("invalid UTF-8: " + hex_byte(c) + " " + hex_byte(d) + " starts " + what);
         }
-        return problem("invalid UTF-8: sequence starting with " + hex_byte(c) + " is cut off by byte " + hex_byte(d));
+        return problem("invalid UTF-8: sequence starting with " + hex_byte(c) + " is cut off by byte " +
+                       hex_byte(d));
       }
     }
     i += length + 1;
     ++column;
   }
-  return std::nullopt;
+  return find_header_problem(text);
 }
 
 }  // namespace fg::config

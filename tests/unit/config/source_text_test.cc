@@ -74,3 +74,30 @@ TEST_CASE("truncated files that upset the TOML parser are syntax errors", "[conf
     CHECK_THAT(message, StartsWith("test.toml:"));
   }
 }
+
+TEST_CASE("a table header without a name is refused before parsing", "[config]") {
+  // toml++ asserts on these (a debug build aborts): the first character of the
+  // header's key is neither a key character nor a quote.
+  const std::string message = "expected a table name after '[' (a bare or quoted key)";
+  CHECK(byte_error("[\n") == "test.toml:1:2: " + message);
+  CHECK(byte_error("[ \n") == "test.toml:1:3: " + message);
+  CHECK(byte_error("[\r\n") == "test.toml:1:2: " + message);
+  CHECK(byte_error("[.") == "test.toml:1:2: " + message);
+  CHECK(byte_error("[#") == "test.toml:1:2: " + message);
+  CHECK(byte_error("[=") == "test.toml:1:2: " + message);
+  CHECK(byte_error("[[\n") == "test.toml:1:3: " + message);
+  CHECK(byte_error("[[\t.routes]]\n") == "test.toml:1:4: " + message);
+  CHECK(byte_error(kMinimal + "\n  [\n") == "test.toml:12:4: " + message);
+  CHECK(byte_error("# [x]\na = \"[\"\nb = '''\n[\n'''\n[\n") == "test.toml:6:2: " + message);
+}
+
+TEST_CASE("brackets inside values and strings are not table headers", "[config]") {
+  // A nested array whose inner '[' opens a line, and '[' inside strings and
+  // comments, are values: the check must leave them to the parser.
+  CHECK_FALSE(fg::config::find_text_problem("a = [\n  [\n    1\n  ],\n]\n").has_value());
+  CHECK_FALSE(fg::config::find_text_problem("a = { b = [\n[\n1]] }\n").has_value());
+  CHECK_FALSE(fg::config::find_text_problem("a = \"\"\"\n[\n\"\"\"\nb = '''\n[ .\n'''\n# [\n").has_value());
+  CHECK_FALSE(fg::config::find_text_problem("a = \"\\\"[\"\n[\"quoted\"]\n[ 'lit' ]\n[[ x ]]\n[]\n").has_value());
+  auto cfg = load_ok(kMinimal + "\n[upstreams.other]\nservers = [\n  \"127.0.0.1:9000\",\n]\n");
+  CHECK(cfg->upstreams.size() == 2);
+}
