@@ -11,13 +11,15 @@ std::string hex_byte(unsigned char c) {
 
 }  // namespace
 
-// toml++ 3.3 asserts (and, without assertions, reads on with a broken invariant) when a
-// table header's first key does not start with a key character or a quote: "[\n",
-// "[ #", "[.". The scan below finds table headers the way the parser does, by
-// following strings, comments and the brackets of values, and checks that character.
+// What toml++ 3.3 cannot take although the bytes are valid UTF-8: it asserts (and,
+// without assertions, reads on with a broken invariant) when a table header's first
+// key does not start with a key character or a quote ("[\n", "[ #", "[."), and it
+// reaches undefined behaviour when it tests some non-ASCII characters for whitespace
+// (outside strings, and after a line-ending backslash). The scan follows strings,
+// comments and the brackets of values the way the parser does.
 // It runs on text already known to be valid UTF-8; where it is unsure it says nothing
 // and leaves the verdict to the parser.
-std::optional<TextProblem> find_header_problem(std::string_view text) {
+std::optional<TextProblem> find_structure_problem(std::string_view text) {
   const size_t n = text.size();
   uint32_t line = 1;
   uint32_t column = 1;
@@ -35,6 +37,7 @@ std::optional<TextProblem> find_header_problem(std::string_view text) {
       }
     }
   };
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") i = 3;  // a byte order mark, which the parser skips
   auto is_key_start = [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
            c == '"' || c == '\'';
@@ -46,7 +49,22 @@ std::optional<TextProblem> find_header_problem(std::string_view text) {
       const bool multi = text.substr(i, 3) == triple;
       size_t j = i + (multi ? 3 : 1);
       while (j < n) {
-        if (c == '"' && text[j] == '\\') {
+        if (c == '"' && multi && text[j] == '\\' && j + 1 < n &&
+            (text[j + 1] == ' ' || text[j + 1] == '\t' || text[j + 1] == '\r' || text[j + 1] == '\n')) {
+          // A line-ending backslash: the parser trims the blanks after it and
+          // classifies the first other character with a whitespace table that
+          // has no answer for U+00A1-U+0499 and U+FB36-U+FEFE (undefined
+          // behaviour), so a non-ASCII character may not come first there.
+          size_t k = j + 1;
+          while (k < n && (text[k] == ' ' || text[k] == '\t' || text[k] == '\r' || text[k] == '\n')) ++k;
+          if (k < n && static_cast<unsigned char>(text[k]) >= 0x80) {
+            advance(k);
+            return TextProblem{line, column,
+                               "non-ASCII character right after a line-ending backslash; write it as \\uXXXX "
+                               "or move it after an ASCII character"};
+          }
+          j = k;
+        } else if (c == '"' && text[j] == '\\') {
           j += 2;
         } else if (multi ? text.substr(j, 3) == triple : text[j] == c) {
           j += multi ? 3 : 1;
@@ -86,6 +104,11 @@ std::optional<TextProblem> find_header_problem(std::string_view text) {
       line_start = false;
       advance(j);
       continue;
+    }
+    if (static_cast<unsigned char>(c) >= 0x80) {
+      // TOML allows other characters only in strings and comments; toml++ would
+      // first test them against the same faulty whitespace table.
+      return TextProblem{line, column, "non-ASCII character outside a string or comment"};
     }
     if (!line_start || depth > 0) {
       if (c == '[' || c == '{') ++depth;
@@ -159,7 +182,7 @@ std::optional<TextProblem> find_text_problem(std::string_view text) {
     i += length + 1;
     ++column;
   }
-  return find_header_problem(text);
+  return find_structure_problem(text);
 }
 
 }  // namespace fg::config

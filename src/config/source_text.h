@@ -1,5 +1,6 @@
 // The byte-level check of a config file, run before the TOML parser sees it: toml++
-// 3.3 reaches undefined behaviour on malformed UTF-8, so such input never gets there.
+// 3.3 reaches undefined behaviour or asserts on some input (malformed UTF-8 among
+// it), so such input never gets there.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +17,9 @@ struct TextProblem {
 };
 
 // The first byte sequence that is not well-formed UTF-8 (RFC 3629: no overlong forms,
-// no surrogates, nothing above U+10FFFF, no truncated or stray bytes), or a NUL byte;
+// no surrogates, nothing above U+10FFFF, no truncated or stray bytes), a NUL byte, or
+// a construct that toml++ 3.3 mishandles (a table header without a name, non-ASCII
+// characters outside strings and comments or right after a line-ending backslash);
 // nullopt when the text is clean.
 std::optional<TextProblem> find_text_problem(std::string_view text);
 

@@ -101,3 +101,24 @@ TEST_CASE("brackets inside values and strings are not table headers", "[config]"
   auto cfg = load_ok(kMinimal + "\n[upstreams.other]\nservers = [\n  \"127.0.0.1:9000\",\n]\n");
   CHECK(cfg->upstreams.size() == 2);
 }
+
+TEST_CASE("non-ASCII characters only where the TOML parser handles them", "[config]") {
+  // toml++ tests such characters against a whitespace table with no answer for
+  // U+00A1-U+0499 (undefined behaviour); TOML allows them only in strings and
+  // comments anyway.
+  CHECK(byte_error(kMinimal + "\n[log]\n\xc3\xa9 = 1\n") ==
+        "test.toml:13:1: non-ASCII character outside a string or comment");
+  CHECK(byte_error("[server]\nworkers = 1\xc3\xa9\n") ==
+        "test.toml:2:12: non-ASCII character outside a string or comment");
+  CHECK(byte_error("[server]\nworkers = tr\xc3\xa9\n") ==
+        "test.toml:2:13: non-ASCII character outside a string or comment");
+  const std::string backslash =
+      "non-ASCII character right after a line-ending backslash; write it as \\uXXXX or move it after an ASCII "
+      "character";
+  CHECK(byte_error("[degrade]\nbody = \"\"\"\\\n\xc3\xa9\"\"\"\n") == "test.toml:3:1: " + backslash);
+  CHECK(byte_error("[degrade]\nbody = \"\"\"x\\  \n\n   \xd0\x96\"\"\"\n") == "test.toml:4:4: " + backslash);
+  // In strings (basic, literal, multi-line) and comments they load.
+  auto cfg = load_ok(kMinimal + "# caf\xc3\xa9\n[degrade]\nbody = \"\"\"caf\xc3\xa9\\\n  x\xc3\xa9\"\"\"\n"
+                                "content_type = 'text/plain; \xc3\xa9'\n");
+  CHECK(cfg->degrade.body == "caf\xc3\xa9x\xc3\xa9");
+}
