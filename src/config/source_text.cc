@@ -65,6 +65,12 @@ std::optional<TextProblem> find_structure_problem(std::string_view text) {
           }
           j = k;
         } else if (c == '"' && text[j] == '\\') {
+          if (multi && j + 1 < n && static_cast<unsigned char>(text[j + 1]) >= 0x80) {
+            // Not an escape either way, but the parser first asks the same table
+            // whether it is a line-ending backslash.
+            advance(j + 1);
+            return TextProblem{line, column, "a backslash followed by a non-ASCII character is not an escape"};
+          }
           j += 2;
         } else if (multi ? text.substr(j, 3) == triple : text[j] == c) {
           j += multi ? 3 : 1;

@@ -122,3 +122,8 @@ TEST_CASE("non-ASCII characters only where the TOML parser handles them", "[conf
                                 "content_type = 'text/plain; \xc3\xa9'\n");
   CHECK(cfg->degrade.body == "caf\xc3\xa9x\xc3\xa9");
 }
+
+TEST_CASE("a backslash before a non-ASCII character in a multi-line string is refused", "[config]") {
+  CHECK(byte_error("[degrade]\nbody = \"\"\"a\\\xc3\xa9\"\"\"\n") ==
+        "test.toml:2:13: a backslash followed by a non-ASCII character is not an escape");
+}
