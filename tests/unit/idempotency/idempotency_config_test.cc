@@ -170,3 +170,19 @@ TEST_CASE("idempotency needs a [redis] table", "[config][idempotency]") {
   CHECK(load_error("redis = 1\n" + route_with("idempotency = {}\n")) ==
         "test.toml:1:9: redis: expected a table, got integer");
 }
+
+TEST_CASE("idempotency key sources are parsed once, in order", "[config][idempotency]") {
+  using Kind = fg::idempotency::KeySource::Kind;
+  auto cfg = load_ok(idem_route("{ key = [\"header:X-Key\", \"json:order.id\", \"form:k\", \"query:q\", \"body\"] }"));
+  const auto& s = cfg->routes.at(0).idempotency.sources;
+  REQUIRE(s.size() == 5);
+  CHECK((s[0].kind == Kind::kHeader && s[0].name == "X-Key"));
+  CHECK((s[1].kind == Kind::kJson && s[1].name == "order.id"));
+  CHECK((s[2].kind == Kind::kForm && s[2].name == "k"));
+  CHECK((s[3].kind == Kind::kQuery && s[3].name == "q"));
+  CHECK((s[4].kind == Kind::kBody && s[4].name.empty()));
+  auto dflt = load_ok(idem_route("{}"));
+  REQUIRE(dflt->routes.at(0).idempotency.sources.size() == 1);
+  CHECK(dflt->routes.at(0).idempotency.sources[0].kind == Kind::kHeader);
+  CHECK(dflt->routes.at(0).idempotency.sources[0].name == "Idempotency-Key");
+}

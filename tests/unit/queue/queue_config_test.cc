@@ -371,3 +371,26 @@ TEST_CASE("[pressure] queue_depth and [redis] WAIT settings", "[config][queue]")
   CHECK(load_error(kMinimal + "[redis]\nwait_replicas = 1\nwait_timeout = 100\n") ==
         "test.toml:13:16: redis.wait_timeout: expected a duration string such as \"10s\", got integer");
 }
+
+TEST_CASE("on_failure_webhook is parsed once into host, port and path", "[config][queue]") {
+  auto url_of = [](const std::string& url) {
+    auto cfg = load_ok(queue_route("on_failure_webhook = \"" + url + "\"\n"));
+    return cfg->routes.at(0).on_failure_webhook_url;
+  };
+  const fg::WebhookUrl v4 = url_of("HTTP://10.0.0.5:8082/hooks/failed?src=fg");
+  CHECK(v4.host == "10.0.0.5");
+  CHECK(v4.port == 8082);
+  CHECK(v4.path == "/hooks/failed?src=fg");
+  CHECK_FALSE(v4.ipv6);
+  CHECK(v4.authority() == "10.0.0.5:8082");
+  CHECK(v4.text() == "http://10.0.0.5:8082/hooks/failed?src=fg");
+  const fg::WebhookUrl v6 = url_of("http://[::1]");
+  CHECK(v6.host == "::1");
+  CHECK(v6.port == 80);
+  CHECK(v6.path == "/");
+  CHECK(v6.ipv6);
+  CHECK(v6.authority() == "[::1]:80");
+  const fg::WebhookUrl named = url_of("http://hooks.internal?x=1");
+  CHECK(named.host == "hooks.internal");
+  CHECK(named.path == "/?x=1");
+}

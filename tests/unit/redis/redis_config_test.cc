@@ -113,3 +113,24 @@ TEST_CASE("[redis] is validated", "[config][redis]") {
     CHECK_THAT(msg, Contains("\ntest.toml:14:14: redis.on_failure: expected"));
   }
 }
+
+TEST_CASE("[redis] url is parsed once into an endpoint", "[config][redis]") {
+  auto cfg = load_ok(kMinimal + "\n[redis]\nurl = \"redis://:s%40cret@10.0.0.7:6380/3\"\n");
+  CHECK(cfg->redis.url == "redis://:s%40cret@10.0.0.7:6380/3");
+  CHECK_FALSE(cfg->redis.endpoint.unix_socket);
+  CHECK(cfg->redis.endpoint.host == "10.0.0.7");
+  CHECK(cfg->redis.endpoint.port == 6380);
+  CHECK(cfg->redis.endpoint.db == 3);
+  CHECK(cfg->redis.endpoint.password == "s@cret");
+
+  auto sock = load_ok(kMinimal + "\n[redis]\nurl = \"unix:///run/redis.sock?db=2\"\n");
+  CHECK(sock->redis.endpoint.unix_socket);
+  CHECK(sock->redis.endpoint.path == "/run/redis.sock");
+  CHECK(sock->redis.endpoint.db == 2);
+
+  // Without a url: the documented default, parsed the same way.
+  auto dflt = load_ok(kMinimal + "\n[redis]\n");
+  CHECK(dflt->redis.endpoint.host == "127.0.0.1");
+  CHECK(dflt->redis.endpoint.port == 6379);
+  CHECK(dflt->redis.endpoint.db == 0);
+}
