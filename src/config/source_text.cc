@@ -24,7 +24,8 @@ std::optional<TextProblem> find_structure_problem(std::string_view text) {
   uint32_t line = 1;
   uint32_t column = 1;
   size_t i = 0;
-  int depth = 0;            // open [ and { inside a value
+  std::string open;         // the [ and { of values not yet closed, innermost last
+  bool after_equals = false;  // in the value of the current key (else in a key or header)
   bool line_start = true;   // only blanks so far on this line, outside any value
   auto advance = [&](size_t to) {
     for (; i < to && i < n; ++i) {
@@ -44,7 +45,12 @@ std::optional<TextProblem> find_structure_problem(std::string_view text) {
   };
   while (i < n) {
     const char c = text[i];
-    if (c == '"' || c == '\'') {
+    const bool in_value = after_equals || (!open.empty() && open.back() == '[');
+    // In a value, a quote glued to a bare token ("1\"x\"", "-'x'") does not start a
+    // string for the parser: it is read as part of the token, so what follows is
+    // judged as text outside a string.
+    const bool glued = in_value && i > 0 && std::string_view(" \t\r\n=[{,").find(text[i - 1]) == std::string_view::npos;
+    if ((c == '"' || c == '\'') && !glued) {
       const std::string_view triple = c == '"' ? "\"\"\"" : "'''";
       const bool multi = text.substr(i, 3) == triple;
       size_t j = i + (multi ? 3 : 1);
@@ -91,7 +97,10 @@ std::optional<TextProblem> find_structure_problem(std::string_view text) {
       continue;
     }
     if (c == '\n') {
-      if (depth == 0) line_start = true;
+      if (open.empty()) {
+        line_start = true;
+        after_equals = false;
+      }
       advance(i + 1);
       continue;
     }
@@ -116,9 +125,19 @@ std::optional<TextProblem> find_structure_problem(std::string_view text) {
       // first test them against the same faulty whitespace table.
       return TextProblem{line, column, "non-ASCII character outside a string or comment"};
     }
-    if (!line_start || depth > 0) {
-      if (c == '[' || c == '{') ++depth;
-      if ((c == ']' || c == '}') && depth > 0) --depth;
+    if (c == '=') {
+      after_equals = true;
+    } else if (c == '{' || (c == '[' && in_value)) {
+      open += c;
+      after_equals = false;  // an inline table starts with a key; an array is a value anyway
+    } else if (c == '}' && !open.empty() && open.back() == '[') {
+      // The parser asserts that an array element never starts with '}'.
+      return TextProblem{line, column, "'}' inside an array (expected a value or ']')"};
+    } else if ((c == ']' && !open.empty() && open.back() == '[') || (c == '}' && !open.empty())) {
+      open.pop_back();
+      after_equals = true;  // the closed array or table was a value
+    } else if (c == ',' && !open.empty() && open.back() == '{') {
+      after_equals = false;  // the next key of the inline table
     }
     line_start = false;
     advance(i + 1);

@@ -35,7 +35,7 @@ Result<WebhookUrl> parse_webhook_url(const std::string& url) {
   const size_t path_at = rest.find_first_of("/?");
   const std::string authority = rest.substr(0, path_at);
   std::string path = path_at == std::string::npos ? "/" : rest.substr(path_at);
-  if (path.front() == '?') path.insert(0, "/");
+  if (path.front() == '?') path = "/" + path;
   if (authority.find('@') != std::string::npos) {
     return Status::error("user information (\"user@\") is not supported");
   }
@@ -59,7 +59,7 @@ Result<WebhookUrl> parse_webhook_url(const std::string& url) {
         return Status::error("expected \":PORT\" after the IPv6 address");
       }
       port_text = after.substr(1);
-      if (port_text.empty()) port_text = "-";  // "[::1]:" names no port
+      if (port_text.empty()) return Status::error("port must be a number 1-65535");  // "[::1]:" names no port
     }
   } else {
     const size_t colon = authority.find(':');
@@ -69,7 +69,7 @@ Result<WebhookUrl> parse_webhook_url(const std::string& url) {
       if (port_text.find(':') != std::string::npos) {
         return Status::error("IPv6 addresses go in brackets, e.g. \"http://[::1]:8081/hook\"");
       }
-      if (port_text.empty()) port_text = "-";
+      if (port_text.empty()) return Status::error("port must be a number 1-65535");
     }
     if (host.empty()) {
       return Status::error("missing host");

@@ -127,3 +127,19 @@ TEST_CASE("a backslash before a non-ASCII character in a multi-line string is re
   CHECK(byte_error("[degrade]\nbody = \"\"\"a\\\xc3\xa9\"\"\"\n") ==
         "test.toml:2:13: a backslash followed by a non-ASCII character is not an escape");
 }
+
+TEST_CASE("constructs the TOML parser asserts on or misreads are refused", "[config]") {
+  // A '}' where an array expects a value trips an assertion in toml++.
+  CHECK(byte_error("[server]\nlisten = [}\n") == "test.toml:2:11: '}' inside an array (expected a value or ']')");
+  CHECK(byte_error("[server]\nlisten = [\"127.0.0.1:80\",\n}\n") ==
+        "test.toml:3:1: '}' inside an array (expected a value or ']')");
+  // A quote glued to a bare value is no string start, so what follows it is
+  // outside any string.
+  const std::string outside = "non-ASCII character outside a string or comment";
+  CHECK(byte_error("[degrade]\nbody = 1\"\xc3\xa9\"\n") == "test.toml:2:10: " + outside);
+  CHECK(byte_error("[degrade]\nbody = -'\xc3\xa9'\n") == "test.toml:2:10: " + outside);
+  CHECK(byte_error("[degrade]\nbody = 1.\"\xc3\xa9\"\n") == "test.toml:2:11: " + outside);
+  // Quoted keys after a dot, and strings in arrays of inline tables, are strings.
+  CHECK_FALSE(fg::config::find_text_problem("\"a\".\"\xc3\xa9\" = 1\nb = [{ c = \"\xc3\xa9\" }, { d = ['\xc3\xa9'] }]\n")
+                  .has_value());
+}
