@@ -120,6 +120,21 @@ std::optional<TextProblem> find_structure_problem(std::string_view text) {
       advance(j);
       continue;
     }
+    if (in_value && std::string_view("[]{},=").find(c) == std::string_view::npos) {
+      // A bare value (number, boolean, date-time): the parser reads it up to the
+      // next terminator, brackets and quotes included, testing each character.
+      size_t j = i;
+      while (j < n && std::string_view(" \t\r\n,]}#").find(text[j]) == std::string_view::npos) {
+        if (static_cast<unsigned char>(text[j]) >= 0x80) {
+          advance(j);
+          return TextProblem{line, column, "non-ASCII character outside a string or comment"};
+        }
+        ++j;
+      }
+      line_start = false;
+      advance(j);
+      continue;
+    }
     if (static_cast<unsigned char>(c) >= 0x80) {
       // TOML allows other characters only in strings and comments; toml++ would
       // first test them against the same faulty whitespace table.

@@ -139,6 +139,8 @@ TEST_CASE("constructs the TOML parser asserts on or misreads are refused", "[con
   CHECK(byte_error("[degrade]\nbody = 1\"\xc3\xa9\"\n") == "test.toml:2:10: " + outside);
   CHECK(byte_error("[degrade]\nbody = -'\xc3\xa9'\n") == "test.toml:2:10: " + outside);
   CHECK(byte_error("[degrade]\nbody = 1.\"\xc3\xa9\"\n") == "test.toml:2:11: " + outside);
+  // A bare value runs to the next terminator, brackets and quotes included.
+  CHECK(byte_error("x = 1\"\"\"1[['\xd0\x96'\n") == "test.toml:1:13: " + outside);
   // Quoted keys after a dot, and strings in arrays of inline tables, are strings.
   CHECK_FALSE(fg::config::find_text_problem("\"a\".\"\xc3\xa9\" = 1\nb = [{ c = \"\xc3\xa9\" }, { d = ['\xc3\xa9'] }]\n")
                   .has_value());
