@@ -131,6 +131,15 @@ std::optional<TextProblem> find_structure_problem(std::string_view text) {
         }
         ++j;
       }
+      // "YYYY-MM-DDT" is taken for a date-time, and the parser then assumes a digit
+      // follows (undefined behaviour, or an assertion, otherwise).
+      const std::string_view token = text.substr(i, j - i);
+      auto digit = [&](size_t k) { return k < token.size() && token[k] >= '0' && token[k] <= '9'; };
+      if (token.size() >= 11 && token[4] == '-' && token[7] == '-' && (token[10] == 'T' || token[10] == 't') &&
+          !digit(11)) {
+        advance(i + 11);
+        return TextProblem{line, column, "expected a time (HH:MM:SS) after the 'T' of a date-time"};
+      }
       line_start = false;
       advance(j);
       continue;

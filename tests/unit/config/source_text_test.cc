@@ -145,3 +145,10 @@ TEST_CASE("constructs the TOML parser asserts on or misreads are refused", "[con
   CHECK_FALSE(fg::config::find_text_problem("\"a\".\"\xc3\xa9\" = 1\nb = [{ c = \"\xc3\xa9\" }, { d = ['\xc3\xa9'] }]\n")
                   .has_value());
 }
+
+TEST_CASE("a date-time without a time after its 'T' is refused before parsing", "[config]") {
+  CHECK(byte_error("a = 1979-05-27true\n") == "test.toml:1:16: expected a time (HH:MM:SS) after the 'T' of a date-time");
+  CHECK(byte_error("a = 1979-05-27T\n") == "test.toml:1:16: expected a time (HH:MM:SS) after the 'T' of a date-time");
+  CHECK_FALSE(fg::config::find_text_problem("a = 1979-05-27T07:32:00Z\nb = 1979-05-27 07:32:00\nc = 1979-05-27\n")
+                  .has_value());
+}
