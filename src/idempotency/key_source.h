@@ -1,5 +1,6 @@
-// Where an idempotency key comes from (SPEC §5) and how a request is fingerprinted.
-// Pure functions over the request head and body: no libuv, no Redis.
+// Pulling an idempotency key out of a request (SPEC §5) and fingerprinting requests.
+// Pure functions over the request head and body: no libuv, no Redis. The source
+// specs themselves are parsed in key_spec.h.
 #pragma once
 
 #include <cstdint>
@@ -9,21 +10,9 @@
 
 #include "floodgate/status.h"
 #include "http/message.h"
+#include "idempotency/key_spec.h"
 
 namespace fg::idempotency {
-
-struct KeySource {
-  enum class Kind { kHeader, kJson, kForm, kQuery, kBody };
-  Kind kind = Kind::kHeader;
-  std::string name;  // header name, dotted JSON path, form field, query parameter; empty for kBody
-};
-
-// Parses "header:Idempotency-Key", "json:out_trade_no", "json:order.id", "form:out_trade_no",
-// "query:k", "body". Error message says what is wrong (used by the config loader).
-Result<KeySource> parse_source(std::string_view text);
-
-// True when some source needs the request body (json/form/body).
-bool needs_body(const std::vector<KeySource>& sources);
 
 enum class Extract {
   kFound,    // key holds the value

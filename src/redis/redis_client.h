@@ -15,19 +15,9 @@
 #include <vector>
 
 #include "floodgate/status.h"
+#include "redis/endpoint.h"
 
 namespace fg::redis {
-
-// A parsed connection URL: redis://[:password@]host[:port][/db] or unix:///path[?db=N].
-struct Endpoint {
-  bool unix_socket = false;
-  std::string host = "127.0.0.1";
-  uint16_t port = 6379;
-  std::string path;      // unix socket path
-  std::string password;  // empty: no AUTH
-  int db = 0;
-};
-Result<Endpoint> parse_url(std::string_view url);
 
 // A reply flattened into value types (no hiredis types leak out of this module).
 struct Reply {

@@ -1,0 +1,207 @@
+// Validation of [server], [admin], [reload] and [log] (see server_config.h).
+#include "config/server_config.h"
+
+#include <algorithm>
+#include <thread>
+
+#include "config/reader.h"
+
+namespace fg::config {
+namespace {
+
+constexpr uint64_t kMinHeaderBytes = 1024;
+constexpr uint64_t kMaxHeaderBytes = 1024 * 1024;
+constexpr uint64_t kMinUriBytes = 64;
+constexpr int kMaxWorkers = 256;
+// Per-route slots of the per-client limiter (16 bytes each).
+constexpr int64_t kMinClientTableSize = 1024;
+constexpr int64_t kMaxClientTableSize = 16 * 1024 * 1024;
+// An admin token shorter than this is guessable by brute force over the network.
+constexpr size_t kMinTokenChars = 16;
+// Request and response buffers are held in memory, per request: beyond this a
+// few hundred slow clients would exhaust a typical host.
+constexpr uint64_t kMaxBufferingBytes = 64ULL * 1024 * 1024;
+
+// The path prefix that ticket polls and cancellations are answered under,
+// ahead of route matching: "/_floodgate/tickets/" + id.
+void read_tickets_path(Reader& rd, const toml::node& n, ServerConfig& s) {
+  const std::string p = "server.tickets_path";
+  std::string v;
+  if (!rd.read_string(n, p, &v)) return;
+  if (v.size() < 2 || v.front() != '/' || v.back() != '/') {
+    rd.error(n, p, "must start and end with '/' and name at least one segment, e.g. \"/_floodgate/tickets/\"; got \"" +
+                    v + "\"");
+    return;
+  }
+  for (char c : v) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u >= 0x7f) {
+      rd.error(n, p, "must not contain spaces, control characters or non-ASCII bytes");
+      return;
+    }
+    if (c == '?' || c == '#') {
+      rd.error(n, p, "is a path; it must not contain '?' or '#'");
+      return;
+    }
+  }
+  s.tickets_path = std::move(v);
+}
+
+// Why `admin` cannot listen next to the client listeners, or "". Two equal
+// addresses, or a wildcard and an address it covers on the same port, would
+// either fail to bind or (with SO_REUSEPORT) share connections between
+// client and admin traffic.
+std::string listener_clash(const HostPort& admin, const std::vector<HostPort>& servers) {
+  const std::string host = canonical_ip(admin.host);
+  const bool v6 = host.find(':') != std::string::npos;
+  for (const HostPort& s : servers) {
+    if (s.port != admin.port) continue;
+    const std::string other = canonical_ip(s.host);
+    const bool other_v6 = other.find(':') != std::string::npos;
+    if (other == host) {
+      return "\"" + admin.text + "\" is also a server.listen address; the admin listener needs an address of its own";
+    }
+    // "::" takes IPv4 too on a dual-stack socket; "0.0.0.0" only IPv4.
+    const bool covered = host == "::" || other == "::" || (host == "0.0.0.0" && !other_v6) ||
+                         (other == "0.0.0.0" && !v6);
+    if (covered) {
+      return "\"" + admin.text + "\" overlaps server.listen \"" + s.text +
+             "\" (same port, wildcard address); the admin listener needs an address of its own";
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* client_table_size) {
+  const toml::table& t = table.toml();
+  rd.check_keys(t, "server",
+             {"listen", "workers", "max_connections", "header_timeout", "body_timeout", "idle_timeout",
+              "send_timeout", "drain_timeout", "max_header_bytes", "max_uri_bytes", "max_body_bytes",
+              "client_table_size", "tickets_path", "merge_slashes", "underscores_in_headers", "request_buffering",
+              "response_buffering", "max_connections_per_client"});
+
+  if (const toml::node* n = t.get("listen")) {
+    rd.read_address_list(*n, "server.listen", true, false, &s.listen);
+  } else {
+    rd.error(t, "server.listen", "required, e.g. listen = \"0.0.0.0:8080\"");
+  }
+
+  if (const toml::node* n = t.get("workers")) {
+    if (const auto* str = n->as_string()) {
+      if (str->get() == "auto") {
+        s.workers_auto = true;
+        const unsigned cores = std::thread::hardware_concurrency();
+        s.workers = static_cast<int>(std::clamp(cores, 1u, static_cast<unsigned>(kMaxWorkers)));
+      } else {
+        rd.error(*n, "server.workers", "expected \"auto\" or a number 1-256, got \"" + str->get() + "\"");
+      }
+    } else if (n->is_integer()) {
+      uint64_t w = 0;
+      if (rd.read_int(*n, "server.workers", 1, kMaxWorkers, &w)) s.workers = static_cast<int>(w);
+    } else {
+      rd.error(*n, "server.workers", "expected \"auto\" or a number 1-256, got " + std::string(type_name(*n)));
+    }
+  }
+
+  if (const toml::node* n = t.get("max_connections")) {
+    rd.read_int(*n, "server.max_connections", 1, INT64_MAX, &s.max_connections);
+  }
+
+  const std::pair<std::string_view, uint64_t*> timeouts[] = {
+      {"header_timeout", &s.header_timeout_ms}, {"body_timeout", &s.body_timeout_ms},
+      {"idle_timeout", &s.idle_timeout_ms},     {"send_timeout", &s.send_timeout_ms},
+      {"drain_timeout", &s.drain_timeout_ms},
+  };
+  for (const auto& [key, field] : timeouts) {
+    if (const toml::node* n = t.get(key)) rd.read_duration(*n, Reader::join("server", key), field);
+  }
+
+  if (const toml::node* n = t.get("max_header_bytes")) {
+    rd.read_size(*n, "server.max_header_bytes", kMinHeaderBytes, kMaxHeaderBytes, &s.max_header_bytes);
+  }
+  if (const toml::node* n = t.get("max_uri_bytes")) {
+    // The request line is part of the head, so a URI limit above the head
+    // limit could never fire: 431 would always come first.
+    if (rd.read_size(*n, "server.max_uri_bytes", kMinUriBytes, kMaxHeaderBytes, &s.max_uri_bytes) &&
+        s.max_uri_bytes > s.max_header_bytes) {
+      rd.error(*n, "server.max_uri_bytes",
+            "must not exceed server.max_header_bytes (" + std::to_string(s.max_header_bytes) + ")");
+    }
+  }
+  if (const toml::node* n = t.get("max_connections_per_client")) {
+    // Above max_connections it could never take effect.
+    if (rd.read_int(*n, "server.max_connections_per_client", 0, INT64_MAX, &s.max_connections_per_client) &&
+        s.max_connections_per_client > s.max_connections) {
+      rd.error(*n, "server.max_connections_per_client",
+               "must not exceed server.max_connections (" + std::to_string(s.max_connections) + ")");
+    }
+  }
+  if (const toml::node* n = t.get("merge_slashes")) rd.read_bool(*n, "server.merge_slashes", &s.merge_slashes);
+  if (const toml::node* n = t.get("underscores_in_headers")) {
+    rd.read_bool(*n, "server.underscores_in_headers", &s.underscores_in_headers);
+  }
+  // Both bound memory held per request; 0 turns buffering off (bodies stream).
+  if (const toml::node* n = t.get("request_buffering")) {
+    rd.read_size(*n, "server.request_buffering", 0, kMaxBufferingBytes, &s.request_buffering_bytes);
+  }
+  if (const toml::node* n = t.get("response_buffering")) {
+    rd.read_size(*n, "server.response_buffering", 0, kMaxBufferingBytes, &s.response_buffering_bytes);
+  }
+  if (const toml::node* n = t.get("max_body_bytes")) {
+    rd.read_size(*n, "server.max_body_bytes", 0, UINT64_MAX, &s.max_body_bytes);
+  }
+  if (const toml::node* n = t.get("client_table_size")) {
+    rd.read_int(*n, "server.client_table_size", kMinClientTableSize, kMaxClientTableSize, client_table_size);
+  }
+  if (const toml::node* n = t.get("tickets_path")) read_tickets_path(rd, *n, s);
+}
+
+void load_admin(Reader& rd, const Table& table, const ServerConfig& server, AdminConfig& a) {
+  const toml::table& t = table.toml();
+  rd.check_keys(t, "admin", {"listen", "token"});
+
+  if (const toml::node* n = t.get("listen")) {
+    HostPort hp;
+    if (rd.read_host_port(*n, "admin.listen", false, &hp)) {
+      if (const std::string clash = listener_clash(hp, server.listen); !clash.empty()) {
+        rd.error(*n, "admin.listen", clash);
+      } else {
+        a.listen = std::move(hp);
+        a.enabled = true;
+      }
+    }
+  }
+
+  if (const toml::node* n = t.get("token")) {
+    std::string token;
+    if (rd.read_string(*n, "admin.token", &token)) {
+      // The token itself never appears in a message: they end up in logs.
+      if (!token.empty() && token.size() < kMinTokenChars) {
+        rd.error(*n, "admin.token",
+              "must be at least " + std::to_string(kMinTokenChars) + " characters, got " +
+                  std::to_string(token.size()) + " (\"\" turns authentication off)");
+      } else if (!std::all_of(token.begin(), token.end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
+        rd.error(*n, "admin.token", "must be printable ASCII without spaces");
+      } else {
+        a.token = std::move(token);
+      }
+    }
+  }
+}
+
+void load_reload(Reader& rd, const Table& table, ReloadConfig& r) {
+  const toml::table& t = table.toml();
+  rd.check_keys(t, "reload", {"watch"});
+  if (const toml::node* n = t.get("watch")) rd.read_bool(*n, "reload.watch", &r.watch);
+}
+
+void load_log(Reader& rd, const Table& table, LogConfig& log) {
+  const toml::table& t = table.toml();
+  rd.check_keys(t, "log", {"file", "access"});
+  if (const toml::node* n = t.get("file")) rd.read_string(*n, "log.file", &log.file);
+  if (const toml::node* n = t.get("access")) rd.read_bool(*n, "log.access", &log.access);
+}
+
+}  // namespace fg::config

@@ -1,0 +1,59 @@
+// [server], [admin], [reload] and [log]: the instance-wide settings, and their
+// validation (server_config.cc).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config/host_port.h"
+#include "config/reader_fwd.h"
+
+namespace fg {
+
+struct ServerConfig {
+  std::vector<HostPort> listen;  // at least one
+  int workers = 1;               // resolved: "auto" becomes the number of cores
+  bool workers_auto = false;
+  uint64_t max_connections = 20000;
+  uint64_t max_connections_per_client = 0;  // per client IP address; 0: unlimited
+  uint64_t header_timeout_ms = 10000;
+  uint64_t body_timeout_ms = 30000;
+  uint64_t idle_timeout_ms = 60000;
+  uint64_t send_timeout_ms = 30000;
+  uint64_t drain_timeout_ms = 15000;
+  uint64_t max_header_bytes = 16 * 1024;
+  uint64_t max_uri_bytes = 8 * 1024;
+  uint64_t max_body_bytes = 1024 * 1024;
+  std::string tickets_path = "/_floodgate/tickets/";  // starts and ends with '/'
+  bool merge_slashes = true;            // "//" in a request path counts as "/" for matching
+  bool underscores_in_headers = false;  // false: request header names with '_' are dropped
+  uint64_t request_buffering_bytes = 1024 * 1024;   // bodies up to this are read whole before forwarding; 0: off
+  uint64_t response_buffering_bytes = 1024 * 1024;  // per response, read ahead of a slow client; 0: off
+};
+
+struct AdminConfig {
+  bool enabled = false;          // true when [admin] listen is set
+  HostPort listen;
+  std::string token;             // empty: no authentication
+};
+
+struct ReloadConfig {
+  bool watch = false;            // reload when the config file is saved
+};
+
+struct LogConfig {
+  std::string file;     // empty: stderr
+  bool access = true;   // one JSON line per request
+};
+
+namespace config {
+// [server]; server.client_table_size goes to `client_table_size`. Config loading only.
+void load_server(Reader& reader, const Table& table, ServerConfig& out, uint64_t* client_table_size);
+// [admin]; its address is checked against the already loaded server.listen.
+void load_admin(Reader& reader, const Table& table, const ServerConfig& server, AdminConfig& out);
+void load_reload(Reader& reader, const Table& table, ReloadConfig& out);
+void load_log(Reader& reader, const Table& table, LogConfig& out);
+}  // namespace config
+
+}  // namespace fg

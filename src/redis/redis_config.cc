@@ -1,0 +1,72 @@
+// Validation of [redis] (see redis_config.h). Parses the URL with endpoint.h only:
+// the config library does not link the client.
+#include "redis/redis_config.h"
+
+#include "config/reader.h"
+
+namespace fg::redis {
+namespace {
+
+using config::Reader;
+using config::Table;
+
+constexpr int64_t kMaxWaitReplicas = 16;
+
+}  // namespace
+
+void load_config(Reader& rd, const Table& table, RedisConfig& r) {
+  const toml::table& t = table.toml();
+  rd.check_keys(t, "redis", {"url", "prefix", "timeout", "on_failure", "wait_replicas", "wait_timeout"});
+  r.enabled = true;
+  if (const toml::node* n = t.get("url")) {
+    if (rd.read_string(*n, "redis.url", &r.url)) {
+      Result<Endpoint> ep = parse_url(r.url);
+      if (!ep) {
+        // The message quotes the URL; a password in it must not reach logs
+        // or the /reload answer.
+        std::string message = ep.message();
+        const std::string shown = redact_url(r.url);
+        if (shown != r.url) {
+          for (size_t at = message.find(r.url); at != std::string::npos;
+               at = message.find(r.url, at + shown.size())) {
+            message.replace(at, r.url.size(), shown);
+          }
+        }
+        rd.error(*n, "redis.url", message);
+      } else {
+        r.endpoint = std::move(ep.value());
+      }
+    }
+  }
+  if (const toml::node* n = t.get("prefix")) rd.read_string(*n, "redis.prefix", &r.prefix);
+  if (const toml::node* n = t.get("timeout")) rd.read_duration(*n, "redis.timeout", &r.timeout_ms);
+  if (const toml::node* n = t.get("on_failure")) {
+    std::string v;
+    if (rd.read_string(*n, "redis.on_failure", &v)) {
+      if (v == "open") r.fail_open = true;
+      else if (v == "closed") r.fail_open = false;
+      else rd.error(*n, "redis.on_failure", "expected \"closed\" (503 where Redis is needed) or \"open\" (forward without dedupe), got \"" + v + "\"");
+    }
+  }
+  const toml::node* replicas = t.get("wait_replicas");
+  if (replicas != nullptr) rd.read_int(*replicas, "redis.wait_replicas", 0, kMaxWaitReplicas, &r.wait_replicas);
+  if (const toml::node* n = t.get("wait_timeout")) {
+    if (rd.read_duration(*n, "redis.wait_timeout", &r.wait_timeout_ms)) {
+      if (replicas == nullptr) {
+        rd.error(*n, "redis.wait_timeout", "only valid together with wait_replicas");
+      } else if (r.wait_replicas > 0 && r.wait_timeout_ms >= r.timeout_ms) {
+        // WAIT is one command: its answer must arrive within redis.timeout,
+        // or the connection is counted as stalled and re-established.
+        rd.error(*n, "redis.wait_timeout",
+              "must be shorter than redis.timeout (" + config::format_ms(r.timeout_ms) +
+                  "), which bounds every Redis command including WAIT");
+      }
+    }
+  } else if (r.wait_replicas > 0 && r.wait_timeout_ms >= r.timeout_ms) {
+    rd.error(*replicas, "redis.wait_replicas",
+          "WAIT uses wait_timeout (" + config::format_ms(r.wait_timeout_ms) + " by default), which must be shorter than "
+          "redis.timeout (" + config::format_ms(r.timeout_ms) + "); set a shorter wait_timeout or a longer timeout");
+  }
+}
+
+}  // namespace fg::redis

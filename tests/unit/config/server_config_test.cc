@@ -1,0 +1,176 @@
+// [server] (client_table_size and the request-hardening keys), [admin], [reload].
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "tests/unit/config/config_test_support.h"
+#include "floodgate/config.h"
+
+using namespace fg::config_test;
+using Catch::Contains;
+using Catch::StartsWith;
+
+TEST_CASE("[admin], [degrade], [pressure], [reload] and client_table_size parse", "[config]") {
+  auto cfg = load_ok(with_server("listen = \"0.0.0.0:8080\"\nclient_table_size = 4096") +
+                     "\n[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"0123456789abcdef-XYZ\"\n"
+                     "\n[degrade]\nstatus = 429\nbody = \"slow down\"\ncontent_type = \"text/plain\"\n"
+                     "retry_after = \"2.5s\"\n"
+                     "\n[pressure]\nloop_lag = \"50ms\"\n"
+                     "\n[reload]\nwatch = true\n");
+  CHECK(cfg->client_table_size == 4096);
+  CHECK(cfg->admin.enabled);
+  CHECK(cfg->admin.listen.host == "127.0.0.1");
+  CHECK(cfg->admin.listen.port == 9090);
+  CHECK(cfg->admin.listen.text == "127.0.0.1:9090");
+  CHECK(cfg->admin.token == "0123456789abcdef-XYZ");
+  CHECK(cfg->degrade.status == 429);
+  CHECK(cfg->degrade.body == "slow down");
+  CHECK(cfg->degrade.content_type == "text/plain");
+  CHECK(cfg->degrade.retry_after_ms == 2500);
+  CHECK(cfg->pressure.loop_lag_ms == 50);
+  CHECK(cfg->reload.watch);
+
+  SECTION("bounds of client_table_size") {
+    CHECK(load_ok(with_server("listen = \"127.0.0.1:1\"\nclient_table_size = 1024"))->client_table_size == 1024);
+    CHECK(load_ok(with_server("listen = \"127.0.0.1:1\"\nclient_table_size = 16777216"))->client_table_size ==
+          16777216);
+  }
+  SECTION("IPv6 admin listener, empty token, empty tables") {
+    auto v6 = load_ok(kMinimal + "[admin]\nlisten = \"[::1]:9090\"\ntoken = \"\"\n[degrade]\n[pressure]\n[reload]\n");
+    CHECK(v6->admin.enabled);
+    CHECK(v6->admin.listen.host == "::1");
+    CHECK(v6->admin.token.empty());
+    CHECK(v6->degrade.status == 503);
+    CHECK(v6->pressure.loop_lag_ms == 0);
+  }
+  SECTION("an [admin] table without listen leaves the listener off") {
+    auto off = load_ok(kMinimal + "[admin]\ntoken = \"0123456789abcdef\"\n");
+    CHECK_FALSE(off->admin.enabled);
+    CHECK(off->admin.token == "0123456789abcdef");
+  }
+  SECTION("the same port on another address is fine") {
+    auto ok = load_ok(with_server("listen = [\"127.0.0.1:8080\", \"[::1]:8080\"]") +
+                      "[admin]\nlisten = \"127.0.0.2:8080\"\n");
+    CHECK(ok->admin.listen.port == 8080);
+    // 0.0.0.0 covers IPv4 only, so an IPv6 admin address on its port is separate.
+    CHECK(load_ok(with_server("listen = \"0.0.0.0:8080\"") + "[admin]\nlisten = \"[::1]:8080\"\n")->admin.enabled);
+  }
+}
+
+TEST_CASE("new sections take their defaults when absent", "[config]") {
+  auto cfg = load_ok(kMinimal);
+  const fg::DegradeConfig degrade;
+  CHECK_FALSE(cfg->admin.enabled);
+  CHECK(cfg->admin.token.empty());
+  CHECK(cfg->degrade.status == 503);
+  CHECK(cfg->degrade.body == degrade.body);
+  CHECK(cfg->degrade.content_type == "application/json; charset=utf-8");
+  CHECK(cfg->degrade.retry_after_ms == 1000);
+  CHECK(cfg->pressure.loop_lag_ms == 0);
+  CHECK_FALSE(cfg->reload.watch);
+  CHECK(cfg->client_table_size == 65536);
+  CHECK_FALSE(cfg->redis.enabled);
+  CHECK_FALSE(cfg->routes[0].idempotency.enabled);
+}
+
+TEST_CASE("server.client_table_size is range-checked", "[config]") {
+  CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nclient_table_size = 1023")) ==
+        "test.toml:3:21: server.client_table_size: must be between 1024 and 16777216, got 1023");
+  CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nclient_table_size = 16777217")) ==
+        "test.toml:3:21: server.client_table_size: must be between 1024 and 16777216, got 16777217");
+  CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nclient_table_size = \"64Ki\"")) ==
+        "test.toml:3:21: server.client_table_size: expected an integer, got string");
+}
+
+TEST_CASE("[admin] is validated", "[config]") {
+  SECTION("listen must differ from server.listen") {
+    CHECK(load_error(kMinimal + "[admin]\nlisten = \"127.0.0.1:8080\"\n") ==
+          "test.toml:12:10: admin.listen: \"127.0.0.1:8080\" is also a server.listen address; the admin listener "
+          "needs an address of its own");
+    CHECK_THAT(load_error(with_server("listen = [\"127.0.0.1:8080\", \"[::1]:8443\"]") +
+                          "[admin]\nlisten = \"[0:0::1]:8443\"\n"),
+               Contains("admin.listen: \"[0:0::1]:8443\" is also a server.listen address"));
+    CHECK(load_error(with_server("listen = \"0.0.0.0:8080\"") + "[admin]\nlisten = \"127.0.0.1:8080\"\n") ==
+          "test.toml:12:10: admin.listen: \"127.0.0.1:8080\" overlaps server.listen \"0.0.0.0:8080\" (same port, "
+          "wildcard address); the admin listener needs an address of its own");
+    CHECK_THAT(load_error(with_server("listen = \"127.0.0.1:8080\"") + "[admin]\nlisten = \"[::]:8080\"\n"),
+               Contains("admin.listen: \"[::]:8080\" overlaps server.listen \"127.0.0.1:8080\""));
+  }
+  SECTION("listen is one literal address") {
+    CHECK(load_error(kMinimal + "[admin]\nlisten = \"localhost:9090\"\n") ==
+          "test.toml:12:10: admin.listen: invalid address \"localhost:9090\": expected a literal IPv4 address or "
+          "[IPv6] address");
+    CHECK(load_error(kMinimal + "[admin]\nlisten = [\"127.0.0.1:9090\"]\n") ==
+          "test.toml:12:10: admin.listen: expected a string, got array");
+    CHECK_THAT(load_error(kMinimal + "[admin]\nlisten = \"127.0.0.1:0\"\n"),
+               StartsWith("test.toml:12:10: admin.listen: invalid address \"127.0.0.1:0\": port must be"));
+  }
+  SECTION("token") {
+    CHECK(load_error(kMinimal + "[admin]\nlisten = \"127.0.0.1:9090\"\ntoken = \"secret\"\n") ==
+          "test.toml:13:9: admin.token: must be at least 16 characters, got 6 (\"\" turns authentication off)");
+    CHECK(load_error(kMinimal + "[admin]\ntoken = \"0123456789 abcdef\"\n") ==
+          "test.toml:12:9: admin.token: must be printable ASCII without spaces");
+    CHECK(load_error(kMinimal + "[admin]\ntoken = \"0123456789abcdef\\t\"\n") ==
+          "test.toml:12:9: admin.token: must be printable ASCII without spaces");
+    CHECK(load_error(kMinimal + "[admin]\ntoken = \"0123456789abcdef\\u00e9\"\n") ==
+          "test.toml:12:9: admin.token: must be printable ASCII without spaces");
+    CHECK(load_error(kMinimal + "[admin]\ntoken = 1234567890123456\n") ==
+          "test.toml:12:9: admin.token: expected a string, got integer");
+  }
+  SECTION("unknown keys and types") {
+    CHECK(load_error(kMinimal + "[admin]\nlisten = \"127.0.0.1:9090\"\ntokn = \"x\"\n") ==
+          "test.toml:13:1: admin.tokn: unknown key (did you mean \"token\"?)");
+    CHECK(load_error("admin = \"127.0.0.1:9090\"\n" + kMinimal) ==
+          "test.toml:1:9: admin: expected a table, got string");
+  }
+}
+
+TEST_CASE("server request-hardening keys take their defaults", "[config]") {
+  auto cfg = load_ok(kMinimal);
+  CHECK(cfg->server.merge_slashes);
+  CHECK_FALSE(cfg->server.underscores_in_headers);
+  CHECK(cfg->server.request_buffering_bytes == 1024 * 1024);
+  CHECK(cfg->server.response_buffering_bytes == 1024 * 1024);
+  CHECK(cfg->server.max_connections_per_client == 0);
+}
+
+TEST_CASE("server request-hardening keys parse", "[config]") {
+  auto cfg = load_ok(with_server("listen = \"127.0.0.1:8080\"\nmerge_slashes = false\nunderscores_in_headers = true\n"
+                                 "request_buffering = \"64KiB\"\nresponse_buffering = 0\n"
+                                 "max_connections = 1000\nmax_connections_per_client = 1000\n"));
+  CHECK_FALSE(cfg->server.merge_slashes);
+  CHECK(cfg->server.underscores_in_headers);
+  CHECK(cfg->server.request_buffering_bytes == 64 * 1024);
+  CHECK(cfg->server.response_buffering_bytes == 0);
+  CHECK(cfg->server.max_connections_per_client == 1000);
+
+  auto off = load_ok(with_server("listen = \"127.0.0.1:8080\"\nrequest_buffering = 0\n"
+                                 "response_buffering = \"64MiB\"\nmax_connections_per_client = 8\n"));
+  CHECK(off->server.request_buffering_bytes == 0);
+  CHECK(off->server.response_buffering_bytes == 64ull * 1024 * 1024);
+  CHECK(off->server.max_connections_per_client == 8);
+}
+
+TEST_CASE("server request-hardening keys are validated", "[config]") {
+  const std::string listen = "listen = \"127.0.0.1:8080\"\n";
+  CHECK(load_error(with_server(listen + "merge_slashes = \"yes\"")) ==
+        "test.toml:3:17: server.merge_slashes: expected true or false, got string");
+  CHECK(load_error(with_server(listen + "underscores_in_headers = 1")) ==
+        "test.toml:3:26: server.underscores_in_headers: expected true or false, got integer");
+  CHECK(load_error(with_server(listen + "request_buffering = \"65MiB\"")) ==
+        "test.toml:3:21: server.request_buffering: must be between 0 and 67108864 bytes, got 68157440");
+  CHECK(load_error(with_server(listen + "request_buffering = -1")) ==
+        "test.toml:3:21: server.request_buffering: invalid size -1: must not be negative");
+  CHECK(load_error(with_server(listen + "response_buffering = true")) ==
+        "test.toml:3:22: server.response_buffering: expected a size such as \"16KiB\" or an integer of bytes, got boolean");
+  CHECK(load_error(with_server(listen + "response_buffering = \"1 lot\"")) ==
+        "test.toml:3:22: server.response_buffering: invalid size \"1 lot\" (use a number of bytes or B, KiB, MiB, GiB, KB, MB, GB, e.g. \"16KiB\")");
+  CHECK(load_error(with_server(listen + "max_connections_per_client = -1")) ==
+        "test.toml:3:30: server.max_connections_per_client: must be at least 0, got -1");
+  CHECK(load_error(with_server(listen + "max_connections_per_client = 20001")) ==
+        "test.toml:3:30: server.max_connections_per_client: must not exceed server.max_connections (20000)");
+  CHECK(load_error(with_server(listen + "merge_slash = true")) ==
+        "test.toml:3:1: server.merge_slash: unknown key (did you mean \"merge_slashes\"?)");
+  CHECK(load_error(with_server(listen + "response_bufering = \"1MiB\"")) ==
+        "test.toml:3:1: server.response_bufering: unknown key (did you mean \"response_buffering\"?)");
+}

@@ -1,0 +1,136 @@
+// [redis]: URL, timeouts, on_failure and WAIT settings.
+#include <catch2/catch.hpp>
+
+#include <string>
+
+#include "tests/unit/config/config_test_support.h"
+#include "floodgate/config.h"
+
+using namespace fg::config_test;
+using Catch::Contains;
+using Catch::StartsWith;
+
+TEST_CASE("[redis] parses", "[config][redis]") {
+  auto cfg = load_ok(kMinimal + "[redis]\nurl = \"redis://:s3cret@10.0.0.7:6380/2\"\nprefix = \"shop:\"\n"
+                                "timeout = \"1.5s\"\non_failure = \"open\"\n");
+  CHECK(cfg->redis.enabled);
+  CHECK(cfg->redis.url == "redis://:s3cret@10.0.0.7:6380/2");
+  CHECK(cfg->redis.prefix == "shop:");
+  CHECK(cfg->redis.timeout_ms == 1500);
+  CHECK(cfg->redis.fail_open);
+
+  SECTION("on_failure = \"closed\"") {
+    CHECK_FALSE(load_ok(kMinimal + "[redis]\non_failure = \"closed\"\n")->redis.fail_open);
+  }
+  SECTION("an empty table enables Redis with the defaults") {
+    auto d = load_ok(kMinimal + "[redis]\n");
+    CHECK(d->redis.enabled);
+    CHECK(d->redis.url == "redis://127.0.0.1:6379/0");
+    CHECK(d->redis.prefix == "fg:");
+    CHECK(d->redis.timeout_ms == 250);
+    CHECK_FALSE(d->redis.fail_open);
+  }
+  SECTION("without the table Redis is off") {
+    auto off = load_ok(kMinimal);
+    CHECK_FALSE(off->redis.enabled);
+    CHECK(off->redis.prefix == "fg:");
+    CHECK(off->redis.timeout_ms == 250);
+  }
+  SECTION("other URL forms") {
+    CHECK(load_ok(kMinimal + "[redis]\nurl = \"unix:///run/redis/redis.sock?db=3\"\n")->redis.url ==
+          "unix:///run/redis/redis.sock?db=3");
+    CHECK(load_ok(kMinimal + "[redis]\nurl = \"redis://[::1]:6379\"\n")->redis.enabled);
+    CHECK(load_ok(kMinimal + "[redis]\nurl = \"redis://redis.internal\"\n")->redis.enabled);
+    CHECK(load_ok(kMinimal + "[redis]\nprefix = \"\"\n")->redis.prefix.empty());
+  }
+}
+
+TEST_CASE("[redis] is validated", "[config][redis]") {
+  SECTION("url") {
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"http://127.0.0.1:6379\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"http://127.0.0.1:6379\": expected "
+          "redis://[:password@]host[:port][/db] or unix:///path[?db=N]");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"rediss://127.0.0.1:6379\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"rediss://127.0.0.1:6379\": TLS (rediss://) is not "
+          "supported");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://127.0.0.1:70000/0\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"redis://127.0.0.1:70000/0\": invalid port");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://127.0.0.1:0\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"redis://127.0.0.1:0\": invalid port");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://127.0.0.1:port\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"redis://127.0.0.1:port\": invalid port");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://127.0.0.1:6379/x\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"redis://127.0.0.1:6379/x\": invalid database number");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://:6379\"\n") ==
+          "test.toml:12:7: redis.url: invalid redis url \"redis://:6379\": missing host");
+    CHECK(load_error(kMinimal + "[redis]\nurl = 6379\n") == "test.toml:12:7: redis.url: expected a string, got integer");
+  }
+  SECTION("a password in a bad url is not repeated") {
+    const std::string msg = load_error(kMinimal + "[redis]\nurl = \"redis://:hunter2@127.0.0.1:99999/0\"\n");
+    CHECK(msg == "test.toml:12:7: redis.url: invalid redis url \"redis://:***@127.0.0.1:99999/0\": invalid port");
+    CHECK(msg.find("hunter2") == std::string::npos);
+    const std::string user = load_error(kMinimal + "[redis]\nurl = \"redis://default:hunter2@h:0\"\n");
+    CHECK_THAT(user, Contains("\"redis://default:***@h:0\""));
+    CHECK(user.find("hunter2") == std::string::npos);
+    const std::string slash = load_error(kMinimal + "[redis]\nurl = \"redis://:hun/ter2@h:6379\"\n");
+    CHECK_THAT(slash, Contains("\"redis://:***@h:6379\""));
+    CHECK(slash.find("ter2") == std::string::npos);
+  }
+  SECTION("on_failure") {
+    CHECK(load_error(kMinimal + "[redis]\non_failure = \"fail\"\n") ==
+          "test.toml:12:14: redis.on_failure: expected \"closed\" (503 where Redis is needed) or \"open\" (forward "
+          "without dedupe), got \"fail\"");
+    CHECK_THAT(load_error(kMinimal + "[redis]\non_failure = \"Open\"\n"),
+               StartsWith("test.toml:12:14: redis.on_failure: expected \"closed\""));
+    CHECK(load_error(kMinimal + "[redis]\non_failure = true\n") ==
+          "test.toml:12:14: redis.on_failure: expected a string, got boolean");
+  }
+  SECTION("timeout") {
+    CHECK(load_error(kMinimal + "[redis]\ntimeout = 250\n") ==
+          "test.toml:12:11: redis.timeout: expected a duration string such as \"10s\", got integer");
+    CHECK_THAT(load_error(kMinimal + "[redis]\ntimeout = \"250\"\n"),
+               StartsWith("test.toml:12:11: redis.timeout: invalid duration \"250\": missing unit"));
+    CHECK_THAT(load_error(kMinimal + "[redis]\ntimeout = \"fast\"\n"),
+               StartsWith("test.toml:12:11: redis.timeout: invalid duration \"fast\""));
+    CHECK(load_error(kMinimal + "[redis]\ntimeout = \"0ms\"\n") ==
+          "test.toml:12:11: redis.timeout: must be between 1ms and 1d, got \"0ms\"");
+  }
+  SECTION("prefix, unknown keys and the table itself") {
+    CHECK(load_error(kMinimal + "[redis]\nprefix = 1\n") == "test.toml:12:10: redis.prefix: expected a string, got integer");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\nsentinels = [\"10.0.0.5:26379\"]\n") ==
+          "test.toml:13:1: redis.sentinels: unknown key");
+    CHECK(load_error(kMinimal + "[redis]\nexpected_instances = 2\n") ==
+          "test.toml:12:1: redis.expected_instances: unknown key");
+    CHECK(load_error(kMinimal + "[redis]\ntimout = \"1s\"\n") ==
+          "test.toml:12:1: redis.timout: unknown key (did you mean \"timeout\"?)");
+    CHECK(load_error("redis = \"redis://127.0.0.1:6379\"\n" + kMinimal) ==
+          "test.toml:1:9: redis: expected a table, got string");
+  }
+  SECTION("every problem is reported") {
+    const std::string msg = load_error(kMinimal + "[redis]\nurl = \"tcp://x\"\ntimeout = \"1\"\non_failure = \"maybe\"\n");
+    CHECK_THAT(msg, Contains("test.toml:12:7: redis.url: invalid redis url"));
+    CHECK_THAT(msg, Contains("\ntest.toml:13:11: redis.timeout: invalid duration"));
+    CHECK_THAT(msg, Contains("\ntest.toml:14:14: redis.on_failure: expected"));
+  }
+}
+
+TEST_CASE("[redis] url is parsed once into an endpoint", "[config][redis]") {
+  auto cfg = load_ok(kMinimal + "\n[redis]\nurl = \"redis://:s%40cret@10.0.0.7:6380/3\"\n");
+  CHECK(cfg->redis.url == "redis://:s%40cret@10.0.0.7:6380/3");
+  CHECK_FALSE(cfg->redis.endpoint.unix_socket);
+  CHECK(cfg->redis.endpoint.host == "10.0.0.7");
+  CHECK(cfg->redis.endpoint.port == 6380);
+  CHECK(cfg->redis.endpoint.db == 3);
+  CHECK(cfg->redis.endpoint.password == "s@cret");
+
+  auto sock = load_ok(kMinimal + "\n[redis]\nurl = \"unix:///run/redis.sock?db=2\"\n");
+  CHECK(sock->redis.endpoint.unix_socket);
+  CHECK(sock->redis.endpoint.path == "/run/redis.sock");
+  CHECK(sock->redis.endpoint.db == 2);
+
+  // Without a url: the documented default, parsed the same way.
+  auto dflt = load_ok(kMinimal + "\n[redis]\n");
+  CHECK(dflt->redis.endpoint.host == "127.0.0.1");
+  CHECK(dflt->redis.endpoint.port == 6379);
+  CHECK(dflt->redis.endpoint.db == 0);
+}
