@@ -36,7 +36,7 @@ bool valid_request_id(std::string_view v) {
 }
 
 http::RequestParser::Limits limits_of(const Config& c) {
-  return {c.server.max_header_bytes, c.server.max_uri_bytes};
+  return {c.server.max_header_bytes, c.server.max_uri_bytes, c.server.merge_slashes, c.server.underscores_in_headers};
 }
 
 }  // namespace

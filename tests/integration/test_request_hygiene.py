@@ -154,5 +154,32 @@ def underscore_headers_are_dropped_and_do_not_frame():
         assert r.status == 200 and r.json()["target"] == "/echo/next", r
 
 
+@test
+def the_options_keep_slashes_and_allow_underscore_headers():
+    """server.merge_slashes = false keeps repeated slashes (dot segments are still
+    resolved); server.underscores_in_headers = true forwards such headers."""
+    g = start_gateway(lambda p: gateway_config(shop.port, p, routes=ROUTES, workers=1,
+                                               server={"merge_slashes": False, "underscores_in_headers": True}))
+    r = exchange_on(g, raw("GET", "/echo//a/./b", b"Host: shop.example\r\nX_User: a\r\n"))
+    assert r.status == 200, r
+    e = r.json()
+    assert e["target"] == "/echo//a/b", e
+    assert "x_user" in [n.lower() for n, _ in e["headers"]], e["headers"]
+    # /api//orders is not the orders route any more: no per-client limit applies.
+    who = user()
+    statuses = [order_on(g, "/api//orders", who).status for _ in range(3)]
+    assert 429 not in statuses, statuses
+
+
+def exchange_on(g, data):
+    with Conn(g.port, timeout=5) as c:
+        c.send(data)
+        return c.recv_response()
+
+
+def order_on(g, target, who):
+    return exchange_on(g, raw("POST", target, b"Host: shop.example\r\nX-User-Id: " + who.encode() + b"\r\n", b"{}"))
+
+
 if __name__ == "__main__":
     run_tests()
