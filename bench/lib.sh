@@ -24,8 +24,8 @@ bench_prerequisites() {
 }
 
 bench_binaries() {
-  floodgate_bin="$repo_root/build/src/floodgate"
-  shop_bin="$repo_root/build/tools/demo_shop/floodgate-demo-shop"
+  floodgate_bin="${FG_BIN:-$repo_root/build/src/floodgate}"
+  shop_bin="${FG_SHOP_BIN:-$repo_root/build/tools/demo_shop/floodgate-demo-shop}"
   if [[ "${BUILD:-1}" == 1 ]]; then
     if [[ ! -f build/meson-private/coredata.dat ]]; then
       log "configuring a release build in build/"

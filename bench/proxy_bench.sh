@@ -60,8 +60,8 @@ for tool in nginx wrk python3 curl ss; do
   command -v "$tool" >/dev/null 2>&1 || die "'$tool' is not installed (scripts/setup.sh --bench installs nginx and wrk)"
 done
 
-floodgate_bin="$repo_root/build/src/floodgate"
-shop_bin="$repo_root/build/tools/demo_shop/floodgate-demo-shop"
+floodgate_bin="${FG_BIN:-$repo_root/build/src/floodgate}"
+shop_bin="${FG_SHOP_BIN:-$repo_root/build/tools/demo_shop/floodgate-demo-shop}"
 if [[ "$BUILD" == 1 ]]; then
   if [[ ! -f build/meson-private/coredata.dat ]]; then
     log "configuring a release build in build/"

@@ -51,6 +51,14 @@ struct Instance {
   // Per worker: its Redis connection is up (written by that worker only).
   std::atomic<bool> redis_up[metrics::kMaxWorkers] = {};
   // Upstream requests in flight per route name are not tracked here; see /status.
+
+  // Open connections per client address (server.max_connections_per_client), in a
+  // fixed table indexed by a hash of the address, so a flood of addresses cannot grow
+  // it. Approximation: two addresses that share a slot (1 in 65,536 for a pair) share
+  // one cap; relaxed increments may admit up to workers-1 connections too many for one
+  // address during a simultaneous burst, as for `connections`.
+  static constexpr size_t kClientSlots = 65536;
+  std::unique_ptr<std::atomic<uint32_t>[]> client_connections{new std::atomic<uint32_t>[kClientSlots]()};
 };
 
 class Listener;

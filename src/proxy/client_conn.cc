@@ -72,6 +72,15 @@ void ClientConn::accept(uv_stream_t* server) {
       uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), ip, sizeof ip);
     client_ip_ = ip;
   }
+  if (uint64_t cap = worker_->config().server.max_connections_per_client; cap > 0) {
+    // One address holding many connections (slow readers, idle floods) must not take
+    // every slot: beyond its cap its new connections are closed before anything is read.
+    client_slot_ = static_cast<uint32_t>(std::hash<std::string>{}(client_ip_) % net::Instance::kClientSlots);
+    if (inst.client_connections[client_slot_].fetch_add(1, std::memory_order_relaxed) >= cap) {
+      close();
+      return;
+    }
+  }
   set_timer(Timer::kHeader, worker_->config().server.header_timeout_ms);
   start_read();
 }
@@ -533,6 +542,8 @@ void ClientConn::on_close(uv_handle_t* h) {
   auto* self = static_cast<ClientConn*>(h->data);
   if (--self->pending_closes_ > 0) return;
   if (self->counted_) self->worker_->instance().connections.fetch_sub(1, std::memory_order_relaxed);
+  if (self->client_slot_ != kNoSlot)
+    self->worker_->instance().client_connections[self->client_slot_].fetch_sub(1, std::memory_order_relaxed);
   self->worker_->conn_closed(self);
   delete self;
 }

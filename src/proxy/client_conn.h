@@ -103,6 +103,9 @@ class ClientConn final : public http::RequestParser::Handler {
   bool draining_ = false;
   bool peer_eof_ = false;        // the client half-closed its side
   bool counted_ = false;
+  // Slot of this client's address in Instance::client_connections, when counted there.
+  static constexpr uint32_t kNoSlot = UINT32_MAX;
+  uint32_t client_slot_ = kNoSlot;
 };
 
 }  // namespace fg::proxy

@@ -414,6 +414,53 @@ def max_connections_closes_extra_connection_at_once():
             c.close()
 
 
+
+def get_from(port, source_ip, path="/echo"):
+    """One GET over a connection whose source address is `source_ip` (a loopback
+    address): the status, or None when the gateway closed without answering."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=2, source_address=(source_ip, 0))
+    try:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except ConnectionResetError:
+        data = b""
+    finally:
+        s.close()
+    return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else None
+
+
+@test
+def max_connections_per_client_caps_one_address_only():
+    g = start_gateway(lambda p: gateway_config(shop.port, p, server={"max_connections_per_client": 3}))
+    assert http("GET", g.port, "/echo").status == 200
+    time.sleep(0.3)  # the readiness probe's connection must be gone
+    conns = [Conn(g.port) for _ in range(3)]
+    try:
+        for i, c in enumerate(conns):
+            c.request("GET", f"/echo/{i}")
+            assert c.recv_response().status == 200
+        fourth = Conn(g.port, timeout=2)
+        assert fourth.is_closed(1.0), "a 4th connection from the same address was not closed"
+        fourth.close()
+        # Another client address is not affected by this one's connections.
+        assert get_from(g.port, "127.0.0.2") == 200
+        conns[0].close()
+
+        def new_one_works():
+            try:
+                return http("GET", g.port, "/echo", timeout=1).status == 200
+            except Exception:
+                return False
+        wait_until(new_one_works, 3, interval=0.1, message="a slot freed by a closed connection is not reused")
+    finally:
+        for c in conns:
+            c.close()
+
 @test(timeout=50)
 def out_of_file_descriptors_does_not_spin():
     # Two workers (the default of gateway_config) share the process's descriptors.
