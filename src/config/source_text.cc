@@ -140,6 +140,15 @@ std::optional<TextProblem> find_structure_problem(std::string_view text) {
         advance(i + 11);
         return TextProblem{line, column, "expected a time (HH:MM:SS) after the 'T' of a date-time"};
       }
+      // "YYYY-MM-DD H": the parser reads on past the space for a time and asserts
+      // that the character after that digit is not the end of the value.
+      const bool date = token.size() == 10 && token[4] == '-' && token[7] == '-' &&
+                        digit(0) && digit(1) && digit(2) && digit(3) && digit(5) && digit(6) && digit(8) && digit(9);
+      if (date && j + 2 < n && text[j] == ' ' && text[j + 1] >= '0' && text[j + 1] <= '9' &&
+          std::string_view(" \t\r\n,]}#").find(text[j + 2]) != std::string_view::npos) {
+        advance(j + 1);
+        return TextProblem{line, column, "expected a time (HH:MM:SS) after the date and space"};
+      }
       line_start = false;
       advance(j);
       continue;

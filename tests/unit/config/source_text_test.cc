@@ -152,3 +152,11 @@ TEST_CASE("a date-time without a time after its 'T' is refused before parsing", 
   CHECK_FALSE(fg::config::find_text_problem("a = 1979-05-27T07:32:00Z\nb = 1979-05-27 07:32:00\nc = 1979-05-27\n")
                   .has_value());
 }
+
+TEST_CASE("a date followed by a space and a lone digit is refused before parsing", "[config]") {
+  const std::string message = "expected a time (HH:MM:SS) after the date and space";
+  CHECK(byte_error("a = 1979-05-27 1\n") == "test.toml:1:16: " + message);
+  CHECK(byte_error("a = [1979-05-27 1]\n") == "test.toml:1:17: " + message);
+  CHECK(byte_error("a = 1979-05-27 1 # x\n") == "test.toml:1:16: " + message);
+  CHECK_FALSE(fg::config::find_text_problem("a = 1979-05-27 07:32:00\nb = 1979-05-27 # 1\n").has_value());
+}
