@@ -20,7 +20,6 @@ constexpr int64_t kMaxClientTableSize = 16 * 1024 * 1024;
 constexpr size_t kMinTokenChars = 16;
 // Request and response buffers are held in memory, per request: beyond this a
 // few hundred slow clients would exhaust a typical host.
-constexpr uint64_t kMaxBufferingBytes = 64ULL * 1024 * 1024;
 
 // The path prefix that ticket polls and cancellations are answered under,
 // ahead of route matching: "/_floodgate/tickets/" + id.
@@ -79,8 +78,8 @@ void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* clie
   rd.check_keys(t, "server",
              {"listen", "workers", "max_connections", "header_timeout", "body_timeout", "idle_timeout",
               "send_timeout", "drain_timeout", "max_header_bytes", "max_uri_bytes", "max_body_bytes",
-              "client_table_size", "tickets_path", "merge_slashes", "underscores_in_headers", "request_buffering",
-              "response_buffering", "max_connections_per_client"});
+              "client_table_size", "tickets_path", "merge_slashes", "underscores_in_headers",
+              "max_connections_per_client"});
 
   if (const toml::node* n = t.get("listen")) {
     rd.read_address_list(*n, "server.listen", true, false, &s.listen);
@@ -141,13 +140,6 @@ void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* clie
   if (const toml::node* n = t.get("merge_slashes")) rd.read_bool(*n, "server.merge_slashes", &s.merge_slashes);
   if (const toml::node* n = t.get("underscores_in_headers")) {
     rd.read_bool(*n, "server.underscores_in_headers", &s.underscores_in_headers);
-  }
-  // Both bound memory held per request; 0 turns buffering off (bodies stream).
-  if (const toml::node* n = t.get("request_buffering")) {
-    rd.read_size(*n, "server.request_buffering", 0, kMaxBufferingBytes, &s.request_buffering_bytes);
-  }
-  if (const toml::node* n = t.get("response_buffering")) {
-    rd.read_size(*n, "server.response_buffering", 0, kMaxBufferingBytes, &s.response_buffering_bytes);
   }
   if (const toml::node* n = t.get("max_body_bytes")) {
     rd.read_size(*n, "server.max_body_bytes", 0, UINT64_MAX, &s.max_body_bytes);

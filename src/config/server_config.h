@@ -28,8 +28,6 @@ struct ServerConfig {
   std::string tickets_path = "/_floodgate/tickets/";  // starts and ends with '/'
   bool merge_slashes = true;            // "//" in a request path counts as "/" for matching
   bool underscores_in_headers = false;  // false: request header names with '_' are dropped
-  uint64_t request_buffering_bytes = 1024 * 1024;   // bodies up to this are read whole before forwarding; 0: off
-  uint64_t response_buffering_bytes = 1024 * 1024;  // per response, read ahead of a slow client; 0: off
 };
 
 struct AdminConfig {
