@@ -2,6 +2,7 @@
 // admission_config.h).
 #include "admission/admission_config.h"
 
+#include <cmath>
 #include <algorithm>
 
 #include "config/reader.h"
@@ -63,6 +64,11 @@ void load_route_admission(Reader& rd, const Table& route, bool store_and_forward
     if (rd.read_number(*n, path + ".burst", 0, false, kMaxRate, &r.burst) && !has_rate) {
       needs(*n, "burst", "rate (burst adds to the route budget)");
     }
+  } else if (has_rate) {
+    // Real arrivals bunch: with no burst at all a GCRA refuses a request that comes a
+    // moment before its slot, so a route at a fraction of its rate still sees 429s.
+    // A tenth of a second of the rate absorbs that jitter; `burst = 0` stays possible.
+    r.burst = std::ceil(r.rate / 10.0);
   }
 
   if (const toml::node* n = t.get("client_rate")) {

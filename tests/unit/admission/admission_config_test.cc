@@ -43,7 +43,7 @@ TEST_CASE("route admission keys parse", "[config][admission]") {
   CHECK(catalog.overflow == Overflow::kReject);
 
   const auto& search = cfg->routes[2];
-  CHECK(search.burst == 0);
+  CHECK(search.burst == 1);  // default: a tenth of rate, rounded up
   CHECK(search.client_burst == 7.5);  // default: client_rate
   CHECK_FALSE(search.client_key.by_header);
   CHECK(search.client_key.header.empty());
