@@ -83,7 +83,9 @@ def backup_serves_when_primaries_are_stopped_and_primary_returns():
     def back_on_a():
         return get(gw).header("x-shop") == "a"
     wait_until(back_on_a, 5, interval=0.05, message="traffic did not return to the primary")
-    wait_until(lambda: breaker_state(gw, a) == 0, 3)
+    # The half-open breaker closes on its probes' verdict: the probes are requests.
+    wait_until(lambda: get(gw).status == 200 and breaker_state(gw, a) == 0, 5, interval=0.05,
+               message="A's breaker did not close once A answered again")
     # Settled: several requests in a row on A (the transition itself may still hand
     # one request to the backup while A's probes are being judged).
     wait_until(lambda: all(get(gw).header("x-shop") == "a" for _ in range(5)), 5, interval=0.1,
