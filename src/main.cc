@@ -23,20 +23,37 @@ void usage(FILE* out) {
                "  -c, --config FILE  configuration file (default conf/floodgate.toml)\n"
                "  --check            validate the configuration and exit (prints ok)\n"
                "  --version          print the version and exit\n"
-               "signals: SIGHUP reloads the config; SIGTERM/SIGINT drain and stop\n");
+               "signals: SIGHUP reloads the config; SIGUSR1 reopens log.file; SIGTERM/SIGINT drain and stop\n");
 }
 
 struct Main {
   fg::net::Controller* controller = nullptr;
   fg::net::AdminServer* admin = nullptr;
-  uv_signal_t sigterm, sigint, sighup;
+  uv_signal_t sigterm, sigint, sighup, sigusr1;
 };
+
+// log.level and log.access_sample, at start and after every reload.
+void apply_log_settings(const fg::LogConfig& log) {
+  using fg::log::Level;
+  fg::log::set_level(log.level == "debug" ? Level::kDebug
+                     : log.level == "warn" ? Level::kWarn
+                     : log.level == "error" ? Level::kError
+                                            : Level::kInfo);
+  fg::log::set_access_sample(log.access_sample);
+}
 
 void on_signal(uv_signal_t* h, int signum) {
   auto* m = static_cast<Main*>(h->data);
   if (m->controller == nullptr) return;
   if (signum == SIGHUP) {
     if (!m->controller->stopping()) m->controller->reload("SIGHUP");
+    return;
+  }
+  if (signum == SIGUSR1) {
+    // logrotate moved the file away: write to a fresh one under the configured name.
+    std::string err;
+    if (fg::log::reopen_sink(&err)) fg::log::event("info", "log_reopened");
+    else fg::log::event("error", "log_reopen_failed", [&](fg::log::Line& l) { l.str("error", err); });
     return;
   }
   if (m->controller->stopping()) {
@@ -53,11 +70,13 @@ void on_signal(uv_signal_t* h, int signum) {
   uv_unref(reinterpret_cast<uv_handle_t*>(&m->sigterm));
   uv_unref(reinterpret_cast<uv_handle_t*>(&m->sigint));
   uv_unref(reinterpret_cast<uv_handle_t*>(&m->sighup));
+  uv_unref(reinterpret_cast<uv_handle_t*>(&m->sigusr1));
   m->controller->stop([m] {
     m->admin->close();
     uv_close(reinterpret_cast<uv_handle_t*>(&m->sigterm), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&m->sigint), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&m->sighup), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&m->sigusr1), nullptr);
   });
 }
 
@@ -113,10 +132,13 @@ int main(int argc, char** argv) {
   uv_signal_init(loop, &m.sigterm);
   uv_signal_init(loop, &m.sigint);
   uv_signal_init(loop, &m.sighup);
-  m.sigterm.data = m.sigint.data = m.sighup.data = &m;
+  uv_signal_init(loop, &m.sigusr1);
+  m.sigterm.data = m.sigint.data = m.sighup.data = m.sigusr1.data = &m;
   uv_signal_start(&m.sigterm, on_signal, SIGTERM);
   uv_signal_start(&m.sigint, on_signal, SIGINT);
   uv_signal_start(&m.sighup, on_signal, SIGHUP);
+  uv_signal_start(&m.sigusr1, on_signal, SIGUSR1);
+  apply_log_settings(config->log);
 
   fg::log::event("info", "start", [&](fg::log::Line& l) {
     l.str("version", FLOODGATE_VERSION).str("config", config_path).str("config_hash", config->hash)
@@ -124,7 +146,10 @@ int main(int argc, char** argv) {
   });
   fg::net::Controller controller(loop, config_path, config);
   fg::net::AdminServer admin(loop, &controller);
-  controller.on_reloaded = [&admin](const fg::Config& c) { admin.update(c.admin); };
+  controller.on_reloaded = [&admin](const fg::Config& c) {
+    admin.update(c.admin);
+    apply_log_settings(c.log);
+  };
   m.controller = &controller;
   m.admin = &admin;
 
@@ -138,6 +163,7 @@ int main(int argc, char** argv) {
       uv_close(reinterpret_cast<uv_handle_t*>(&m.sigterm), nullptr);
       uv_close(reinterpret_cast<uv_handle_t*>(&m.sigint), nullptr);
       uv_close(reinterpret_cast<uv_handle_t*>(&m.sighup), nullptr);
+      uv_close(reinterpret_cast<uv_handle_t*>(&m.sigusr1), nullptr);
     });
     uv_run(loop, UV_RUN_DEFAULT);
     controller.join();

@@ -191,9 +191,18 @@ void load_reload(Reader& rd, const Table& table, ReloadConfig& r) {
 
 void load_log(Reader& rd, const Table& table, LogConfig& log) {
   const toml::table& t = table.toml();
-  rd.check_keys(t, "log", {"file", "access"});
+  rd.check_keys(t, "log", {"file", "access", "level", "access_sample"});
   if (const toml::node* n = t.get("file")) rd.read_string(*n, "log.file", &log.file);
   if (const toml::node* n = t.get("access")) rd.read_bool(*n, "log.access", &log.access);
+  if (const toml::node* n = t.get("level")) {
+    if (rd.read_string(*n, "log.level", &log.level) && log.level != "debug" && log.level != "info" &&
+        log.level != "warn" && log.level != "error") {
+      rd.error(*n, "log.level", "must be \"debug\", \"info\", \"warn\" or \"error\", got \"" + log.level + "\"");
+    }
+  }
+  if (const toml::node* n = t.get("access_sample")) {
+    rd.read_number(*n, "log.access_sample", 0, false, 1, &log.access_sample);
+  }
 }
 
 }  // namespace fg::config

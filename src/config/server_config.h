@@ -43,6 +43,8 @@ struct ReloadConfig {
 struct LogConfig {
   std::string file;     // empty: stderr
   bool access = true;   // one JSON line per request
+  std::string level = "info";  // event lines below it are not written: debug|info|warn|error
+  double access_sample = 1.0;  // share of access lines kept for answers < 400 (errors: all)
 };
 
 namespace config {

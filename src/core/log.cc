@@ -15,11 +15,23 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <string>
 
 namespace fg::log {
 namespace {
 
 std::atomic<int> g_fd{2};
+std::string g_path;  // the sink's file; empty for stderr (main thread only)
+std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
+// The kept share of successful access lines, in 1/2^32 steps (2^32 = keep all).
+std::atomic<uint64_t> g_sample{1ull << 32};
+
+int level_of(std::string_view level) {
+  if (level == "debug") return static_cast<int>(Level::kDebug);
+  if (level == "warn") return static_cast<int>(Level::kWarn);
+  if (level == "error") return static_cast<int>(Level::kError);
+  return static_cast<int>(Level::kInfo);
+}
 
 }  // namespace
 
@@ -31,7 +43,46 @@ bool open_sink(const std::string& path, std::string* error) {
     return false;
   }
   g_fd.store(fd);
+  g_path = path;
   return true;
+}
+
+bool reopen_sink(std::string* error) {
+  if (g_path.empty()) return true;
+  int fd = ::open(g_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    if (error) *error = g_path + ": " + std::strerror(errno);
+    return false;  // the old file stays the sink
+  }
+  int current = g_fd.load();
+  if (::dup3(fd, current, O_CLOEXEC) < 0) {
+    if (error) *error = g_path + ": " + std::strerror(errno);
+    ::close(fd);
+    return false;
+  }
+  ::close(fd);
+  return true;
+}
+
+void set_level(Level level) { g_level.store(static_cast<int>(level), std::memory_order_relaxed); }
+
+bool enabled(std::string_view level) { return level_of(level) >= g_level.load(std::memory_order_relaxed); }
+
+void set_access_sample(double ratio) {
+  if (ratio < 0) ratio = 0;
+  if (ratio > 1) ratio = 1;
+  g_sample.store(static_cast<uint64_t>(ratio * 4294967296.0), std::memory_order_relaxed);
+}
+
+bool keep_access_line(int status) {
+  uint64_t keep = g_sample.load(std::memory_order_relaxed);
+  if (keep >= (1ull << 32) || status <= 0 || status >= 400) return true;
+  // xorshift32 per thread: cheap, and good enough to thin out log lines.
+  static thread_local uint32_t state = 0x9e3779b9u ^ static_cast<uint32_t>(reinterpret_cast<uintptr_t>(&state));
+  state ^= state << 13;
+  state ^= state >> 17;
+  state ^= state << 5;
+  return state < keep;
 }
 
 void write_raw(std::string_view data) {

@@ -13,8 +13,26 @@ namespace fg::log {
 // Returns false (and leaves stderr as the sink) when the file cannot be opened.
 bool open_sink(const std::string& path, std::string* error);
 
+// Opens the sink's file again (logrotate moved it away): the new file takes the old
+// descriptor's place atomically (dup2), so lines written meanwhile by other threads go
+// to one file or the other, never nowhere. Main thread. True with stderr as the sink.
+bool reopen_sink(std::string* error);
+
 // Writes `data` (whole lines) to the sink with a single write(2); safe from any thread.
 void write_raw(std::string_view data);
+
+// Event lines below the level are not written (log.level; default info). Set by the
+// main thread at start and reload; read by every thread (relaxed: a line racing a
+// reload may use the old level).
+enum class Level { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+void set_level(Level level);
+bool enabled(std::string_view level);
+
+// Sampling of successful access lines under load (log.access_sample, 0..1; default 1):
+// a line of a request answered with status < 400 is kept with that probability; errors
+// (and requests without an answer) are always kept. Any thread.
+void set_access_sample(double ratio);
+bool keep_access_line(int status);
 
 // Milliseconds since the Unix epoch, and its ISO-8601 UTC form "2026-11-25T22:04:38.123Z".
 uint64_t wall_ms();
@@ -39,6 +57,7 @@ class Line {
 // Safe from any thread; costs one write(2).
 template <typename Fill>
 void event(std::string_view level, std::string_view name, Fill&& fill) {
+  if (!enabled(level)) return;
   std::string buf;
   buf.reserve(256);
   Line line(buf);

@@ -60,9 +60,13 @@ class AdminConn final : public http::RequestParser::Handler {
       }
     }
     bool get = head_.method == "GET" || head_.method == "HEAD";
+    std::string why;
     if (path == "/healthz" && get) {
       if (c->stopping()) send(503, "text/plain", "draining\n", keep);
       else send(200, "text/plain", "ok\n", keep);
+    } else if (path == "/readyz" && get) {
+      if (c->ready(&why)) send(200, "text/plain", "ready\n", keep);
+      else send(503, "text/plain", why + "\n", keep);
     } else if (path == "/metrics" && get) {
       send(200, "text/plain; version=0.0.4; charset=utf-8", c->metrics_text(), keep);
     } else if (path == "/status" && get) {
@@ -78,7 +82,7 @@ class AdminConn final : public http::RequestParser::Handler {
         body += "\"}";
         send(400, "application/json", body, keep);
       }
-    } else if (path == "/healthz" || path == "/metrics" || path == "/status" || path == "/reload") {
+    } else if (path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/status" || path == "/reload") {
       send(405, "application/json", R"({"error":"method_not_allowed"})", keep);
     } else {
       send(404, "application/json", R"({"error":"not_found"})", keep);

@@ -2,6 +2,10 @@
 // worker loop; workers only receive finished, validated snapshots.
 #include "net/controller.h"
 
+#include <dirent.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -177,9 +181,90 @@ void Controller::on_rate_sample(uv_timer_t* t) {
   self->admitted_rate_ = std::move(rates);
 }
 
+bool Controller::ready(std::string* why) const {
+  if (stopping_) {
+    *why = "draining";
+    return false;
+  }
+  const Config& cfg = *snapshot_->config;
+  if (!cfg.redis.enabled || cfg.redis.fail_open) return true;
+  bool needs = false;
+  for (const auto& r : cfg.routes) needs = needs || r.queued() || r.idempotency.enabled;
+  if (!needs) return true;
+  for (size_t i = 0; i < workers_.size(); i++) {
+    if (!instance_.redis_up[i].load(std::memory_order_relaxed)) {
+      *why = "redis down";
+      return false;
+    }
+  }
+  return true;
+}
+
+namespace {
+
+// process_* metrics as Prometheus' client libraries name them, read from /proc.
+void append_process_metrics(std::string& out) {
+  long ticks = sysconf(_SC_CLK_TCK);
+  long page = sysconf(_SC_PAGESIZE);
+  double cpu = 0, start = 0, rss = 0, vsize = 0;
+  if (FILE* f = std::fopen("/proc/self/stat", "r")) {
+    char stat[1024];
+    size_t n = std::fread(stat, 1, sizeof stat - 1, f);
+    std::fclose(f);
+    stat[n] = 0;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    if (const char* p = std::strrchr(stat, ')')) {
+      unsigned long utime = 0, stime = 0, vs = 0;
+      unsigned long long starttime = 0;
+      long rs = 0;
+      if (std::sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d %*d %llu %lu %ld",
+                      &utime, &stime, &starttime, &vs, &rs) == 5) {
+        cpu = static_cast<double>(utime + stime) / static_cast<double>(ticks);
+        vsize = static_cast<double>(vs);
+        rss = static_cast<double>(rs) * static_cast<double>(page);
+        double boot = 0;
+        if (FILE* s = std::fopen("/proc/stat", "r")) {
+          char line[256];
+          while (std::fgets(line, sizeof line, s)) {
+            if (std::sscanf(line, "btime %lf", &boot) == 1) break;
+          }
+          std::fclose(s);
+        }
+        start = boot + static_cast<double>(starttime) / static_cast<double>(ticks);
+      }
+    }
+  }
+  int fds = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d) != nullptr) fds++;
+    closedir(d);
+    fds = fds > 3 ? fds - 3 : 0;  // ".", ".." and the descriptor of the listing itself
+  }
+  rlimit rl{};
+  double max_fds = getrlimit(RLIMIT_NOFILE, &rl) == 0 ? static_cast<double>(rl.rlim_cur) : 0;
+  auto metric = [&out](const char* name, const char* type, const char* help, double value, const char* fmt) {
+    char num[64];
+    std::snprintf(num, sizeof num, fmt, value);
+    out.append("# HELP ").append(name).append(" ").append(help).append("\n# TYPE ").append(name).append(" ");
+    out.append(type).append("\n").append(name).append(" ").append(num).append("\n");
+  };
+  metric("process_cpu_seconds_total", "counter", "User and system CPU time spent.", cpu, "%.2f");
+  metric("process_resident_memory_bytes", "gauge", "Resident memory size.", rss, "%.0f");
+  metric("process_virtual_memory_bytes", "gauge", "Virtual memory size.", vsize, "%.0f");
+  metric("process_open_fds", "gauge", "Open file descriptors.", fds, "%.0f");
+  metric("process_max_fds", "gauge", "The limit of open file descriptors.", max_fds, "%.0f");
+  metric("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch.", start, "%.2f");
+}
+
+}  // namespace
+
 std::string Controller::metrics_text() const {
   std::string out = metrics::Registry::get().render();
   char buf[128];
+  out += "# HELP floodgate_build_info The running build (value 1).\n";
+  out += "# TYPE floodgate_build_info gauge\n";
+  out += "floodgate_build_info{" + metrics::label("version", FLOODGATE_VERSION) + "} 1\n";
+  append_process_metrics(out);
   out += "# HELP floodgate_connections_active Open client connections.\n";
   out += "# TYPE floodgate_connections_active gauge\n";
   std::snprintf(buf, sizeof buf, "floodgate_connections_active %" PRId64 "\n",

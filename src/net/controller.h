@@ -37,6 +37,10 @@ class Controller {
   std::function<void(const Config&)> on_reloaded;
 
   std::string metrics_text() const;
+  // Ready for traffic (GET /readyz): not draining, and when some route cannot work
+  // without Redis (idempotency, queues, callbacks with redis.on_failure = "closed"),
+  // every worker's Redis connection is up. `why` says what is missing otherwise.
+  bool ready(std::string* why) const;
   std::string status_json() const;
   const Config& config() const { return *snapshot_->config; }
 

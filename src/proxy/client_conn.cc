@@ -560,7 +560,8 @@ void ClientConn::write_access_log() {
     reg.add(worker_->id(), rt.requests[static_cast<size_t>(s.outcome())]);
     reg.observe(worker_->id(), rt.duration, static_cast<double>(total_ns) / 1e9);
   }
-  if (!cfg.log.access) return;
+  // Metrics above count every request; the line itself may be sampled (never an error).
+  if (!cfg.log.access || !log::keep_access_line(s.status())) return;
   std::string& out = worker_->access_log().buffer();
   std::string ts;
   log::append_timestamp(ts, log::wall_ms());

@@ -158,3 +158,16 @@ TEST_CASE("server request-hardening keys are validated", "[config]") {
   CHECK(load_error(with_server(listen + "request_buffering = \"1MiB\"")) ==
         "test.toml:3:1: server.request_buffering: unknown key");
 }
+
+TEST_CASE("log.level and log.access_sample", "[config]") {
+  auto def = load_ok(kMinimal);
+  CHECK(def->log.level == "info");
+  CHECK(def->log.access_sample == 1.0);
+  auto cfg = load_ok(kMinimal + "[log]\nlevel = \"warn\"\naccess_sample = 0.1\n");
+  CHECK(cfg->log.level == "warn");
+  CHECK(cfg->log.access_sample == 0.1);
+  CHECK(load_error(kMinimal + "[log]\nlevel = \"loud\"\n") ==
+        "test.toml:12:9: log.level: must be \"debug\", \"info\", \"warn\" or \"error\", got \"loud\"");
+  CHECK(load_error(kMinimal + "[log]\naccess_sample = 1.5\n") ==
+        "test.toml:12:17: log.access_sample: must be between 0 and 1, got 1.5");
+}
