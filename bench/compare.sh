@@ -134,6 +134,28 @@ for g, by in sorted(groups.items()):
         cells += [f"{a:.2f}" if a is not None else "-", f"{b:.2f}" if b is not None else "-",
                   f"{b / a:.3f}" if a and b is not None else "-"]
     print("| " + " | ".join(cells) + " |")
+# Where the benchmark also runs nginx, Floodgate's figures relative to nginx in the same run
+# are steadier than absolute ones when the machine's load drifts between runs.
+if rows and "target" in rows[0] and any(r["target"] == "nginx" for r in rows):
+    print("\n| conns | rps vs nginx, A | rps vs nginx, B | B/A | cpu/req vs nginx, A | cpu/req vs nginx, B | B/A |")
+    print("|---|---|---|---|---|---|---|")
+    conns = sorted({r.get("conns", "") for r in rows}, key=lambda c: int(c) if c.isdigit() else 0)
+    for c in conns:
+        cells = [c]
+        for f in ("rps", "proxy_cpu_us_per_req"):
+            ratio = {}
+            for rev in ("A", "B"):
+                per_round = []
+                for rnd in sorted({r["ab_round"] for r in rows if r["rev"] == rev}):
+                    pick = lambda t: [r for r in rows if r["rev"] == rev and r["ab_round"] == rnd and r["target"] == t and r.get("conns", "") == c]
+                    fg, ng = pick("floodgate"), pick("nginx")
+                    a, b = med(fg, f), med(ng, f)
+                    if a is not None and b:
+                        per_round.append(a / b)
+                ratio[rev] = statistics.median(per_round) if per_round else None
+            a, b = ratio["A"], ratio["B"]
+            cells += [f"{a:.3f}" if a else "-", f"{b:.3f}" if b else "-", f"{b / a:.3f}" if a and b else "-"]
+        print("| " + " | ".join(cells) + " |")
 print("\nMedians over the rounds; a target that is not Floodgate (nginx, the shop alone) runs the")
 print("same binary for A and B, so its B/A shows how steady the machine was.")
 PYEOF

@@ -109,7 +109,7 @@ cleanup() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
-  cp -f "$work"/*.log "$work/floodgate.toml" "$work/nginx.conf" "$logs_dir"/ 2>/dev/null || true
+  cp -f "$work"/*.log "$work"/runs.tsv "$work/floodgate.toml" "$work/nginx.conf" "$logs_dir"/ 2>/dev/null || true
   rm -rf "$work"
   exit "$rc"
 }

@@ -369,7 +369,7 @@ cat <<EOF
 
 Floodgate is up (pid $floodgate_pid, config $config).
   floodgate     ${listen_addrs[*]}
-  admin         $admin_listen   (/metrics /status /healthz /reload)
+  admin         $admin_listen   (/metrics /status /healthz /readyz /reload)
 EOF
 [[ $no_shop == 1 ]] || echo "  demo shop     $shop_listen (pid $shop_pid)"
 if [[ $no_redis == 0 ]]; then
