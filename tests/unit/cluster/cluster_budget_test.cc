@@ -291,7 +291,9 @@ TEST_CASE("Redis stopped: each instance admits rate / live instances, then share
     f.run_for(300);
     double back = measure(1000, nullptr);
     std::printf("Redis back: %.0f/s\n", back);
-    CHECK(back >= kRate * 0.95);
+    // Well above the fallback's rate/3 per instance: the shared budget is back. (Not
+    // tighter: on a loaded machine a 1 s window loses a few lease round trips.)
+    CHECK(back >= kRate * 0.9);
     CHECK(back <= window_bound(kRate, kBurst, 3, 1.0));
   }
   for (Instance& in : is) {
