@@ -45,6 +45,7 @@ Worker::Worker(int id, Instance* instance, std::shared_ptr<const Snapshot> snaps
     : id_(id), instance_(instance), snapshot_(std::move(snapshot)),
       read_buffer_(new char[kReadBufferSize]) {
   id_prefix_ = random_hex(6);
+  idem_link_.hold = [this] { return hold_redis(); };
   metrics::Registry::get().ensure_thread(id_);
 }
 
@@ -383,6 +384,7 @@ void Worker::open_redis() {
   sub_opt.name = "worker " + std::to_string(id_) + " notifications";
   redis_ = std::make_unique<redis::Client>(&loop_, std::move(opt));
   redis_->start();
+  idem_link_.client = redis_.get();
   // A second connection in subscribe mode wakes ticket long-polls; after a reconnect
   // every waiter re-reads its ticket, in case a change was missed meanwhile.
   subscriber_ = std::make_unique<redis::Client>(&loop_, std::move(sub_opt));
@@ -473,6 +475,7 @@ void Worker::close_redis() {
     sub->close([sub] { delete sub; });
   }
   if (!redis_) return;
+  idem_link_.client = nullptr;
   instance_->redis_up[id_].store(false, std::memory_order_relaxed);
   redis::Client* old = redis_.release();
   old->close([old] { delete old; });

@@ -19,7 +19,7 @@
 
 #include "core/log.h"
 #include "cache/response_cache.h"
-#include "idempotency/store.h"
+#include "idempotency/exchange.h"
 #include "queue/queue_store.h"
 #include "redis/redis_client.h"
 #include "net/lifetime.h"
@@ -85,9 +85,10 @@ class Worker {
   bool under_pressure() const { return pressure_; }
   uint64_t now_ms() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
 
-  // This worker's Redis connection (null without [redis]) and its idempotency scripts.
+  // This worker's Redis connection (null without [redis]) and the idempotency stage's
+  // view of it.
   redis::Client* redis() { return redis_.get(); }
-  idempotency::Scripts& idem_scripts() { return idem_scripts_; }
+  idempotency::Link& idem_link() { return idem_link_; }
   queue::Scripts& queue_scripts() { return queue_scripts_; }
   // Counts a Redis write whose loss would break a promise made to a client (an
   // idempotency record, a ticket's final state). At shutdown the Redis connection is
@@ -181,7 +182,7 @@ class Worker {
   std::unique_ptr<redis::Client> subscriber_;  // ticket change notifications
   // Queue dispatch, breaker evaluation, health checks: once per instance, on worker 0.
   std::unique_ptr<gateway::InstanceDuties> duties_;
-  idempotency::Scripts idem_scripts_;
+  idempotency::Link idem_link_;
   queue::Scripts queue_scripts_;
   size_t redis_holds_ = 0;
   uint64_t budget_requests_ = 0;

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "cache/response_cache.h"
-#include "idempotency/store.h"
+#include "idempotency/exchange.h"
 #include "net/stream_write.h"
 #include "net/worker.h"
 #include "proxy/client_conn.h"
@@ -46,13 +46,10 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
   anchor_.renew();  // callbacks of the previous exchange stop here
   buffering_ = false;
   body_buf_.clear();
-  idem_key_.clear();
-  capture_ = false;
+  idem_.reset();
   capture_overflow_ = false;
   capture_headers_.clear();
   capture_body_.clear();
-  hold_ = false;
-  held_.clear();
   park_ = park;
   ticket_.clear();
   upstream_index_ = cfg.routes[static_cast<size_t>(route)].upstream_index;
@@ -94,152 +91,80 @@ void ProxySession::count_idem(int result) {
   metrics::Registry::get().add(client_->worker()->id(), rt.idem[static_cast<size_t>(result)]);
 }
 
+idempotency::Rules ProxySession::idem_rules() const {
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
+  return {rc.idempotency.required, rc.idempotency.per_client, rc.store_and_forward, snap_->config->redis.fail_open};
+}
+
 void ProxySession::decide_idempotency() {
   const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
   const auto& rt = snap_->routes[static_cast<size_t>(route_)];
-  std::string key;
-  auto found = idempotency::extract_key(rt.idem_sources, head_, body_buf_, &key);
-  if (found == idempotency::Extract::kInvalid) {
-    count_idem(net::kIdemInvalid);
-    local_answer(400, "bad_idempotency_key",
-                 "the idempotency key must be 1-255 bytes without control characters", net::kError);
-    return;
-  }
-  if (found == idempotency::Extract::kAbsent) {
-    if (rc.idempotency.required) {
-      count_idem(net::kIdemMissing);
-      local_answer(400, "idempotency_key_missing", "this route requires an idempotency key", net::kError);
-      return;
-    }
-    count_idem(net::kIdemNoKey);
-    if (park_) enqueue();
-    else proceed({});
-    return;
-  }
   net::Worker* w = client_->worker();
-  redis::Client* redis = w->redis();
-  if (redis == nullptr || !redis->connected()) {
-    idem_key_.clear();
-    key_for_forward_ = key;
-    redis_unavailable();
+  idempotency::Link& link = w->idem_link();
+  idempotency::Rules rules = idem_rules();
+  idempotency::Decision d = idem_.begin(rules, rt.idem_sources, head_, body_buf_, park_, link.up());
+  if (d.next != idempotency::Decision::Next::kClaim) {
+    act(d);
     return;
   }
   const Config& cfg = *snap_->config;
-  std::string rkey = cfg.redis.prefix + "idem:" + rc.name + ":";
-  if (rc.idempotency.per_client) {
-    std::string_view ck = client_->client_ip();
-    if (rc.client_key.by_header) {
-      const http::Header* h = http::find_header(head_.headers, rc.client_key.header);
-      if (h && !h->value.empty()) ck = h->value;
-    }
-    rkey.append(ck);
-    rkey += ':';
+  std::string_view ck = client_->client_ip();
+  if (rc.client_key.by_header) {
+    const http::Header* h = http::find_header(head_.headers, rc.client_key.header);
+    if (h && !h->value.empty()) ck = h->value;
   }
-  rkey += key;
-  idem_owner_ = w->random_token();
+  idem_.prepare(rules, cfg.redis.prefix, rc.name, ck, w->random_token());
   const UpstreamConfig& up = cfg.upstreams[upstream_index_];
   // The lease outlives any honest attempt (connect + first byte + margin), so only a
   // claim whose gateway died is released by expiry.
   uint64_t lease_ms = up.connect_timeout_ms * up.servers.size() + up.timeout_ms + 5000;
-  std::string fp = idempotency::fingerprint(head_.method, head_.path(), body_buf_);
-  key_for_forward_ = key;
   net::Guard<ProxySession> g = anchor_.guard();
-  std::string owner = idem_owner_;
   uint64_t deadline = log::wall_ms() + cfg.redis.timeout_ms;
-  idempotency::claim(*redis, w->idem_scripts(), rkey, fp, owner, lease_ms, deadline,
-                     [g, w, rkey, owner](idempotency::ClaimResult& r) {
-                       ProxySession* s = live(g);
-                       if (s == nullptr) {
-                         // The client is gone: give the key back at once.
-                         if (r.kind == idempotency::ClaimResult::Kind::kClaimed && w->redis())
-                           idempotency::release(*w->redis(), w->idem_scripts(), rkey, owner);
-                         return;
-                       }
-                       s->idem_key_ = r.kind == idempotency::ClaimResult::Kind::kClaimed ? rkey : std::string();
-                       s->on_claim_result(r);
-                     });
+  idem_.claim(link, head_, body_buf_, lease_ms, deadline,
+              [g, l = &link, key = idem_.claiming(), owner = idem_.owner()](idempotency::ClaimResult& r) {
+                ProxySession* s = live(g);
+                if (s == nullptr) {
+                  // The client is gone: give the key back at once.
+                  idempotency::Exchange::abandon(*l, r, key, owner);
+                  return;
+                }
+                idempotency::Decision next = s->idem_.claimed(r, s->idem_rules(), s->park_);
+                s->act(next);
+              });
 }
 
-void ProxySession::on_claim_result(idempotency::ClaimResult& r) {
-  using Kind = idempotency::ClaimResult::Kind;
-  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
-  // A payment provider repeating a callback is acknowledged whatever its copy looks
-  // like (providers often change a timestamp field): it is never delivered twice.
-  if (rc.store_and_forward && r.kind != Kind::kClaimed && r.kind != Kind::kUnavailable) {
-    count_idem(r.kind == Kind::kMismatch ? net::kIdemKeyReused : net::kIdemReplayed);
-    answer_parked(r.kind == Kind::kTicket ? r.ticket : std::string(), 0, net::kReplayed);
-    return;
-  }
-  switch (r.kind) {
-    case Kind::kClaimed:
-      count_idem(net::kIdemClaimed);
-      if (park_) {
-        enqueue();
-        return;
-      }
-      capture_ = true;
-      hold_ = true;
-      proceed(key_for_forward_);
+void ProxySession::act(idempotency::Decision& d) {
+  using Next = idempotency::Decision::Next;
+  if (d.counted >= 0) count_idem(d.counted);
+  switch (d.next) {
+    case Next::kClaim:  // begin() only; decide_idempotency() claims
+    case Next::kForward:
+      proceed(idem_.forward_key());
       return;
-    case Kind::kTicket:
-      if (!r.same_request) {
-        count_idem(net::kIdemKeyReused);
-        local_answer(422, "key_reused", "this idempotency key was used for a different request", net::kConflict);
-        return;
-      }
-      count_idem(net::kIdemInFlight);
-      answer_parked(r.ticket, -1);
+    case Next::kPark:
+      enqueue();
       return;
-    case Kind::kInFlight: {
-      count_idem(net::kIdemInFlight);
-      int64_t secs = (r.retry_after_ms + 999) / 1000;
-      if (secs < 1) secs = 1;
-      local_answer(409, "in_flight", "a request with this idempotency key is still being processed",
-                   net::kConflict, "Retry-After: " + std::to_string(secs) + "\r\n");
+    case Next::kAcknowledge:
+      answer_parked(d.ticket, 0, net::kReplayed);
       return;
-    }
-    case Kind::kMismatch:
-      count_idem(net::kIdemKeyReused);
-      local_answer(422, "key_reused", "this idempotency key was used for a different request", net::kConflict);
+    case Next::kTicket:
+      answer_parked(d.ticket, -1);
       return;
-    case Kind::kNotStored:
-      count_idem(net::kIdemNotReplayable);
-      local_answer(409, "not_replayable",
-                   "this idempotency key completed with a response too large to replay", net::kConflict);
+    case Next::kReplay:
+      replay(d.stored);
       return;
-    case Kind::kDone:
-      count_idem(net::kIdemReplayed);
-      replay(r.stored);
-      return;
-    case Kind::kUnavailable:
-      redis_unavailable();
+    case Next::kRefuse:
+      local_answer(d.status, d.code, d.message, d.conflict ? net::kConflict : net::kError,
+                   d.retry_after_s > 0 ? "Retry-After: " + std::to_string(d.retry_after_s) + "\r\n" : std::string());
       return;
   }
-}
-
-void ProxySession::redis_unavailable() {
-  if (park_) {
-    // A ticket is only ever promised once Redis holds it.
-    count_idem(net::kIdemUnavailable);
-    local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly", net::kError,
-                 "Retry-After: 1\r\n");
-    return;
-  }
-  if (snap_->config->redis.fail_open) {
-    count_idem(net::kIdemBypassed);
-    proceed(key_for_forward_);
-    return;
-  }
-  count_idem(net::kIdemUnavailable);
-  local_answer(503, "redis_unavailable", "duplicate protection is unavailable; retry shortly", net::kError,
-               "Retry-After: 1\r\n");
 }
 
 void ProxySession::enqueue() {
   net::Worker* w = client_->worker();
   redis::Client* redis = w->redis();
   if (redis == nullptr || !redis->connected()) {
-    idem_release();
+    idem_.release(w->idem_link());
     local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly", net::kError,
                  "Retry-After: 1\r\n");
     return;
@@ -254,7 +179,7 @@ void ProxySession::enqueue() {
   t.target = head_.target;
   // Every delivery attempt carries an Idempotency-Key so the shop can make it exactly
   // once: the client's key, or the ticket id.
-  t.forward_key = key_for_forward_;
+  t.forward_key = idem_.forward_key();
   if (t.forward_key.empty()) {
     // No idempotency on the route: the client's own Idempotency-Key still travels.
     const http::Header* own = http::find_header(head_.headers, "Idempotency-Key");
@@ -280,12 +205,12 @@ void ProxySession::enqueue() {
       if (h && !h->value.empty()) t.client_key = h->value;
     }
   }
-  t.idem_key = idem_key_;
-  t.idem_owner = idem_owner_;
+  t.idem_key = idem_.key();
+  t.idem_owner = idem_.owner();
   uint64_t hash_ttl = rc.queue.max_wait_ms + rc.queue.processing_timeout_ms * 4 + rc.queue.ticket_ttl_ms;
   net::Guard<ProxySession> g = anchor_.guard();
   std::string id = t.id;
-  std::string ikey = idem_key_, iowner = idem_owner_;
+  std::string ikey = idem_.key(), iowner = idem_.owner();
   uint64_t replicas = cfg.redis.wait_replicas, wait_ms = cfg.redis.wait_timeout_ms;
   queue::enqueue(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, t, rc.queue.max_depth, hash_ttl,
                  rc.client_max_tickets, [g, id, w, ikey, iowner, replicas, wait_ms](queue::EnqueueResult& r) {
@@ -298,7 +223,7 @@ void ProxySession::enqueue() {
                      auto answer = [g, kind] {
                        ProxySession* s2 = live(g);
                        if (s2 == nullptr) return;
-                       s2->idem_key_.clear();
+                       s2->idem_.hand_over();
                        if (kind == queue::EnqueueResult::Kind::kFull) {
                          s2->local_answer(503, "queue_full", "the queue is full; retry later", net::kRejected,
                                           "Retry-After: 5\r\n");
@@ -310,10 +235,11 @@ void ProxySession::enqueue() {
                                           net::kError, "Retry-After: 1\r\n");
                        }
                      };
-                     if (alive) s->idem_key_.clear();
-                     if (!ikey.empty() && w->redis()) {
-                       auto hold = w->hold_redis();
-                       idempotency::release(*w->redis(), w->idem_scripts(), ikey, iowner, [hold, answer] {
+                     if (alive) s->idem_.hand_over();
+                     idempotency::Link& link = w->idem_link();
+                     if (!ikey.empty() && link.client != nullptr) {
+                       auto hold = link.hold();
+                       idempotency::release(*link.client, link.scripts, ikey, iowner, [hold, answer] {
                          hold();
                          answer();
                        });
@@ -325,7 +251,7 @@ void ProxySession::enqueue() {
                    // The ticket is durable now (it is delivered whether or not this
                    // client is still here to hear about it).
                    if (!alive) return;
-                   s->idem_key_.clear();
+                   s->idem_.hand_over();
                    const auto& rt = s->snap_->routes[static_cast<size_t>(s->route_)];
                    metrics::Registry::get().add(w->id(), rt.tickets[net::kTicketQueued]);
                    if (rt.queue) rt.queue->raise_depth(r.depth);
@@ -677,16 +603,7 @@ void ProxySession::respond_stored(int status, std::string_view reason, std::stri
   client_->respond_raw(out, keep_alive);
 }
 
-void ProxySession::idem_release() {
-  capture_ = false;
-  hold_ = false;
-  if (idem_key_.empty()) return;
-  net::Worker* w = client_->worker();
-  if (w->redis()) {
-    idempotency::release(*w->redis(), w->idem_scripts(), idem_key_, idem_owner_, w->hold_redis());
-  }
-  idem_key_.clear();
-}
+void ProxySession::idem_release() { idem_.release(client_->worker()->idem_link()); }
 
 void ProxySession::record_local(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head,
                                 int route, uint64_t start_ns, std::string request_id, int status,
@@ -987,7 +904,7 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
       }
     }
   }
-  if (capture_ || cache_leader_) {
+  if (idem_.capturing() || cache_leader_) {
     capture_status_ = resp.status;
     capture_reason_ = resp.reason.empty() ? std::string(http::reason_phrase(resp.status)) : resp.reason;
     std::string tokens = http::connection_tokens(resp.headers);
@@ -1025,10 +942,10 @@ bool ProxySession::write_client(const char* data, size_t len, bool last) {
   if (last && framing_ == http::ClientFraming::kChunked)
     bufs[n++] = net::buf_of(http::kLastChunk.data(), http::kLastChunk.size());
   if (n == 0) return true;
-  if (hold_) {
+  if (idem_.holding()) {
     // The answer leaves only once Redis holds it: a duplicate sent the moment the
     // client has its answer must find the record, not a claim in flight.
-    for (unsigned i = 0; i < n; i++) held_.append(bufs[i].base, bufs[i].len);
+    for (unsigned i = 0; i < n; i++) idem_.hold(bufs[i].base, bufs[i].len);
     head_out_.clear();
     return true;
   }
@@ -1082,19 +999,17 @@ void ProxySession::on_upstream_parsed() {
 }
 
 bool ProxySession::flush_held() {
-  hold_ = false;
-  if (held_.empty()) return true;
-  uv_buf_t b = net::buf_of(held_.data(), held_.size());
-  bool ok = client_->write(&b, 1);
-  std::string().swap(held_);
-  return ok;
+  std::string held = idem_.take_held();
+  if (held.empty()) return true;
+  uv_buf_t b = net::buf_of(held.data(), held.size());
+  return client_->write(&b, 1);
 }
 
 void ProxySession::on_upstream_body(const char* data, size_t len) {
   if (!active_ || len == 0) return;
-  if ((capture_ || cache_leader_) && !capture_overflow_) {
+  if ((idem_.capturing() || cache_leader_) && !capture_overflow_) {
     const RouteConfig& rcap = snap_->config->routes[static_cast<size_t>(route_)];
-    uint64_t cap = capture_ ? rcap.idempotency.max_response_bytes : rcap.cache.max_entry_bytes;
+    uint64_t cap = idem_.capturing() ? rcap.idempotency.max_response_bytes : rcap.cache.max_entry_bytes;
     if (capture_body_.size() + len > cap) {
       capture_overflow_ = true;  // forwarded, but recorded as not replayable
       std::string().swap(capture_body_);
@@ -1122,31 +1037,19 @@ void ProxySession::on_upstream_complete() {
   pool_->release(c, body_done_);
   if (!write_client(nullptr, 0, true) || !active_) return;
   if (!flush_batch() || !active_) return;
-  net::Worker* w = client_->worker();
-  if (capture_ && !idem_key_.empty() && w->redis()) {
+  if (idem_.capturing()) {
+    // The answer leaves once Redis holds its record (or released a 5xx's claim).
     net::Guard<ProxySession> g = anchor_.guard();
-    auto hold = w->hold_redis();
-    auto after = [g, hold] {
-      hold();
+    auto after = [g] {
       ProxySession* s = live(g);
       if (s == nullptr) return;
       if (!s->flush_held() || !s->active_) return;
       s->finish(s->client_keep_alive_);
     };
-    std::string key = std::move(idem_key_);
-    idem_key_.clear();
-    capture_ = false;
-    if (capture_status_ >= 500) {
-      // A 5xx is not final: release the key so a retry may succeed.
-      idempotency::release(*w->redis(), w->idem_scripts(), key, idem_owner_, after);
-    } else {
-      uint64_t ttl = snap_->config->routes[static_cast<size_t>(route_)].idempotency.ttl_ms;
-      std::string blob = capture_overflow_ ? std::string()
-                                           : idempotency::encode_response(capture_status_, capture_reason_,
-                                                                          capture_headers_, capture_body_);
-      idempotency::complete(*w->redis(), w->idem_scripts(), key, idem_owner_, blob, !capture_overflow_, ttl, after);
-    }
-    return;
+    uint64_t ttl = snap_->config->routes[static_cast<size_t>(route_)].idempotency.ttl_ms;
+    if (idem_.complete(client_->worker()->idem_link(), capture_status_, capture_reason_, capture_headers_,
+                       capture_body_, capture_overflow_, ttl, std::move(after)))
+      return;
   }
   if (!flush_held() || !active_) return;
   finish(client_keep_alive_);
@@ -1233,25 +1136,18 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
 }
 
 void ProxySession::fail(int status, const char* code, const char* message) {
-  net::Worker* fw = client_->worker();
-  if (!idem_key_.empty() && fw->redis()) {
+  idempotency::Link& link = client_->worker()->idem_link();
+  if (!idem_.key().empty() && link.client != nullptr) {
     // Answer only once the key is released: a retry sent at once must not be told
     // "in flight" by a claim that is about to go.
     if (conn_) {
       pool_->release(conn_, false);
       conn_ = nullptr;
     }
-    std::string key = std::move(idem_key_);
-    idem_key_.clear();
-    capture_ = false;
-    hold_ = false;
     net::Guard<ProxySession> g = anchor_.guard();
-    auto hold = fw->hold_redis();
-    idempotency::release(*fw->redis(), fw->idem_scripts(), key, idem_owner_,
-                         [g, hold, status, code, message] {
-                           hold();
-                           if (ProxySession* s = live(g)) s->fail(status, code, message);
-                         });
+    idem_.release_then(link, [g, status, code, message] {
+      if (ProxySession* s = live(g)) s->fail(status, code, message);
+    });
     return;
   }
   idem_release();

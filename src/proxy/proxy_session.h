@@ -11,7 +11,7 @@
 
 #include "http/message.h"
 #include "http/serialize.h"
-#include "idempotency/store.h"
+#include "idempotency/exchange.h"
 #include "net/lifetime.h"
 #include "net/snapshot.h"
 #include "queue/queue_store.h"
@@ -82,8 +82,9 @@ class ProxySession final : public UpstreamUser {
   void poll_ticket(bool final);
   void answer_ticket(struct queue::TicketView& v);
   void answer_ticket_json(int status, const std::string& body, const std::string& etag, std::string extra);
-  void on_claim_result(idempotency::ClaimResult& r);
-  void redis_unavailable();
+  // Carries out the idempotency stage's decision.
+  void act(idempotency::Decision& d);
+  idempotency::Rules idem_rules() const;
   void proceed(const std::string& key);
   void local_answer(int status, const char* code, const char* message, int outcome, std::string extra = {});
   void replay(std::string_view blob);
@@ -178,18 +179,13 @@ class ProxySession final : public UpstreamUser {
   int ticket_first_kind_ = -1;   // long-polls answer once the state differs from this
   uint64_t ticket_deadline_ms_ = 0;
   std::string body_buf_;
-  std::string idem_key_;    // the Redis key; empty when not claimed
-  std::string idem_owner_;
-  std::string key_for_forward_;  // the key as the client sent it
-  bool capture_ = false;
+  idempotency::Exchange idem_;   // key, claim, held answer
   bool cache_route_ = false;     // GET/HEAD on a route with a cache
   bool cache_leader_ = false;    // this request fetches for everyone waiting on the key
   bool cache_resume_ = false;    // woken before its body was read: fetch once it is
   std::string cache_key_;
   std::string cache_control_;    // the upstream's Cache-Control values, joined
   bool cache_set_cookie_ = false;
-  bool hold_ = false;            // client output is held until Redis has the record
-  std::string held_;
   bool capture_overflow_ = false;
   int capture_status_ = 0;
   std::string capture_reason_;
