@@ -267,7 +267,7 @@ void Worker::maybe_finish() {
   if (redis_holds_ > 0 && !drain_expired_) return;  // promised writes still on their way
   finished_ = true;
   // Long-polls still registered belong to connections that are gone by now.
-  waiters_.clear();
+  tickets_.clear();
   for (auto& p : pools_) p->close_idle();
   for (auto& p : retired_pools_) p->close_idle();
   close_redis();
@@ -318,7 +318,7 @@ void Worker::on_tick(uv_timer_t* t) {
     self->budget_retries_ = 0;
   }
   // Long-polls whose wait is over answer with the state they have.
-  if (!self->waiters_.empty()) self->notify_ticket({}, true);
+  self->tickets_.notify_due(now);
   for (auto& p : self->pools_) p->sweep(now);
   // Pools replaced by a reload go away once their last connection has closed.
   for (size_t i = 0; i < self->retired_pools_.size();) {
@@ -390,44 +390,14 @@ void Worker::open_redis() {
   subscriber_ = std::make_unique<redis::Client>(&loop_, std::move(sub_opt));
   subscriber_->subscribe(
       {queue::Keys{rc.prefix}.channel()},
-      [this](std::string_view, std::string_view payload) { notify_ticket(payload, false); },
-      [this] {
-        std::vector<std::string> ids;
-        for (const auto& [id, list] : waiters_) ids.push_back(id);
-        for (const auto& id : ids) notify_ticket(id, false);
-      });
+      [this](std::string_view, std::string_view payload) { tickets_.notify(payload, now_ms()); },
+      [this] { tickets_.notify_all(now_ms()); });
   subscriber_->start();
 }
 
 void Worker::keep_pool(std::shared_ptr<proxy::UpstreamPool> pool) {
   pool->retire();
   kept_pools_.push_back(std::move(pool));
-}
-
-Worker::RouteCache& Worker::route_cache(const RouteConfig& rc) {
-  auto& slot = caches_[rc.name];
-  if (!slot) {
-    slot = std::make_unique<RouteCache>();
-    slot->cache = std::make_unique<cache::ResponseCache>(rc.cache.max_bytes, rc.cache.max_entry_bytes);
-  } else if (slot->cache->max_bytes() != rc.cache.max_bytes ||
-             slot->cache->max_entry_bytes() != rc.cache.max_entry_bytes) {
-    slot->cache->set_limits(rc.cache.max_bytes, rc.cache.max_entry_bytes);
-  }
-  return *slot;
-}
-
-void Worker::wake_cache_waiters(const RouteConfig& rc, const std::string& key) {
-  RouteCache& c = route_cache(rc);
-  std::vector<uint64_t> ids = c.pending.finish(key);
-  std::vector<Guard<proxy::ProxySession>> wake;
-  for (uint64_t id : ids) {
-    auto it = c.waiters.find(id);
-    if (it == c.waiters.end()) continue;
-    wake.push_back(std::move(it->second));
-    c.waiters.erase(it);
-  }
-  for (auto& g : wake)
-    if (proxy::ProxySession* s = g.get()) s->cache_ready();
 }
 
 std::function<void()> Worker::hold_redis() {
@@ -440,33 +410,6 @@ std::function<void()> Worker::hold_redis() {
 
 proxy::Dispatcher* Worker::dispatcher(const std::string& route) {
   return duties_ ? duties_->dispatcher(route) : nullptr;
-}
-
-void Worker::add_ticket_waiter(const std::string& ticket, Guard<proxy::ProxySession> session, uint64_t deadline_ms) {
-  waiters_[ticket].push_back({std::move(session), deadline_ms});
-}
-
-void Worker::notify_ticket(std::string_view ticket, bool timed_out_only) {
-  // Sessions are called after the map is updated: they may register again.
-  std::vector<Waiter> due;
-  uint64_t now = now_ms();
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    bool match = !timed_out_only && it->first == ticket;
-    auto& list = it->second;
-    for (size_t i = 0; i < list.size();) {
-      if (match || list[i].deadline_ms <= now || !list[i].session) {
-        due.push_back(std::move(list[i]));
-        list[i] = std::move(list.back());
-        list.pop_back();
-      } else {
-        i++;
-      }
-    }
-    if (list.empty()) it = waiters_.erase(it);
-    else ++it;
-  }
-  for (auto& w : due)
-    if (proxy::ProxySession* s = w.session.get()) s->ticket_changed();
 }
 
 void Worker::close_redis() {

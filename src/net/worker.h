@@ -18,9 +18,10 @@
 #include <vector>
 
 #include "core/log.h"
-#include "cache/response_cache.h"
+#include "cache/stage.h"
 #include "idempotency/exchange.h"
 #include "queue/queue_store.h"
+#include "queue/ticket_service.h"
 #include "redis/redis_client.h"
 #include "net/lifetime.h"
 #include "net/reaper.h"
@@ -98,24 +99,14 @@ class Worker {
   // The dispatcher of a queued route on this worker, or null.
   proxy::Dispatcher* dispatcher(const std::string& route);
 
-  // Ticket long-polls: `session` is told (ticket_changed) when a change of `ticket` is
-  // published, or when `deadline_ms` (loop time) passes. A session waits at most once.
-  void add_ticket_waiter(const std::string& ticket, Guard<proxy::ProxySession> session, uint64_t deadline_ms);
+  // Ticket long-polls of this worker, woken by the notification connection and the tick.
+  queue::TicketService& tickets() { return tickets_; }
 
   // 128 random bits as 32 hex chars (owner tokens).
   std::string random_token();
 
-  // Per-route response cache of this worker (created on first use, limits follow the
-  // config), with the coalescing of concurrent misses.
-  struct RouteCache {
-    std::unique_ptr<cache::ResponseCache> cache;
-    cache::PendingMap pending;
-    std::unordered_map<uint64_t, Guard<proxy::ProxySession>> waiters;
-    uint64_t next_waiter = 1;
-  };
-  RouteCache& route_cache(const RouteConfig& rc);
-  // Wakes the sessions waiting for `key` (the leading fetch ended, well or not).
-  void wake_cache_waiters(const RouteConfig& rc, const std::string& key);
+  // This worker's response caches, with the coalescing of concurrent misses.
+  cache::Stage& cache_stage() { return cache_stage_; }
 
   // Retry budget: live retries stay under 20% of requests (per worker, over a rolling
   // ten-second period, with a floor of 10 so a quiet worker can still retry).
@@ -147,7 +138,6 @@ class Worker {
   void apply_snapshot(std::shared_ptr<const Snapshot> next);
   void open_redis();
   void close_redis();
-  void notify_ticket(std::string_view ticket, bool timed_out_only);
   Status sync_listeners();
   static void on_stop_async(uv_async_t* a);
   static void on_snapshot_async(uv_async_t* a);
@@ -189,12 +179,8 @@ class Worker {
   uint64_t budget_retries_ = 0;
   uint64_t budget_reset_ms_ = 0;
   bool drain_expired_ = false;  // stopped dispatchers still finishing deliveries
-  struct Waiter {
-    Guard<proxy::ProxySession> session;
-    uint64_t deadline_ms;
-  };
-  std::unordered_map<std::string, std::vector<Waiter>> waiters_;
-  std::unordered_map<std::string, std::unique_ptr<RouteCache>> caches_;
+  queue::TicketService tickets_;
+  cache::Stage cache_stage_;
   std::unique_ptr<char[]> read_buffer_;
   std::string id_prefix_;
   uint64_t id_counter_ = 0;

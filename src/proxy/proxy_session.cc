@@ -5,12 +5,13 @@
 #include <algorithm>
 #include <cstring>
 
-#include "cache/response_cache.h"
+#include "cache/stage.h"
 #include "idempotency/exchange.h"
 #include "net/stream_write.h"
 #include "net/worker.h"
 #include "proxy/client_conn.h"
 #include "proxy/dispatcher.h"
+#include "queue/ticket_service.h"
 #include "core/log.h"
 
 namespace fg::proxy {
@@ -62,8 +63,7 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
   const RouteConfig& rc0 = cfg.routes[static_cast<size_t>(route)];
   cache_route_ = rc0.cache.enabled && !park_ && (head_.method == "GET" || head_.method == "HEAD");
   cache_leader_ = false;
-  cache_control_.clear();
-  cache_set_cookie_ = false;
+  cache_rec_ = cache::Recorded{};
   if (cache_route_ && cache_lookup()) return;
   if (!park_ && !pool_->any_available()) {
     // No server can take it (breakers open, health checks down, all at capacity):
@@ -278,69 +278,49 @@ void ProxySession::enqueue() {
                  });
 }
 
-void ProxySession::answer_parked(const std::string& ticket, int64_t ahead, int outcome) {
-  const Config& cfg = *snap_->config;
-  const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
+queue::ReplyTo ProxySession::reply_to() const {
+  return {head_, request_id_, head_.keep_alive && !client_->worker()->draining(), snap_->config->server.tickets_path};
+}
+
+void ProxySession::send_reply(const queue::TicketReply& r, int outcome) {
+  static constexpr int kOutcomes[] = {net::kQueued, net::kReplayed, net::kConflict, net::kError};
   active_ = false;
-  outcome_ = outcome;
+  status_ = r.status;
+  outcome_ = outcome >= 0 ? outcome : kOutcomes[static_cast<int>(r.outcome)];
   bool keep_alive = head_.keep_alive && !client_->worker()->draining();
-  std::string out;
+  switch (r.kind) {
+    case queue::TicketReply::Kind::kError:
+      client_->respond_error(r.status, r.code, r.message, true, r.extra);
+      return;
+    case queue::TicketReply::Kind::kRaw:
+      client_->respond_raw(r.out, keep_alive);
+      return;
+    case queue::TicketReply::Kind::kStored: {
+      idempotency::StoredResponse stored;
+      idempotency::decode_response(r.stored, &stored);  // view_reply checked it
+      respond_stored(stored.status, stored.reason, stored.header_lines, stored.body, r.extra, keep_alive);
+      return;
+    }
+  }
+}
+
+void ProxySession::answer_parked(const std::string& ticket, int64_t ahead, int outcome) {
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
   if (rc.store_and_forward) {
-    status_ = rc.ack.status;
-    out = (head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ") + std::to_string(rc.ack.status) + " " +
-          std::string(http::reason_phrase(rc.ack.status)) + "\r\nContent-Type: " + rc.ack.content_type +
-          "\r\nContent-Length: " + std::to_string(rc.ack.body.size()) + "\r\nX-Request-Id: " + request_id_ + "\r\n";
-    if (!ticket.empty()) out += "Location: " + cfg.server.tickets_path + ticket + "\r\n";
-    out += keep_alive ? (head_.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
-    out += "\r\n";
-    if (!head_.is_head()) out += rc.ack.body;
-    client_->respond_raw(out, keep_alive);
+    send_reply(queue::ack_reply(reply_to(), rc.ack.status, rc.ack.content_type, rc.ack.body, ticket), outcome);
     return;
   }
   if (ahead < 0) {
     // A duplicate of a parked request: read its ticket for a fresh position.
+    outcome_ = outcome;
     ticket_ = ticket;
     ticket_wait_s_ = 0;
-    active_ = true;
     poll_ticket(true);
     return;
   }
   const auto& rt = snap_->routes[static_cast<size_t>(route_)];
   int64_t eta = rt.queue ? rt.queue->estimate_ms(ahead, rc.rate) : 0;
-  std::string poll = cfg.server.tickets_path + ticket;
-  std::string body = "{\"ticket\":\"" + ticket + "\",\"status\":\"queued\",\"position\":" + std::to_string(ahead) +
-                     ",\"estimated_wait_ms\":" + std::to_string(eta) + ",\"poll\":\"" + poll + "\"}";
-  int64_t retry = std::clamp<int64_t>((eta + 999) / 1000, 1, 30);
-  status_ = 202;
-  answer_ticket_json(202, body, {}, "Location: " + poll + "\r\nRetry-After: " + std::to_string(retry) + "\r\n");
-}
-
-void ProxySession::answer_ticket_json(int status, const std::string& body, const std::string& etag,
-                                      std::string extra) {
-  active_ = false;
-  status_ = status;
-  bool keep_alive = head_.keep_alive && !client_->worker()->draining();
-  if (!etag.empty()) {
-    extra += "ETag: " + etag + "\r\n";
-    const http::Header* inm = http::find_header(head_.headers, "If-None-Match");
-    if (inm && (inm->value == etag || inm->value == "*")) {
-      std::string out = (head_.version_minor == 0 ? "HTTP/1.0 304 " : "HTTP/1.1 304 ") +
-                        std::string(http::reason_phrase(304)) + "\r\n" + extra + "X-Request-Id: " + request_id_ +
-                        "\r\n" + (keep_alive ? "" : "Connection: close\r\n") + "\r\n";
-      status_ = 304;
-      client_->respond_raw(out, keep_alive);
-      return;
-    }
-  }
-  std::string out = (head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ") + std::to_string(status) + " " +
-                    std::string(http::reason_phrase(status)) +
-                    "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-                    "\r\nCache-Control: no-store\r\n" + extra + "X-Request-Id: " + request_id_ + "\r\n" +
-                    (keep_alive ? (head_.version_minor == 0 ? "Connection: keep-alive\r\n" : "")
-                                : "Connection: close\r\n") +
-                    "\r\n";
-  if (!head_.is_head()) out += body;
-  client_->respond_raw(out, keep_alive);
+  send_reply(queue::parked_reply(reply_to(), ticket, ahead, eta), outcome);
 }
 
 void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head,
@@ -359,11 +339,11 @@ void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http:
   net::Worker* w = client_->worker();
   redis::Client* redis = w->redis();
   if (redis == nullptr || !redis->connected()) {
-    local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError, "Retry-After: 1\r\n");
+    send_reply(queue::unavailable_reply());
     return;
   }
   if (!queue::valid_ticket_id(ticket_)) {
-    local_answer(404, "unknown_ticket", "no such ticket", net::kError);
+    send_reply(queue::unknown_reply());
     return;
   }
   if (cancel) {
@@ -373,27 +353,13 @@ void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http:
                   [g, w](queue::CancelResult r, const std::string& route) {
                     ProxySession* s = live(g);
                     if (s == nullptr) return;
-                                        s->cancelled_route_ = route;
-                    switch (r) {
-                      case queue::CancelResult::kCancelled:
-                        for (size_t i = 0; i < s->snap_->config->routes.size(); i++) {
-                          if (s->snap_->config->routes[i].name == s->cancelled_route_ && s->snap_->routes[i].queue)
-                            metrics::Registry::get().add(w->id(), s->snap_->routes[i].tickets[net::kTicketCancelled]);
-                        }
-                        s->answer_ticket_json(200, "{\"ticket\":\"" + s->ticket_ + "\",\"status\":\"cancelled\"}", {}, {});
-                        return;
-                      case queue::CancelResult::kTooLate:
-                        s->local_answer(409, "not_cancellable", "the ticket is already being processed or finished",
-                                        net::kConflict);
-                        return;
-                      case queue::CancelResult::kUnknown:
-                        s->local_answer(404, "unknown_ticket", "no such ticket", net::kError);
-                        return;
-                      case queue::CancelResult::kUnavailable:
-                        s->local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError,
-                                        "Retry-After: 1\r\n");
-                        return;
+                    if (r == queue::CancelResult::kCancelled) {
+                      for (size_t i = 0; i < s->snap_->config->routes.size(); i++) {
+                        if (s->snap_->config->routes[i].name == route && s->snap_->routes[i].queue)
+                          metrics::Registry::get().add(w->id(), s->snap_->routes[i].tickets[net::kTicketCancelled]);
+                      }
                     }
+                    s->send_reply(queue::cancel_reply(s->reply_to(), r, s->ticket_));
                   });
     return;
   }
@@ -411,7 +377,7 @@ void ProxySession::poll_ticket(bool final) {
   net::Worker* w = client_->worker();
   redis::Client* redis = w->redis();
   if (redis == nullptr || !redis->connected()) {
-    local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError, "Retry-After: 1\r\n");
+    send_reply(queue::unavailable_reply());
     return;
   }
   net::Guard<ProxySession> g = anchor_.guard();
@@ -419,123 +385,56 @@ void ProxySession::poll_ticket(bool final) {
               [g, final, w](queue::TicketView& v) {
                 ProxySession* s = live(g);
                 if (s == nullptr) return;
+                bool first = s->ticket_first_kind_ < 0;
                 int kind = static_cast<int>(v.kind);
-                bool waiting = v.kind == queue::TicketView::Kind::kQueued ||
-                               v.kind == queue::TicketView::Kind::kProcessing;
-                if (!final && waiting && (s->ticket_first_kind_ < 0 || s->ticket_first_kind_ == kind)) {
-                  // Long-poll: wait for a published change (or the deadline).
-                  bool first = s->ticket_first_kind_ < 0;
-                  s->ticket_first_kind_ = kind;
-                  w->add_ticket_waiter(s->ticket_, g, s->ticket_deadline_ms_);
-                  // A change published between our read and the waiter's registration
-                  // would be missed: read once more now that the waiter is in place.
-                  if (first && w->redis()) {
-                                        queue::poll(*w->redis(), w->queue_scripts(), queue::Keys{s->snap_->config->redis.prefix},
-                                s->ticket_, [g, kind](queue::TicketView& v2) {
-                                  ProxySession* s2 = g.get();
-                                  if (s2 && static_cast<int>(v2.kind) != kind) s2->ticket_changed();
-                                });
-                  }
+                if (!queue::keep_waiting(v, final, &s->ticket_first_kind_)) {
+                  s->answer_ticket(v);
                   return;
                 }
-                s->answer_ticket(v);
+                // Long-poll: wait for a published change (or the deadline).
+                w->tickets().wait(s->ticket_, s->ticket_deadline_ms_, [g] {
+                  if (ProxySession* s2 = g.get()) s2->ticket_changed();
+                });
+                // A change published between our read and the wait's registration
+                // would be missed: read once more now that the wait is in place.
+                if (first && w->redis()) {
+                  queue::poll(*w->redis(), w->queue_scripts(), queue::Keys{s->snap_->config->redis.prefix}, s->ticket_,
+                              [g, kind](queue::TicketView& v2) {
+                                ProxySession* s2 = g.get();
+                                if (s2 && static_cast<int>(v2.kind) != kind) s2->ticket_changed();
+                              });
+                }
               });
 }
 
 void ProxySession::answer_ticket(queue::TicketView& v) {
-  using K = queue::TicketView::Kind;
   const Config& cfg = *snap_->config;
-  const RouteConfig* rc = nullptr;
-  for (const auto& r : cfg.routes)
-    if (r.name == v.route) rc = &r;
-  switch (v.kind) {
-    case K::kUnavailable:
-      local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError, "Retry-After: 1\r\n");
-      return;
-    case K::kUnknown:
-      local_answer(404, "unknown_ticket", "no such ticket", net::kError);
-      return;
-    case K::kCancelled:
-      answer_ticket_json(410, "{\"ticket\":\"" + ticket_ + "\",\"status\":\"cancelled\"}", "\"c\"", {});
-      return;
-    case K::kQueued:
-    case K::kProcessing: {
-      uint64_t now = log::wall_ms();
-      if (v.kind == K::kQueued && rc && now > static_cast<uint64_t>(v.created_ms) &&
-          now - static_cast<uint64_t>(v.created_ms) > rc->queue.max_wait_ms) {
-        // Lazy expiry: nobody dispatched it within max_wait.
-        net::Worker* w = client_->worker();
-        if (w->redis()) {
-          std::string ticket = ticket_;
-          std::string webhook = rc->on_failure_webhook;
-          std::string route = rc->name;
-          queue::expire(*w->redis(), w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, now,
-                        rc->queue.ticket_ttl_ms, [w, ticket, webhook, route](bool expired_now) {
-                          // Only the caller that actually moved it to expired reports it.
-                          if (!expired_now || webhook.empty()) return;
-                          if (proxy::Dispatcher* d = w->dispatcher(route)) {
-                            std::string body = "{\"ticket\":\"" + ticket + "\",\"route\":\"" + route +
-                                               "\",\"status\":\"failed\",\"reason\":\"expired\",\"attempts\":0}";
-                            d->post_webhook(webhook, std::move(body));
-                          }
-                        });
-        }
-        v.kind = K::kFailed;
-        v.reason = "expired";
-        answer_ticket(v);
-        return;
-      }
-      int64_t ahead = v.kind == K::kQueued ? std::max<int64_t>(0, v.seq - v.taken - 1) : 0;
-      int64_t eta = 0;
-      if (rc) {
-        for (size_t i = 0; i < cfg.routes.size(); i++)
-          if (&cfg.routes[i] == rc && snap_->routes[i].queue) eta = snap_->routes[i].queue->estimate_ms(ahead, rc->rate);
-      }
-      const char* st = v.kind == K::kQueued ? "queued" : "processing";
-      std::string poll = cfg.server.tickets_path + ticket_;
-      std::string body = "{\"ticket\":\"" + ticket_ + "\",\"status\":\"" + st + "\",\"position\":" +
-                         std::to_string(ahead) + ",\"estimated_wait_ms\":" + std::to_string(eta) + ",\"poll\":\"" +
-                         poll + "\"}";
-      std::string etag = "\"" + std::string(st, 1) + std::to_string(ahead) + "-" + std::to_string(eta / 1000) + "\"";
-      int64_t retry = std::clamp<int64_t>((eta + 999) / 1000, 1, 30);
-      answer_ticket_json(202, body, etag, "Location: " + poll + "\r\nRetry-After: " + std::to_string(retry) + "\r\n");
-      return;
+  size_t ri = cfg.routes.size();
+  for (size_t i = 0; i < cfg.routes.size(); i++)
+    if (cfg.routes[i].name == v.route) ri = i;
+  const RouteConfig* rc = ri < cfg.routes.size() ? &cfg.routes[ri] : nullptr;
+  uint64_t now = log::wall_ms();
+  if (rc && queue::lazily_expired(v, now, rc->queue.max_wait_ms)) {
+    // Lazy expiry: nobody dispatched it within max_wait.
+    net::Worker* w = client_->worker();
+    if (w->redis()) {
+      std::string ticket = ticket_;
+      std::string webhook = rc->on_failure_webhook;
+      std::string route = rc->name;
+      queue::expire(*w->redis(), w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, now,
+                    rc->queue.ticket_ttl_ms, [w, ticket, webhook, route](bool expired_now) {
+                      // Only the caller that actually moved it to expired reports it.
+                      if (!expired_now || webhook.empty()) return;
+                      if (proxy::Dispatcher* d = w->dispatcher(route))
+                        d->post_webhook(webhook, queue::expired_webhook_body(ticket, route));
+                    });
     }
-    case K::kDone: {
-      idempotency::StoredResponse stored;
-      if (!idempotency::decode_response(v.response, &stored)) {
-        local_answer(500, "bad_stored_response", "the stored response could not be read", net::kError);
-        return;
-      }
-      std::string etag = "\"d" + idempotency::digest_hex(v.response).substr(0, 16) + "\"";
-      const http::Header* inm = http::find_header(head_.headers, "If-None-Match");
-      bool keep_alive = head_.keep_alive && !client_->worker()->draining();
-      active_ = false;
-      outcome_ = net::kReplayed;
-      if (inm && inm->value == etag) {
-        status_ = 304;
-        std::string out = std::string(head_.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1") +
-                          " 304 Not Modified\r\nETag: " + etag + "\r\nTicket-Status: done\r\nX-Request-Id: " +
-                          request_id_ + "\r\n" + (keep_alive ? "" : "Connection: close\r\n") + "\r\n";
-        client_->respond_raw(out, keep_alive);
-        return;
-      }
-      status_ = stored.status;
-      respond_stored(stored.status, stored.reason, stored.header_lines, stored.body,
-                     "Ticket-Status: done\r\nETag: " + etag + "\r\n", keep_alive);
-      return;
-    }
-    case K::kFailed: {
-      int status = v.reason == "timeout" || v.reason == "expired" ? 504 : 502;
-      std::string body = "{\"ticket\":\"" + ticket_ + "\",\"status\":\"failed\",\"reason\":\"";
-      http::append_json_escaped(body, v.reason);
-      body += "\",\"attempts\":" + std::to_string(v.attempts) + "}";
-      outcome_ = net::kError;
-      std::string etag = "\"f" + std::to_string(v.attempts) + "-" + idempotency::digest_hex(v.reason).substr(0, 8) + "\"";
-      answer_ticket_json(status, body, etag, "Ticket-Status: failed\r\n");
-      return;
-    }
+    v.kind = queue::TicketView::Kind::kFailed;
+    v.reason = "expired";
   }
+  int64_t eta = 0;
+  if (rc && snap_->routes[ri].queue) eta = snap_->routes[ri].queue->estimate_ms(queue::position(v), rc->rate);
+  send_reply(queue::view_reply(reply_to(), v, ticket_, eta));
 }
 
 void ProxySession::proceed(const std::string& key) {
@@ -625,26 +524,35 @@ void ProxySession::set_facts(std::shared_ptr<const net::Snapshot> snap, http::Re
   upstream_ms_ = -1;
 }
 
+cache::RouteSettings ProxySession::cache_settings() const {
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
+  return {rc.name, rc.cache.max_bytes, rc.cache.max_entry_bytes, rc.cache.ttl_ms, rc.cache.stale_if_error_ms};
+}
+
 bool ProxySession::cache_lookup() {
   // HEAD is answered from the GET entry (same representation, no body sent).
   cache_key_ = cache::cache_key("GET", head_.target);
   if (serve_cache(false)) return true;
-  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
-  net::Worker::RouteCache& c = client_->worker()->route_cache(rc);
-  uint64_t id = c.next_waiter++;
-  switch (c.pending.join(cache_key_, id)) {
-    case cache::PendingMap::Join::kLeader:
+  cache::Stage& stage = client_->worker()->cache_stage();
+  cache::RouteSettings settings = cache_settings();
+  uint64_t waiter = 0;
+  switch (stage.join(settings, cache_key_, &waiter)) {
+    case cache::Stage::Join::kLead:
       cache_leader_ = true;
       capture_status_ = 0;
       capture_headers_.clear();
       capture_body_.clear();
       capture_overflow_ = false;
       return false;
-    case cache::PendingMap::Join::kWaiter:
+    case cache::Stage::Join::kWait: {
       // Another request is fetching this very response: wait for it (coalescing).
-      c.waiters[id] = anchor_.guard();
+      net::Guard<ProxySession> g = anchor_.guard();
+      stage.wait(settings, waiter, [g] {
+        if (ProxySession* s = g.get()) s->cache_ready();
+      });
       return true;
-    case cache::PendingMap::Join::kOverflow:
+    }
+    case cache::Stage::Join::kFetch:
       return false;
   }
   return false;
@@ -667,43 +575,31 @@ void ProxySession::cache_ready() {
 
 bool ProxySession::serve_cache(bool stale_ok) {
   if (cache_key_.empty()) cache_key_ = cache::cache_key("GET", head_.target);
-  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
-  if (!rc.cache.enabled) return false;
+  if (!snap_->config->routes[static_cast<size_t>(route_)].cache.enabled) return false;
   net::Worker* w = client_->worker();
-  const cache::CachedResponse* e = w->route_cache(rc).cache->get(cache_key_);
-  uint64_t now = w->now_ms();
-  if (e == nullptr) return false;
-  bool fresh = cache::is_fresh(*e, now);
-  if (!fresh && !(stale_ok && cache::is_usable_stale(*e, now))) return false;
+  cache::Hit hit;
+  if (!w->cache_stage().find(cache_settings(), cache_key_, w->now_ms(), stale_ok, &hit)) return false;
+  const cache::CachedResponse& e = *hit.entry;
   active_ = false;
-  status_ = e->status;
+  status_ = e.status;
   outcome_ = net::kCached;
   bool keep_alive = head_.keep_alive && !w->draining() && (body_done_ || head_.body == http::BodyKind::kNone);
-  std::string extra = "Age: " + std::to_string(cache::age_seconds(*e, now)) + "\r\nX-Cache: " +
-                      (fresh ? "HIT" : "STALE") + "\r\n";
-  respond_stored(e->status, e->reason, e->header_lines, e->body, extra, keep_alive);
+  respond_stored(e.status, e.reason, e.header_lines, e.body, hit.header_lines, keep_alive);
   return true;
 }
 
 void ProxySession::cache_store() {
-  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
-  auto d = cache::parse_cache_control(cache_control_);
+  if (capture_overflow_) return;
   bool auth = http::find_header(head_.headers, "Authorization") != nullptr;
-  if (capture_overflow_ || !cache::storable(capture_status_, d, cache_set_cookie_, auth)) return;
-  cache::CachedResponse r;
-  r.status = capture_status_;
-  r.reason = capture_reason_;
-  r.header_lines = capture_headers_;
-  r.body = capture_body_;
-  cache::set_freshness(r, d, client_->worker()->now_ms(), rc.cache.ttl_ms, rc.cache.stale_if_error_ms);
-  client_->worker()->route_cache(rc).cache->put(cache_key_, std::move(r));
+  client_->worker()->cache_stage().store(cache_settings(), cache_key_, capture_status_, capture_reason_,
+                                         capture_headers_, capture_body_, cache_rec_, auth,
+                                         client_->worker()->now_ms());
 }
 
 void ProxySession::cache_release() {
   if (!cache_leader_) return;
   cache_leader_ = false;
-  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
-  client_->worker()->wake_cache_waiters(rc, cache_key_);
+  client_->worker()->cache_stage().finish(cache_settings(), cache_key_);
 }
 
 bool ProxySession::unavailable(bool busy) {
@@ -859,17 +755,16 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
       metrics::Registry::get().add(client_->worker()->id(), snap_->upstreams[upstream_index_].errors[conn_->server()][4]);
   }
   if (auto& lat = snap_->upstreams[upstream_index_].latency) lat->record(upstream_ns / 1000000, client_->worker()->now_ms());
-  if (cache_route_ && resp.status >= 500 && conn_) {
-    const RouteConfig& rcs = snap_->config->routes[static_cast<size_t>(route_)];
-    const auto* e = client_->worker()->route_cache(rcs).cache->get(cache_key_);
-    if (e && cache::is_usable_stale(*e, client_->worker()->now_ms())) {
-      UpstreamConn* c = conn_;
-      conn_ = nullptr;
-      c->pool()->release(c, false);
-      cache_release();
-      serve_cache(true);
-      return;
-    }
+  cache::Hit stale;
+  if (cache_route_ && resp.status >= 500 && conn_ &&
+      client_->worker()->cache_stage().find(cache_settings(), cache_key_, client_->worker()->now_ms(), true, &stale)) {
+    // stale_if_error: a usable stale entry beats the upstream's 5xx.
+    UpstreamConn* c = conn_;
+    conn_ = nullptr;
+    c->pool()->release(c, false);
+    cache_release();
+    serve_cache(true);
+    return;
   }
   // A 502/503/504 before anything reached the client: another server may do better,
   // when sending the request again is safe and the retry budget allows it.
@@ -895,14 +790,7 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
   client_keep_alive_ = head_.keep_alive && body_done_ && !client_->worker()->draining() &&
                        framing_ != http::ClientFraming::kClose;
   if (cache_leader_) {
-    for (const auto& h : resp.headers) {
-      if (http::iequals(h.name, "Cache-Control")) {
-        if (!cache_control_.empty()) cache_control_ += ",";
-        cache_control_ += h.value;
-      } else if (http::iequals(h.name, "Set-Cookie")) {
-        cache_set_cookie_ = true;
-      }
-    }
+    for (const auto& h : resp.headers) cache_rec_.note(h.name, h.value);
   }
   if (idem_.capturing() || cache_leader_) {
     capture_status_ = resp.status;

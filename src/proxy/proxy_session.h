@@ -9,12 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "cache/stage.h"
 #include "http/message.h"
 #include "http/serialize.h"
 #include "idempotency/exchange.h"
 #include "net/lifetime.h"
 #include "net/snapshot.h"
 #include "queue/queue_store.h"
+#include "queue/ticket_service.h"
 #include "proxy/upstream_pool.h"
 
 namespace fg::proxy {
@@ -80,8 +82,11 @@ class ProxySession final : public UpstreamUser {
   void enqueue();
   void answer_parked(const std::string& ticket, int64_t ahead, int outcome = net::kQueued);
   void poll_ticket(bool final);
-  void answer_ticket(struct queue::TicketView& v);
-  void answer_ticket_json(int status, const std::string& body, const std::string& etag, std::string extra);
+  void answer_ticket(queue::TicketView& v);
+  // How ticket answers are framed for this request, and writing one (`outcome` >= 0
+  // overrides the reply's own).
+  queue::ReplyTo reply_to() const;
+  void send_reply(const queue::TicketReply& r, int outcome = -1);
   // Carries out the idempotency stage's decision.
   void act(idempotency::Decision& d);
   idempotency::Rules idem_rules() const;
@@ -109,6 +114,7 @@ class ProxySession final : public UpstreamUser {
   // when the request was answered (or is waiting for another fetch).
   bool cache_lookup();
   void cache_store();
+  cache::RouteSettings cache_settings() const;
   void cache_release();  // the leading fetch ended: wake the waiters
   void send_request();
   void forward(const char* data, size_t len);
@@ -175,7 +181,6 @@ class ProxySession final : public UpstreamUser {
   bool park_ = false;            // this exchange ends as a ticket
   std::string ticket_;           // ticket polls: the ticket id
   int ticket_wait_s_ = 0;
-  std::string cancelled_route_;
   int ticket_first_kind_ = -1;   // long-polls answer once the state differs from this
   uint64_t ticket_deadline_ms_ = 0;
   std::string body_buf_;
@@ -184,8 +189,7 @@ class ProxySession final : public UpstreamUser {
   bool cache_leader_ = false;    // this request fetches for everyone waiting on the key
   bool cache_resume_ = false;    // woken before its body was read: fetch once it is
   std::string cache_key_;
-  std::string cache_control_;    // the upstream's Cache-Control values, joined
-  bool cache_set_cookie_ = false;
+  cache::Recorded cache_rec_;    // the leader's response headers the store decision needs
   bool capture_overflow_ = false;
   int capture_status_ = 0;
   std::string capture_reason_;
