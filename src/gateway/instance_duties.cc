@@ -24,6 +24,11 @@ void InstanceDuties::config_changed() {
   if (health_) health_->sync();
 }
 
+void InstanceDuties::pressure_changed(bool on, const char* condition) {
+  log::event(on ? "warn" : "info", on ? "pressure_on" : "pressure_off",
+             [&](log::Line& l) { l.str("condition", condition); });
+}
+
 void InstanceDuties::tick() { evaluate_breakers(); }
 
 void InstanceDuties::drain() {

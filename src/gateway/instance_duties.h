@@ -1,7 +1,7 @@
 // What one instance does once rather than once per worker: queue dispatch (one
 // dispatcher per queued route, so that deliveries leave in queue order), circuit
 // breaker evaluation (every breaker of the instance moves through its states in one
-// place), and active health checks. They run on one worker's loop (worker 0, chosen
+// place), active health checks, and the pressure_on/pressure_off log line. They run on one worker's loop (worker 0, chosen
 // in net/worker.cc where this object is created); this class is their one home, so
 // that making some of them cluster-wide changes this class and not the worker.
 // Loop-thread only (the home worker's).
@@ -41,6 +41,9 @@ class InstanceDuties {
   void config_changed();
   // Every worker tick (100 ms).
   void tick();
+  // The home worker's [pressure] condition turned on or off: logged once for the
+  // instance (every worker evaluates it for its own requests).
+  void pressure_changed(bool on, const char* condition);
   // The worker drains: dispatchers stop taking tickets, deliveries on the wire finish.
   void drain();
   // The drain timeout passed: deliveries still on the wire are given up (they stay

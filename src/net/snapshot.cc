@@ -167,7 +167,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
       }
     }
     if (!ut.counters) {
-      ut.counters = std::make_shared<proxy::ServerCounters>(u.servers.size() + u.backup.size(), &u.breaker);
+      ut.counters = std::make_shared<breaker::ServerCounters>(u.servers.size() + u.backup.size(), &u.breaker);
     } else {
       for (auto& b : ut.counters->breakers) b->set_config(u.breaker);
     }
@@ -184,7 +184,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
     for (const auto& s : all) {
       std::array<metrics::CellId, 5> kinds{};
       for (int k = 0; k < 5; k++) {
-        const char* kind = k < 4 ? proxy::upstream_error_name(static_cast<proxy::UpstreamError>(k)) : "http_5xx";
+        const char* kind = k < 4 ? breaker::upstream_error_name(static_cast<breaker::UpstreamError>(k)) : "http_5xx";
         kinds[static_cast<size_t>(k)] = reg.counter("floodgate_upstream_errors_total",
                                                     "Upstream failures by server and kind.",
                                                     ul + "," + metrics::label("server", s.text) + "," +

@@ -16,7 +16,7 @@
 #include "floodgate/config.h"
 #include "idempotency/exchange.h"
 #include "metrics/registry.h"
-#include "proxy/upstream_pool.h"
+#include "breaker/server_counters.h"
 
 namespace fg::net {
 
@@ -73,7 +73,7 @@ struct RouteRuntime {
 };
 
 struct UpstreamRuntime {
-  std::shared_ptr<proxy::ServerCounters> counters;  // primaries then backups
+  std::shared_ptr<breaker::ServerCounters> counters;  // primaries then backups
   std::shared_ptr<breaker::LatencyWindow> latency;  // for timeout = "adaptive"
   // The first-byte timeout to use now (adaptive or fixed).
   uint64_t timeout_ms(const UpstreamConfig& u, uint64_t now_ms) const {

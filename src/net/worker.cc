@@ -9,7 +9,6 @@
 #include "gateway/instance_duties.h"
 #include "net/listener.h"
 #include "proxy/client_conn.h"
-#include "proxy/proxy_session.h"
 
 namespace fg::net {
 namespace {
@@ -303,10 +302,7 @@ void Worker::on_tick(uv_timer_t* t) {
       if (self->instance_->loop_lag_ns[i].load(std::memory_order_relaxed) > limit_ms * 1000000) pressure = true;
     }
   }
-  if (pressure != self->pressure_ && self->id_ == 0) {
-    log::event(pressure ? "warn" : "info", pressure ? "pressure_on" : "pressure_off",
-               [&](log::Line& l) { l.str("condition", condition); });
-  }
+  if (pressure != self->pressure_ && self->duties_) self->duties_->pressure_changed(pressure, condition);
   self->pressure_ = pressure;
 
   self->access_log_.flush();

@@ -36,7 +36,6 @@ namespace fg::proxy {
 class ClientConn;
 class Dispatcher;
 class HealthChecker;
-class ProxySession;
 }
 
 namespace fg::net {

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "breaker/server_counters.h"
 #include "floodgate/config.h"
 
 namespace fg::net {
@@ -17,8 +18,6 @@ class Worker;
 }
 
 namespace fg::proxy {
-
-struct ServerCounters;
 
 class HealthChecker {
  public:

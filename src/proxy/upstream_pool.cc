@@ -21,15 +21,6 @@ constexpr uint64_t kExcessIdleMs = 1000;
 
 }  // namespace
 
-const char* upstream_error_name(UpstreamError e) {
-  switch (e) {
-    case UpstreamError::kConnect: return "connect";
-    case UpstreamError::kTimeout: return "timeout";
-    case UpstreamError::kReset: return "reset";
-    case UpstreamError::kBadResponse: return "bad_response";
-  }
-  return "unknown";
-}
 
 // ---------------------------------------------------------------- UpstreamConn
 

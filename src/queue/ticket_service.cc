@@ -4,8 +4,6 @@
 #include <algorithm>
 
 #include "http/serialize.h"
-#include "idempotency/key_source.h"
-#include "idempotency/store.h"
 
 namespace fg::queue {
 namespace {
@@ -107,7 +105,8 @@ TicketReply cancel_reply(const ReplyTo& to, CancelResult result, const std::stri
   return unavailable_reply();
 }
 
-TicketReply view_reply(const ReplyTo& to, const TicketView& v, const std::string& ticket, int64_t eta_ms) {
+TicketReply view_reply(const ReplyTo& to, const TicketView& v, const std::string& ticket, int64_t eta_ms,
+                       const StoredFormat& format) {
   using K = TicketView::Kind;
   switch (v.kind) {
     case K::kUnavailable:
@@ -120,10 +119,10 @@ TicketReply view_reply(const ReplyTo& to, const TicketView& v, const std::string
     case K::kProcessing:
       return waiting_reply(to, ticket, v.kind == K::kQueued ? "queued" : "processing", position(v), eta_ms, true);
     case K::kDone: {
-      idempotency::StoredResponse stored;
-      if (!idempotency::decode_response(v.response, &stored))
+      int stored_status = 0;
+      if (!format.status(v.response, &stored_status))
         return error(500, "bad_stored_response", "the stored response could not be read");
-      std::string etag = "\"d" + idempotency::digest_hex(v.response).substr(0, 16) + "\"";
+      std::string etag = "\"d" + format.digest(v.response).substr(0, 16) + "\"";
       const http::Header* inm = http::find_header(to.head.headers, "If-None-Match");
       TicketReply r;
       r.outcome = TicketReply::Outcome::kReplayed;
@@ -135,7 +134,7 @@ TicketReply view_reply(const ReplyTo& to, const TicketView& v, const std::string
         return r;
       }
       r.kind = TicketReply::Kind::kStored;
-      r.status = stored.status;
+      r.status = stored_status;
       r.stored = v.response;
       r.extra = "Ticket-Status: done\r\nETag: " + etag + "\r\n";
       return r;
@@ -147,7 +146,7 @@ TicketReply view_reply(const ReplyTo& to, const TicketView& v, const std::string
   std::string body = "{\"ticket\":\"" + ticket + "\",\"status\":\"failed\",\"reason\":\"";
   http::append_json_escaped(body, v.reason);
   body += "\",\"attempts\":" + std::to_string(v.attempts) + "}";
-  std::string etag = "\"f" + std::to_string(v.attempts) + "-" + idempotency::digest_hex(v.reason).substr(0, 8) + "\"";
+  std::string etag = "\"f" + std::to_string(v.attempts) + "-" + format.digest(v.reason).substr(0, 8) + "\"";
   TicketReply r = json_reply(to, status, body, etag, "Ticket-Status: failed\r\n");
   r.outcome = TicketReply::Outcome::kError;
   return r;

@@ -57,8 +57,15 @@ TicketReply ack_reply(const ReplyTo& to, int status, std::string_view content_ty
                       const std::string& ticket);
 // The answer to DELETE of a ticket.
 TicketReply cancel_reply(const ReplyTo& to, CancelResult r, const std::string& ticket);
+// How stored responses are read and digested (the idempotency store's format, which
+// the queue only carries): `status` false when `stored` cannot be read.
+struct StoredFormat {
+  bool (*status)(std::string_view stored, int* status);
+  std::string (*digest)(std::string_view data);  // hex, for ETags
+};
 // The answer to GET of a ticket in state `v` (`eta_ms`: for a queued or processing one).
-TicketReply view_reply(const ReplyTo& to, const TicketView& v, const std::string& ticket, int64_t eta_ms);
+TicketReply view_reply(const ReplyTo& to, const TicketView& v, const std::string& ticket, int64_t eta_ms,
+                       const StoredFormat& format);
 // Tickets before this one (queued), or 0.
 int64_t position(const TicketView& v);
 // A queued ticket nobody dispatched within `max_wait_ms` counts as expired when read.

@@ -34,6 +34,16 @@ TicketView view(K kind) {
 
 bool has(const std::string& out, const std::string& part) { return out.find(part) != std::string::npos; }
 
+// A stand-in for the idempotency store's format: "<status> ..." and a digest that
+// tells inputs apart by their length.
+const fg::queue::StoredFormat kFormat{
+    [](std::string_view stored, int* status) {
+      if (stored.size() < 3 || stored[0] < '1' || stored[0] > '5') return false;
+      *status = std::stoi(std::string(stored.substr(0, 3)));
+      return true;
+    },
+    [](std::string_view data) { return std::to_string(data.size()) + "00000000000000000000"; }};
+
 }  // namespace
 
 TEST_CASE("a parked request gets 202 with its position, estimate and where to poll") {
@@ -57,11 +67,11 @@ TEST_CASE("a queued ticket's ETag gives 304 when the client has it") {
   v.taken = 4;
   CHECK(fg::queue::position(v) == 5);
   RequestHead h = get();
-  TicketReply r = fg::queue::view_reply(ReplyTo{h, "r", true, "/t/"}, v, "t1", 1200);
+  TicketReply r = fg::queue::view_reply(ReplyTo{h, "r", true, "/t/"}, v, "t1", 1200, kFormat);
   CHECK(r.status == 202);
   CHECK(has(r.out, "ETag: \"q5-1\"\r\n"));
   RequestHead again = get("\"q5-1\"");
-  r = fg::queue::view_reply(ReplyTo{again, "r", false, "/t/"}, v, "t1", 1200);
+  r = fg::queue::view_reply(ReplyTo{again, "r", false, "/t/"}, v, "t1", 1200, kFormat);
   CHECK(r.status == 304);
   CHECK(has(r.out, "HTTP/1.1 304 Not Modified\r\n"));
   CHECK(has(r.out, "Connection: close\r\n"));
@@ -74,24 +84,25 @@ TEST_CASE("failed, cancelled, unknown and unavailable tickets") {
   TicketView v = view(K::kFailed);
   v.reason = "timeout";
   v.attempts = 3;
-  TicketReply r = fg::queue::view_reply(to, v, "t1", 0);
+  TicketReply r = fg::queue::view_reply(to, v, "t1", 0, kFormat);
   CHECK(r.status == 504);
   CHECK(r.outcome == TicketReply::Outcome::kError);
   CHECK(has(r.out, "\"reason\":\"timeout\",\"attempts\":3}"));
   CHECK(has(r.out, "Ticket-Status: failed\r\n"));
   v.reason = "upstream said \"no\"";
-  r = fg::queue::view_reply(to, v, "t1", 0);
+  r = fg::queue::view_reply(to, v, "t1", 0, kFormat);
   CHECK(r.status == 502);
   CHECK(has(r.out, "upstream said \\\"no\\\""));
+  CHECK(has(r.out, "ETag: \"f3-18000000\"\r\n"));
 
-  r = fg::queue::view_reply(to, view(K::kCancelled), "t1", 0);
+  r = fg::queue::view_reply(to, view(K::kCancelled), "t1", 0, kFormat);
   CHECK(r.status == 410);
   CHECK(has(r.out, "ETag: \"c\"\r\n"));
 
-  r = fg::queue::view_reply(to, view(K::kUnknown), "t1", 0);
+  r = fg::queue::view_reply(to, view(K::kUnknown), "t1", 0, kFormat);
   CHECK(r.kind == TicketReply::Kind::kError);
   CHECK(r.status == 404);
-  r = fg::queue::view_reply(to, view(K::kUnavailable), "t1", 0);
+  r = fg::queue::view_reply(to, view(K::kUnavailable), "t1", 0, kFormat);
   CHECK(r.status == 503);
   CHECK(r.extra == "Retry-After: 1\r\n");
 
@@ -104,7 +115,7 @@ TEST_CASE("a done ticket answers with the stored response, or 304 on its ETag") 
   RequestHead h = get();
   TicketView v = view(K::kDone);
   v.response = "201 Created\r\nContent-Type: text/plain\r\n\r\nmade";
-  TicketReply r = fg::queue::view_reply(ReplyTo{h, "r", true, "/t/"}, v, "t1", 0);
+  TicketReply r = fg::queue::view_reply(ReplyTo{h, "r", true, "/t/"}, v, "t1", 0, kFormat);
   REQUIRE(r.kind == TicketReply::Kind::kStored);
   CHECK(r.status == 201);
   CHECK(r.outcome == TicketReply::Outcome::kReplayed);
@@ -113,12 +124,12 @@ TEST_CASE("a done ticket answers with the stored response, or 304 on its ETag") 
   std::string etag = r.extra.substr(r.extra.find("ETag: ") + 6);
   etag.resize(etag.size() - 2);
   RequestHead again = get(etag);
-  r = fg::queue::view_reply(ReplyTo{again, "r", true, "/t/"}, v, "t1", 0);
+  r = fg::queue::view_reply(ReplyTo{again, "r", true, "/t/"}, v, "t1", 0, kFormat);
   CHECK(r.status == 304);
   CHECK(r.outcome == TicketReply::Outcome::kReplayed);
 
   v.response = "garbage";
-  r = fg::queue::view_reply(ReplyTo{h, "r", true, "/t/"}, v, "t1", 0);
+  r = fg::queue::view_reply(ReplyTo{h, "r", true, "/t/"}, v, "t1", 0, kFormat);
   CHECK(r.status == 500);
 }
 
