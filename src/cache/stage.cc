@@ -18,7 +18,9 @@ void Recorded::note(std::string_view name, std::string_view value) {
 }
 
 Stage::RouteCache& Stage::route_cache(const RouteSettings& route) {
-  auto& slot = routes_[std::string(route.name)];
+  auto it = routes_.find(route.name);
+  if (it == routes_.end()) it = routes_.emplace(std::string(route.name), nullptr).first;
+  auto& slot = it->second;
   if (!slot) {
     slot = std::make_unique<RouteCache>();
     slot->cache = std::make_unique<ResponseCache>(route.max_bytes, route.max_entry_bytes);

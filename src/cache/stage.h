@@ -72,7 +72,12 @@ class Stage {
     uint64_t next_waiter = 1;
   };
   RouteCache& route_cache(const RouteSettings& route);
-  std::unordered_map<std::string, std::unique_ptr<RouteCache>> routes_;
+  // Looked up by the route's name as a string_view: no key is built per request.
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, std::unique_ptr<RouteCache>, NameHash, std::equal_to<>> routes_;
 };
 
 }  // namespace fg::cache
