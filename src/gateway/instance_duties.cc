@@ -2,13 +2,13 @@
 #include "gateway/instance_duties.h"
 
 #include "core/log.h"
-#include "net/worker.h"
+#include "proxy/worker_state.h"
 #include "proxy/dispatcher.h"
 #include "proxy/health_checker.h"
 
 namespace fg::gateway {
 
-InstanceDuties::InstanceDuties(net::Worker* home, std::function<void()> on_idle)
+InstanceDuties::InstanceDuties(proxy::WorkerState* home, std::function<void()> on_idle)
     : home_(home), on_idle_(std::move(on_idle)) {}
 
 InstanceDuties::~InstanceDuties() = default;

@@ -16,11 +16,9 @@
 
 #include "breaker/breaker.h"
 
-namespace fg::net {
-class Worker;
-}
 namespace fg::proxy {
 class Dispatcher;
+class WorkerState;
 class HealthChecker;
 }
 
@@ -30,7 +28,7 @@ class InstanceDuties {
  public:
   // `on_idle` runs when a stopped dispatcher has finished its deliveries (the home
   // worker may be able to end its drain then).
-  InstanceDuties(net::Worker* home, std::function<void()> on_idle);
+  InstanceDuties(proxy::WorkerState* home, std::function<void()> on_idle);
   ~InstanceDuties();
   InstanceDuties(const InstanceDuties&) = delete;
   InstanceDuties& operator=(const InstanceDuties&) = delete;
@@ -63,7 +61,7 @@ class InstanceDuties {
   void dispatcher_idle(proxy::Dispatcher* d);
   void evaluate_breakers();
 
-  net::Worker* home_;
+  proxy::WorkerState* home_;
   std::function<void()> on_idle_;
   bool draining_ = false;
   std::vector<std::unique_ptr<proxy::Dispatcher>> dispatchers_;

@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "net/stream_write.h"
-#include "net/worker.h"
+#include "proxy/worker_state.h"
 #include "proxy/client_conn.h"
 #include "core/log.h"
 

@@ -9,7 +9,7 @@
 #include "cache/stage.h"
 #include "core/log.h"
 #include "idempotency/exchange.h"
-#include "net/worker.h"
+#include "proxy/worker_state.h"
 #include "proxy/client_conn.h"
 #include "proxy/dispatcher.h"
 #include "proxy/proxy_session.h"
@@ -32,7 +32,7 @@ const queue::StoredFormat kStoredFormat{
 
 void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route,
                          uint64_t start_ns, std::string request_id, std::string extra_headers, bool park) {
-  net::Worker* w = client_->worker();
+  WorkerState* w = client_->worker();
   set_facts(std::move(snap), std::move(head), route, start_ns, std::move(request_id), 0, net::kForwarded);
   extra_headers_ = std::move(extra_headers);
   const Config& cfg = *snap_->config;
@@ -102,7 +102,7 @@ idempotency::Rules ProxySession::idem_rules() const {
 void ProxySession::decide_idempotency() {
   const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
   const auto& rt = snap_->routes[static_cast<size_t>(route_)];
-  net::Worker* w = client_->worker();
+  WorkerState* w = client_->worker();
   idempotency::Link& link = w->idem_link();
   idempotency::Rules rules = idem_rules();
   idempotency::Decision d = idem_.begin(rules, rt.idem_sources, head_, body_buf_, park_, link.up());
@@ -164,7 +164,7 @@ void ProxySession::act(idempotency::Decision& d) {
 }
 
 void ProxySession::enqueue() {
-  net::Worker* w = client_->worker();
+  WorkerState* w = client_->worker();
   redis::Client* redis = w->redis();
   if (redis == nullptr || !redis->connected()) {
     idem_.release(w->idem_link());
@@ -339,7 +339,7 @@ void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http:
   ticket_ = std::move(ticket);
   ticket_wait_s_ = wait_s;
   ticket_first_kind_ = -1;
-  net::Worker* w = client_->worker();
+  WorkerState* w = client_->worker();
   redis::Client* redis = w->redis();
   if (redis == nullptr || !redis->connected()) {
     send_reply(queue::unavailable_reply());
@@ -377,7 +377,7 @@ void ProxySession::ticket_changed() {
 }
 
 void ProxySession::poll_ticket(bool final) {
-  net::Worker* w = client_->worker();
+  WorkerState* w = client_->worker();
   redis::Client* redis = w->redis();
   if (redis == nullptr || !redis->connected()) {
     send_reply(queue::unavailable_reply());
@@ -419,7 +419,7 @@ void ProxySession::answer_ticket(queue::TicketView& v) {
   uint64_t now = log::wall_ms();
   if (rc && queue::lazily_expired(v, now, rc->queue.max_wait_ms)) {
     // Lazy expiry: nobody dispatched it within max_wait.
-    net::Worker* w = client_->worker();
+    WorkerState* w = client_->worker();
     if (w->redis()) {
       std::string ticket = ticket_;
       std::string webhook = rc->on_failure_webhook;
@@ -535,7 +535,7 @@ void ProxySession::cache_ready() {
 bool ProxySession::serve_cache(bool stale_ok) {
   if (cache_key_.empty()) cache_key_ = cache::cache_key("GET", head_.target);
   if (!snap_->config->routes[static_cast<size_t>(route_)].cache.enabled) return false;
-  net::Worker* w = client_->worker();
+  WorkerState* w = client_->worker();
   cache::Hit hit;
   if (!w->cache_stage().find(cache_settings(), cache_key_, w->now_ms(), stale_ok, &hit)) return false;
   const cache::CachedResponse& e = *hit.entry;

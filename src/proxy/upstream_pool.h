@@ -18,11 +18,9 @@
 #include "http/response_parser.h"
 #include "net/lifetime.h"
 
-namespace fg::net {
-class Worker;
-}
-
 namespace fg::proxy {
+
+class WorkerState;
 
 class UpstreamConn;
 class UpstreamPool;
@@ -120,7 +118,7 @@ using ServerCounters = breaker::ServerCounters;
 
 class UpstreamPool {
  public:
-  UpstreamPool(net::Worker* worker, const UpstreamConfig& config, std::shared_ptr<ServerCounters> counters);
+  UpstreamPool(WorkerState* worker, const UpstreamConfig& config, std::shared_ptr<ServerCounters> counters);
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -175,7 +173,7 @@ class UpstreamPool {
   const ServerCounters* counters() const { return counters_.get(); }
   const std::string& server_name(size_t i) const { return servers_[i].name; }
   size_t server_count() const { return servers_.size(); }
-  net::Worker* worker() const { return worker_; }
+  WorkerState* worker() const { return worker_; }
   size_t open_connections() const { return open_; }
 
  private:
@@ -195,7 +193,7 @@ class UpstreamPool {
   bool usable(size_t i, const std::vector<bool>& tried) const;
   size_t primaries_ = 0;
 
-  net::Worker* worker_;
+  WorkerState* worker_;
   UpstreamConfig config_;
   std::shared_ptr<ServerCounters> counters_;
   std::vector<Server> servers_;
