@@ -9,8 +9,7 @@
 #include <memory>
 #include <vector>
 
-#include "breaker/breaker.h"
-#include "floodgate/config.h"
+#include "breaker/breaker.h"  // also BreakerConfig
 
 namespace fg::breaker {
 
