@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "floodgate/config.h"
 #include "floodgate_version.h"
+#include "gateway/worker_context.h"
 #include "net/admin_server.h"
 #include "net/controller.h"
 
@@ -144,7 +145,7 @@ int main(int argc, char** argv) {
     l.str("version", FLOODGATE_VERSION).str("config", config_path).str("config_hash", config->hash)
         .num("workers", config->server.workers);
   });
-  fg::net::Controller controller(loop, config_path, config);
+  fg::net::Controller controller(loop, config_path, config, fg::gateway::make_worker_context);
   fg::net::AdminServer admin(loop, &controller);
   controller.on_reloaded = [&admin](const fg::Config& c) {
     admin.update(c.admin);

@@ -2,13 +2,13 @@
 #include "gateway/instance_duties.h"
 
 #include "core/log.h"
-#include "net/worker.h"
+#include "proxy/worker_state.h"
 #include "proxy/dispatcher.h"
 #include "proxy/health_checker.h"
 
 namespace fg::gateway {
 
-InstanceDuties::InstanceDuties(net::Worker* home, std::function<void()> on_idle)
+InstanceDuties::InstanceDuties(proxy::WorkerState* home, std::function<void()> on_idle)
     : home_(home), on_idle_(std::move(on_idle)) {}
 
 InstanceDuties::~InstanceDuties() = default;
@@ -22,6 +22,11 @@ void InstanceDuties::start() {
 void InstanceDuties::config_changed() {
   sync_dispatchers();
   if (health_) health_->sync();
+}
+
+void InstanceDuties::pressure_changed(bool on, const char* condition) {
+  log::event(on ? "warn" : "info", on ? "pressure_on" : "pressure_off",
+             [&](log::Line& l) { l.str("condition", condition); });
 }
 
 void InstanceDuties::tick() { evaluate_breakers(); }

@@ -1,7 +1,7 @@
 // What one instance does once rather than once per worker: queue dispatch (one
 // dispatcher per queued route, so that deliveries leave in queue order), circuit
 // breaker evaluation (every breaker of the instance moves through its states in one
-// place), and active health checks. They run on one worker's loop (worker 0, chosen
+// place), active health checks, and the pressure_on/pressure_off log line. They run on one worker's loop (worker 0, chosen
 // in net/worker.cc where this object is created); this class is their one home, so
 // that making some of them cluster-wide changes this class and not the worker.
 // Loop-thread only (the home worker's).
@@ -16,11 +16,9 @@
 
 #include "breaker/breaker.h"
 
-namespace fg::net {
-class Worker;
-}
 namespace fg::proxy {
 class Dispatcher;
+class WorkerState;
 class HealthChecker;
 }
 
@@ -30,7 +28,7 @@ class InstanceDuties {
  public:
   // `on_idle` runs when a stopped dispatcher has finished its deliveries (the home
   // worker may be able to end its drain then).
-  InstanceDuties(net::Worker* home, std::function<void()> on_idle);
+  InstanceDuties(proxy::WorkerState* home, std::function<void()> on_idle);
   ~InstanceDuties();
   InstanceDuties(const InstanceDuties&) = delete;
   InstanceDuties& operator=(const InstanceDuties&) = delete;
@@ -41,6 +39,9 @@ class InstanceDuties {
   void config_changed();
   // Every worker tick (100 ms).
   void tick();
+  // The home worker's [pressure] condition turned on or off: logged once for the
+  // instance (every worker evaluates it for its own requests).
+  void pressure_changed(bool on, const char* condition);
   // The worker drains: dispatchers stop taking tickets, deliveries on the wire finish.
   void drain();
   // The drain timeout passed: deliveries still on the wire are given up (they stay
@@ -60,7 +61,7 @@ class InstanceDuties {
   void dispatcher_idle(proxy::Dispatcher* d);
   void evaluate_breakers();
 
-  net::Worker* home_;
+  proxy::WorkerState* home_;
   std::function<void()> on_idle_;
   bool draining_ = false;
   std::vector<std::unique_ptr<proxy::Dispatcher>> dispatchers_;

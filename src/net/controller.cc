@@ -39,8 +39,9 @@ void json_str(std::string& out, std::string_view s) {
 
 }  // namespace
 
-Controller::Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config)
-    : loop_(loop), config_path_(std::move(config_path)) {
+Controller::Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config,
+                       ServiceFactory make_service)
+    : loop_(loop), config_path_(std::move(config_path)), make_service_(std::move(make_service)) {
   snapshot_ = Snapshot::build(std::move(config), nullptr, mono_ns());
   loaded_at_ms_ = snapshot_->loaded_at_ms;
   auto& reg = metrics::Registry::get();
@@ -67,7 +68,7 @@ Status Controller::start() {
   int n = snapshot_->config->server.workers;
   instance_.workers.store(n);
   for (int i = 0; i < n; i++) {
-    auto w = std::make_unique<Worker>(i, &instance_, snapshot_);
+    auto w = std::make_unique<Worker>(i, &instance_, snapshot_, make_service_);
     Status s = w->start();
     workers_.push_back(std::move(w));
     if (!s) return s;  // the caller stops the workers already started

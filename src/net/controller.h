@@ -12,13 +12,16 @@
 #include <vector>
 
 #include "net/snapshot.h"
+#include "net/service.h"
 #include "net/worker.h"
 
 namespace fg::net {
 
 class Controller {
  public:
-  Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config);
+  // `make_service` builds what each worker runs (gateway::make_worker_context).
+  Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config,
+             ServiceFactory make_service);
   ~Controller();
 
   // Starts every worker; on failure stops those already started.
@@ -54,6 +57,7 @@ class Controller {
   uv_loop_t* loop_;
   std::string config_path_;
   std::shared_ptr<const Snapshot> snapshot_;
+  ServiceFactory make_service_;
   Instance instance_;
   std::vector<std::unique_ptr<Worker>> workers_;
   bool stopping_ = false;

@@ -16,13 +16,6 @@ const char* outcome_name(int outcome) {
   return outcome >= 0 && outcome < kOutcomeCount ? kNames[outcome] : "error";
 }
 
-const char* idem_result_name(int r) {
-  static const char* kNames[kIdemResultCount] = {"claimed", "replayed",      "in_flight", "key_reused",
-                                                 "not_replayable", "missing", "invalid", "no_key",
-                                                 "bypassed", "unavailable"};
-  return r >= 0 && r < kIdemResultCount ? kNames[r] : "unknown";
-}
-
 const char* ticket_state_name(int s) {
   static const char* kNames[kTicketStateCount] = {"queued", "done", "failed", "expired", "cancelled", "reclaimed"};
   return s >= 0 && s < kTicketStateCount ? kNames[s] : "unknown";
@@ -143,10 +136,10 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
         auto parsed = idempotency::parse_source(src);
         if (parsed) rt.idem_sources.push_back(parsed.value());
       }
-      for (int k = 0; k < kIdemResultCount; k++) {
+      for (int k = 0; k < idempotency::kResultCount; k++) {
         rt.idem[static_cast<size_t>(k)] =
             reg.counter("floodgate_idempotency_total", "Idempotency decisions by route and result.",
-                        route_label + "," + metrics::label("result", idem_result_name(k)));
+                        route_label + "," + metrics::label("result", idempotency::result_name(k)));
       }
     }
     if (r.queued()) {
@@ -174,7 +167,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
       }
     }
     if (!ut.counters) {
-      ut.counters = std::make_shared<proxy::ServerCounters>(u.servers.size() + u.backup.size(), &u.breaker);
+      ut.counters = std::make_shared<breaker::ServerCounters>(u.servers.size() + u.backup.size(), &u.breaker);
     } else {
       for (auto& b : ut.counters->breakers) b->set_config(u.breaker);
     }
@@ -191,7 +184,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
     for (const auto& s : all) {
       std::array<metrics::CellId, 5> kinds{};
       for (int k = 0; k < 5; k++) {
-        const char* kind = k < 4 ? proxy::upstream_error_name(static_cast<proxy::UpstreamError>(k)) : "http_5xx";
+        const char* kind = k < 4 ? breaker::upstream_error_name(static_cast<breaker::UpstreamError>(k)) : "http_5xx";
         kinds[static_cast<size_t>(k)] = reg.counter("floodgate_upstream_errors_total",
                                                     "Upstream failures by server and kind.",
                                                     ul + "," + metrics::label("server", s.text) + "," +

@@ -14,9 +14,9 @@
 #include "admission/client_limiter.h"
 #include "breaker/latency_window.h"
 #include "floodgate/config.h"
-#include "idempotency/key_source.h"
+#include "idempotency/exchange.h"
 #include "metrics/registry.h"
-#include "proxy/upstream_pool.h"
+#include "breaker/server_counters.h"
 
 namespace fg::net {
 
@@ -32,22 +32,6 @@ enum Outcome : int {
   kOutcomeCount
 };
 const char* outcome_name(int outcome);
-
-// Idempotency decisions, for floodgate_idempotency_total{route,result}.
-enum IdemResult : int {
-  kIdemClaimed = 0,   // a miss: first request with this key, forwarded
-  kIdemReplayed,      // a hit: stored answer replayed
-  kIdemInFlight,      // a hit: 409 while the first is processed
-  kIdemKeyReused,     // 422: same key, different request
-  kIdemNotReplayable, // 409: completed but too large to have been stored
-  kIdemMissing,       // 400: required and absent
-  kIdemInvalid,       // 400: malformed key
-  kIdemNoKey,         // no key and not required: forwarded without dedupe
-  kIdemBypassed,      // Redis unavailable and on_failure = "open": forwarded without dedupe
-  kIdemUnavailable,   // Redis unavailable and on_failure = "closed": 503
-  kIdemResultCount
-};
-const char* idem_result_name(int r);
 
 // Ticket counters, for floodgate_tickets_total{route,state}.
 enum TicketState : int {
@@ -82,14 +66,14 @@ struct RouteRuntime {
   metrics::CellId duration = 0;
   std::string policy_header;  // "RateLimit-Policy: ..." line, empty without a rate
   std::vector<idempotency::KeySource> idem_sources;  // empty: no idempotency on the route
-  std::array<metrics::CellId, kIdemResultCount> idem{};
+  std::array<metrics::CellId, idempotency::kResultCount> idem{};  // by idempotency::Result
   std::shared_ptr<QueueState> queue;  // null unless the route is queued
   std::array<metrics::CellId, kTicketStateCount> tickets{};
   metrics::CellId ticket_wait = 0;
 };
 
 struct UpstreamRuntime {
-  std::shared_ptr<proxy::ServerCounters> counters;  // primaries then backups
+  std::shared_ptr<breaker::ServerCounters> counters;  // primaries then backups
   std::shared_ptr<breaker::LatencyWindow> latency;  // for timeout = "adaptive"
   // The first-byte timeout to use now (adaptive or fixed).
   uint64_t timeout_ms(const UpstreamConfig& u, uint64_t now_ms) const {

@@ -4,47 +4,19 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
-#include <random>
 
-#include "gateway/instance_duties.h"
 #include "net/listener.h"
-#include "proxy/client_conn.h"
-#include "proxy/proxy_session.h"
 
 namespace fg::net {
 namespace {
 
 constexpr uint64_t kTickMs = 100;
 
-std::string random_hex(size_t bytes) {
-  std::string out;
-  unsigned char buf[16];
-  if (bytes > sizeof buf) bytes = sizeof buf;
-  if (uv_random(nullptr, nullptr, buf, bytes, 0, nullptr) != 0) {
-    std::random_device rd;
-    for (size_t i = 0; i < bytes; i++) buf[i] = static_cast<unsigned char>(rd());
-  }
-  static const char* kHex = "0123456789abcdef";
-  for (size_t i = 0; i < bytes; i++) {
-    out += kHex[buf[i] >> 4];
-    out += kHex[buf[i] & 15];
-  }
-  return out;
-}
-
-bool same_upstream(const UpstreamConfig& a, const UpstreamConfig& b) {
-  if (a.name != b.name || a.servers.size() != b.servers.size()) return false;
-  for (size_t i = 0; i < a.servers.size(); i++)
-    if (a.servers[i].text != b.servers[i].text) return false;
-  return true;
-}
-
 }  // namespace
 
-Worker::Worker(int id, Instance* instance, std::shared_ptr<const Snapshot> snapshot)
-    : id_(id), instance_(instance), snapshot_(std::move(snapshot)),
+Worker::Worker(int id, Instance* instance, std::shared_ptr<const Snapshot> snapshot, ServiceFactory make_service)
+    : id_(id), instance_(instance), snapshot_(std::move(snapshot)), make_service_(std::move(make_service)),
       read_buffer_(new char[kReadBufferSize]) {
-  id_prefix_ = random_hex(6);
   metrics::Registry::get().ensure_thread(id_);
 }
 
@@ -85,32 +57,12 @@ void Worker::run(std::promise<Status>* started) {
   uv_timer_init(&loop_, &tick_timer_);
   tick_timer_.data = this;
   reaper_ = std::make_unique<Reaper>(&loop_);
+  service_ = make_service_(*this);
 
-  Status status;
-  const Config& cfg = config();
-  size_t resolving = 0;
-  for (size_t u = 0; u < cfg.upstreams.size(); u++) {
-    pools_.push_back(std::make_unique<proxy::UpstreamPool>(this, cfg.upstreams[u], snapshot_->upstreams[u].counters));
-    resolving++;
-    pools_.back()->resolve([&resolving, &status](Status s) {
-      if (!s && status) status = std::move(s);
-      resolving--;
-    });
-  }
-  // Nothing is served before every upstream name has its answer: a name that cannot
-  // be resolved fails the start (docs/operations.md). The resolver runs on libuv's
-  // thread pool; this loop only waits for it, with no listener open yet.
-  while (resolving > 0) uv_run(&loop_, UV_RUN_ONCE);
+  Status status = service_->on_prepare();
   if (status.is_ok()) status = sync_listeners();
   bool ok = status.is_ok();
-  if (ok) {
-    open_redis();
-    // The one place that decides where the instance's own duties run.
-    if (id_ == 0) {
-      duties_ = std::make_unique<gateway::InstanceDuties>(this, [this] { maybe_finish(); });
-      duties_->start();
-    }
-  }
+  if (ok) service_->on_start();
   if (ok) {
     next_tick_ns_ = uv_hrtime() + kTickMs * 1000000;
     uv_timer_start(&tick_timer_, on_tick, kTickMs, kTickMs);
@@ -124,9 +76,7 @@ void Worker::run(std::promise<Status>* started) {
   access_log_.flush();
   listeners_.clear();
   closed_listeners_.clear();
-  pools_.clear();
-  retired_pools_.clear();
-  kept_pools_.clear();
+  service_.reset();
   reaper_.reset();
   // Every handle is closed by now; a non-zero result would mean a leaked handle.
   int r = uv_loop_close(&loop_);
@@ -179,51 +129,11 @@ void Worker::on_snapshot_async(uv_async_t* a) {
 }
 
 void Worker::apply_snapshot(std::shared_ptr<const Snapshot> next) {
-  // Requests in flight keep the snapshot (and pools) they started with; new requests
-  // see the new one from here on.
-  const Config& old_cfg = config();
-  const Config& cfg = *next->config;
-  std::vector<std::unique_ptr<proxy::UpstreamPool>> pools;
-  for (size_t u = 0; u < cfg.upstreams.size(); u++) {
-    std::unique_ptr<proxy::UpstreamPool> reuse;
-    for (size_t o = 0; o < old_cfg.upstreams.size(); o++) {
-      if (pools_[o] && same_upstream(old_cfg.upstreams[o], cfg.upstreams[u]) &&
-          pools_[o]->counters() == next->upstreams[u].counters.get()) {
-        reuse = std::move(pools_[o]);
-        break;
-      }
-    }
-    if (reuse) {
-      reuse->update_config(cfg.upstreams[u]);
-    } else {
-      reuse = std::make_unique<proxy::UpstreamPool>(this, cfg.upstreams[u], next->upstreams[u].counters);
-      // Asynchronous: requests for a server whose name has no answer yet fail as if it
-      // were down (proxy/upstream_pool.h).
-      int id = id_;
-      reuse->resolve([id](Status s) {
-        if (s) return;
-        log::event("error", "upstream_resolve_failed", [&](log::Line& l) { l.num("worker", id).str("error", s.message()); });
-      });
-    }
-    pools.push_back(std::move(reuse));
-  }
-  for (auto& p : pools_) {
-    if (p) {
-      p->retire();
-      retired_pools_.push_back(std::move(p));
-    }
-  }
-  pools_ = std::move(pools);
-  const RedisConfig& old_redis = snapshot_->config->redis;
-  const RedisConfig& new_redis = next->config->redis;
-  bool redis_changed = old_redis.enabled != new_redis.enabled || old_redis.url != new_redis.url ||
-                       old_redis.timeout_ms != new_redis.timeout_ms;
+  // Requests in flight keep the snapshot they started with; new requests see the new
+  // one from here on.
+  std::shared_ptr<const Snapshot> old = std::move(snapshot_);
   snapshot_ = std::move(next);
-  if (redis_changed) {
-    close_redis();
-    open_redis();
-  }
-  if (duties_) duties_->config_changed();
+  service_->on_snapshot(*old);
   Status s = sync_listeners();
   if (!s) {
     log::event("error", "listen_failed", [&](log::Line& l) { l.num("worker", id_).str("error", s.message()); });
@@ -239,12 +149,7 @@ void Worker::begin_drain() {
   if (draining_) return;
   draining_ = true;
   for (auto& l : listeners_) l->close();
-  for (auto& p : pools_) p->close_idle();
-  for (auto& p : retired_pools_) p->close_idle();
-  // Copy: drain() may close connections, which edits the list.
-  std::vector<proxy::ClientConn*> conns = conns_;
-  for (auto* c : conns) c->drain();
-  if (duties_) duties_->drain();
+  if (service_) service_->on_drain();
   uv_timer_start(&drain_timer_, on_drain_timer, config().server.drain_timeout_ms, 0);
   maybe_finish();
 }
@@ -252,25 +157,16 @@ void Worker::begin_drain() {
 void Worker::on_drain_timer(uv_timer_t* t) {
   auto* self = static_cast<Worker*>(t->data);
   log::event("warn", "drain_timeout", [&](log::Line& l) {
-    l.num("worker", self->id_).num("connections", static_cast<int64_t>(self->conns_.size()));
+    l.num("worker", self->id_).num("connections", static_cast<int64_t>(self->service_->connections()));
   });
-  std::vector<proxy::ClientConn*> conns = self->conns_;
-  self->drain_expired_ = true;
-  for (auto* c : conns) c->close();
-  if (self->duties_) self->duties_->drain_expired();
+  self->service_->on_drain_expired();
   self->maybe_finish();
 }
 
 void Worker::maybe_finish() {
-  if (!draining_ || finished_ || !conns_.empty() || (duties_ && duties_->busy())) return;
-  if (redis_holds_ > 0 && !drain_expired_) return;  // promised writes still on their way
+  if (!draining_ || finished_ || service_->busy()) return;
   finished_ = true;
-  // Long-polls still registered belong to connections that are gone by now.
-  waiters_.clear();
-  for (auto& p : pools_) p->close_idle();
-  for (auto& p : retired_pools_) p->close_idle();
-  close_redis();
-  if (duties_) duties_->stop();
+  service_->on_stop();
   reaper_->close();
   uv_close(reinterpret_cast<uv_handle_t*>(&stop_async_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&snapshot_async_), nullptr);
@@ -302,40 +198,11 @@ void Worker::on_tick(uv_timer_t* t) {
       if (self->instance_->loop_lag_ns[i].load(std::memory_order_relaxed) > limit_ms * 1000000) pressure = true;
     }
   }
-  if (pressure != self->pressure_ && self->id_ == 0) {
-    log::event(pressure ? "warn" : "info", pressure ? "pressure_on" : "pressure_off",
-               [&](log::Line& l) { l.str("condition", condition); });
-  }
+  if (pressure != self->pressure_) self->service_->on_pressure(pressure, condition);
   self->pressure_ = pressure;
 
   self->access_log_.flush();
-  if (self->duties_) self->duties_->tick();
-  uint64_t now = self->now_ms();
-  if (now - self->budget_reset_ms_ >= 10000) {
-    self->budget_reset_ms_ = now;
-    self->budget_requests_ = 0;
-    self->budget_retries_ = 0;
-  }
-  // Long-polls whose wait is over answer with the state they have.
-  if (!self->waiters_.empty()) self->notify_ticket({}, true);
-  for (auto& p : self->pools_) p->sweep(now);
-  // Pools replaced by a reload go away once their last connection has closed.
-  for (size_t i = 0; i < self->retired_pools_.size();) {
-    if (self->retired_pools_[i]->open_connections() == 0) {
-      self->retired_pools_.erase(self->retired_pools_.begin() + static_cast<long>(i));
-    } else {
-      i++;
-    }
-  }
-  for (size_t i = 0; i < self->kept_pools_.size();) {
-    auto& p = self->kept_pools_[i];
-    if (p.use_count() == 1 && p->open_connections() == 0) {
-      p = std::move(self->kept_pools_.back());
-      self->kept_pools_.pop_back();
-    } else {
-      i++;
-    }
-  }
+  self->service_->on_tick(self->now_ms());
 }
 
 void Worker::accept_from(uv_stream_t* server) {
@@ -349,154 +216,7 @@ void Worker::accept_from(uv_stream_t* server) {
     }
     return;
   }
-  auto* conn = new proxy::ClientConn(this);
-  conn->list_index = conns_.size();
-  conns_.push_back(conn);
-  conn->accept(server);
-}
-
-void Worker::conn_closed(proxy::ClientConn* conn) {
-  size_t i = conn->list_index;
-  if (i < conns_.size() && conns_[i] == conn) {
-    conns_[i] = conns_.back();
-    conns_[i]->list_index = i;
-    conns_.pop_back();
-  }
-  maybe_finish();
-}
-
-void Worker::open_redis() {
-  const RedisConfig& rc = config().redis;
-  if (!rc.enabled) return;
-  auto ep = redis::parse_url(rc.url);
-  if (!ep) return;  // the loader validated it
-  redis::Client::Options opt;
-  opt.endpoint = ep.value();
-  opt.command_timeout_ms = rc.timeout_ms;
-  opt.name = "worker " + std::to_string(id_);
-  int id = id_;
-  Instance* inst = instance_;
-  // The client logs redis_up/redis_down itself; the worker only tracks the gauge.
-  opt.on_state = [id, inst](bool up) { inst->redis_up[id].store(up, std::memory_order_relaxed); };
-  redis::Client::Options sub_opt = opt;
-  sub_opt.on_state = nullptr;
-  sub_opt.name = "worker " + std::to_string(id_) + " notifications";
-  redis_ = std::make_unique<redis::Client>(&loop_, std::move(opt));
-  redis_->start();
-  // A second connection in subscribe mode wakes ticket long-polls; after a reconnect
-  // every waiter re-reads its ticket, in case a change was missed meanwhile.
-  subscriber_ = std::make_unique<redis::Client>(&loop_, std::move(sub_opt));
-  subscriber_->subscribe(
-      {queue::Keys{rc.prefix}.channel()},
-      [this](std::string_view, std::string_view payload) { notify_ticket(payload, false); },
-      [this] {
-        std::vector<std::string> ids;
-        for (const auto& [id, list] : waiters_) ids.push_back(id);
-        for (const auto& id : ids) notify_ticket(id, false);
-      });
-  subscriber_->start();
-}
-
-void Worker::keep_pool(std::shared_ptr<proxy::UpstreamPool> pool) {
-  pool->retire();
-  kept_pools_.push_back(std::move(pool));
-}
-
-Worker::RouteCache& Worker::route_cache(const RouteConfig& rc) {
-  auto& slot = caches_[rc.name];
-  if (!slot) {
-    slot = std::make_unique<RouteCache>();
-    slot->cache = std::make_unique<cache::ResponseCache>(rc.cache.max_bytes, rc.cache.max_entry_bytes);
-  } else if (slot->cache->max_bytes() != rc.cache.max_bytes ||
-             slot->cache->max_entry_bytes() != rc.cache.max_entry_bytes) {
-    slot->cache->set_limits(rc.cache.max_bytes, rc.cache.max_entry_bytes);
-  }
-  return *slot;
-}
-
-void Worker::wake_cache_waiters(const RouteConfig& rc, const std::string& key) {
-  RouteCache& c = route_cache(rc);
-  std::vector<uint64_t> ids = c.pending.finish(key);
-  std::vector<Guard<proxy::ProxySession>> wake;
-  for (uint64_t id : ids) {
-    auto it = c.waiters.find(id);
-    if (it == c.waiters.end()) continue;
-    wake.push_back(std::move(it->second));
-    c.waiters.erase(it);
-  }
-  for (auto& g : wake)
-    if (proxy::ProxySession* s = g.get()) s->cache_ready();
-}
-
-std::function<void()> Worker::hold_redis() {
-  redis_holds_++;
-  return [this] {
-    redis_holds_--;
-    maybe_finish();
-  };
-}
-
-proxy::Dispatcher* Worker::dispatcher(const std::string& route) {
-  return duties_ ? duties_->dispatcher(route) : nullptr;
-}
-
-void Worker::add_ticket_waiter(const std::string& ticket, Guard<proxy::ProxySession> session, uint64_t deadline_ms) {
-  waiters_[ticket].push_back({std::move(session), deadline_ms});
-}
-
-void Worker::notify_ticket(std::string_view ticket, bool timed_out_only) {
-  // Sessions are called after the map is updated: they may register again.
-  std::vector<Waiter> due;
-  uint64_t now = now_ms();
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    bool match = !timed_out_only && it->first == ticket;
-    auto& list = it->second;
-    for (size_t i = 0; i < list.size();) {
-      if (match || list[i].deadline_ms <= now || !list[i].session) {
-        due.push_back(std::move(list[i]));
-        list[i] = std::move(list.back());
-        list.pop_back();
-      } else {
-        i++;
-      }
-    }
-    if (list.empty()) it = waiters_.erase(it);
-    else ++it;
-  }
-  for (auto& w : due)
-    if (proxy::ProxySession* s = w.session.get()) s->ticket_changed();
-}
-
-void Worker::close_redis() {
-  if (subscriber_) {
-    redis::Client* sub = subscriber_.release();
-    sub->close([sub] { delete sub; });
-  }
-  if (!redis_) return;
-  instance_->redis_up[id_].store(false, std::memory_order_relaxed);
-  redis::Client* old = redis_.release();
-  old->close([old] { delete old; });
-}
-
-std::string Worker::random_token() {
-  return random_hex(16);
-}
-
-void Worker::next_request_id(std::string& out) {
-  // "<12 hex random per worker>-<2 hex worker><8+ hex counter>", built by hand: this
-  // runs for every request.
-  static const char* kHex = "0123456789abcdef";
-  char buf[40];
-  size_t n = 0;
-  buf[n++] = '-';
-  buf[n++] = kHex[(id_ >> 4) & 15];
-  buf[n++] = kHex[id_ & 15];
-  uint64_t v = ++id_counter_;
-  int digits = 8;
-  while (digits < 16 && (v >> (4 * digits)) != 0) digits++;
-  for (int i = digits - 1; i >= 0; i--) buf[n++] = kHex[(v >> (4 * i)) & 15];
-  out.assign(id_prefix_);
-  out.append(buf, n);
+  service_->on_accept(server);
 }
 
 }  // namespace fg::net

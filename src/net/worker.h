@@ -1,7 +1,8 @@
-// A worker: one thread, one libuv loop, its own SO_REUSEPORT listeners, its own
-// upstream pools and client connections. Everything it owns is created and destroyed on
-// its loop; other threads talk to it only through request_stop() and post_snapshot()
-// (each a uv_async), and read its gauges through atomics.
+// A worker: one thread, one libuv loop, its own SO_REUSEPORT listeners, timers, the
+// drain and the reaper; what requests need per worker is its Service (net/service.h).
+// Everything it owns is created and destroyed on its loop; other threads talk to it
+// only through request_stop() and post_snapshot() (each a uv_async), and read its
+// gauges through atomics.
 #pragma once
 
 #include <uv.h>
@@ -12,31 +13,13 @@
 #include <future>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <thread>
-#include <unordered_map>
 #include <vector>
 
 #include "core/log.h"
-#include "cache/response_cache.h"
-#include "idempotency/store.h"
-#include "queue/queue_store.h"
-#include "redis/redis_client.h"
-#include "net/lifetime.h"
 #include "net/reaper.h"
+#include "net/service.h"
 #include "net/snapshot.h"
-#include "proxy/upstream_pool.h"
-
-namespace fg::gateway {
-class InstanceDuties;
-}
-
-namespace fg::proxy {
-class ClientConn;
-class Dispatcher;
-class HealthChecker;
-class ProxySession;
-}
 
 namespace fg::net {
 
@@ -65,7 +48,7 @@ class Listener;
 
 class Worker {
  public:
-  Worker(int id, Instance* instance, std::shared_ptr<const Snapshot> snapshot);
+  Worker(int id, Instance* instance, std::shared_ptr<const Snapshot> snapshot, ServiceFactory make_service);
   ~Worker();
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -86,52 +69,14 @@ class Worker {
   const Config& config() const { return *snapshot_->config; }
   const std::shared_ptr<const Snapshot>& snapshot() const { return snapshot_; }
   Instance& instance() { return *instance_; }
-  proxy::UpstreamPool& pool(size_t upstream_index) { return *pools_[upstream_index]; }
   log::LogBuffer& access_log() { return access_log_; }
   bool draining() const { return draining_; }
   // True while a [pressure] condition holds (evaluated on the worker's tick).
   bool under_pressure() const { return pressure_; }
   uint64_t now_ms() const { return uv_now(const_cast<uv_loop_t*>(&loop_)); }
-
-  // This worker's Redis connection (null without [redis]) and its idempotency scripts.
-  redis::Client* redis() { return redis_.get(); }
-  idempotency::Scripts& idem_scripts() { return idem_scripts_; }
-  queue::Scripts& queue_scripts() { return queue_scripts_; }
-  // Counts a Redis write whose loss would break a promise made to a client (an
-  // idempotency record, a ticket's final state). At shutdown the Redis connection is
-  // closed only once every such write has been answered (or drain_timeout passed).
-  // Call the returned function exactly once, from the write's callback.
-  std::function<void()> hold_redis();
-  // The dispatcher of a queued route on this worker, or null.
-  proxy::Dispatcher* dispatcher(const std::string& route);
-
-  // Ticket long-polls: `session` is told (ticket_changed) when a change of `ticket` is
-  // published, or when `deadline_ms` (loop time) passes. A session waits at most once.
-  void add_ticket_waiter(const std::string& ticket, Guard<proxy::ProxySession> session, uint64_t deadline_ms);
-
-  // 128 random bits as 32 hex chars (owner tokens).
-  std::string random_token();
-
-  // Per-route response cache of this worker (created on first use, limits follow the
-  // config), with the coalescing of concurrent misses.
-  struct RouteCache {
-    std::unique_ptr<cache::ResponseCache> cache;
-    cache::PendingMap pending;
-    std::unordered_map<uint64_t, Guard<proxy::ProxySession>> waiters;
-    uint64_t next_waiter = 1;
-  };
-  RouteCache& route_cache(const RouteConfig& rc);
-  // Wakes the sessions waiting for `key` (the leading fetch ended, well or not).
-  void wake_cache_waiters(const RouteConfig& rc, const std::string& key);
-
-  // Retry budget: live retries stay under 20% of requests (per worker, over a rolling
-  // ten-second period, with a floor of 10 so a quiet worker can still retry).
-  void note_request() { budget_requests_++; }
-  bool retry_allowed() const { return budget_retries_ < 10 + budget_requests_ / 5; }
-  void note_retry() { budget_retries_++; }
-
-  // A fresh request id: this worker's random prefix and a counter.
-  void next_request_id(std::string& out);
+  Service& service() { return *service_; }
+  // The service is no longer busy, perhaps: the drain may end.
+  void service_idle() { maybe_finish(); }
 
   // The worker's shared read buffer: every read callback consumes it fully before
   // returning, so one buffer serves all streams of the loop.
@@ -140,21 +85,15 @@ class Worker {
 
   // Frees objects outside of callbacks (net/lifetime.h).
   Reaper& reaper() { return *reaper_; }
-  // Keeps a pool that its owner let go until nothing uses it any more: no other
-  // reference and no open connection (checked on the tick).
-  void keep_pool(std::shared_ptr<proxy::UpstreamPool> pool);
 
+  // A listener has a connection (null: accepting failed, e.g. out of descriptors).
   void accept_from(uv_stream_t* server);
-  void conn_closed(proxy::ClientConn* conn);
 
  private:
   void run(std::promise<Status>* started);
   void begin_drain();
   void maybe_finish();
   void apply_snapshot(std::shared_ptr<const Snapshot> next);
-  void open_redis();
-  void close_redis();
-  void notify_ticket(std::string_view ticket, bool timed_out_only);
   Status sync_listeners();
   static void on_stop_async(uv_async_t* a);
   static void on_snapshot_async(uv_async_t* a);
@@ -164,12 +103,13 @@ class Worker {
   int id_;
   Instance* instance_;
   std::shared_ptr<const Snapshot> snapshot_;
+  ServiceFactory make_service_;
   std::thread thread_;
   uv_loop_t loop_;
   uv_async_t stop_async_;
   uv_async_t snapshot_async_;
   uv_timer_t drain_timer_;
-  uv_timer_t tick_timer_;  // log flush, pool sweep, loop lag
+  uv_timer_t tick_timer_;  // log flush, service tick, loop lag
   std::atomic<bool> stop_requested_{false};
   std::mutex mailbox_mu_;
   std::shared_ptr<const Snapshot> mailbox_;  // the newest posted snapshot, if any
@@ -179,32 +119,10 @@ class Worker {
   uint64_t next_tick_ns_ = 0;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::vector<std::unique_ptr<Listener>> closed_listeners_;  // kept until the loop ends
-  std::vector<std::unique_ptr<proxy::UpstreamPool>> pools_;
-  std::vector<std::unique_ptr<proxy::UpstreamPool>> retired_pools_;
-  std::vector<std::shared_ptr<proxy::UpstreamPool>> kept_pools_;
   std::unique_ptr<Reaper> reaper_;
-  std::vector<proxy::ClientConn*> conns_;  // open client connections (index kept in conn)
+  std::unique_ptr<Service> service_;
   log::LogBuffer access_log_;
-  std::unique_ptr<redis::Client> redis_;
-  std::unique_ptr<redis::Client> subscriber_;  // ticket change notifications
-  // Queue dispatch, breaker evaluation, health checks: once per instance, on worker 0.
-  std::unique_ptr<gateway::InstanceDuties> duties_;
-  idempotency::Scripts idem_scripts_;
-  queue::Scripts queue_scripts_;
-  size_t redis_holds_ = 0;
-  uint64_t budget_requests_ = 0;
-  uint64_t budget_retries_ = 0;
-  uint64_t budget_reset_ms_ = 0;
-  bool drain_expired_ = false;  // stopped dispatchers still finishing deliveries
-  struct Waiter {
-    Guard<proxy::ProxySession> session;
-    uint64_t deadline_ms;
-  };
-  std::unordered_map<std::string, std::vector<Waiter>> waiters_;
-  std::unordered_map<std::string, std::unique_ptr<RouteCache>> caches_;
   std::unique_ptr<char[]> read_buffer_;
-  std::string id_prefix_;
-  uint64_t id_counter_ = 0;
   uint64_t accept_errors_logged_ms_ = 0;
 };
 

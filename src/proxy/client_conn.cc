@@ -10,7 +10,7 @@
 #include "core/log.h"
 #include "http/serialize.h"
 #include "net/stream_write.h"
-#include "net/worker.h"
+#include "proxy/worker_state.h"
 #include "queue/ticket_endpoint.h"
 
 namespace fg::proxy {
@@ -41,7 +41,7 @@ http::RequestParser::Limits limits_of(const Config& c) {
 
 }  // namespace
 
-ClientConn::ClientConn(net::Worker* worker)
+ClientConn::ClientConn(WorkerState* worker)
     : worker_(worker), parser_(this, limits_of(worker->config())), session_(this) {}
 
 void ClientConn::accept(uv_stream_t* server) {

@@ -12,15 +12,13 @@
 #include "http/request_parser.h"
 #include "proxy/proxy_session.h"
 
-namespace fg::net {
-class Worker;
-}
-
 namespace fg::proxy {
+
+class WorkerState;
 
 class ClientConn final : public http::RequestParser::Handler {
  public:
-  explicit ClientConn(net::Worker* worker);
+  explicit ClientConn(WorkerState* worker);
 
   // Accepts from `server`; on failure the connection closes itself.
   void accept(uv_stream_t* server);
@@ -33,7 +31,7 @@ class ClientConn final : public http::RequestParser::Handler {
   size_t list_index = 0;  // position in the worker's connection list
 
   // ---- used by ProxySession (same loop) ----
-  net::Worker* worker() const { return worker_; }
+  WorkerState* worker() const { return worker_; }
   const std::string& client_ip() const { return client_ip_; }
   // Writes response bytes; false when the connection is closing or broken.
   bool write(uv_buf_t* bufs, unsigned n);
@@ -80,7 +78,7 @@ class ClientConn final : public http::RequestParser::Handler {
   static void on_shutdown(uv_shutdown_t* req, int status);
   static void on_close(uv_handle_t* h);
 
-  net::Worker* worker_;
+  WorkerState* worker_;
   uv_tcp_t tcp_;
   uv_timer_t timer_;
   uv_shutdown_t shutdown_req_;

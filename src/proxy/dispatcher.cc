@@ -13,7 +13,7 @@
 #include "http/serialize.h"
 #include "idempotency/store.h"
 #include "net/stream_write.h"
-#include "net/worker.h"
+#include "proxy/worker_state.h"
 #include "proxy/upstream_pool.h"
 
 namespace fg::proxy {
@@ -520,7 +520,7 @@ class WebhookPost final : public UpstreamUser {
 
 // ------------------------------------------------------------------ Dispatcher
 
-Dispatcher::Dispatcher(net::Worker* worker, std::string route) : worker_(worker), route_(std::move(route)) {
+Dispatcher::Dispatcher(WorkerState* worker, std::string route) : worker_(worker), route_(std::move(route)) {
   char host[64] = {0};
   gethostname(host, sizeof host - 1);
   // One consumer name per worker of this process: pending entries of a dead process

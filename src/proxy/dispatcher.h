@@ -18,11 +18,9 @@
 #include "net/lifetime.h"
 #include "queue/queue_store.h"
 
-namespace fg::net {
-class Worker;
-}
-
 namespace fg::proxy {
+
+class WorkerState;
 
 class Delivery;
 class UpstreamPool;
@@ -38,7 +36,7 @@ bool parse_webhook_url(const std::string& url, WebhookUrl* out);
 
 class Dispatcher {
  public:
-  Dispatcher(net::Worker* worker, std::string route);
+  Dispatcher(WorkerState* worker, std::string route);
   ~Dispatcher();
 
   void start();
@@ -55,7 +53,7 @@ class Dispatcher {
   size_t in_flight() const { return deliveries_.size(); }
 
   // ---- used by Delivery ----
-  net::Worker* worker() const { return worker_; }
+  WorkerState* worker() const { return worker_; }
   const RouteConfig* route_config() const;  // null when the route is gone (reload)
   int route_index() const;
   void delivery_done(Delivery* d);
@@ -76,7 +74,7 @@ class Dispatcher {
   static void on_sample_timer(uv_timer_t* t);
   void maybe_idle();
 
-  net::Worker* worker_;
+  WorkerState* worker_;
   std::string route_;
   std::string consumer_;
   uv_timer_t* read_timer_;

@@ -8,14 +8,14 @@
 
 #include "core/log.h"
 #include "net/lifetime.h"
-#include "net/worker.h"
+#include "proxy/worker_state.h"
 #include "proxy/upstream_pool.h"
 
 namespace fg::proxy {
 
 class HealthChecker::Probe {
  public:
-  Probe(net::Worker* w, std::string upstream, const HealthConfig& cfg, HostPort server, size_t index,
+  Probe(WorkerState* w, std::string upstream, const HealthConfig& cfg, HostPort server, size_t index,
         std::shared_ptr<ServerCounters> counters)
       : w_(w), upstream_(std::move(upstream)), cfg_(cfg), server_(std::move(server)), index_(index),
         counters_(std::move(counters)) {
@@ -189,7 +189,7 @@ class HealthChecker::Probe {
     }
   }
 
-  net::Worker* w_;
+  WorkerState* w_;
   std::string upstream_;
   HealthConfig cfg_;
   HostPort server_;
@@ -211,7 +211,7 @@ class HealthChecker::Probe {
   net::Anchor<Probe> anchor_{this};  // resolver answers reach the probe through it
 };
 
-HealthChecker::HealthChecker(net::Worker* worker) : worker_(worker) {}
+HealthChecker::HealthChecker(WorkerState* worker) : worker_(worker) {}
 
 HealthChecker::~HealthChecker() = default;
 

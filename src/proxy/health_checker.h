@@ -10,19 +10,16 @@
 #include <string>
 #include <vector>
 
+#include "breaker/server_counters.h"
 #include "floodgate/config.h"
-
-namespace fg::net {
-class Worker;
-}
 
 namespace fg::proxy {
 
-struct ServerCounters;
+class WorkerState;
 
 class HealthChecker {
  public:
-  explicit HealthChecker(net::Worker* worker);
+  explicit HealthChecker(WorkerState* worker);
   ~HealthChecker();
   // Starts probes for the worker's current snapshot (and again after a reload).
   void sync();
@@ -31,7 +28,7 @@ class HealthChecker {
 
  private:
   class Probe;
-  net::Worker* worker_;
+  WorkerState* worker_;
   std::vector<Probe*> probes_;
 };
 

@@ -5,12 +5,9 @@
 #include <algorithm>
 #include <cstring>
 
-#include "cache/response_cache.h"
-#include "idempotency/store.h"
 #include "net/stream_write.h"
-#include "net/worker.h"
+#include "proxy/worker_state.h"
 #include "proxy/client_conn.h"
-#include "proxy/dispatcher.h"
 #include "core/log.h"
 
 namespace fg::proxy {
@@ -25,592 +22,6 @@ constexpr size_t kClientHighWater = 256 * 1024;
 constexpr size_t kUpstreamHighWater = 64 * 1024;
 
 }  // namespace
-
-void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route,
-                         uint64_t start_ns, std::string request_id, std::string extra_headers, bool park) {
-  net::Worker* w = client_->worker();
-  set_facts(std::move(snap), std::move(head), route, start_ns, std::move(request_id), 0, net::kForwarded);
-  extra_headers_ = std::move(extra_headers);
-  const Config& cfg = *snap_->config;
-  pending_.clear();
-  head_sent_ = false;
-  body_done_ = false;
-  response_started_ = false;
-  head_out_.clear();
-  batching_ = false;
-  batch_.clear();
-  upstream_paused_ = false;
-  stale_retries_ = 0;
-  conn_ = nullptr;
-  active_ = true;
-  anchor_.renew();  // callbacks of the previous exchange stop here
-  buffering_ = false;
-  body_buf_.clear();
-  idem_key_.clear();
-  capture_ = false;
-  capture_overflow_ = false;
-  capture_headers_.clear();
-  capture_body_.clear();
-  hold_ = false;
-  held_.clear();
-  park_ = park;
-  ticket_.clear();
-  upstream_index_ = cfg.routes[static_cast<size_t>(route)].upstream_index;
-  pool_ = &w->pool(upstream_index_);
-  tried_.assign(pool_->server_count(), false);
-
-  deadline_ns_ = 0;  // set when the request is first sent
-  attempts_ = 0;
-  cache_resume_ = false;
-  const RouteConfig& rc0 = cfg.routes[static_cast<size_t>(route)];
-  cache_route_ = rc0.cache.enabled && !park_ && (head_.method == "GET" || head_.method == "HEAD");
-  cache_leader_ = false;
-  cache_control_.clear();
-  cache_set_cookie_ = false;
-  if (cache_route_ && cache_lookup()) return;
-  if (!park_ && !pool_->any_available()) {
-    // No server can take it (breakers open, health checks down, all at capacity):
-    // the route's on_unavailable decides, before anything is read or sent.
-    if (rc0.on_unavailable == OnUnavailable::kQueue && cfg.redis.enabled) {
-      park_ = true;
-    } else if (unavailable(pool_->any_usable())) {
-      return;
-    }
-  }
-  if (park_ || !snap_->routes[static_cast<size_t>(route)].idem_sources.empty()) {
-    // The key may live in the body and the fingerprint covers it: read it all first
-    // (bounded by max_body_bytes), then decide.
-    buffering_ = true;
-    return;
-  }
-  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
-  upstream_head_.clear();
-  http::append_upstream_request_head(upstream_head_, head_, info);
-  try_connect();
-}
-
-void ProxySession::count_idem(int result) {
-  const auto& rt = snap_->routes[static_cast<size_t>(route_)];
-  metrics::Registry::get().add(client_->worker()->id(), rt.idem[static_cast<size_t>(result)]);
-}
-
-void ProxySession::decide_idempotency() {
-  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
-  const auto& rt = snap_->routes[static_cast<size_t>(route_)];
-  std::string key;
-  auto found = idempotency::extract_key(rt.idem_sources, head_, body_buf_, &key);
-  if (found == idempotency::Extract::kInvalid) {
-    count_idem(net::kIdemInvalid);
-    local_answer(400, "bad_idempotency_key",
-                 "the idempotency key must be 1-255 bytes without control characters", net::kError);
-    return;
-  }
-  if (found == idempotency::Extract::kAbsent) {
-    if (rc.idempotency.required) {
-      count_idem(net::kIdemMissing);
-      local_answer(400, "idempotency_key_missing", "this route requires an idempotency key", net::kError);
-      return;
-    }
-    count_idem(net::kIdemNoKey);
-    if (park_) enqueue();
-    else proceed({});
-    return;
-  }
-  net::Worker* w = client_->worker();
-  redis::Client* redis = w->redis();
-  if (redis == nullptr || !redis->connected()) {
-    idem_key_.clear();
-    key_for_forward_ = key;
-    redis_unavailable();
-    return;
-  }
-  const Config& cfg = *snap_->config;
-  std::string rkey = cfg.redis.prefix + "idem:" + rc.name + ":";
-  if (rc.idempotency.per_client) {
-    std::string_view ck = client_->client_ip();
-    if (rc.client_key.by_header) {
-      const http::Header* h = http::find_header(head_.headers, rc.client_key.header);
-      if (h && !h->value.empty()) ck = h->value;
-    }
-    rkey.append(ck);
-    rkey += ':';
-  }
-  rkey += key;
-  idem_owner_ = w->random_token();
-  const UpstreamConfig& up = cfg.upstreams[upstream_index_];
-  // The lease outlives any honest attempt (connect + first byte + margin), so only a
-  // claim whose gateway died is released by expiry.
-  uint64_t lease_ms = up.connect_timeout_ms * up.servers.size() + up.timeout_ms + 5000;
-  std::string fp = idempotency::fingerprint(head_.method, head_.path(), body_buf_);
-  key_for_forward_ = key;
-  net::Guard<ProxySession> g = anchor_.guard();
-  std::string owner = idem_owner_;
-  uint64_t deadline = log::wall_ms() + cfg.redis.timeout_ms;
-  idempotency::claim(*redis, w->idem_scripts(), rkey, fp, owner, lease_ms, deadline,
-                     [g, w, rkey, owner](idempotency::ClaimResult& r) {
-                       ProxySession* s = live(g);
-                       if (s == nullptr) {
-                         // The client is gone: give the key back at once.
-                         if (r.kind == idempotency::ClaimResult::Kind::kClaimed && w->redis())
-                           idempotency::release(*w->redis(), w->idem_scripts(), rkey, owner);
-                         return;
-                       }
-                       s->idem_key_ = r.kind == idempotency::ClaimResult::Kind::kClaimed ? rkey : std::string();
-                       s->on_claim_result(r);
-                     });
-}
-
-void ProxySession::on_claim_result(idempotency::ClaimResult& r) {
-  using Kind = idempotency::ClaimResult::Kind;
-  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
-  // A payment provider repeating a callback is acknowledged whatever its copy looks
-  // like (providers often change a timestamp field): it is never delivered twice.
-  if (rc.store_and_forward && r.kind != Kind::kClaimed && r.kind != Kind::kUnavailable) {
-    count_idem(r.kind == Kind::kMismatch ? net::kIdemKeyReused : net::kIdemReplayed);
-    answer_parked(r.kind == Kind::kTicket ? r.ticket : std::string(), 0, net::kReplayed);
-    return;
-  }
-  switch (r.kind) {
-    case Kind::kClaimed:
-      count_idem(net::kIdemClaimed);
-      if (park_) {
-        enqueue();
-        return;
-      }
-      capture_ = true;
-      hold_ = true;
-      proceed(key_for_forward_);
-      return;
-    case Kind::kTicket:
-      if (!r.same_request) {
-        count_idem(net::kIdemKeyReused);
-        local_answer(422, "key_reused", "this idempotency key was used for a different request", net::kConflict);
-        return;
-      }
-      count_idem(net::kIdemInFlight);
-      answer_parked(r.ticket, -1);
-      return;
-    case Kind::kInFlight: {
-      count_idem(net::kIdemInFlight);
-      int64_t secs = (r.retry_after_ms + 999) / 1000;
-      if (secs < 1) secs = 1;
-      local_answer(409, "in_flight", "a request with this idempotency key is still being processed",
-                   net::kConflict, "Retry-After: " + std::to_string(secs) + "\r\n");
-      return;
-    }
-    case Kind::kMismatch:
-      count_idem(net::kIdemKeyReused);
-      local_answer(422, "key_reused", "this idempotency key was used for a different request", net::kConflict);
-      return;
-    case Kind::kNotStored:
-      count_idem(net::kIdemNotReplayable);
-      local_answer(409, "not_replayable",
-                   "this idempotency key completed with a response too large to replay", net::kConflict);
-      return;
-    case Kind::kDone:
-      count_idem(net::kIdemReplayed);
-      replay(r.stored);
-      return;
-    case Kind::kUnavailable:
-      redis_unavailable();
-      return;
-  }
-}
-
-void ProxySession::redis_unavailable() {
-  if (park_) {
-    // A ticket is only ever promised once Redis holds it.
-    count_idem(net::kIdemUnavailable);
-    local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly", net::kError,
-                 "Retry-After: 1\r\n");
-    return;
-  }
-  if (snap_->config->redis.fail_open) {
-    count_idem(net::kIdemBypassed);
-    proceed(key_for_forward_);
-    return;
-  }
-  count_idem(net::kIdemUnavailable);
-  local_answer(503, "redis_unavailable", "duplicate protection is unavailable; retry shortly", net::kError,
-               "Retry-After: 1\r\n");
-}
-
-void ProxySession::enqueue() {
-  net::Worker* w = client_->worker();
-  redis::Client* redis = w->redis();
-  if (redis == nullptr || !redis->connected()) {
-    idem_release();
-    local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly", net::kError,
-                 "Retry-After: 1\r\n");
-    return;
-  }
-  const Config& cfg = *snap_->config;
-  const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
-  queue::NewTicket t;
-  t.id = queue::new_ticket_id();
-  t.route = rc.name;
-  t.created_ms = log::wall_ms();
-  t.method = head_.method;
-  t.target = head_.target;
-  // Every delivery attempt carries an Idempotency-Key so the shop can make it exactly
-  // once: the client's key, or the ticket id.
-  t.forward_key = key_for_forward_;
-  if (t.forward_key.empty()) {
-    // No idempotency on the route: the client's own Idempotency-Key still travels.
-    const http::Header* own = http::find_header(head_.headers, "Idempotency-Key");
-    t.forward_key = own && !own->value.empty() ? own->value : t.id;
-  }
-  auto& hs = head_.headers;
-  hs.erase(std::remove_if(hs.begin(), hs.end(),
-                          [](const http::Header& h) { return http::iequals(h.name, "Idempotency-Key"); }),
-           hs.end());
-  hs.push_back({"Idempotency-Key", t.forward_key});
-  if (head_.body != http::BodyKind::kNone || !body_buf_.empty()) {
-    head_.body = http::BodyKind::kContentLength;
-    head_.content_length = body_buf_.size();
-  }
-  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
-  http::append_upstream_request_head(t.header_lines, head_, info);
-  t.body = std::move(body_buf_);
-  body_buf_.clear();
-  if (rc.client_max_tickets > 0) {
-    t.client_key = client_->client_ip();
-    if (rc.client_key.by_header) {
-      const http::Header* h = http::find_header(head_.headers, rc.client_key.header);
-      if (h && !h->value.empty()) t.client_key = h->value;
-    }
-  }
-  t.idem_key = idem_key_;
-  t.idem_owner = idem_owner_;
-  uint64_t hash_ttl = rc.queue.max_wait_ms + rc.queue.processing_timeout_ms * 4 + rc.queue.ticket_ttl_ms;
-  net::Guard<ProxySession> g = anchor_.guard();
-  std::string id = t.id;
-  std::string ikey = idem_key_, iowner = idem_owner_;
-  uint64_t replicas = cfg.redis.wait_replicas, wait_ms = cfg.redis.wait_timeout_ms;
-  queue::enqueue(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, t, rc.queue.max_depth, hash_ttl,
-                 rc.client_max_tickets, [g, id, w, ikey, iowner, replicas, wait_ms](queue::EnqueueResult& r) {
-                   ProxySession* s = live(g);
-                   bool alive = s != nullptr;
-                   if (r.kind != queue::EnqueueResult::Kind::kOk) {
-                     auto kind = r.kind;
-                     // The refusal is answered only once the key is free again, so a retry
-                     // sent at once (perhaps to another worker) is not told "in flight".
-                     auto answer = [g, kind] {
-                       ProxySession* s2 = live(g);
-                       if (s2 == nullptr) return;
-                       s2->idem_key_.clear();
-                       if (kind == queue::EnqueueResult::Kind::kFull) {
-                         s2->local_answer(503, "queue_full", "the queue is full; retry later", net::kRejected,
-                                          "Retry-After: 5\r\n");
-                       } else if (kind == queue::EnqueueResult::Kind::kTooMany) {
-                         s2->local_answer(429, "too_many_tickets", "this client already holds its maximum of tickets",
-                                          net::kRejected, "Retry-After: 5\r\n");
-                       } else {
-                         s2->local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly",
-                                          net::kError, "Retry-After: 1\r\n");
-                       }
-                     };
-                     if (alive) s->idem_key_.clear();
-                     if (!ikey.empty() && w->redis()) {
-                       auto hold = w->hold_redis();
-                       idempotency::release(*w->redis(), w->idem_scripts(), ikey, iowner, [hold, answer] {
-                         hold();
-                         answer();
-                       });
-                     } else {
-                       answer();
-                     }
-                     return;
-                   }
-                   // The ticket is durable now (it is delivered whether or not this
-                   // client is still here to hear about it).
-                   if (!alive) return;
-                   s->idem_key_.clear();
-                   const auto& rt = s->snap_->routes[static_cast<size_t>(s->route_)];
-                   metrics::Registry::get().add(w->id(), rt.tickets[net::kTicketQueued]);
-                   if (rt.queue) rt.queue->raise_depth(r.depth);
-                   if (proxy::Dispatcher* d = w->dispatcher(s->snap_->config->routes[static_cast<size_t>(s->route_)].name))
-                     d->nudge();
-                   int64_t ahead = r.depth > 0 ? r.depth - 1 : 0;
-                   if (replicas == 0 || w->redis() == nullptr) {
-                     s->answer_parked(id, ahead);
-                     return;
-                   }
-                   // Acknowledged only once enough replicas hold it.
-                   w->redis()->command({"WAIT", std::to_string(replicas), std::to_string(wait_ms)},
-                                       [g, id, ahead, replicas](redis::Failure f, redis::Reply& rep) {
-                                         ProxySession* s2 = live(g);
-                                         if (s2 == nullptr) return;
-                                         if (f != redis::Failure::kNone || rep.integer < static_cast<int64_t>(replicas)) {
-                                           s2->local_answer(503, "replication_timeout",
-                                                            "the ticket is not yet on enough replicas; retry with the same idempotency key",
-                                                            net::kError, "Retry-After: 1\r\n");
-                                           return;
-                                         }
-                                         s2->answer_parked(id, ahead);
-                                       });
-                 });
-}
-
-void ProxySession::answer_parked(const std::string& ticket, int64_t ahead, int outcome) {
-  const Config& cfg = *snap_->config;
-  const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
-  active_ = false;
-  outcome_ = outcome;
-  bool keep_alive = head_.keep_alive && !client_->worker()->draining();
-  std::string out;
-  if (rc.store_and_forward) {
-    status_ = rc.ack.status;
-    out = (head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ") + std::to_string(rc.ack.status) + " " +
-          std::string(http::reason_phrase(rc.ack.status)) + "\r\nContent-Type: " + rc.ack.content_type +
-          "\r\nContent-Length: " + std::to_string(rc.ack.body.size()) + "\r\nX-Request-Id: " + request_id_ + "\r\n";
-    if (!ticket.empty()) out += "Location: " + cfg.server.tickets_path + ticket + "\r\n";
-    out += keep_alive ? (head_.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
-    out += "\r\n";
-    if (!head_.is_head()) out += rc.ack.body;
-    client_->respond_raw(out, keep_alive);
-    return;
-  }
-  if (ahead < 0) {
-    // A duplicate of a parked request: read its ticket for a fresh position.
-    ticket_ = ticket;
-    ticket_wait_s_ = 0;
-    active_ = true;
-    poll_ticket(true);
-    return;
-  }
-  const auto& rt = snap_->routes[static_cast<size_t>(route_)];
-  int64_t eta = rt.queue ? rt.queue->estimate_ms(ahead, rc.rate) : 0;
-  std::string poll = cfg.server.tickets_path + ticket;
-  std::string body = "{\"ticket\":\"" + ticket + "\",\"status\":\"queued\",\"position\":" + std::to_string(ahead) +
-                     ",\"estimated_wait_ms\":" + std::to_string(eta) + ",\"poll\":\"" + poll + "\"}";
-  int64_t retry = std::clamp<int64_t>((eta + 999) / 1000, 1, 30);
-  status_ = 202;
-  answer_ticket_json(202, body, {}, "Location: " + poll + "\r\nRetry-After: " + std::to_string(retry) + "\r\n");
-}
-
-void ProxySession::answer_ticket_json(int status, const std::string& body, const std::string& etag,
-                                      std::string extra) {
-  active_ = false;
-  status_ = status;
-  bool keep_alive = head_.keep_alive && !client_->worker()->draining();
-  if (!etag.empty()) {
-    extra += "ETag: " + etag + "\r\n";
-    const http::Header* inm = http::find_header(head_.headers, "If-None-Match");
-    if (inm && (inm->value == etag || inm->value == "*")) {
-      std::string out = (head_.version_minor == 0 ? "HTTP/1.0 304 " : "HTTP/1.1 304 ") +
-                        std::string(http::reason_phrase(304)) + "\r\n" + extra + "X-Request-Id: " + request_id_ +
-                        "\r\n" + (keep_alive ? "" : "Connection: close\r\n") + "\r\n";
-      status_ = 304;
-      client_->respond_raw(out, keep_alive);
-      return;
-    }
-  }
-  std::string out = (head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ") + std::to_string(status) + " " +
-                    std::string(http::reason_phrase(status)) +
-                    "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-                    "\r\nCache-Control: no-store\r\n" + extra + "X-Request-Id: " + request_id_ + "\r\n" +
-                    (keep_alive ? (head_.version_minor == 0 ? "Connection: keep-alive\r\n" : "")
-                                : "Connection: close\r\n") +
-                    "\r\n";
-  if (!head_.is_head()) out += body;
-  client_->respond_raw(out, keep_alive);
-}
-
-void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head,
-                                uint64_t start_ns, std::string request_id, std::string ticket, bool cancel,
-                                int wait_s) {
-  set_facts(std::move(snap), std::move(head), -1, start_ns, std::move(request_id), 0, net::kQueued);
-  conn_ = nullptr;
-  active_ = true;
-  anchor_.renew();  // callbacks of the previous exchange stop here
-  buffering_ = false;
-  park_ = false;
-  body_done_ = true;
-  ticket_ = std::move(ticket);
-  ticket_wait_s_ = wait_s;
-  ticket_first_kind_ = -1;
-  net::Worker* w = client_->worker();
-  redis::Client* redis = w->redis();
-  if (redis == nullptr || !redis->connected()) {
-    local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError, "Retry-After: 1\r\n");
-    return;
-  }
-  if (!queue::valid_ticket_id(ticket_)) {
-    local_answer(404, "unknown_ticket", "no such ticket", net::kError);
-    return;
-  }
-  if (cancel) {
-    net::Guard<ProxySession> g = anchor_.guard();
-    const Config& cfg = *snap_->config;
-    queue::cancel(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, log::wall_ms(), 3600 * 1000,
-                  [g, w](queue::CancelResult r, const std::string& route) {
-                    ProxySession* s = live(g);
-                    if (s == nullptr) return;
-                                        s->cancelled_route_ = route;
-                    switch (r) {
-                      case queue::CancelResult::kCancelled:
-                        for (size_t i = 0; i < s->snap_->config->routes.size(); i++) {
-                          if (s->snap_->config->routes[i].name == s->cancelled_route_ && s->snap_->routes[i].queue)
-                            metrics::Registry::get().add(w->id(), s->snap_->routes[i].tickets[net::kTicketCancelled]);
-                        }
-                        s->answer_ticket_json(200, "{\"ticket\":\"" + s->ticket_ + "\",\"status\":\"cancelled\"}", {}, {});
-                        return;
-                      case queue::CancelResult::kTooLate:
-                        s->local_answer(409, "not_cancellable", "the ticket is already being processed or finished",
-                                        net::kConflict);
-                        return;
-                      case queue::CancelResult::kUnknown:
-                        s->local_answer(404, "unknown_ticket", "no such ticket", net::kError);
-                        return;
-                      case queue::CancelResult::kUnavailable:
-                        s->local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError,
-                                        "Retry-After: 1\r\n");
-                        return;
-                    }
-                  });
-    return;
-  }
-  if (ticket_wait_s_ > 0) ticket_deadline_ms_ = w->now_ms() + static_cast<uint64_t>(ticket_wait_s_) * 1000;
-  poll_ticket(ticket_wait_s_ == 0);
-}
-
-void ProxySession::ticket_changed() {
-  if (!active_) return;
-  bool final = client_->worker()->now_ms() >= ticket_deadline_ms_;
-  poll_ticket(final);
-}
-
-void ProxySession::poll_ticket(bool final) {
-  net::Worker* w = client_->worker();
-  redis::Client* redis = w->redis();
-  if (redis == nullptr || !redis->connected()) {
-    local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError, "Retry-After: 1\r\n");
-    return;
-  }
-  net::Guard<ProxySession> g = anchor_.guard();
-  queue::poll(*redis, w->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, ticket_,
-              [g, final, w](queue::TicketView& v) {
-                ProxySession* s = live(g);
-                if (s == nullptr) return;
-                int kind = static_cast<int>(v.kind);
-                bool waiting = v.kind == queue::TicketView::Kind::kQueued ||
-                               v.kind == queue::TicketView::Kind::kProcessing;
-                if (!final && waiting && (s->ticket_first_kind_ < 0 || s->ticket_first_kind_ == kind)) {
-                  // Long-poll: wait for a published change (or the deadline).
-                  bool first = s->ticket_first_kind_ < 0;
-                  s->ticket_first_kind_ = kind;
-                  w->add_ticket_waiter(s->ticket_, g, s->ticket_deadline_ms_);
-                  // A change published between our read and the waiter's registration
-                  // would be missed: read once more now that the waiter is in place.
-                  if (first && w->redis()) {
-                                        queue::poll(*w->redis(), w->queue_scripts(), queue::Keys{s->snap_->config->redis.prefix},
-                                s->ticket_, [g, kind](queue::TicketView& v2) {
-                                  ProxySession* s2 = g.get();
-                                  if (s2 && static_cast<int>(v2.kind) != kind) s2->ticket_changed();
-                                });
-                  }
-                  return;
-                }
-                s->answer_ticket(v);
-              });
-}
-
-void ProxySession::answer_ticket(queue::TicketView& v) {
-  using K = queue::TicketView::Kind;
-  const Config& cfg = *snap_->config;
-  const RouteConfig* rc = nullptr;
-  for (const auto& r : cfg.routes)
-    if (r.name == v.route) rc = &r;
-  switch (v.kind) {
-    case K::kUnavailable:
-      local_answer(503, "redis_unavailable", "tickets are unavailable; retry shortly", net::kError, "Retry-After: 1\r\n");
-      return;
-    case K::kUnknown:
-      local_answer(404, "unknown_ticket", "no such ticket", net::kError);
-      return;
-    case K::kCancelled:
-      answer_ticket_json(410, "{\"ticket\":\"" + ticket_ + "\",\"status\":\"cancelled\"}", "\"c\"", {});
-      return;
-    case K::kQueued:
-    case K::kProcessing: {
-      uint64_t now = log::wall_ms();
-      if (v.kind == K::kQueued && rc && now > static_cast<uint64_t>(v.created_ms) &&
-          now - static_cast<uint64_t>(v.created_ms) > rc->queue.max_wait_ms) {
-        // Lazy expiry: nobody dispatched it within max_wait.
-        net::Worker* w = client_->worker();
-        if (w->redis()) {
-          std::string ticket = ticket_;
-          std::string webhook = rc->on_failure_webhook;
-          std::string route = rc->name;
-          queue::expire(*w->redis(), w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, now,
-                        rc->queue.ticket_ttl_ms, [w, ticket, webhook, route](bool expired_now) {
-                          // Only the caller that actually moved it to expired reports it.
-                          if (!expired_now || webhook.empty()) return;
-                          if (proxy::Dispatcher* d = w->dispatcher(route)) {
-                            std::string body = "{\"ticket\":\"" + ticket + "\",\"route\":\"" + route +
-                                               "\",\"status\":\"failed\",\"reason\":\"expired\",\"attempts\":0}";
-                            d->post_webhook(webhook, std::move(body));
-                          }
-                        });
-        }
-        v.kind = K::kFailed;
-        v.reason = "expired";
-        answer_ticket(v);
-        return;
-      }
-      int64_t ahead = v.kind == K::kQueued ? std::max<int64_t>(0, v.seq - v.taken - 1) : 0;
-      int64_t eta = 0;
-      if (rc) {
-        for (size_t i = 0; i < cfg.routes.size(); i++)
-          if (&cfg.routes[i] == rc && snap_->routes[i].queue) eta = snap_->routes[i].queue->estimate_ms(ahead, rc->rate);
-      }
-      const char* st = v.kind == K::kQueued ? "queued" : "processing";
-      std::string poll = cfg.server.tickets_path + ticket_;
-      std::string body = "{\"ticket\":\"" + ticket_ + "\",\"status\":\"" + st + "\",\"position\":" +
-                         std::to_string(ahead) + ",\"estimated_wait_ms\":" + std::to_string(eta) + ",\"poll\":\"" +
-                         poll + "\"}";
-      std::string etag = "\"" + std::string(st, 1) + std::to_string(ahead) + "-" + std::to_string(eta / 1000) + "\"";
-      int64_t retry = std::clamp<int64_t>((eta + 999) / 1000, 1, 30);
-      answer_ticket_json(202, body, etag, "Location: " + poll + "\r\nRetry-After: " + std::to_string(retry) + "\r\n");
-      return;
-    }
-    case K::kDone: {
-      idempotency::StoredResponse stored;
-      if (!idempotency::decode_response(v.response, &stored)) {
-        local_answer(500, "bad_stored_response", "the stored response could not be read", net::kError);
-        return;
-      }
-      std::string etag = "\"d" + idempotency::digest_hex(v.response).substr(0, 16) + "\"";
-      const http::Header* inm = http::find_header(head_.headers, "If-None-Match");
-      bool keep_alive = head_.keep_alive && !client_->worker()->draining();
-      active_ = false;
-      outcome_ = net::kReplayed;
-      if (inm && inm->value == etag) {
-        status_ = 304;
-        std::string out = std::string(head_.version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1") +
-                          " 304 Not Modified\r\nETag: " + etag + "\r\nTicket-Status: done\r\nX-Request-Id: " +
-                          request_id_ + "\r\n" + (keep_alive ? "" : "Connection: close\r\n") + "\r\n";
-        client_->respond_raw(out, keep_alive);
-        return;
-      }
-      status_ = stored.status;
-      respond_stored(stored.status, stored.reason, stored.header_lines, stored.body,
-                     "Ticket-Status: done\r\nETag: " + etag + "\r\n", keep_alive);
-      return;
-    }
-    case K::kFailed: {
-      int status = v.reason == "timeout" || v.reason == "expired" ? 504 : 502;
-      std::string body = "{\"ticket\":\"" + ticket_ + "\",\"status\":\"failed\",\"reason\":\"";
-      http::append_json_escaped(body, v.reason);
-      body += "\",\"attempts\":" + std::to_string(v.attempts) + "}";
-      outcome_ = net::kError;
-      std::string etag = "\"f" + std::to_string(v.attempts) + "-" + idempotency::digest_hex(v.reason).substr(0, 8) + "\"";
-      answer_ticket_json(status, body, etag, "Ticket-Status: failed\r\n");
-      return;
-    }
-  }
-}
 
 void ProxySession::proceed(const std::string& key) {
   buffering_ = false;
@@ -634,182 +45,6 @@ void ProxySession::proceed(const std::string& key) {
   upstream_head_.clear();
   http::append_upstream_request_head(upstream_head_, head_, info);
   try_connect();
-}
-
-void ProxySession::local_answer(int status, const char* code, const char* message, int outcome, std::string extra) {
-  active_ = false;
-  status_ = status;
-  outcome_ = outcome;
-  client_->respond_error(status, code, message, true, extra);
-}
-
-void ProxySession::replay(std::string_view blob) {
-  idempotency::StoredResponse stored;
-  if (!idempotency::decode_response(blob, &stored)) {
-    local_answer(500, "bad_stored_response", "the stored response could not be read", net::kError);
-    return;
-  }
-  active_ = false;
-  status_ = stored.status;
-  outcome_ = net::kReplayed;
-  bool keep_alive = head_.keep_alive && !client_->worker()->draining();
-  respond_stored(stored.status, stored.reason, stored.header_lines, stored.body, "Idempotent-Replayed: true\r\n",
-                 keep_alive);
-}
-
-void ProxySession::respond_stored(int status, std::string_view reason, std::string_view header_lines,
-                                  std::string_view body, std::string_view extra, bool keep_alive) {
-  std::string out;
-  out.reserve(256 + header_lines.size() + body.size());
-  out += head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
-  out += std::to_string(status);
-  out += ' ';
-  out.append(reason);
-  out += "\r\n";
-  out.append(header_lines);
-  out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
-  out.append(extra);
-  out += "X-Request-Id: " + request_id_ + "\r\n";
-  if (!keep_alive) out += "Connection: close\r\n";
-  else if (head_.version_minor == 0) out += "Connection: keep-alive\r\n";
-  out += "\r\n";
-  if (!head_.is_head()) out.append(body);
-  client_->respond_raw(out, keep_alive);
-}
-
-void ProxySession::idem_release() {
-  capture_ = false;
-  hold_ = false;
-  if (idem_key_.empty()) return;
-  net::Worker* w = client_->worker();
-  if (w->redis()) {
-    idempotency::release(*w->redis(), w->idem_scripts(), idem_key_, idem_owner_, w->hold_redis());
-  }
-  idem_key_.clear();
-}
-
-void ProxySession::record_local(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head,
-                                int route, uint64_t start_ns, std::string request_id, int status,
-                                int outcome) {
-  set_facts(std::move(snap), std::move(head), route, start_ns, std::move(request_id), status, outcome);
-  active_ = false;
-}
-
-void ProxySession::set_facts(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route,
-                             uint64_t start_ns, std::string request_id, int status, int outcome) {
-  snap_ = std::move(snap);
-  head_ = std::move(head);
-  route_ = route;
-  start_ns_ = start_ns;
-  request_id_ = std::move(request_id);
-  status_ = status;
-  outcome_ = outcome;
-  upstream_addr_.clear();
-  upstream_ms_ = -1;
-}
-
-bool ProxySession::cache_lookup() {
-  // HEAD is answered from the GET entry (same representation, no body sent).
-  cache_key_ = cache::cache_key("GET", head_.target);
-  if (serve_cache(false)) return true;
-  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
-  net::Worker::RouteCache& c = client_->worker()->route_cache(rc);
-  uint64_t id = c.next_waiter++;
-  switch (c.pending.join(cache_key_, id)) {
-    case cache::PendingMap::Join::kLeader:
-      cache_leader_ = true;
-      capture_status_ = 0;
-      capture_headers_.clear();
-      capture_body_.clear();
-      capture_overflow_ = false;
-      return false;
-    case cache::PendingMap::Join::kWaiter:
-      // Another request is fetching this very response: wait for it (coalescing).
-      c.waiters[id] = anchor_.guard();
-      return true;
-    case cache::PendingMap::Join::kOverflow:
-      return false;
-  }
-  return false;
-}
-
-void ProxySession::cache_ready() {
-  if (!active_) return;
-  if (serve_cache(false)) return;
-  if (cache_lookup()) return;
-  // Not cacheable after all (or the fetch failed): fetch it ourselves.
-  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
-  upstream_head_.clear();
-  http::append_upstream_request_head(upstream_head_, head_, info);
-  if (!body_done_) {
-    cache_resume_ = true;  // body_done() starts the exchange
-    return;
-  }
-  try_connect();
-}
-
-bool ProxySession::serve_cache(bool stale_ok) {
-  if (cache_key_.empty()) cache_key_ = cache::cache_key("GET", head_.target);
-  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
-  if (!rc.cache.enabled) return false;
-  net::Worker* w = client_->worker();
-  const cache::CachedResponse* e = w->route_cache(rc).cache->get(cache_key_);
-  uint64_t now = w->now_ms();
-  if (e == nullptr) return false;
-  bool fresh = cache::is_fresh(*e, now);
-  if (!fresh && !(stale_ok && cache::is_usable_stale(*e, now))) return false;
-  active_ = false;
-  status_ = e->status;
-  outcome_ = net::kCached;
-  bool keep_alive = head_.keep_alive && !w->draining() && (body_done_ || head_.body == http::BodyKind::kNone);
-  std::string extra = "Age: " + std::to_string(cache::age_seconds(*e, now)) + "\r\nX-Cache: " +
-                      (fresh ? "HIT" : "STALE") + "\r\n";
-  respond_stored(e->status, e->reason, e->header_lines, e->body, extra, keep_alive);
-  return true;
-}
-
-void ProxySession::cache_store() {
-  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
-  auto d = cache::parse_cache_control(cache_control_);
-  bool auth = http::find_header(head_.headers, "Authorization") != nullptr;
-  if (capture_overflow_ || !cache::storable(capture_status_, d, cache_set_cookie_, auth)) return;
-  cache::CachedResponse r;
-  r.status = capture_status_;
-  r.reason = capture_reason_;
-  r.header_lines = capture_headers_;
-  r.body = capture_body_;
-  cache::set_freshness(r, d, client_->worker()->now_ms(), rc.cache.ttl_ms, rc.cache.stale_if_error_ms);
-  client_->worker()->route_cache(rc).cache->put(cache_key_, std::move(r));
-}
-
-void ProxySession::cache_release() {
-  if (!cache_leader_) return;
-  cache_leader_ = false;
-  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
-  client_->worker()->wake_cache_waiters(rc, cache_key_);
-}
-
-bool ProxySession::unavailable(bool busy) {
-  cache_release();  // whatever the answer, others waiting on this key must not hang
-  const Config& cfg = *snap_->config;
-  const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
-  switch (rc.on_unavailable) {
-    case OnUnavailable::kDegrade:
-      active_ = false;
-      status_ = cfg.degrade.status;
-      outcome_ = net::kDegraded;
-      client_->respond_degrade();
-      return true;
-    case OnUnavailable::kCache:
-      if (serve_cache(true)) return true;
-      [[fallthrough]];
-    case OnUnavailable::kQueue:  // without [redis] (the loader requires it) or mid-request
-    case OnUnavailable::kError:
-      if (busy) fail(503, "upstream_busy", "every upstream server is at max_connections");
-      else fail(503, "upstream_unavailable", "no upstream server is available");
-      return true;
-  }
-  return false;
 }
 
 void ProxySession::try_connect() {
@@ -942,17 +177,16 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
       metrics::Registry::get().add(client_->worker()->id(), snap_->upstreams[upstream_index_].errors[conn_->server()][4]);
   }
   if (auto& lat = snap_->upstreams[upstream_index_].latency) lat->record(upstream_ns / 1000000, client_->worker()->now_ms());
-  if (cache_route_ && resp.status >= 500 && conn_) {
-    const RouteConfig& rcs = snap_->config->routes[static_cast<size_t>(route_)];
-    const auto* e = client_->worker()->route_cache(rcs).cache->get(cache_key_);
-    if (e && cache::is_usable_stale(*e, client_->worker()->now_ms())) {
-      UpstreamConn* c = conn_;
-      conn_ = nullptr;
-      c->pool()->release(c, false);
-      cache_release();
-      serve_cache(true);
-      return;
-    }
+  cache::Hit stale;
+  if (cache_route_ && resp.status >= 500 && conn_ &&
+      client_->worker()->cache_stage().find(cache_settings(), cache_key_, client_->worker()->now_ms(), true, &stale)) {
+    // stale_if_error: a usable stale entry beats the upstream's 5xx.
+    UpstreamConn* c = conn_;
+    conn_ = nullptr;
+    c->pool()->release(c, false);
+    cache_release();
+    serve_cache(true);
+    return;
   }
   // A 502/503/504 before anything reached the client: another server may do better,
   // when sending the request again is safe and the retry budget allows it.
@@ -978,16 +212,9 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
   client_keep_alive_ = head_.keep_alive && body_done_ && !client_->worker()->draining() &&
                        framing_ != http::ClientFraming::kClose;
   if (cache_leader_) {
-    for (const auto& h : resp.headers) {
-      if (http::iequals(h.name, "Cache-Control")) {
-        if (!cache_control_.empty()) cache_control_ += ",";
-        cache_control_ += h.value;
-      } else if (http::iequals(h.name, "Set-Cookie")) {
-        cache_set_cookie_ = true;
-      }
-    }
+    for (const auto& h : resp.headers) cache_rec_.note(h.name, h.value);
   }
-  if (capture_ || cache_leader_) {
+  if (idem_.capturing() || cache_leader_) {
     capture_status_ = resp.status;
     capture_reason_ = resp.reason.empty() ? std::string(http::reason_phrase(resp.status)) : resp.reason;
     std::string tokens = http::connection_tokens(resp.headers);
@@ -1025,10 +252,10 @@ bool ProxySession::write_client(const char* data, size_t len, bool last) {
   if (last && framing_ == http::ClientFraming::kChunked)
     bufs[n++] = net::buf_of(http::kLastChunk.data(), http::kLastChunk.size());
   if (n == 0) return true;
-  if (hold_) {
+  if (idem_.holding()) {
     // The answer leaves only once Redis holds it: a duplicate sent the moment the
     // client has its answer must find the record, not a claim in flight.
-    for (unsigned i = 0; i < n; i++) held_.append(bufs[i].base, bufs[i].len);
+    for (unsigned i = 0; i < n; i++) idem_.hold(bufs[i].base, bufs[i].len);
     head_out_.clear();
     return true;
   }
@@ -1082,19 +309,17 @@ void ProxySession::on_upstream_parsed() {
 }
 
 bool ProxySession::flush_held() {
-  hold_ = false;
-  if (held_.empty()) return true;
-  uv_buf_t b = net::buf_of(held_.data(), held_.size());
-  bool ok = client_->write(&b, 1);
-  std::string().swap(held_);
-  return ok;
+  std::string held = idem_.take_held();
+  if (held.empty()) return true;
+  uv_buf_t b = net::buf_of(held.data(), held.size());
+  return client_->write(&b, 1);
 }
 
 void ProxySession::on_upstream_body(const char* data, size_t len) {
   if (!active_ || len == 0) return;
-  if ((capture_ || cache_leader_) && !capture_overflow_) {
+  if ((idem_.capturing() || cache_leader_) && !capture_overflow_) {
     const RouteConfig& rcap = snap_->config->routes[static_cast<size_t>(route_)];
-    uint64_t cap = capture_ ? rcap.idempotency.max_response_bytes : rcap.cache.max_entry_bytes;
+    uint64_t cap = idem_.capturing() ? rcap.idempotency.max_response_bytes : rcap.cache.max_entry_bytes;
     if (capture_body_.size() + len > cap) {
       capture_overflow_ = true;  // forwarded, but recorded as not replayable
       std::string().swap(capture_body_);
@@ -1122,31 +347,19 @@ void ProxySession::on_upstream_complete() {
   pool_->release(c, body_done_);
   if (!write_client(nullptr, 0, true) || !active_) return;
   if (!flush_batch() || !active_) return;
-  net::Worker* w = client_->worker();
-  if (capture_ && !idem_key_.empty() && w->redis()) {
+  if (idem_.capturing()) {
+    // The answer leaves once Redis holds its record (or released a 5xx's claim).
     net::Guard<ProxySession> g = anchor_.guard();
-    auto hold = w->hold_redis();
-    auto after = [g, hold] {
-      hold();
+    auto after = [g] {
       ProxySession* s = live(g);
       if (s == nullptr) return;
       if (!s->flush_held() || !s->active_) return;
       s->finish(s->client_keep_alive_);
     };
-    std::string key = std::move(idem_key_);
-    idem_key_.clear();
-    capture_ = false;
-    if (capture_status_ >= 500) {
-      // A 5xx is not final: release the key so a retry may succeed.
-      idempotency::release(*w->redis(), w->idem_scripts(), key, idem_owner_, after);
-    } else {
-      uint64_t ttl = snap_->config->routes[static_cast<size_t>(route_)].idempotency.ttl_ms;
-      std::string blob = capture_overflow_ ? std::string()
-                                           : idempotency::encode_response(capture_status_, capture_reason_,
-                                                                          capture_headers_, capture_body_);
-      idempotency::complete(*w->redis(), w->idem_scripts(), key, idem_owner_, blob, !capture_overflow_, ttl, after);
-    }
-    return;
+    uint64_t ttl = snap_->config->routes[static_cast<size_t>(route_)].idempotency.ttl_ms;
+    if (idem_.complete(client_->worker()->idem_link(), capture_status_, capture_reason_, capture_headers_,
+                       capture_body_, capture_overflow_, ttl, std::move(after)))
+      return;
   }
   if (!flush_held() || !active_) return;
   finish(client_keep_alive_);
@@ -1233,25 +446,18 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
 }
 
 void ProxySession::fail(int status, const char* code, const char* message) {
-  net::Worker* fw = client_->worker();
-  if (!idem_key_.empty() && fw->redis()) {
+  idempotency::Link& link = client_->worker()->idem_link();
+  if (!idem_.key().empty() && link.client != nullptr) {
     // Answer only once the key is released: a retry sent at once must not be told
     // "in flight" by a claim that is about to go.
     if (conn_) {
       pool_->release(conn_, false);
       conn_ = nullptr;
     }
-    std::string key = std::move(idem_key_);
-    idem_key_.clear();
-    capture_ = false;
-    hold_ = false;
     net::Guard<ProxySession> g = anchor_.guard();
-    auto hold = fw->hold_redis();
-    idempotency::release(*fw->redis(), fw->idem_scripts(), key, idem_owner_,
-                         [g, hold, status, code, message] {
-                           hold();
-                           if (ProxySession* s = live(g)) s->fail(status, code, message);
-                         });
+    idem_.release_then(link, [g, status, code, message] {
+      if (ProxySession* s = live(g)) s->fail(status, code, message);
+    });
     return;
   }
   idem_release();

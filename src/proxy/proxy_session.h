@@ -9,12 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "cache/stage.h"
 #include "http/message.h"
 #include "http/serialize.h"
-#include "idempotency/store.h"
+#include "idempotency/exchange.h"
 #include "net/lifetime.h"
 #include "net/snapshot.h"
 #include "queue/queue_store.h"
+#include "queue/ticket_service.h"
 #include "proxy/upstream_pool.h"
 
 namespace fg::proxy {
@@ -80,10 +82,14 @@ class ProxySession final : public UpstreamUser {
   void enqueue();
   void answer_parked(const std::string& ticket, int64_t ahead, int outcome = net::kQueued);
   void poll_ticket(bool final);
-  void answer_ticket(struct queue::TicketView& v);
-  void answer_ticket_json(int status, const std::string& body, const std::string& etag, std::string extra);
-  void on_claim_result(idempotency::ClaimResult& r);
-  void redis_unavailable();
+  void answer_ticket(queue::TicketView& v);
+  // How ticket answers are framed for this request, and writing one (`outcome` >= 0
+  // overrides the reply's own).
+  queue::ReplyTo reply_to() const;
+  void send_reply(const queue::TicketReply& r, int outcome = -1);
+  // Carries out the idempotency stage's decision.
+  void act(idempotency::Decision& d);
+  idempotency::Rules idem_rules() const;
   void proceed(const std::string& key);
   void local_answer(int status, const char* code, const char* message, int outcome, std::string extra = {});
   void replay(std::string_view blob);
@@ -108,6 +114,7 @@ class ProxySession final : public UpstreamUser {
   // when the request was answered (or is waiting for another fetch).
   bool cache_lookup();
   void cache_store();
+  cache::RouteSettings cache_settings() const;
   void cache_release();  // the leading fetch ended: wake the waiters
   void send_request();
   void forward(const char* data, size_t len);
@@ -174,22 +181,15 @@ class ProxySession final : public UpstreamUser {
   bool park_ = false;            // this exchange ends as a ticket
   std::string ticket_;           // ticket polls: the ticket id
   int ticket_wait_s_ = 0;
-  std::string cancelled_route_;
   int ticket_first_kind_ = -1;   // long-polls answer once the state differs from this
   uint64_t ticket_deadline_ms_ = 0;
   std::string body_buf_;
-  std::string idem_key_;    // the Redis key; empty when not claimed
-  std::string idem_owner_;
-  std::string key_for_forward_;  // the key as the client sent it
-  bool capture_ = false;
+  idempotency::Exchange idem_;   // key, claim, held answer
   bool cache_route_ = false;     // GET/HEAD on a route with a cache
   bool cache_leader_ = false;    // this request fetches for everyone waiting on the key
   bool cache_resume_ = false;    // woken before its body was read: fetch once it is
   std::string cache_key_;
-  std::string cache_control_;    // the upstream's Cache-Control values, joined
-  bool cache_set_cookie_ = false;
-  bool hold_ = false;            // client output is held until Redis has the record
-  std::string held_;
+  cache::Recorded cache_rec_;    // the leader's response headers the store decision needs
   bool capture_overflow_ = false;
   int capture_status_ = 0;
   std::string capture_reason_;

@@ -8,7 +8,7 @@
 #include <cstring>
 
 #include "net/stream_write.h"
-#include "net/worker.h"
+#include "proxy/worker_state.h"
 
 namespace fg::proxy {
 namespace {
@@ -21,15 +21,6 @@ constexpr uint64_t kExcessIdleMs = 1000;
 
 }  // namespace
 
-const char* upstream_error_name(UpstreamError e) {
-  switch (e) {
-    case UpstreamError::kConnect: return "connect";
-    case UpstreamError::kTimeout: return "timeout";
-    case UpstreamError::kReset: return "reset";
-    case UpstreamError::kBadResponse: return "bad_response";
-  }
-  return "unknown";
-}
 
 // ---------------------------------------------------------------- UpstreamConn
 
@@ -240,7 +231,7 @@ void UpstreamConn::on_close(uv_handle_t* h) {
 
 // ---------------------------------------------------------------- UpstreamPool
 
-UpstreamPool::UpstreamPool(net::Worker* worker, const UpstreamConfig& config,
+UpstreamPool::UpstreamPool(WorkerState* worker, const UpstreamConfig& config,
                            std::shared_ptr<ServerCounters> counters)
     : worker_(worker), config_(config), counters_(std::move(counters)) {
   primaries_ = config_.servers.size();

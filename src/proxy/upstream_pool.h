@@ -14,26 +14,21 @@
 
 #include "floodgate/config.h"
 #include "breaker/breaker.h"
+#include "breaker/server_counters.h"
 #include "http/response_parser.h"
 #include "net/lifetime.h"
 
-namespace fg::net {
-class Worker;
-}
-
 namespace fg::proxy {
+
+class WorkerState;
 
 class UpstreamConn;
 class UpstreamPool;
 
-enum class UpstreamError {
-  kConnect,      // connect refused/failed: nothing of the request reached the server
-  kTimeout,      // no (further) response byte within the upstream timeout
-  kReset,        // the connection broke (EOF or reset) before the response completed
-  kBadResponse,  // the upstream sent something that is not HTTP/1.x
-};
-
-const char* upstream_error_name(UpstreamError e);
+// How an upstream exchange failed (breaker/server_counters.h, where the per-server
+// error metrics are declared too).
+using UpstreamError = breaker::UpstreamError;
+using breaker::upstream_error_name;
 
 // The session that currently holds a connection receives its events. Every callback
 // runs on the worker loop; the user may call UpstreamPool::release() from inside any of
@@ -117,27 +112,13 @@ class UpstreamConn final : public http::ResponseParser::Handler {
   bool counted_ = false;  // holds an in-use slot of the instance-wide per-server counter
 };
 
-// Instance-wide state per upstream server (shared by workers): connections in use,
-// the active health verdict and the circuit breaker. Servers are numbered primaries
-// first, then backups. Relaxed atomics: a burst of simultaneous connects on several
-// workers may overshoot max_connections by at most workers-1 connections.
-struct ServerCounters {
-  explicit ServerCounters(size_t n, const BreakerConfig* breaker = nullptr) : count(n), down(n) {
-    for (auto& c : count) c.store(0);
-    for (auto& d : down) d.store(false);
-    if (breaker && breaker->enabled) {
-      for (size_t i = 0; i < n; i++) breakers.push_back(std::make_unique<breaker::Breaker>(*breaker));
-    }
-  }
-  std::vector<std::atomic<int64_t>> count;
-  std::vector<std::atomic<bool>> down;                      // failed its active health checks
-  std::vector<std::unique_ptr<breaker::Breaker>> breakers;  // empty: breakers disabled
-  breaker::Breaker* breaker_of(size_t i) const { return i < breakers.size() ? breakers[i].get() : nullptr; }
-};
+// The instance-wide per-server state lives with the breakers (breaker/server_counters.h):
+// the snapshot carries it across reloads without knowing about pools.
+using ServerCounters = breaker::ServerCounters;
 
 class UpstreamPool {
  public:
-  UpstreamPool(net::Worker* worker, const UpstreamConfig& config, std::shared_ptr<ServerCounters> counters);
+  UpstreamPool(WorkerState* worker, const UpstreamConfig& config, std::shared_ptr<ServerCounters> counters);
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -192,7 +173,7 @@ class UpstreamPool {
   const ServerCounters* counters() const { return counters_.get(); }
   const std::string& server_name(size_t i) const { return servers_[i].name; }
   size_t server_count() const { return servers_.size(); }
-  net::Worker* worker() const { return worker_; }
+  WorkerState* worker() const { return worker_; }
   size_t open_connections() const { return open_; }
 
  private:
@@ -212,7 +193,7 @@ class UpstreamPool {
   bool usable(size_t i, const std::vector<bool>& tried) const;
   size_t primaries_ = 0;
 
-  net::Worker* worker_;
+  WorkerState* worker_;
   UpstreamConfig config_;
   std::shared_ptr<ServerCounters> counters_;
   std::vector<Server> servers_;

@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "floodgate/config.h"
 #include "net/snapshot.h"
+#include "gateway/worker_context.h"
 #include "net/worker.h"
 #include "queue/queue_store.h"
 #include "redis/redis_client.h"
@@ -95,7 +96,7 @@ struct Rig {
     instance.workers = 1;
     snap = fg::net::Snapshot::build(load(config_text(listen, srv.port(), upstream, true)), nullptr,
                                     fg::net::mono_ns());
-    worker = std::make_unique<fg::net::Worker>(0, &instance, snap);
+    worker = std::make_unique<fg::net::Worker>(0, &instance, snap, fg::gateway::make_worker_context);
     fg::Status s = worker->start();
     INFO(s.message());
     REQUIRE(s.is_ok());

@@ -12,6 +12,7 @@
 
 #include "floodgate/config.h"
 #include "net/snapshot.h"
+#include "gateway/worker_context.h"
 #include "net/worker.h"
 #include "tests/support/loop_fixture.h"
 #include "tests/unit/proxy/fake_upstream.h"
@@ -47,7 +48,7 @@ TEST_CASE("a worker resolves an upstream host name and serves through it") {
   uint16_t listen = free_port();
   fg::net::Instance instance;
   instance.workers = 1;
-  fg::net::Worker w(0, &instance, snapshot(config_text(listen, "localhost:" + std::to_string(shop.port()))));
+  fg::net::Worker w(0, &instance, snapshot(config_text(listen, "localhost:" + std::to_string(shop.port()))), fg::gateway::make_worker_context);
   fg::Status s = w.start();
   INFO(s.message());
   REQUIRE(s.is_ok());
@@ -64,7 +65,7 @@ TEST_CASE("a worker does not start when an upstream name cannot be resolved") {
   uint16_t listen = free_port();
   fg::net::Instance instance;
   instance.workers = 1;
-  fg::net::Worker w(0, &instance, snapshot(config_text(listen, "no-such-host.invalid:80")));
+  fg::net::Worker w(0, &instance, snapshot(config_text(listen, "no-such-host.invalid:80")), fg::gateway::make_worker_context);
   fg::Status s = w.start();
   REQUIRE_FALSE(s.is_ok());
   CHECK(s.message().find("upstreams.shop: cannot resolve no-such-host.invalid:80") != std::string::npos);
@@ -78,7 +79,7 @@ TEST_CASE("a pool added by a reload resolves its name in the background, then se
   fg::net::Instance instance;
   instance.workers = 1;
   auto snap = snapshot(config_text(listen, "127.0.0.1:" + std::to_string(first.port())));
-  fg::net::Worker w(0, &instance, snap);
+  fg::net::Worker w(0, &instance, snap, fg::gateway::make_worker_context);
   REQUIRE(w.start().is_ok());
   CHECK(http_get(listen, "/").find("first") != std::string::npos);
   w.post_snapshot(snapshot(config_text(listen, "localhost:" + std::to_string(second.port())), snap.get()));

@@ -1,0 +1,607 @@
+// The stages a request passes through inside its exchange, in order: the cache
+// (cache::Stage: hit, stale hit, coalescing), the route's on_unavailable answer when
+// no server can take it, idempotency (idempotency::Exchange: key, claim, replay), then
+// the queue (a ticket, queue::TicketService answers) or the upstream (proxy_session.cc).
+// Ticket polls (the ticket endpoint) are answered here too. Each stage's decisions
+// live in its own module; this file only carries them out for one client connection.
+#include <algorithm>
+
+#include "cache/stage.h"
+#include "core/log.h"
+#include "idempotency/exchange.h"
+#include "proxy/worker_state.h"
+#include "proxy/client_conn.h"
+#include "proxy/dispatcher.h"
+#include "proxy/proxy_session.h"
+#include "queue/ticket_service.h"
+
+namespace fg::proxy {
+namespace {
+
+// Done tickets hold responses in the idempotency store's format.
+const queue::StoredFormat kStoredFormat{
+    [](std::string_view stored, int* status) {
+      idempotency::StoredResponse r;
+      if (!idempotency::decode_response(stored, &r)) return false;
+      *status = r.status;
+      return true;
+    },
+    [](std::string_view data) { return idempotency::digest_hex(data); }};
+
+}  // namespace
+
+void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route,
+                         uint64_t start_ns, std::string request_id, std::string extra_headers, bool park) {
+  WorkerState* w = client_->worker();
+  set_facts(std::move(snap), std::move(head), route, start_ns, std::move(request_id), 0, net::kForwarded);
+  extra_headers_ = std::move(extra_headers);
+  const Config& cfg = *snap_->config;
+  pending_.clear();
+  head_sent_ = false;
+  body_done_ = false;
+  response_started_ = false;
+  head_out_.clear();
+  batching_ = false;
+  batch_.clear();
+  upstream_paused_ = false;
+  stale_retries_ = 0;
+  conn_ = nullptr;
+  active_ = true;
+  anchor_.renew();  // callbacks of the previous exchange stop here
+  buffering_ = false;
+  body_buf_.clear();
+  idem_.reset();
+  capture_overflow_ = false;
+  capture_headers_.clear();
+  capture_body_.clear();
+  park_ = park;
+  ticket_.clear();
+  upstream_index_ = cfg.routes[static_cast<size_t>(route)].upstream_index;
+  pool_ = &w->pool(upstream_index_);
+  tried_.assign(pool_->server_count(), false);
+
+  deadline_ns_ = 0;  // set when the request is first sent
+  attempts_ = 0;
+  cache_resume_ = false;
+  const RouteConfig& rc0 = cfg.routes[static_cast<size_t>(route)];
+  cache_route_ = rc0.cache.enabled && !park_ && (head_.method == "GET" || head_.method == "HEAD");
+  cache_leader_ = false;
+  cache_rec_ = cache::Recorded{};
+  if (cache_route_ && cache_lookup()) return;
+  if (!park_ && !pool_->any_available()) {
+    // No server can take it (breakers open, health checks down, all at capacity):
+    // the route's on_unavailable decides, before anything is read or sent.
+    if (rc0.on_unavailable == OnUnavailable::kQueue && cfg.redis.enabled) {
+      park_ = true;
+    } else if (unavailable(pool_->any_usable())) {
+      return;
+    }
+  }
+  if (park_ || !snap_->routes[static_cast<size_t>(route)].idem_sources.empty()) {
+    // The key may live in the body and the fingerprint covers it: read it all first
+    // (bounded by max_body_bytes), then decide.
+    buffering_ = true;
+    return;
+  }
+  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  upstream_head_.clear();
+  http::append_upstream_request_head(upstream_head_, head_, info);
+  try_connect();
+}
+
+void ProxySession::count_idem(int result) {
+  const auto& rt = snap_->routes[static_cast<size_t>(route_)];
+  metrics::Registry::get().add(client_->worker()->id(), rt.idem[static_cast<size_t>(result)]);
+}
+
+idempotency::Rules ProxySession::idem_rules() const {
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
+  return {rc.idempotency.required, rc.idempotency.per_client, rc.store_and_forward, snap_->config->redis.fail_open};
+}
+
+void ProxySession::decide_idempotency() {
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
+  const auto& rt = snap_->routes[static_cast<size_t>(route_)];
+  WorkerState* w = client_->worker();
+  idempotency::Link& link = w->idem_link();
+  idempotency::Rules rules = idem_rules();
+  idempotency::Decision d = idem_.begin(rules, rt.idem_sources, head_, body_buf_, park_, link.up());
+  if (d.next != idempotency::Decision::Next::kClaim) {
+    act(d);
+    return;
+  }
+  const Config& cfg = *snap_->config;
+  std::string_view ck = client_->client_ip();
+  if (rc.client_key.by_header) {
+    const http::Header* h = http::find_header(head_.headers, rc.client_key.header);
+    if (h && !h->value.empty()) ck = h->value;
+  }
+  idem_.prepare(rules, cfg.redis.prefix, rc.name, ck, w->random_token());
+  const UpstreamConfig& up = cfg.upstreams[upstream_index_];
+  // The lease outlives any honest attempt (connect + first byte + margin), so only a
+  // claim whose gateway died is released by expiry.
+  uint64_t lease_ms = up.connect_timeout_ms * up.servers.size() + up.timeout_ms + 5000;
+  net::Guard<ProxySession> g = anchor_.guard();
+  uint64_t deadline = log::wall_ms() + cfg.redis.timeout_ms;
+  idem_.claim(link, head_, body_buf_, lease_ms, deadline,
+              [g, l = &link, key = idem_.claiming(), owner = idem_.owner()](idempotency::ClaimResult& r) {
+                ProxySession* s = live(g);
+                if (s == nullptr) {
+                  // The client is gone: give the key back at once.
+                  idempotency::Exchange::abandon(*l, r, key, owner);
+                  return;
+                }
+                idempotency::Decision next = s->idem_.claimed(r, s->idem_rules(), s->park_);
+                s->act(next);
+              });
+}
+
+void ProxySession::act(idempotency::Decision& d) {
+  using Next = idempotency::Decision::Next;
+  if (d.counted >= 0) count_idem(d.counted);
+  switch (d.next) {
+    case Next::kClaim:  // begin() only; decide_idempotency() claims
+    case Next::kForward:
+      proceed(idem_.forward_key());
+      return;
+    case Next::kPark:
+      enqueue();
+      return;
+    case Next::kAcknowledge:
+      answer_parked(d.ticket, 0, net::kReplayed);
+      return;
+    case Next::kTicket:
+      answer_parked(d.ticket, -1);
+      return;
+    case Next::kReplay:
+      replay(d.stored);
+      return;
+    case Next::kRefuse:
+      local_answer(d.status, d.code, d.message, d.conflict ? net::kConflict : net::kError,
+                   d.retry_after_s > 0 ? "Retry-After: " + std::to_string(d.retry_after_s) + "\r\n" : std::string());
+      return;
+  }
+}
+
+void ProxySession::enqueue() {
+  WorkerState* w = client_->worker();
+  redis::Client* redis = w->redis();
+  if (redis == nullptr || !redis->connected()) {
+    idem_.release(w->idem_link());
+    local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly", net::kError,
+                 "Retry-After: 1\r\n");
+    return;
+  }
+  const Config& cfg = *snap_->config;
+  const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
+  queue::NewTicket t;
+  t.id = queue::new_ticket_id();
+  t.route = rc.name;
+  t.created_ms = log::wall_ms();
+  t.method = head_.method;
+  t.target = head_.target;
+  // Every delivery attempt carries an Idempotency-Key so the shop can make it exactly
+  // once: the client's key, or the ticket id.
+  t.forward_key = idem_.forward_key();
+  if (t.forward_key.empty()) {
+    // No idempotency on the route: the client's own Idempotency-Key still travels.
+    const http::Header* own = http::find_header(head_.headers, "Idempotency-Key");
+    t.forward_key = own && !own->value.empty() ? own->value : t.id;
+  }
+  auto& hs = head_.headers;
+  hs.erase(std::remove_if(hs.begin(), hs.end(),
+                          [](const http::Header& h) { return http::iequals(h.name, "Idempotency-Key"); }),
+           hs.end());
+  hs.push_back({"Idempotency-Key", t.forward_key});
+  if (head_.body != http::BodyKind::kNone || !body_buf_.empty()) {
+    head_.body = http::BodyKind::kContentLength;
+    head_.content_length = body_buf_.size();
+  }
+  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  http::append_upstream_request_head(t.header_lines, head_, info);
+  t.body = std::move(body_buf_);
+  body_buf_.clear();
+  if (rc.client_max_tickets > 0) {
+    t.client_key = client_->client_ip();
+    if (rc.client_key.by_header) {
+      const http::Header* h = http::find_header(head_.headers, rc.client_key.header);
+      if (h && !h->value.empty()) t.client_key = h->value;
+    }
+  }
+  t.idem_key = idem_.key();
+  t.idem_owner = idem_.owner();
+  uint64_t hash_ttl = rc.queue.max_wait_ms + rc.queue.processing_timeout_ms * 4 + rc.queue.ticket_ttl_ms;
+  net::Guard<ProxySession> g = anchor_.guard();
+  std::string id = t.id;
+  std::string ikey = idem_.key(), iowner = idem_.owner();
+  uint64_t replicas = cfg.redis.wait_replicas, wait_ms = cfg.redis.wait_timeout_ms;
+  queue::enqueue(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, t, rc.queue.max_depth, hash_ttl,
+                 rc.client_max_tickets, [g, id, w, ikey, iowner, replicas, wait_ms](queue::EnqueueResult& r) {
+                   ProxySession* s = live(g);
+                   bool alive = s != nullptr;
+                   if (r.kind != queue::EnqueueResult::Kind::kOk) {
+                     auto kind = r.kind;
+                     // The refusal is answered only once the key is free again, so a retry
+                     // sent at once (perhaps to another worker) is not told "in flight".
+                     auto answer = [g, kind] {
+                       ProxySession* s2 = live(g);
+                       if (s2 == nullptr) return;
+                       s2->idem_.hand_over();
+                       if (kind == queue::EnqueueResult::Kind::kFull) {
+                         s2->local_answer(503, "queue_full", "the queue is full; retry later", net::kRejected,
+                                          "Retry-After: 5\r\n");
+                       } else if (kind == queue::EnqueueResult::Kind::kTooMany) {
+                         s2->local_answer(429, "too_many_tickets", "this client already holds its maximum of tickets",
+                                          net::kRejected, "Retry-After: 5\r\n");
+                       } else {
+                         s2->local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly",
+                                          net::kError, "Retry-After: 1\r\n");
+                       }
+                     };
+                     if (alive) s->idem_.hand_over();
+                     idempotency::Link& link = w->idem_link();
+                     if (!ikey.empty() && link.client != nullptr) {
+                       auto hold = link.hold();
+                       idempotency::release(*link.client, link.scripts, ikey, iowner, [hold, answer] {
+                         hold();
+                         answer();
+                       });
+                     } else {
+                       answer();
+                     }
+                     return;
+                   }
+                   // The ticket is durable now (it is delivered whether or not this
+                   // client is still here to hear about it).
+                   if (!alive) return;
+                   s->idem_.hand_over();
+                   const auto& rt = s->snap_->routes[static_cast<size_t>(s->route_)];
+                   metrics::Registry::get().add(w->id(), rt.tickets[net::kTicketQueued]);
+                   if (rt.queue) rt.queue->raise_depth(r.depth);
+                   if (proxy::Dispatcher* d = w->dispatcher(s->snap_->config->routes[static_cast<size_t>(s->route_)].name))
+                     d->nudge();
+                   int64_t ahead = r.depth > 0 ? r.depth - 1 : 0;
+                   if (replicas == 0 || w->redis() == nullptr) {
+                     s->answer_parked(id, ahead);
+                     return;
+                   }
+                   // Acknowledged only once enough replicas hold it.
+                   w->redis()->command({"WAIT", std::to_string(replicas), std::to_string(wait_ms)},
+                                       [g, id, ahead, replicas](redis::Failure f, redis::Reply& rep) {
+                                         ProxySession* s2 = live(g);
+                                         if (s2 == nullptr) return;
+                                         if (f != redis::Failure::kNone || rep.integer < static_cast<int64_t>(replicas)) {
+                                           s2->local_answer(503, "replication_timeout",
+                                                            "the ticket is not yet on enough replicas; retry with the same idempotency key",
+                                                            net::kError, "Retry-After: 1\r\n");
+                                           return;
+                                         }
+                                         s2->answer_parked(id, ahead);
+                                       });
+                 });
+}
+
+queue::ReplyTo ProxySession::reply_to() const {
+  return {head_, request_id_, head_.keep_alive && !client_->worker()->draining(), snap_->config->server.tickets_path};
+}
+
+void ProxySession::send_reply(const queue::TicketReply& r, int outcome) {
+  static constexpr int kOutcomes[] = {net::kQueued, net::kReplayed, net::kConflict, net::kError};
+  active_ = false;
+  status_ = r.status;
+  outcome_ = outcome >= 0 ? outcome : kOutcomes[static_cast<int>(r.outcome)];
+  bool keep_alive = head_.keep_alive && !client_->worker()->draining();
+  switch (r.kind) {
+    case queue::TicketReply::Kind::kError:
+      client_->respond_error(r.status, r.code, r.message, true, r.extra);
+      return;
+    case queue::TicketReply::Kind::kRaw:
+      client_->respond_raw(r.out, keep_alive);
+      return;
+    case queue::TicketReply::Kind::kStored: {
+      idempotency::StoredResponse stored;
+      idempotency::decode_response(r.stored, &stored);  // view_reply checked it
+      respond_stored(stored.status, stored.reason, stored.header_lines, stored.body, r.extra, keep_alive);
+      return;
+    }
+  }
+}
+
+void ProxySession::answer_parked(const std::string& ticket, int64_t ahead, int outcome) {
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
+  if (rc.store_and_forward) {
+    send_reply(queue::ack_reply(reply_to(), rc.ack.status, rc.ack.content_type, rc.ack.body, ticket), outcome);
+    return;
+  }
+  if (ahead < 0) {
+    // A duplicate of a parked request: read its ticket for a fresh position.
+    outcome_ = outcome;
+    ticket_ = ticket;
+    ticket_wait_s_ = 0;
+    poll_ticket(true);
+    return;
+  }
+  const auto& rt = snap_->routes[static_cast<size_t>(route_)];
+  int64_t eta = rt.queue ? rt.queue->estimate_ms(ahead, rc.rate) : 0;
+  send_reply(queue::parked_reply(reply_to(), ticket, ahead, eta), outcome);
+}
+
+void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head,
+                                uint64_t start_ns, std::string request_id, std::string ticket, bool cancel,
+                                int wait_s) {
+  set_facts(std::move(snap), std::move(head), -1, start_ns, std::move(request_id), 0, net::kQueued);
+  conn_ = nullptr;
+  active_ = true;
+  anchor_.renew();  // callbacks of the previous exchange stop here
+  buffering_ = false;
+  park_ = false;
+  body_done_ = true;
+  ticket_ = std::move(ticket);
+  ticket_wait_s_ = wait_s;
+  ticket_first_kind_ = -1;
+  WorkerState* w = client_->worker();
+  redis::Client* redis = w->redis();
+  if (redis == nullptr || !redis->connected()) {
+    send_reply(queue::unavailable_reply());
+    return;
+  }
+  if (!queue::valid_ticket_id(ticket_)) {
+    send_reply(queue::unknown_reply());
+    return;
+  }
+  if (cancel) {
+    net::Guard<ProxySession> g = anchor_.guard();
+    const Config& cfg = *snap_->config;
+    queue::cancel(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, log::wall_ms(), 3600 * 1000,
+                  [g, w](queue::CancelResult r, const std::string& route) {
+                    ProxySession* s = live(g);
+                    if (s == nullptr) return;
+                    if (r == queue::CancelResult::kCancelled) {
+                      for (size_t i = 0; i < s->snap_->config->routes.size(); i++) {
+                        if (s->snap_->config->routes[i].name == route && s->snap_->routes[i].queue)
+                          metrics::Registry::get().add(w->id(), s->snap_->routes[i].tickets[net::kTicketCancelled]);
+                      }
+                    }
+                    s->send_reply(queue::cancel_reply(s->reply_to(), r, s->ticket_));
+                  });
+    return;
+  }
+  if (ticket_wait_s_ > 0) ticket_deadline_ms_ = w->now_ms() + static_cast<uint64_t>(ticket_wait_s_) * 1000;
+  poll_ticket(ticket_wait_s_ == 0);
+}
+
+void ProxySession::ticket_changed() {
+  if (!active_) return;
+  bool final = client_->worker()->now_ms() >= ticket_deadline_ms_;
+  poll_ticket(final);
+}
+
+void ProxySession::poll_ticket(bool final) {
+  WorkerState* w = client_->worker();
+  redis::Client* redis = w->redis();
+  if (redis == nullptr || !redis->connected()) {
+    send_reply(queue::unavailable_reply());
+    return;
+  }
+  net::Guard<ProxySession> g = anchor_.guard();
+  queue::poll(*redis, w->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, ticket_,
+              [g, final, w](queue::TicketView& v) {
+                ProxySession* s = live(g);
+                if (s == nullptr) return;
+                bool first = s->ticket_first_kind_ < 0;
+                int kind = static_cast<int>(v.kind);
+                if (!queue::keep_waiting(v, final, &s->ticket_first_kind_)) {
+                  s->answer_ticket(v);
+                  return;
+                }
+                // Long-poll: wait for a published change (or the deadline).
+                w->tickets().wait(s->ticket_, s->ticket_deadline_ms_, [g] {
+                  if (ProxySession* s2 = g.get()) s2->ticket_changed();
+                });
+                // A change published between our read and the wait's registration
+                // would be missed: read once more now that the wait is in place.
+                if (first && w->redis()) {
+                  queue::poll(*w->redis(), w->queue_scripts(), queue::Keys{s->snap_->config->redis.prefix}, s->ticket_,
+                              [g, kind](queue::TicketView& v2) {
+                                ProxySession* s2 = g.get();
+                                if (s2 && static_cast<int>(v2.kind) != kind) s2->ticket_changed();
+                              });
+                }
+              });
+}
+
+void ProxySession::answer_ticket(queue::TicketView& v) {
+  const Config& cfg = *snap_->config;
+  size_t ri = cfg.routes.size();
+  for (size_t i = 0; i < cfg.routes.size(); i++)
+    if (cfg.routes[i].name == v.route) ri = i;
+  const RouteConfig* rc = ri < cfg.routes.size() ? &cfg.routes[ri] : nullptr;
+  uint64_t now = log::wall_ms();
+  if (rc && queue::lazily_expired(v, now, rc->queue.max_wait_ms)) {
+    // Lazy expiry: nobody dispatched it within max_wait.
+    WorkerState* w = client_->worker();
+    if (w->redis()) {
+      std::string ticket = ticket_;
+      std::string webhook = rc->on_failure_webhook;
+      std::string route = rc->name;
+      queue::expire(*w->redis(), w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, now,
+                    rc->queue.ticket_ttl_ms, [w, ticket, webhook, route](bool expired_now) {
+                      // Only the caller that actually moved it to expired reports it.
+                      if (!expired_now || webhook.empty()) return;
+                      if (proxy::Dispatcher* d = w->dispatcher(route))
+                        d->post_webhook(webhook, queue::expired_webhook_body(ticket, route));
+                    });
+    }
+    v.kind = queue::TicketView::Kind::kFailed;
+    v.reason = "expired";
+  }
+  int64_t eta = 0;
+  if (rc && snap_->routes[ri].queue) eta = snap_->routes[ri].queue->estimate_ms(queue::position(v), rc->rate);
+  send_reply(queue::view_reply(reply_to(), v, ticket_, eta, kStoredFormat));
+}
+
+void ProxySession::local_answer(int status, const char* code, const char* message, int outcome, std::string extra) {
+  active_ = false;
+  status_ = status;
+  outcome_ = outcome;
+  client_->respond_error(status, code, message, true, extra);
+}
+
+void ProxySession::replay(std::string_view blob) {
+  idempotency::StoredResponse stored;
+  if (!idempotency::decode_response(blob, &stored)) {
+    local_answer(500, "bad_stored_response", "the stored response could not be read", net::kError);
+    return;
+  }
+  active_ = false;
+  status_ = stored.status;
+  outcome_ = net::kReplayed;
+  bool keep_alive = head_.keep_alive && !client_->worker()->draining();
+  respond_stored(stored.status, stored.reason, stored.header_lines, stored.body, "Idempotent-Replayed: true\r\n",
+                 keep_alive);
+}
+
+void ProxySession::respond_stored(int status, std::string_view reason, std::string_view header_lines,
+                                  std::string_view body, std::string_view extra, bool keep_alive) {
+  std::string out;
+  out.reserve(256 + header_lines.size() + body.size());
+  out += head_.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
+  out += std::to_string(status);
+  out += ' ';
+  out.append(reason);
+  out += "\r\n";
+  out.append(header_lines);
+  out += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+  out.append(extra);
+  out += "X-Request-Id: " + request_id_ + "\r\n";
+  if (!keep_alive) out += "Connection: close\r\n";
+  else if (head_.version_minor == 0) out += "Connection: keep-alive\r\n";
+  out += "\r\n";
+  if (!head_.is_head()) out.append(body);
+  client_->respond_raw(out, keep_alive);
+}
+
+void ProxySession::idem_release() { idem_.release(client_->worker()->idem_link()); }
+
+cache::RouteSettings ProxySession::cache_settings() const {
+  const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
+  return {rc.name, rc.cache.max_bytes, rc.cache.max_entry_bytes, rc.cache.ttl_ms, rc.cache.stale_if_error_ms};
+}
+
+bool ProxySession::cache_lookup() {
+  // HEAD is answered from the GET entry (same representation, no body sent).
+  cache_key_ = cache::cache_key("GET", head_.target);
+  if (serve_cache(false)) return true;
+  cache::Stage& stage = client_->worker()->cache_stage();
+  cache::RouteSettings settings = cache_settings();
+  uint64_t waiter = 0;
+  switch (stage.join(settings, cache_key_, &waiter)) {
+    case cache::Stage::Join::kLead:
+      cache_leader_ = true;
+      capture_status_ = 0;
+      capture_headers_.clear();
+      capture_body_.clear();
+      capture_overflow_ = false;
+      return false;
+    case cache::Stage::Join::kWait: {
+      // Another request is fetching this very response: wait for it (coalescing).
+      net::Guard<ProxySession> g = anchor_.guard();
+      stage.wait(settings, waiter, [g] {
+        if (ProxySession* s = g.get()) s->cache_ready();
+      });
+      return true;
+    }
+    case cache::Stage::Join::kFetch:
+      return false;
+  }
+  return false;
+}
+
+void ProxySession::cache_ready() {
+  if (!active_) return;
+  if (serve_cache(false)) return;
+  if (cache_lookup()) return;
+  // Not cacheable after all (or the fetch failed): fetch it ourselves.
+  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  upstream_head_.clear();
+  http::append_upstream_request_head(upstream_head_, head_, info);
+  if (!body_done_) {
+    cache_resume_ = true;  // body_done() starts the exchange
+    return;
+  }
+  try_connect();
+}
+
+bool ProxySession::serve_cache(bool stale_ok) {
+  if (cache_key_.empty()) cache_key_ = cache::cache_key("GET", head_.target);
+  if (!snap_->config->routes[static_cast<size_t>(route_)].cache.enabled) return false;
+  WorkerState* w = client_->worker();
+  cache::Hit hit;
+  if (!w->cache_stage().find(cache_settings(), cache_key_, w->now_ms(), stale_ok, &hit)) return false;
+  const cache::CachedResponse& e = *hit.entry;
+  active_ = false;
+  status_ = e.status;
+  outcome_ = net::kCached;
+  bool keep_alive = head_.keep_alive && !w->draining() && (body_done_ || head_.body == http::BodyKind::kNone);
+  respond_stored(e.status, e.reason, e.header_lines, e.body, hit.header_lines, keep_alive);
+  return true;
+}
+
+void ProxySession::cache_store() {
+  if (capture_overflow_) return;
+  bool auth = http::find_header(head_.headers, "Authorization") != nullptr;
+  client_->worker()->cache_stage().store(cache_settings(), cache_key_, capture_status_, capture_reason_,
+                                         capture_headers_, capture_body_, cache_rec_, auth,
+                                         client_->worker()->now_ms());
+}
+
+void ProxySession::cache_release() {
+  if (!cache_leader_) return;
+  cache_leader_ = false;
+  client_->worker()->cache_stage().finish(cache_settings(), cache_key_);
+}
+
+bool ProxySession::unavailable(bool busy) {
+  cache_release();  // whatever the answer, others waiting on this key must not hang
+  const Config& cfg = *snap_->config;
+  const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
+  switch (rc.on_unavailable) {
+    case OnUnavailable::kDegrade:
+      active_ = false;
+      status_ = cfg.degrade.status;
+      outcome_ = net::kDegraded;
+      client_->respond_degrade();
+      return true;
+    case OnUnavailable::kCache:
+      if (serve_cache(true)) return true;
+      [[fallthrough]];
+    case OnUnavailable::kQueue:  // without [redis] (the loader requires it) or mid-request
+    case OnUnavailable::kError:
+      if (busy) fail(503, "upstream_busy", "every upstream server is at max_connections");
+      else fail(503, "upstream_unavailable", "no upstream server is available");
+      return true;
+  }
+  return false;
+}
+
+void ProxySession::record_local(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head,
+                                int route, uint64_t start_ns, std::string request_id, int status,
+                                int outcome) {
+  set_facts(std::move(snap), std::move(head), route, start_ns, std::move(request_id), status, outcome);
+  active_ = false;
+}
+
+void ProxySession::set_facts(std::shared_ptr<const net::Snapshot> snap, http::RequestHead&& head, int route,
+                             uint64_t start_ns, std::string request_id, int status, int outcome) {
+  snap_ = std::move(snap);
+  head_ = std::move(head);
+  route_ = route;
+  start_ns_ = start_ns;
+  request_id_ = std::move(request_id);
+  status_ = status;
+  outcome_ = outcome;
+  upstream_addr_.clear();
+  upstream_ms_ = -1;
+}
+
+}  // namespace fg::proxy
