@@ -130,7 +130,11 @@ void claim(redis::Client& client, Scripts& scripts, const std::string& key, cons
   record += fingerprint;
   record += '\n';
   record += lease_end;
-  client.eval(&scripts.claim, {key}, {std::move(record), std::to_string(lease_ms), std::to_string(deadline_ms)},
+  std::string lease = std::to_string(lease_ms);
+  std::string deadline = std::to_string(deadline_ms);
+  std::string_view keys[] = {key};
+  std::string_view args[] = {record, lease, deadline};
+  client.eval_view(&scripts.claim, keys, args,
               [fingerprint, done = std::move(done)](redis::Failure failure, redis::Reply& reply) {
                 ClaimResult r;
                 if (failure == redis::Failure::kNone && reply.type == redis::Reply::Type::kNil) {
@@ -146,7 +150,11 @@ void claim(redis::Client& client, Scripts& scripts, const std::string& key, cons
 
 void complete(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner,
               const std::string& response, bool stored, uint64_t ttl_ms, std::function<void()> done) {
-  client.eval(&scripts.complete, {key}, {owner + '\n', response, stored ? "1" : "0", std::to_string(ttl_ms)},
+  std::string owned = owner + '\n';
+  std::string ttl = std::to_string(ttl_ms);
+  std::string_view keys[] = {key};
+  std::string_view args[] = {owned, response, stored ? "1" : "0", ttl};
+  client.eval_view(&scripts.complete, keys, args,
               [done = std::move(done)](redis::Failure, redis::Reply&) {
                 if (done) done();
               });
@@ -154,7 +162,10 @@ void complete(redis::Client& client, Scripts& scripts, const std::string& key, c
 
 void release(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner,
              std::function<void()> done) {
-  client.eval(&scripts.release, {key}, {'i' + owner + '\n'}, [done = std::move(done)](redis::Failure, redis::Reply&) {
+  std::string claimed = 'i' + owner + '\n';
+  std::string_view keys[] = {key};
+  std::string_view args[] = {claimed};
+  client.eval_view(&scripts.release, keys, args, [done = std::move(done)](redis::Failure, redis::Reply&) {
     if (done) done();
   });
 }
