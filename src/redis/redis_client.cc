@@ -851,6 +851,17 @@ struct Client::Impl {
     return send(op, on_evalsha_reply, a);
   }
 
+  // A new op for a caller, or nullptr once closed: then the callback has already run
+  // (after close() there is no loop turn left to defer to).
+  Op* accept(Callback cb) {
+    if (closed_) {
+      Reply empty;
+      if (cb) cb(Failure::kDisconnected, empty);
+      return nullptr;
+    }
+    return new_op(std::move(cb));
+  }
+
   bool start_eval(Op* op) {
     return op->script->sha.empty() ? send_script_load(op) : send_evalsha(op);
   }
@@ -1059,13 +1070,8 @@ bool Client::subscribed() const {
 }
 
 void Client::command(std::vector<std::string> argv, Callback cb) {
-  if (impl_->closed_) {
-    // After close() there is no loop turn left to defer to.
-    Reply empty;
-    if (cb) cb(Failure::kDisconnected, empty);
-    return;
-  }
-  Impl::Op* op = impl_->new_op(std::move(cb));
+  Impl::Op* op = impl_->accept(std::move(cb));
+  if (op == nullptr) return;
   if (argv.empty()) {
     // Nothing to send; hiredis would queue a callback that no reply ever matches.
     impl_->fail_later(op);
@@ -1077,12 +1083,8 @@ void Client::command(std::vector<std::string> argv, Callback cb) {
 
 // `script` must stay alive until the callback ran; its sha is written on the loop.
 void Client::eval(Script* script, std::vector<std::string> keys, std::vector<std::string> args, Callback cb) {
-  if (impl_->closed_) {
-    Reply empty;
-    if (cb) cb(Failure::kDisconnected, empty);
-    return;
-  }
-  Impl::Op* op = impl_->new_op(std::move(cb));
+  Impl::Op* op = impl_->accept(std::move(cb));
+  if (op == nullptr) return;
   op->script = script;
   op->keys = std::move(keys);
   op->args = std::move(args);
@@ -1094,12 +1096,8 @@ void Client::command_view(std::span<const std::string_view> argv, Callback cb) {
     command(std::vector<std::string>(argv.begin(), argv.end()), std::move(cb));
     return;
   }
-  if (impl_->closed_) {
-    Reply empty;
-    if (cb) cb(Failure::kDisconnected, empty);
-    return;
-  }
-  Impl::Op* op = impl_->new_op(std::move(cb));
+  Impl::Op* op = impl_->accept(std::move(cb));
+  if (op == nullptr) return;
   op->packed.set(argv, {});
   impl_->submit(op, &Impl::send_command);
 }
@@ -1111,12 +1109,8 @@ void Client::eval_view(Script* script, std::span<const std::string_view> keys,
          std::vector<std::string>(args.begin(), args.end()), std::move(cb));
     return;
   }
-  if (impl_->closed_) {
-    Reply empty;
-    if (cb) cb(Failure::kDisconnected, empty);
-    return;
-  }
-  Impl::Op* op = impl_->new_op(std::move(cb));
+  Impl::Op* op = impl_->accept(std::move(cb));
+  if (op == nullptr) return;
   op->script = script;
   op->packed.set(keys, args);
   impl_->submit(op, &Impl::start_eval);
