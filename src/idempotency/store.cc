@@ -22,11 +22,14 @@ namespace {
 // - the lease: it must outlive an honest attempt (seconds), so it cannot also end a
 //   late claim within the command timeout;
 // - a release sent by the gateway: a timed-out command's connection is dropped, so its
-//   late reply is never seen, and a release sent on the next connection can be read by
-//   Redis before the claim still buffered in the old one (both are readable when Redis
-//   resumes), after which the claim holds the key anyway.
-// So Redis itself compares its clock with the deadline; TIME inside the script costs a
-// fraction of the EVALSHA. Everything else is one native SET NX PX GET: nil = claimed.
+//   late reply is never seen; a release sent on the next connection can be executed
+//   before the rest of the old connection's buffer (Redis reads 16 KB per client and
+//   loop turn, so a backlog of claims interleaves with the new connection), and the
+//   client's retry may reach another worker or gateway that owes no release;
+// - SET NX PXAT <deadline> and then extending it to the lease: between the two the key
+//   can expire and be claimed by another attempt while this one is forwarded.
+// So Redis compares its own clock with the deadline; TIME costs a fraction of the
+// EVALSHA. The rest is one native SET NX PX GET: nil = claimed, else the record found.
 constexpr const char* kClaim = R"LUA(
 local t = redis.call('TIME')
 if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[3]) then return 0 end
@@ -135,17 +138,17 @@ void claim(redis::Client& client, Scripts& scripts, const std::string& key, cons
   std::string_view keys[] = {key};
   std::string_view args[] = {record, lease, deadline};
   client.eval_view(&scripts.claim, keys, args,
-              [fingerprint, done = std::move(done)](redis::Failure failure, redis::Reply& reply) {
-                ClaimResult r;
-                if (failure == redis::Failure::kNone && reply.type == redis::Reply::Type::kNil) {
-                  r.kind = ClaimResult::Kind::kClaimed;
-                } else if (failure == redis::Failure::kNone && reply.type == redis::Reply::Type::kString) {
-                  classify(reply.str, fingerprint, &r);
-                }
-                // Anything else (no answer, an error, the integer of a late claim) is
-                // kUnavailable.
-                done(r);
-              });
+                   [fingerprint, done = std::move(done)](redis::Failure failure, redis::Reply& reply) {
+                     ClaimResult r;
+                     if (failure == redis::Failure::kNone && reply.type == redis::Reply::Type::kNil) {
+                       r.kind = ClaimResult::Kind::kClaimed;
+                     } else if (failure == redis::Failure::kNone && reply.type == redis::Reply::Type::kString) {
+                       classify(reply.str, fingerprint, &r);
+                     }
+                     // Anything else (no answer, an error, the integer of a late claim)
+                     // is kUnavailable.
+                     done(r);
+                   });
 }
 
 void complete(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner,
@@ -154,10 +157,9 @@ void complete(redis::Client& client, Scripts& scripts, const std::string& key, c
   std::string ttl = std::to_string(ttl_ms);
   std::string_view keys[] = {key};
   std::string_view args[] = {owned, response, stored ? "1" : "0", ttl};
-  client.eval_view(&scripts.complete, keys, args,
-              [done = std::move(done)](redis::Failure, redis::Reply&) {
-                if (done) done();
-              });
+  client.eval_view(&scripts.complete, keys, args, [done = std::move(done)](redis::Failure, redis::Reply&) {
+    if (done) done();
+  });
 }
 
 void release(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner,
