@@ -1,6 +1,6 @@
-// Idempotency records in Redis: one hash per key holding the claim (state, request
-// fingerprint, owner token) and, once answered, the stored response. Each operation is
-// one Lua script, so a claim is atomic and costs one round trip.
+// Idempotency records in Redis: one string per key holding the claim (state, owner
+// token, request fingerprint) and, once answered, the stored response (layout in
+// store.cc). Each operation is one round trip; a claim is atomic.
 #pragma once
 
 #include <cstdint>

@@ -52,7 +52,9 @@ end
 -- Owed a delivery: neither the ticket nor its idempotency record may expire now.
 redis.call('PERSIST', KEYS[1])
 local ik = redis.call('HMGET', KEYS[1], 'ik', 'io')
-if ik[1] and ik[1] ~= '' and redis.call('HGET', ik[1], 'o') == ik[2] then redis.call('PERSIST', ik[1]) end
+local iv = ik[1] and ik[1] ~= '' and redis.pcall('GET', ik[1])
+local ic = type(iv) == 'string' and string.byte(iv)
+if (ic == 105 or ic == 116) and string.sub(iv, 2, #ik[2] + 2) == ik[2] .. '\n' then redis.call('PERSIST', ik[1]) end
 finish_entry()
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6])
 redis.call('PUBLISH', ARGV[5], ARGV[6])

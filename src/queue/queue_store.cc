@@ -39,9 +39,16 @@ if cmax > 0 then
   redis.call('SADD', KEYS[5], ARGV[1])
   redis.call('PEXPIRE', KEYS[5], ARGV[13])
 end
-if ARGV[9] ~= '' and redis.call('HGET', ARGV[9], 'o') == ARGV[10] then
-  redis.call('HSET', ARGV[9], 'tk', ARGV[1])
-  redis.call('PEXPIRE', ARGV[9], ARGV[13])
+-- The idempotency record (layout in idempotency/store.cc) becomes "parked as this
+-- ticket", if it is still this attempt's claim. Read with pcall in every script here: a
+-- record of another type (a hash written by an older version) is simply not ours, and
+-- must not fail a script halfway through its writes.
+local iv = ARGV[9] ~= '' and redis.pcall('GET', ARGV[9])
+local io = ARGV[10] .. '\n'
+local ic = type(iv) == 'string' and string.byte(iv)
+if (ic == 105 or ic == 116) and string.sub(iv, 2, #io + 1) == io then
+  local e = string.find(iv, '\n', #io + 2, true)
+  if e then redis.call('SET', ARGV[9], 't' .. string.sub(iv, 2, e) .. ARGV[1], 'PX', ARGV[13]) end
 end
 return {'ok', seq, depth + 1}
 )LUA";
@@ -69,7 +76,9 @@ if f[1] == 'queued' then
     redis.call('XACK', KEYS[2], 'fg', ARGV[1])
     redis.call('XDEL', KEYS[2], ARGV[1])
     local ik = redis.call('HMGET', KEYS[1], 'ik', 'io')
-    if ik[1] and ik[1] ~= '' and redis.call('HGET', ik[1], 'o') == ik[2] then redis.call('DEL', ik[1]) end
+    local iv = ik[1] and ik[1] ~= '' and redis.pcall('GET', ik[1])
+    local ic = type(iv) == 'string' and string.byte(iv)
+    if (ic == 105 or ic == 116) and string.sub(iv, 2, #ik[2] + 2) == ik[2] .. '\n' then redis.call('DEL', ik[1]) end
     redis.call('PUBLISH', ARGV[5], ARGV[6])
     return {'expired'}
   end
@@ -105,11 +114,14 @@ if cur then
   redis.call('HDEL', KEYS[1], 'b')
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
   local ik = redis.call('HMGET', KEYS[1], 'ik', 'io')
-  if ik[1] and ik[1] ~= '' and redis.call('HGET', ik[1], 'o') == ik[2] then
-    if ARGV[7] == '1' then
-      redis.call('HSET', ik[1], 's', 'done', 'r', ARGV[3])
-      redis.call('HDEL', ik[1], 'tk')
-      redis.call('PEXPIRE', ik[1], ARGV[8])
+  local iv = ik[1] and ik[1] ~= '' and redis.pcall('GET', ik[1])
+  local ic = type(iv) == 'string' and string.byte(iv)
+  local io = ik[2] and ik[2] .. '\n'
+  if (ic == 105 or ic == 116) and string.sub(iv, 2, #io + 1) == io then
+    local e = string.find(iv, '\n', #io + 2, true)
+    if ARGV[7] == '1' and e then
+      -- Answered: "d<fingerprint>\n<response>", the ticket reference dropped.
+      redis.call('SET', ik[1], 'd' .. string.sub(iv, #io + 2, e) .. ARGV[3], 'PX', ARGV[8])
     else
       redis.call('DEL', ik[1])
     end
@@ -151,7 +163,9 @@ redis.call('HSET', KEYS[1], 'st', ARGV[6], 'rs', ARGV[7], 'fin', ARGV[1])
 redis.call('HDEL', KEYS[1], 'b')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local ik = redis.call('HMGET', KEYS[1], 'ik', 'io')
-if ik[1] and ik[1] ~= '' and redis.call('HGET', ik[1], 'o') == ik[2] then redis.call('DEL', ik[1]) end
+local iv = ik[1] and ik[1] ~= '' and redis.pcall('GET', ik[1])
+local ic = type(iv) == 'string' and string.byte(iv)
+if (ic == 105 or ic == 116) and string.sub(iv, 2, #ik[2] + 2) == ik[2] .. '\n' then redis.call('DEL', ik[1]) end
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return {'ok', r}
 )LUA";

@@ -48,6 +48,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <span>
 #include <random>
 #include <utility>
 
@@ -147,6 +148,43 @@ class Argv {
   std::vector<size_t> heap_len_;
 };
 
+// The arguments of the string_view overloads, copied into one buffer: one allocation
+// per command instead of a vector and a string per argument. An eval keeps them until
+// its reply, since NOSCRIPT sends the EVALSHA again.
+struct Packed {
+  static constexpr size_t kMax = 16;
+  std::string buf;
+  uint32_t lens[kMax];
+  size_t keys = 0;   // the first `keys` arguments are KEYS (eval)
+  size_t count = 0;  // 0: the op uses its vectors
+
+  static bool fits(size_t n) { return n > 0 && n <= kMax; }
+  void set(std::span<const std::string_view> a, std::span<const std::string_view> b) {
+    size_t total = 0;
+    for (std::string_view s : a) total += s.size();
+    for (std::string_view s : b) total += s.size();
+    buf.clear();
+    buf.reserve(total);
+    count = 0;
+    for (std::string_view s : a) push(s);
+    for (std::string_view s : b) push(s);
+    keys = a.size();
+  }
+  void add_to(Argv& argv) const {
+    size_t off = 0;
+    for (size_t i = 0; i < count; ++i) {
+      argv.add(std::string_view(buf.data() + off, lens[i]));
+      off += lens[i];
+    }
+  }
+
+ private:
+  void push(std::string_view s) {
+    buf.append(s);
+    lens[count++] = static_cast<uint32_t>(s.size());
+  }
+};
+
 }  // namespace
 
 struct Client::Impl {
@@ -169,6 +207,7 @@ struct Client::Impl {
     Script* script = nullptr;        // eval only; owned by the caller
     std::vector<std::string> keys;   // eval KEYS
     std::vector<std::string> args;   // eval ARGV, or the command until it is sent
+    Packed packed;                   // instead of keys and args (string_view overloads)
   };
 
   // The libuv side of one hiredis context. hiredis calls the ev hooks; the poll handle
@@ -781,10 +820,14 @@ struct Client::Impl {
   bool send_command(Op* op) {
     Argv a;
     for (const std::string& s : op->args) a.add(s);
+    op->packed.add_to(a);
     bool ok = send(op, on_command_reply, a);
     // hiredis formatted its own copy; the arguments are not needed any more.
     op->args.clear();
     op->args.shrink_to_fit();
+    op->packed.buf.clear();
+    op->packed.buf.shrink_to_fit();
+    op->packed.count = 0;
     return ok;
   }
 
@@ -797,14 +840,26 @@ struct Client::Impl {
   }
 
   bool send_evalsha(Op* op) {
-    std::string numkeys = std::to_string(op->keys.size());
+    std::string numkeys = std::to_string(op->packed.count > 0 ? op->packed.keys : op->keys.size());
     Argv a;
     a.add("EVALSHA");
     a.add(op->script->sha);
     a.add(numkeys);
     for (const std::string& k : op->keys) a.add(k);
     for (const std::string& v : op->args) a.add(v);
+    op->packed.add_to(a);
     return send(op, on_evalsha_reply, a);
+  }
+
+  // A new op for a caller, or nullptr once closed: then the callback has already run
+  // (after close() there is no loop turn left to defer to).
+  Op* accept(Callback cb) {
+    if (closed_) {
+      Reply empty;
+      if (cb) cb(Failure::kDisconnected, empty);
+      return nullptr;
+    }
+    return new_op(std::move(cb));
   }
 
   bool start_eval(Op* op) {
@@ -1015,13 +1070,8 @@ bool Client::subscribed() const {
 }
 
 void Client::command(std::vector<std::string> argv, Callback cb) {
-  if (impl_->closed_) {
-    // After close() there is no loop turn left to defer to.
-    Reply empty;
-    if (cb) cb(Failure::kDisconnected, empty);
-    return;
-  }
-  Impl::Op* op = impl_->new_op(std::move(cb));
+  Impl::Op* op = impl_->accept(std::move(cb));
+  if (op == nullptr) return;
   if (argv.empty()) {
     // Nothing to send; hiredis would queue a callback that no reply ever matches.
     impl_->fail_later(op);
@@ -1033,15 +1083,36 @@ void Client::command(std::vector<std::string> argv, Callback cb) {
 
 // `script` must stay alive until the callback ran; its sha is written on the loop.
 void Client::eval(Script* script, std::vector<std::string> keys, std::vector<std::string> args, Callback cb) {
-  if (impl_->closed_) {
-    Reply empty;
-    if (cb) cb(Failure::kDisconnected, empty);
-    return;
-  }
-  Impl::Op* op = impl_->new_op(std::move(cb));
+  Impl::Op* op = impl_->accept(std::move(cb));
+  if (op == nullptr) return;
   op->script = script;
   op->keys = std::move(keys);
   op->args = std::move(args);
+  impl_->submit(op, &Impl::start_eval);
+}
+
+void Client::command_view(std::span<const std::string_view> argv, Callback cb) {
+  if (!Packed::fits(argv.size())) {
+    command(std::vector<std::string>(argv.begin(), argv.end()), std::move(cb));
+    return;
+  }
+  Impl::Op* op = impl_->accept(std::move(cb));
+  if (op == nullptr) return;
+  op->packed.set(argv, {});
+  impl_->submit(op, &Impl::send_command);
+}
+
+void Client::eval_view(Script* script, std::span<const std::string_view> keys,
+                       std::span<const std::string_view> args, Callback cb) {
+  if (!Packed::fits(keys.size() + args.size())) {
+    eval(script, std::vector<std::string>(keys.begin(), keys.end()),
+         std::vector<std::string>(args.begin(), args.end()), std::move(cb));
+    return;
+  }
+  Impl::Op* op = impl_->accept(std::move(cb));
+  if (op == nullptr) return;
+  op->script = script;
+  op->packed.set(keys, args);
   impl_->submit(op, &Impl::start_eval);
 }
 

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -79,6 +80,13 @@ class Client {
   void command(std::vector<std::string> argv, Callback cb);
   // EVALSHA script numkeys keys... args...; loads the script when needed.
   void eval(Script* script, std::vector<std::string> keys, std::vector<std::string> args, Callback cb);
+  // The same from views, for hot paths: the arguments are copied into one buffer (the
+  // views need only be valid during the call), not into a string each. Named apart so
+  // that `{}` and braced lists keep meaning the vector forms. Pass arrays:
+  //   std::string_view keys[] = {key};  client.eval_view(&script, keys, args, cb);
+  void command_view(std::span<const std::string_view> argv, Callback cb);
+  void eval_view(Script* script, std::span<const std::string_view> keys, std::span<const std::string_view> args,
+                 Callback cb);
 
   // Subscriber mode: this client is dedicated to SUBSCRIBE (a connection in subscribe
   // mode cannot run other commands). `on_message(channel, payload)` runs on the loop for

@@ -444,6 +444,72 @@ TEST_CASE("eval recovers from NOSCRIPT after SCRIPT FLUSH", "[redis]") {
   REQUIRE(h.shutdown());
 }
 
+TEST_CASE("the string_view overloads send the same commands, keep eval arguments for NOSCRIPT", "[redis]") {
+  RedisServer srv;
+  REQUIRE_SERVER(srv);
+  Harness h;
+  Conn& c = h.add(options_for(srv.url()));
+  c.client->start();
+  REQUIRE(h.run_until([&] { return c.up; }, 3000));
+
+  // Binary-safe, and the views may die right after the call.
+  auto set = std::make_shared<Outcome>();
+  {
+    std::string key = "view-key";
+    std::string value("a\0b\r\n", 5);
+    std::string_view argv[] = {"SET", key, value};
+    c.client->command_view(argv, record(set));
+  }
+  REQUIRE(h.run_until([&] { return set->calls == 1; }, 3000));
+  CHECK(is_status(set->reply, "OK"));
+  CHECK(exec(h, c, {"GET", "view-key"})->reply.str == std::string("a\0b\r\n", 5));
+
+  Script script{"return {KEYS[1], ARGV[1], ARGV[2], #KEYS, #ARGV}", ""};
+  auto first = std::make_shared<Outcome>();
+  {
+    std::string key = "k1";
+    std::string_view keys[] = {key};
+    std::string_view args[] = {"x", ""};
+    c.client->eval_view(&script, keys, args, record(first));
+  }
+  REQUIRE(h.run_until([&] { return first->calls == 1; }, 3000));
+  REQUIRE(first->reply.elements.size() == 5);
+  CHECK(first->reply.elements[0].str == "k1");
+  CHECK(first->reply.elements[1].str == "x");
+  CHECK(first->reply.elements[2].str == "");
+  CHECK(first->reply.elements[3].integer == 1);
+  CHECK(first->reply.elements[4].integer == 2);
+
+  // After SCRIPT FLUSH the EVALSHA is sent again from the kept copy.
+  CHECK(is_status(exec(h, c, {"SCRIPT", "FLUSH"})->reply, "OK"));
+  auto again = std::make_shared<Outcome>();
+  {
+    std::string key = "k2";
+    std::string arg = "y";
+    std::string_view keys[] = {key};
+    std::string_view args[] = {arg, "z"};
+    c.client->eval_view(&script, keys, args, record(again));
+    key.assign("zz");
+    arg.assign("zz");
+  }
+  REQUIRE(h.run_until([&] { return again->calls == 1; }, 3000));
+  REQUIRE(again->reply.elements.size() == 5);
+  CHECK(again->reply.elements[0].str == "k2");
+  CHECK(again->reply.elements[1].str == "y");
+  CHECK(again->reply.elements[2].str == "z");
+
+  // More arguments than the inline table holds go the vector way.
+  std::vector<std::string> many;
+  for (int i = 0; i < 20; ++i) many.push_back("m" + std::to_string(i));
+  std::vector<std::string_view> views{"RPUSH", "view-list"};
+  for (const auto& m : many) views.push_back(m);
+  auto push = std::make_shared<Outcome>();
+  c.client->command_view(views, record(push));
+  REQUIRE(h.run_until([&] { return push->calls == 1; }, 3000));
+  CHECK(push->reply.integer == 20);
+  REQUIRE(h.shutdown());
+}
+
 TEST_CASE("a stopped server times commands out, then the client reconnects", "[redis]") {
   RedisServer srv;
   REQUIRE_SERVER(srv);
