@@ -66,7 +66,7 @@ std::optional<TextProblem> find_structure_problem(std::string_view text) {
           if (k < n && static_cast<unsigned char>(text[k]) >= 0x80) {
             advance(k);
             return TextProblem{line, column,
-                               "non-ASCII character right after a line-ending backslash; write it as \\uXXXX "
+                               "non-ASCII character right after a line-ending backslash; write it as a \\u escape such as \\u00e9 "
                                "or move it after an ASCII character"};
           }
           j = k;

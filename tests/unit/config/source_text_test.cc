@@ -113,7 +113,7 @@ TEST_CASE("non-ASCII characters only where the TOML parser handles them", "[conf
   CHECK(byte_error("[server]\nworkers = tr\xc3\xa9\n") ==
         "test.toml:2:13: non-ASCII character outside a string or comment");
   const std::string backslash =
-      "non-ASCII character right after a line-ending backslash; write it as \\uXXXX or move it after an ASCII "
+      "non-ASCII character right after a line-ending backslash; write it as a \\u escape such as \\u00e9 or move it after an ASCII "
       "character";
   CHECK(byte_error("[degrade]\nbody = \"\"\"\\\n\xc3\xa9\"\"\"\n") == "test.toml:3:1: " + backslash);
   CHECK(byte_error("[degrade]\nbody = \"\"\"x\\  \n\n   \xd0\x96\"\"\"\n") == "test.toml:4:4: " + backslash);
