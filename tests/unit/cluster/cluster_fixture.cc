@@ -7,10 +7,7 @@
 
 namespace fg::test {
 
-ClusterFixture::ClusterFixture() {
-  uv_loop_init(&loop);
-  uv_timer_init(&loop, &tick);
-}
+ClusterFixture::ClusterFixture() = default;
 
 ClusterFixture::~ClusterFixture() {
   if (!shut) shutdown();
@@ -45,19 +42,6 @@ void ClusterFixture::connect(int n, uint64_t command_timeout_ms) {
       3000));
 }
 
-bool ClusterFixture::run_until(const std::function<bool()>& pred, uint64_t timeout_ms) {
-  uint64_t deadline = mono_ms() + timeout_ms;
-  uv_timer_start(&tick, [](uv_timer_t*) {}, 2, 2);
-  while (!pred() && mono_ms() < deadline) uv_run(&loop, UV_RUN_ONCE);
-  uv_timer_stop(&tick);
-  return pred();
-}
-
-void ClusterFixture::run_for(uint64_t ms) {
-  uint64_t end = mono_ms() + ms;
-  run_until([&] { return mono_ms() >= end; }, ms + 50);
-}
-
 redis::Reply ClusterFixture::cmd(std::vector<std::string> argv) {
   auto out = std::make_shared<std::optional<redis::Reply>>();
   client(0)->command(std::move(argv), [out](redis::Failure, redis::Reply& r) { out->emplace(std::move(r)); });
@@ -76,9 +60,7 @@ bool ClusterFixture::shutdown() {
     ok = false;
   }
   clients.clear();
-  uv_close(reinterpret_cast<uv_handle_t*>(&tick), nullptr);
-  uv_run(&loop, UV_RUN_DEFAULT);
-  return uv_loop_close(&loop) == 0 && ok;
+  return close() && ok;
 }
 
 }  // namespace fg::test

@@ -15,6 +15,7 @@
 
 #include "queue/queue_store.h"
 #include "queue/retry_schedule.h"
+#include "tests/support/loop_fixture.h"
 #include "tests/support/redis_server.h"
 
 namespace {
@@ -31,23 +32,18 @@ constexpr uint64_t kNow = kCreated + 24ULL * 3600 * 1000;
 constexpr uint64_t kMaxWait = 60'000;
 constexpr uint64_t kTtl = 600'000;
 
-uint64_t mono_ms() { return uv_hrtime() / 1'000'000; }
-
-// The loop, one client and a fresh redis-server for one test. There is no shared loop
-// fixture under tests/support on this branch, so this one is local: it drives the loop
-// in short turns until a callback has run, and finish() requires uv_loop_close() == 0.
+// The loop (the shared fixture), one client and a fresh redis-server for one test;
+// finish() closes the client and requires uv_loop_close() == 0.
 class Rig {
  public:
   Rig() {
-    uv_loop_init(&loop_);
-    uv_timer_init(&loop_, &turn_);
     INFO(server_.error());
     REQUIRE(server_.ok());
     auto ep = fg::redis::parse_url(server_.url());
     REQUIRE(ep.is_ok());
     // Generous command timeout: four other builds share this machine's cores.
     client_ = std::make_unique<fg::redis::Client>(
-        &loop_, fg::redis::Client::Options{.endpoint = ep.value(), .command_timeout_ms = 2000,
+        &fx_.loop, fg::redis::Client::Options{.endpoint = ep.value(), .command_timeout_ms = 2000,
                                            .connect_timeout_ms = 500, .backoff_min_ms = 20,
                                            .backoff_max_ms = 100, .name = "dead-letter-test",
                                            .on_state = nullptr});
@@ -67,20 +63,11 @@ class Rig {
     bool ok = pump([&closed] { return closed; });
     if (ok) client_.reset();
     else (void)client_.release();  // ~Client would abort; the test reports the failure
-    uv_close(reinterpret_cast<uv_handle_t*>(&turn_), nullptr);
-    uv_run(&loop_, UV_RUN_DEFAULT);
-    return uv_loop_close(&loop_) == 0 && ok;
+    return fx_.close() && ok;
   }
 
   // Runs the loop until `done()` or 5 s passed.
-  bool pump(const std::function<bool()>& done) {
-    uint64_t give_up = mono_ms() + 5000;
-    // The timer bounds each turn, so the deadline is checked even when nothing happens.
-    uv_timer_start(&turn_, [](uv_timer_t*) {}, 2, 2);
-    while (!done() && mono_ms() < give_up) uv_run(&loop_, UV_RUN_ONCE);
-    uv_timer_stop(&turn_);
-    return done();
-  }
+  bool pump(const std::function<bool()>& done) { return fx_.run_until(done, 5000); }
 
   // Runs `start(cb)` and waits for cb's value.
   template <class T>
@@ -209,8 +196,7 @@ class Rig {
 
  private:
   fg::test::RedisServer server_;
-  uv_loop_t loop_;
-  uv_timer_t turn_;
+  fg::test::LoopFixture fx_;
   std::unique_ptr<fg::redis::Client> client_;
   bool finished_ = false;
 };
