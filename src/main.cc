@@ -31,15 +31,22 @@ struct Main {
   fg::net::Controller* controller = nullptr;
   fg::net::AdminServer* admin = nullptr;
   uv_signal_t sigterm, sigint, sighup, sigusr1;
+
+  uv_handle_t* signals(size_t i) {
+    uv_signal_t* all[] = {&sigterm, &sigint, &sighup, &sigusr1};
+    return reinterpret_cast<uv_handle_t*>(all[i]);
+  }
+  static constexpr size_t kSignals = 4;
+  void close_signals() {
+    for (size_t i = 0; i < kSignals; i++) uv_close(signals(i), nullptr);
+  }
 };
 
 // log.level and log.access_sample, at start and after every reload.
 void apply_log_settings(const fg::LogConfig& log) {
-  using fg::log::Level;
-  fg::log::set_level(log.level == "debug" ? Level::kDebug
-                     : log.level == "warn" ? Level::kWarn
-                     : log.level == "error" ? Level::kError
-                                            : Level::kInfo);
+  fg::log::Level level = fg::log::Level::kInfo;
+  fg::log::parse_level(log.level, &level);  // the loader accepted only valid names
+  fg::log::set_level(level);
   fg::log::set_access_sample(log.access_sample);
 }
 
@@ -68,16 +75,10 @@ void on_signal(uv_signal_t* h, int signum) {
   // with the signal handles once the workers are done.
   // The signal handles stay (a second signal forces the exit) but no longer keep the
   // loop alive: it ends once the workers have drained.
-  uv_unref(reinterpret_cast<uv_handle_t*>(&m->sigterm));
-  uv_unref(reinterpret_cast<uv_handle_t*>(&m->sigint));
-  uv_unref(reinterpret_cast<uv_handle_t*>(&m->sighup));
-  uv_unref(reinterpret_cast<uv_handle_t*>(&m->sigusr1));
+  for (size_t i = 0; i < Main::kSignals; i++) uv_unref(m->signals(i));
   m->controller->stop([m] {
     m->admin->close();
-    uv_close(reinterpret_cast<uv_handle_t*>(&m->sigterm), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&m->sigint), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&m->sighup), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&m->sigusr1), nullptr);
+    m->close_signals();
   });
 }
 
@@ -161,10 +162,7 @@ int main(int argc, char** argv) {
     fg::log::event("error", "start_failed", [&](fg::log::Line& l) { l.str("error", s.message()); });
     admin.close();
     controller.stop([&m] {
-      uv_close(reinterpret_cast<uv_handle_t*>(&m.sigterm), nullptr);
-      uv_close(reinterpret_cast<uv_handle_t*>(&m.sigint), nullptr);
-      uv_close(reinterpret_cast<uv_handle_t*>(&m.sighup), nullptr);
-      uv_close(reinterpret_cast<uv_handle_t*>(&m.sigusr1), nullptr);
+      m.close_signals();
     });
     uv_run(loop, UV_RUN_DEFAULT);
     controller.join();

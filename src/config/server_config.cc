@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "config/reader.h"
+#include "core/log.h"
 
 namespace fg::config {
 namespace {
@@ -195,8 +196,8 @@ void load_log(Reader& rd, const Table& table, LogConfig& log) {
   if (const toml::node* n = t.get("file")) rd.read_string(*n, "log.file", &log.file);
   if (const toml::node* n = t.get("access")) rd.read_bool(*n, "log.access", &log.access);
   if (const toml::node* n = t.get("level")) {
-    if (rd.read_string(*n, "log.level", &log.level) && log.level != "debug" && log.level != "info" &&
-        log.level != "warn" && log.level != "error") {
+    log::Level unused;
+    if (rd.read_string(*n, "log.level", &log.level) && !log::parse_level(log.level, &unused)) {
       rd.error(*n, "log.level", "must be \"debug\", \"info\", \"warn\" or \"error\", got \"" + log.level + "\"");
     }
   }

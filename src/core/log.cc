@@ -16,6 +16,7 @@
 #include <cstring>
 #include <ctime>
 #include <string>
+#include <utility>
 
 namespace fg::log {
 namespace {
@@ -26,14 +27,19 @@ std::atomic<int> g_level{static_cast<int>(Level::kInfo)};
 // The kept share of successful access lines, in 1/2^32 steps (2^32 = keep all).
 std::atomic<uint64_t> g_sample{1ull << 32};
 
-int level_of(std::string_view level) {
-  if (level == "debug") return static_cast<int>(Level::kDebug);
-  if (level == "warn") return static_cast<int>(Level::kWarn);
-  if (level == "error") return static_cast<int>(Level::kError);
-  return static_cast<int>(Level::kInfo);
-}
-
 }  // namespace
+
+bool parse_level(std::string_view name, Level* out) {
+  static constexpr std::pair<std::string_view, Level> kNames[] = {
+      {"debug", Level::kDebug}, {"info", Level::kInfo}, {"warn", Level::kWarn}, {"error", Level::kError}};
+  for (const auto& [n, l] : kNames) {
+    if (n == name) {
+      *out = l;
+      return true;
+    }
+  }
+  return false;
+}
 
 bool open_sink(const std::string& path, std::string* error) {
   if (path.empty()) return true;
@@ -66,7 +72,11 @@ bool reopen_sink(std::string* error) {
 
 void set_level(Level level) { g_level.store(static_cast<int>(level), std::memory_order_relaxed); }
 
-bool enabled(std::string_view level) { return level_of(level) >= g_level.load(std::memory_order_relaxed); }
+bool enabled(std::string_view level) {
+  Level l = Level::kInfo;  // an event's level is one of the four names; anything else counts as info
+  parse_level(level, &l);
+  return static_cast<int>(l) >= g_level.load(std::memory_order_relaxed);
+}
 
 void set_access_sample(double ratio) {
   if (ratio < 0) ratio = 0;

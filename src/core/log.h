@@ -25,6 +25,8 @@ void write_raw(std::string_view data);
 // main thread at start and reload; read by every thread (relaxed: a line racing a
 // reload may use the old level).
 enum class Level { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+// "debug", "info", "warn" or "error" (log.level); false for anything else.
+bool parse_level(std::string_view name, Level* out);
 void set_level(Level level);
 bool enabled(std::string_view level);
 
