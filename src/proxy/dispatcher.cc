@@ -198,12 +198,8 @@ class Delivery final : public UpstreamUser {
     if (!pool_->any_available() && !d_->stopping_) {
       // No server can take it now (breakers open, health checks down, all busy): wait
       // for one without spending an attempt, keeping the entry claimed meanwhile.
-      redis::Client* redis = d_->worker()->redis();
-      if (redis) {
-        queue::Keys keys{snap_->config->redis.prefix};
-        redis->command({"XCLAIM", keys.stream(d_->route()), queue::kGroup, d_->consumer(), "0", entry_, "JUSTID"},
-                       [](redis::Failure, redis::Reply&) {});
-      }
+      if (redis::Client* redis = d_->worker()->redis())
+        queue::keep_claimed(*redis, queue::Keys{snap_->config->redis.prefix}, d_->route(), entry_, d_->consumer());
       uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->send(); }, 250, 0);
       return;
     }
@@ -376,16 +372,12 @@ class Delivery final : public UpstreamUser {
     d_->delivery_done(this);
   }
 
-  // Runs `next` after a backoff that doubles from 100 ms to 2 s, and claims the stream
-  // entry again meanwhile (XCLAIM resets its idle time, and is allowed while Redis
-  // refuses writes that grow memory), so no other consumer reclaims it.
+  // Runs `next` after a backoff that doubles from 100 ms to 2 s, keeping the stream
+  // entry claimed meanwhile so that no other consumer reclaims it.
   void redis_backoff(void (*next)(Delivery*)) {
     redis_backoff_ms_ = redis_backoff_ms_ == 0 ? 100 : std::min<uint64_t>(redis_backoff_ms_ * 2, 2000);
-    if (redis::Client* redis = d_->worker()->redis(); redis && redis->connected()) {
-      queue::Keys keys{snap_->config->redis.prefix};
-      redis->command({"XCLAIM", keys.stream(d_->route()), queue::kGroup, d_->consumer(), "0", entry_, "JUSTID"},
-                     [](redis::Failure, redis::Reply&) {});
-    }
+    if (redis::Client* redis = d_->worker()->redis(); redis && redis->connected())
+      queue::keep_claimed(*redis, queue::Keys{snap_->config->redis.prefix}, d_->route(), entry_, d_->consumer());
     backoff_next_ = next;
     uv_timer_start(timer_, [](uv_timer_t* t) {
       auto* self = static_cast<Delivery*>(t->data);

@@ -258,6 +258,11 @@ void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, 
 void count_retry(redis::Client& c, Scripts&, const Keys& k, std::string_view route, std::string_view entry_id,
                  std::string_view consumer, std::string_view ticket_id) {
   c.command({"HINCRBY", k.ticket(ticket_id), "a", "1"}, [](redis::Failure, redis::Reply&) {});
+  keep_claimed(c, k, route, entry_id, consumer);
+}
+
+void keep_claimed(redis::Client& c, const Keys& k, std::string_view route, std::string_view entry_id,
+                  std::string_view consumer) {
   c.command({"XCLAIM", k.stream(route), kGroup, std::string(consumer), "0", std::string(entry_id), "JUSTID"},
             [](redis::Failure, redis::Reply&) {});
 }

@@ -76,6 +76,12 @@ void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, 
            std::string_view ticket_id, uint64_t now_ms, uint64_t max_wait_ms, std::function<void(Delivery&)> done,
            bool reclaimed = false);
 
+// Claims a stream entry again for `consumer`, resetting its idle time, so that no other
+// consumer reclaims it while this one still works on it (waiting for a server or for
+// Redis). XCLAIM is allowed while Redis refuses writes that grow memory. Fire and forget.
+void keep_claimed(redis::Client& c, const Keys& k, std::string_view route, std::string_view entry_id,
+                  std::string_view consumer);
+
 // Counts one more attempt of a ticket being retried, and claims its stream entry
 // again for `consumer` (resetting its idle time) so that no other worker reclaims it
 // while this one is still retrying.
