@@ -33,8 +33,9 @@ ROUNDS="${ROUNDS:-3}"
 script="bench/${bench}_bench.sh"
 [[ -x "$script" ]] || { echo "compare: no benchmark '$bench' ($script)" >&2; exit 2; }
 
-log() { printf 'compare: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
+BENCH_NAME=compare
+# shellcheck source=bench/lib.sh
+source "$repo_root/bench/lib.sh"   # log, die
 
 ab_dir="$repo_root/bench/.ab"
 mkdir -p "$ab_dir"

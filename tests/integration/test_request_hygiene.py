@@ -38,14 +38,14 @@ def raw(method, target, headers=b"Host: shop.example\r\n", body=b""):
     return method.encode() + b" " + target + b" HTTP/1.1\r\n" + headers + b"\r\n" + body
 
 
-def exchange(data):
-    with Conn(gw.port, timeout=5) as c:
+def exchange(data, g=None):
+    with Conn((g or gw).port, timeout=5) as c:
         c.send(data)
         return c.recv_response()
 
 
-def order(target, who):
-    return exchange(raw("POST", target, b"Host: shop.example\r\nX-User-Id: " + who.encode() + b"\r\n", b"{}"))
+def order(target, who, g=None):
+    return exchange(raw("POST", target, b"Host: shop.example\r\nX-User-Id: " + who.encode() + b"\r\n", b"{}"), g)
 
 
 def assert_refused(data, error):
@@ -160,25 +160,16 @@ def the_options_keep_slashes_and_allow_underscore_headers():
     resolved); server.underscores_in_headers = true forwards such headers."""
     g = start_gateway(lambda p: gateway_config(shop.port, p, routes=ROUTES, workers=1,
                                                server={"merge_slashes": False, "underscores_in_headers": True}))
-    r = exchange_on(g, raw("GET", "/echo//a/./b", b"Host: shop.example\r\nX_User: a\r\n"))
+    r = exchange(raw("GET", "/echo//a/./b", b"Host: shop.example\r\nX_User: a\r\n"), g)
     assert r.status == 200, r
     e = r.json()
     assert e["target"] == "/echo//a/b", e
     assert "x_user" in [n.lower() for n, _ in e["headers"]], e["headers"]
     # /api//orders is not the orders route any more: no per-client limit applies.
     who = user()
-    statuses = [order_on(g, "/api//orders", who).status for _ in range(3)]
+    statuses = [order("/api//orders", who, g).status for _ in range(3)]
     assert 429 not in statuses, statuses
 
-
-def exchange_on(g, data):
-    with Conn(g.port, timeout=5) as c:
-        c.send(data)
-        return c.recv_response()
-
-
-def order_on(g, target, who):
-    return exchange_on(g, raw("POST", target, b"Host: shop.example\r\nX-User-Id: " + who.encode() + b"\r\n", b"{}"))
 
 
 if __name__ == "__main__":
