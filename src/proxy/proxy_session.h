@@ -117,6 +117,14 @@ class ProxySession final : public UpstreamUser {
   cache::RouteSettings cache_settings() const;
   void cache_release();  // the leading fetch ended: wake the waiters
   void send_request();
+  // The body read under server.request_buffering is complete, or outgrew the bound:
+  // choose a server and send what was read (the rest streams).
+  void send_prebuffered();
+  // Whether the upstream may keep sending with `queued` response bytes waiting for the
+  // client (server.response_buffering, response_buffering_total).
+  bool room_for_response(size_t queued) const;
+  // Frees buffers that grew large, so an idle connection holds no body or answer.
+  void release_buffers();
   void forward(const char* data, size_t len);
   // Writes response bytes to the client with any held-back head in front, framed for
   // the client (chunk header/trailer), plus the last chunk when `last`.
@@ -178,6 +186,9 @@ class ProxySession final : public UpstreamUser {
     return s != nullptr && s->active_ ? s : nullptr;
   }
   bool buffering_ = false;
+  // server.request_buffering: the body is read whole (while it stays within the bound)
+  // before a server is chosen, so a malformed or stalled body never reaches one.
+  bool prebuffer_ = false;
   bool park_ = false;            // this exchange ends as a ticket
   std::string ticket_;           // ticket polls: the ticket id
   int ticket_wait_s_ = 0;
