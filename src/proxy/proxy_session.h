@@ -1,6 +1,8 @@
 // The exchange of one client request with the upstream: routing target, connection
-// from the pool, request head and body forwarding (buffered only until connected,
-// bounded by backpressure), response streaming with backpressure, retries that are
+// from the pool, request head and body forwarding (a body within request_buffering is
+// read whole before a server is chosen; a larger one streams, buffered only until
+// connected, bounded by backpressure), response forwarding (queued up to
+// response_buffering so the upstream is released early, then backpressure), retries that are
 // safe by construction (only when nothing reached the server, or for a bodiless
 // GET/HEAD on a pooled connection that turned out stale), and the access-log facts.
 #pragma once
