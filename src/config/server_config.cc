@@ -13,7 +13,6 @@ namespace {
 
 constexpr uint64_t kMinHeaderBytes = 1024;
 constexpr uint64_t kMaxHeaderBytes = 1024 * 1024;
-constexpr uint64_t kGiB = 1024ULL * 1024 * 1024;
 constexpr uint64_t kMinUriBytes = 64;
 constexpr int kMaxWorkers = 256;
 // Per-route slots of the per-client limiter (16 bytes each).
@@ -82,8 +81,8 @@ void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* clie
              {"listen", "workers", "max_connections", "header_timeout", "body_timeout", "idle_timeout",
               "send_timeout", "drain_timeout", "max_header_bytes", "max_uri_bytes", "max_body_bytes",
               "client_table_size", "tickets_path", "merge_slashes", "underscores_in_headers",
-              "max_connections_per_client", "request_buffering", "response_buffering",
-              "response_buffering_total"});
+              "max_connections_per_client", "request_buffering", "request_buffering_total",
+              "response_buffering", "response_buffering_total"});
 
   if (const toml::node* n = t.get("listen")) {
     rd.read_address_list(*n, "server.listen", true, false, &s.listen);
@@ -150,9 +149,10 @@ void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* clie
   }
   // Request and response buffers live in memory: one of them is at most 1 GiB.
   const std::tuple<std::string_view, uint64_t*, uint64_t> buffers[] = {
-      {"request_buffering", &s.request_buffering, kGiB},
-      {"response_buffering", &s.response_buffering, kGiB},
-      {"response_buffering_total", &s.response_buffering_total, 1024 * kGiB},
+      {"request_buffering", &s.request_buffering, kMaxRequestBuffering},
+      {"request_buffering_total", &s.request_buffering_total, 1024 * kMaxRequestBuffering},
+      {"response_buffering", &s.response_buffering, kMaxRequestBuffering},
+      {"response_buffering_total", &s.response_buffering_total, 1024 * kMaxRequestBuffering},
   };
   for (const auto& [key, field, max] : buffers) {
     if (const toml::node* n = t.get(key)) rd.read_size(*n, Reader::join("server", key), 0, max, field);

@@ -47,6 +47,8 @@ struct Instance {
   // Response bytes queued towards clients, every worker together (server.response_buffering_total).
   // Relaxed: a worker may read a value a few writes old and let one more read through.
   std::atomic<int64_t> response_buffered{0};
+  // Request body bytes read ahead under server.request_buffering, every worker together.
+  std::atomic<int64_t> request_buffered{0};
 };
 
 class Listener;

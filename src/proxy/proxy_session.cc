@@ -115,6 +115,7 @@ void ProxySession::send_prebuffered() {
   // The request keeps the framing it came with (a chunked body is sent as one chunk);
   // when the body is not complete yet, the rest streams after it as it arrives.
   prebuffer_ = false;
+  uncount_prebuffered();
   pending_.clear();
   if (head_.body == http::BodyKind::kChunked) {
     if (!body_buf_.empty()) {
@@ -153,9 +154,19 @@ void ProxySession::body(const char* data, size_t len) {
     return;
   }
   if (prebuffer_) {
+    // Larger than request_buffering, or the instance holds request_buffering_total
+    // already: from here on the body streams as it arrives.
+    auto& total = client_->worker()->instance().request_buffered;
+    if (body_buf_.size() + len > prebuffer_limit_ ||
+        total.load(std::memory_order_relaxed) + static_cast<int64_t>(len) >
+            static_cast<int64_t>(snap_->config->server.request_buffering_total)) {
+      send_prebuffered();
+      if (active_) body(data, len);
+      return;
+    }
     body_buf_.append(data, len);
-    // Larger than request_buffering: from here on the body streams as it arrives.
-    if (body_buf_.size() > snap_->config->server.request_buffering) send_prebuffered();
+    prebuffer_counted_ += len;
+    total.fetch_add(static_cast<int64_t>(len), std::memory_order_relaxed);
     return;
   }
   if (head_.body == http::BodyKind::kChunked) {
@@ -528,7 +539,17 @@ void ProxySession::fail(int status, const char* code, const char* message) {
   client_->respond_error(status, code, message, body_done_ || head_.body == http::BodyKind::kNone);
 }
 
+ProxySession::~ProxySession() { uncount_prebuffered(); }
+
+void ProxySession::uncount_prebuffered() {
+  if (prebuffer_counted_ == 0) return;
+  client_->worker()->instance().request_buffered.fetch_sub(static_cast<int64_t>(prebuffer_counted_),
+                                                           std::memory_order_relaxed);
+  prebuffer_counted_ = 0;
+}
+
 void ProxySession::release_buffers() {
+  uncount_prebuffered();
   // An idle keep-alive connection keeps nothing of its last exchange's buffers.
   if (batch_framing_.capacity() > 0) std::string().swap(batch_framing_);
   if (batch_.capacity() > 16) std::vector<uv_buf_t>().swap(batch_);

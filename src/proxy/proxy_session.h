@@ -29,6 +29,9 @@ class ProxySession final : public UpstreamUser {
  public:
   explicit ProxySession(ClientConn* client)
       : client_(client) {}
+  ~ProxySession() override;
+  ProxySession(const ProxySession&) = delete;
+  ProxySession& operator=(const ProxySession&) = delete;
 
   // Starts a new exchange for a routed request. `head` is moved in.
   // `extra_headers` ("Name: value\r\n" lines) are added to the client's response.
@@ -127,6 +130,8 @@ class ProxySession final : public UpstreamUser {
   bool room_for_response(size_t queued) const;
   // Frees buffers that grew large, so an idle connection holds no body or answer.
   void release_buffers();
+  // Takes the body bytes read ahead out of the instance's request_buffered.
+  void uncount_prebuffered();
   void forward(const char* data, size_t len);
   // Writes response bytes to the client with any held-back head in front, framed for
   // the client (chunk header/trailer), plus the last chunk when `last`.
@@ -191,6 +196,8 @@ class ProxySession final : public UpstreamUser {
   // server.request_buffering: the body is read whole (while it stays within the bound)
   // before a server is chosen, so a malformed or stalled body never reaches one.
   bool prebuffer_ = false;
+  uint64_t prebuffer_limit_ = 0;   // the route's request_buffering
+  size_t prebuffer_counted_ = 0;   // bytes of body_buf_ counted in Instance::request_buffered
   bool park_ = false;            // this exchange ends as a ticket
   std::string ticket_;           // ticket polls: the ticket id
   int ticket_wait_s_ = 0;

@@ -50,6 +50,7 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
   anchor_.renew();  // callbacks of the previous exchange stop here
   buffering_ = false;
   prebuffer_ = false;
+  uncount_prebuffered();
   body_buf_.clear();
   idem_.reset();
   capture_overflow_ = false;
@@ -84,7 +85,8 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
     buffering_ = true;
     return;
   }
-  uint64_t rb = cfg.server.request_buffering;
+  prebuffer_limit_ = rc0.request_buffering.value_or(cfg.server.request_buffering);
+  uint64_t rb = prebuffer_limit_;
   if (rb > 0 && (head_.body == http::BodyKind::kChunked ||
                  (head_.body == http::BodyKind::kContentLength && head_.content_length <= rb))) {
     // A body within request_buffering is read and validated whole (framing,

@@ -92,12 +92,28 @@ class RecordingUpstream:
             self.first_byte_at = None
 
 
-recorder = RecordingUpstream()
-# request_buffering 64 KiB so that "above the bound" needs no large upload.
-req_gw = start_gateway(lambda p: gateway_config(
-    recorder.port, p, workers=1, server={"request_buffering": "64KiB", "body_timeout": "1s"}))
+def gateway_with_admin(upstream_port, routes=None, upstream=None, **server):
+    """A gateway in front of `upstream_port` with an admin listener; (gateway, admin port)."""
+    admin = free_port()
+    gw = start_gateway(lambda p: gateway_config(
+        upstream_port, p, server=server, upstream=upstream, routes=routes,
+        extra=f'[admin]\nlisten = "127.0.0.1:{admin}"\n'))
+    wait_until(lambda: http("GET", admin, "/healthz").status == 200, 5)
+    return gw, admin
 
-HEAD = (b"POST /upload HTTP/1.1\r\nHost: shop.example\r\n")
+
+recorder = RecordingUpstream()
+# request_buffering 64 KiB so that "above the bound" needs no large upload; the route
+# "stream" turns it off.
+req_gw, _ = gateway_with_admin(
+    recorder.port, workers=1, request_buffering="64KiB", body_timeout="1s",
+    routes=[{"name": "stream", "match": {"prefix": "/stream"}, "upstream": "shop",
+             "request_buffering": 0},
+            {"name": "all", "match": {"prefix": "/"}, "upstream": "shop"}])
+
+
+def head(path=b"/upload"):
+    return b"POST " + path + b" HTTP/1.1\r\nHost: shop.example\r\n"
 
 
 def quiet_for(seconds):
@@ -107,12 +123,12 @@ def quiet_for(seconds):
     return recorder.total() == before == 0
 
 
-def upload(first):
-    """A fresh client connection that has sent `first` (a request head and the start of
-    its body), with the recorder emptied before."""
+def upload(first, path=b"/upload", gw=None):
+    """A fresh client connection that has sent `first` (the rest of a request head and
+    the start of its body), with the recorder emptied before."""
     recorder.reset()
-    c = Conn(req_gw.port, timeout=5)
-    c.send(HEAD + first)
+    c = Conn((gw or req_gw).port, timeout=5)
+    c.send(head(path) + first)
     return c
 
 
@@ -184,6 +200,36 @@ def a_body_above_the_bound_streams_as_it_arrives():
     assert got.endswith(b"0\r\n\r\n")
 
 
+@test
+def a_route_can_turn_request_buffering_off():
+    with upload(b"Content-Length: 100\r\n\r\n" + b"s" * 50, path=b"/stream/x") as c:
+        wait_until(lambda: b"s" * 50 in recorder.data(), 3, message="the head and body did not stream")
+        c.send(b"s" * 50)
+        assert c.recv_response().status == 200
+
+
+@test
+def past_request_buffering_total_new_bodies_stream():
+    gw, admin = gateway_with_admin(recorder.port, workers=1, request_buffering_total="16KiB")
+    try:
+        # A holds 10 KiB read ahead; B's 8 KiB would pass the 16 KiB total, so B streams.
+        with upload(b"Content-Length: 12288\r\n\r\n" + b"a" * 10240, gw=gw) as a:
+            wait_until(lambda: metric(scrape(admin), "floodgate_request_buffer_bytes") == 10240, 3)
+            assert recorder.total() == 0
+            b = Conn(gw.port, timeout=5)
+            with b:
+                b.send(head() + b"Content-Length: 10240\r\n\r\n" + b"b" * 8192)
+                wait_until(lambda: b"b" * 8192 in recorder.data(), 3, message="B did not stream")
+                assert b"a" * 100 not in recorder.data()
+                b.send(b"b" * 2048)
+                assert b.recv_response().status == 200
+            a.send(b"a" * 2048)
+            assert a.recv_response().status == 200
+        wait_until(lambda: metric(scrape(admin), "floodgate_request_buffer_bytes") == 0, 3)
+    finally:
+        gw.stop()
+
+
 # --------------------------------------------------------------------------------------
 # Responses
 
@@ -193,14 +239,9 @@ SLOW_READERS = 150
 
 
 def response_gateway(**server):
-    admin = free_port()
     srv = {"send_timeout": "60s", "response_buffering_total": "512MiB"}
     srv.update(server)
-    gw = start_gateway(lambda p: gateway_config(
-        shop.port, p, server=srv, upstream={"max_connections": 4, "timeout": "10s"},
-        extra=f'[admin]\nlisten = "127.0.0.1:{admin}"\n'))
-    wait_until(lambda: http("GET", admin, "/healthz").status == 200, 5)
-    return gw, admin
+    return gateway_with_admin(shop.port, upstream={"max_connections": 4, "timeout": "10s"}, **srv)
 
 
 def slow_reader(port, source, got):

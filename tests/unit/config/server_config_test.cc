@@ -160,11 +160,14 @@ TEST_CASE("server request-hardening keys are validated", "[config]") {
 TEST_CASE("server buffering keys take their defaults, parse and are validated", "[config]") {
   auto cfg = load_ok(kMinimal);
   CHECK(cfg->server.request_buffering == 1024 * 1024);
+  CHECK(cfg->server.request_buffering_total == 256 * 1024 * 1024);
   CHECK(cfg->server.response_buffering == 1024 * 1024);
   CHECK(cfg->server.response_buffering_total == 256 * 1024 * 1024);
 
   auto set = load_ok(with_server("listen = \"127.0.0.1:8080\"\nrequest_buffering = \"64KiB\"\n"
-                                 "response_buffering = 0\nresponse_buffering_total = \"2GiB\"\n"));
+                                 "response_buffering = 0\nresponse_buffering_total = \"2GiB\"\n"
+                                 "request_buffering_total = \"1GiB\"\n"));
+  CHECK(set->server.request_buffering_total == 1024 * 1024 * 1024);
   CHECK(set->server.request_buffering == 64 * 1024);
   CHECK(set->server.response_buffering == 0);
   CHECK(set->server.response_buffering_total == 2048ULL * 1024 * 1024);
