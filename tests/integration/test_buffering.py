@@ -344,6 +344,20 @@ def without_response_buffering_slow_readers_starve_the_pool():
         gw.stop()
 
 
+@test(timeout=120)
+def response_buffering_total_bounds_the_memory_of_a_slow_reader_flood():
+    """Past response_buffering_total every answer is held to the 256 KiB streaming bound
+    again: the queued bytes stay near the total whatever the number of slow readers."""
+    gw, admin = response_gateway(response_buffering_total="2MiB")
+    try:
+        a = slow_reader_attack(gw, admin)
+        print("slow reader attack, 2 MiB total:", a)
+        assert a["peak"] <= 2 * 1024 * 1024 + 4 * 512 * 1024, a
+        assert a["during"] < a["before"] + 32 * 1024, a
+    finally:
+        gw.stop()
+
+
 @test
 def connections_over_the_per_client_cap_are_closed_and_counted():
     gw, admin = response_gateway(max_connections_per_client=5)
