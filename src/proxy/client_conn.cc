@@ -77,6 +77,7 @@ void ClientConn::accept(uv_stream_t* server) {
     // every slot: beyond its cap its new connections are closed before anything is read.
     client_slot_ = static_cast<uint32_t>(std::hash<std::string>{}(client_ip_) % net::Instance::kClientSlots);
     if (inst.client_connections[client_slot_].fetch_add(1, std::memory_order_relaxed) >= cap) {
+      inst.refused_per_client.fetch_add(1, std::memory_order_relaxed);
       close();
       return;
     }
@@ -372,9 +373,17 @@ bool ClientConn::write(uv_buf_t* bufs, unsigned n) {
     close();
     return false;
   }
+  count_queued();
   if (write_queue_size() > 0 && timer_kind_ != Timer::kSend && timer_kind_ != Timer::kLinger)
     set_timer(Timer::kSend, worker_->config().server.send_timeout_ms);
   return true;
+}
+
+void ClientConn::count_queued() {
+  size_t q = write_queue_size();
+  if (q == queued_) return;
+  worker_->note_queued(static_cast<int64_t>(q) - static_cast<int64_t>(queued_));
+  queued_ = q;
 }
 
 size_t ClientConn::write_queue_size() const {
@@ -391,6 +400,7 @@ void ClientConn::on_write(uv_write_t* req, int status) {
     self->close();
     return;
   }
+  self->count_queued();
   size_t queued = self->write_queue_size();
   if (self->timer_kind_ == Timer::kSend) {
     if (queued > 0)
@@ -542,6 +552,7 @@ void ClientConn::on_close(uv_handle_t* h) {
   auto* self = static_cast<ClientConn*>(h->data);
   if (--self->pending_closes_ > 0) return;
   if (self->counted_) self->worker_->instance().connections.fetch_sub(1, std::memory_order_relaxed);
+  self->worker_->note_queued(-static_cast<int64_t>(self->queued_));
   if (self->client_slot_ != kNoSlot)
     self->worker_->instance().client_connections[self->client_slot_].fetch_sub(1, std::memory_order_relaxed);
   self->worker_->conn_closed(self);

@@ -69,6 +69,8 @@ class ClientConn final : public http::RequestParser::Handler {
   void linger();
   void begin_next_request();
   void write_access_log();
+  // Brings this connection's share of the queued response bytes up to date.
+  void count_queued();
   static std::string retry_after_header(uint64_t retry_after_ns);
 
   static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
@@ -90,6 +92,7 @@ class ClientConn final : public http::RequestParser::Handler {
   std::string inbuf_;        // received bytes not yet parsed (pipelining, pauses)
   size_t inbuf_off_ = 0;
   uint64_t body_bytes_ = 0;      // body bytes of the current request so far
+  size_t queued_ = 0;            // write queue bytes counted in the worker's total
   int pending_closes_ = 0;
   bool reading_ = false;
   bool in_request_ = false;      // a request head was accepted and its exchange is not done
