@@ -201,8 +201,10 @@ void append_chunk_header(std::string& out, size_t len) {
 std::string make_error_response(int status, std::string_view code, std::string_view message,
                                 std::string_view request_id, bool keep_alive, bool http10,
                                 std::string_view extra) {
-  std::string body;
-  body.reserve(48 + code.size() + message.size() + request_id.size());
+  // The body is built first (its length goes into the head) in a per-thread scratch
+  // string that keeps its capacity, so an error answer costs one allocation: `out`.
+  thread_local std::string body;
+  body.clear();
   body.append("{\"error\":\"");
   append_json_escaped(body, code);
   body.append("\",\"message\":\"");
