@@ -43,11 +43,25 @@ bool is_bodyless_status(int status) { return (status >= 100 && status < 200) || 
 }  // namespace
 
 bool is_hop_by_hop(std::string_view name, std::string_view connection_tokens) {
-  static constexpr std::string_view kFixed[] = {
-      "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "proxy-connection",
-  };
-  for (std::string_view f : kFixed) {
-    if (iequals(name, f)) return true;
+  // The fixed hop-by-hop names, picked by length first: most headers match none.
+  switch (name.size()) {
+    case 2:
+      if (iequals(name, "te")) return true;
+      break;
+    case 7:
+      if (iequals(name, "trailer") || iequals(name, "upgrade")) return true;
+      break;
+    case 10:
+      if (iequals(name, "connection") || iequals(name, "keep-alive")) return true;
+      break;
+    case 16:
+      if (iequals(name, "proxy-connection")) return true;
+      break;
+    case 17:
+      if (iequals(name, "transfer-encoding")) return true;
+      break;
+    default:
+      break;
   }
   std::string_view rest = connection_tokens;
   while (!rest.empty()) {
