@@ -88,6 +88,8 @@ class ClientConn final : public http::RequestParser::Handler {
   ProxySession session_;
   State state_ = State::kOpen;
   Timer timer_kind_ = Timer::kNone;
+  uint64_t deadline_ms_ = 0;   // loop time at which timer_kind_ fires
+  uint64_t armed_for_ms_ = 0;  // loop time the libuv timer is armed for (<= deadline_ms_)
   std::string client_ip_;
   std::string inbuf_;        // received bytes not yet parsed (pipelining, pauses)
   size_t inbuf_off_ = 0;
