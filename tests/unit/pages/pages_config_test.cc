@@ -12,6 +12,7 @@
 
 #include "pages/pages_config.h"
 #include "pages/strings.h"
+#include "temp_dir.h"
 
 namespace fs = std::filesystem;
 using fg::pages::Language;
@@ -19,29 +20,9 @@ using fg::pages::load_pages;
 using fg::pages::Page;
 using fg::pages::PagesConfig;
 using fg::pages::PageValues;
+using fg::pages_test::TempDir;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("fg_pages_" + std::to_string(::getpid()) + "_" + std::to_string(++counter));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string write(const std::string& name, const std::string& text) const {
-    const fs::path p = path / name;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << text;
-    return p.string();
-  }
-};
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
