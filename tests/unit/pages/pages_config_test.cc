@@ -89,13 +89,15 @@ TEST_CASE("the waiting page renders every value it needs", "[pages]") {
   CHECK(out.find("<dd id=\"wait\">about 3 min</dd>") != std::string::npos);
   CHECK(out.find("data-ticket=\"/_floodgate/tickets/TICKET1\"") != std::string::npos);
   CHECK(out.find("data-poll=\"/_floodgate/tickets/POLL1\"") != std::string::npos);
+  CHECK(out.find("data-wait=\"125\"") != std::string::npos);
   CHECK(out.find("Tea &amp; &lt;Cakes&gt;") != std::string::npos);
   CHECK(out.find("<Cakes>") == std::string::npos);
   CHECK(out.find("aria-live=\"polite\"") != std::string::npos);
   CHECK(out.find("<meta http-equiv=\"refresh\" content=\"5;url=/_floodgate/tickets/TICKET1\">") !=
         std::string::npos);
   CHECK(out.find("fetch(url, { headers: { Accept: 'application/json' }") != std::string::npos);
-  CHECK(out.find("'wait=25'") != std::string::npos);
+  CHECK(out.find("'wait=' + waitFor") != std::string::npos);
+  CHECK(out.find("Math.min(25, Math.max(2, s))") != std::string::npos);
   CHECK(out.find("method: 'DELETE'") != std::string::npos);
   CHECK(out.find("TICKET1</p>") != std::string::npos);
 }
