@@ -304,32 +304,28 @@ void ClientConn::respond_degrade() {
   const Config& cfg = worker_->config();
   const auto& head = session_.head();
   bool keep_alive = !draining_ && head.keep_alive;
+  const std::string retry_after = retry_after_header(cfg.degrade.retry_after_ms * 1000000ULL);
   std::string out;
   if (const pages::PageSet* ps = pages::page_set_for(cfg.pages.get(), head)) {
     pages::PageValues v = pages::request_values(head, session_.request_id());
-    v.retry_after = (cfg.degrade.retry_after_ms + 999) / 1000;
-    if (*v.retry_after == 0) v.retry_after = 1;
-    const std::string extra = "Retry-After: " + std::to_string(*v.retry_after) + "\r\n";
+    v.retry_after = pages::retry_after_in(retry_after);
     out = pages::page_answer(*ps, pages::Page::kDegraded, v,
                              {cfg.degrade.status, head.version_minor == 0, keep_alive, head.is_head(),
-                              session_.request_id(), extra});
-    uv_buf_t b = net::buf_of(out.data(), out.size());
-    if (!write(&b, 1)) return;
-    request_done(keep_alive);
-    return;
+                              session_.request_id(), retry_after});
+  } else {
+    out.reserve(256 + cfg.degrade.body.size());
+    out += head.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    out += std::to_string(cfg.degrade.status);
+    out += ' ';
+    out += http::reason_phrase(cfg.degrade.status);
+    out += "\r\nContent-Type: " + cfg.degrade.content_type;
+    out += "\r\nContent-Length: " + std::to_string(cfg.degrade.body.size());
+    out += "\r\n" + retry_after;
+    out += "X-Request-Id: " + session_.request_id() + "\r\n";
+    out += keep_alive ? (head.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
+    out += "\r\n";
+    if (!head.is_head()) out += cfg.degrade.body;
   }
-  out.reserve(256 + cfg.degrade.body.size());
-  out += head.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
-  out += std::to_string(cfg.degrade.status);
-  out += ' ';
-  out += http::reason_phrase(cfg.degrade.status);
-  out += "\r\nContent-Type: " + cfg.degrade.content_type;
-  out += "\r\nContent-Length: " + std::to_string(cfg.degrade.body.size());
-  out += "\r\n" + retry_after_header(cfg.degrade.retry_after_ms * 1000000ULL);
-  out += "X-Request-Id: " + session_.request_id() + "\r\n";
-  out += keep_alive ? (head.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
-  out += "\r\n";
-  if (!head.is_head()) out += cfg.degrade.body;
   uv_buf_t b = net::buf_of(out.data(), out.size());
   if (!write(&b, 1)) return;
   request_done(keep_alive);
