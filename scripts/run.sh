@@ -382,7 +382,7 @@ cat <<EOF
 
 Open $base/ in a browser: the demo shop's order form. To watch Floodgate's
 waiting page, set rate = 0.2 on the "checkout" route in $config, reload
-(kill -HUP $floodgate_pid), and press "Buy now" in two or three tabs.
+(kill -HUP $floodgate_pid), and press "Buy now" in three or four tabs.
 
 Try this (in another terminal):
   curl -i $base/api/products
