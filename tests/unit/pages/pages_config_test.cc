@@ -2,6 +2,7 @@
 // the CSP nonce on every script and style, and pass an HTML structure check.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -224,4 +225,17 @@ TEST_CASE("[pages] errors: every problem, one per line", "[pages]") {
   CHECK(too_long.message() == "f.toml: pages.shop_name: longer than 200 bytes");
   long_name.shop_name.resize(200);
   CHECK(load_pages(long_name, "f.toml").is_ok());
+
+  // Not a regular file: refused before it is opened (a FIFO would block the loader).
+  const std::string fifo = base + "/pipe.html";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  PagesConfig odd;
+  odd.waiting = fifo;
+  odd.degraded = "/dev/null";
+  odd.error = base;
+  auto refused = load_pages(odd, config);
+  REQUIRE_FALSE(refused.is_ok());
+  CHECK(refused.message() == config + ": pages.waiting: cannot read \"" + fifo + "\": not a regular file\n" + config +
+                                 ": pages.degraded: cannot read \"/dev/null\": not a regular file\n" + config +
+                                 ": pages.error: cannot read \"" + base + "\": not a regular file");
 }
