@@ -12,6 +12,8 @@
 #include "core/log.h"
 #include "http/serialize.h"
 #include "net/stream_write.h"
+#include "pages/page_answer.h"
+#include "pages/strings.h"
 #include "proxy/worker_state.h"
 #include "queue/ticket_endpoint.h"
 
@@ -317,19 +319,28 @@ void ClientConn::respond_degrade() {
   const Config& cfg = worker_->config();
   const auto& head = session_.head();
   bool keep_alive = !draining_ && head.keep_alive;
+  const std::string retry_after = retry_after_header(cfg.degrade.retry_after_ms * 1000000ULL);
   std::string out;
-  out.reserve(256 + cfg.degrade.body.size());
-  out += head.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
-  out += std::to_string(cfg.degrade.status);
-  out += ' ';
-  out += http::reason_phrase(cfg.degrade.status);
-  out += "\r\nContent-Type: " + cfg.degrade.content_type;
-  out += "\r\nContent-Length: " + std::to_string(cfg.degrade.body.size());
-  out += "\r\n" + retry_after_header(cfg.degrade.retry_after_ms * 1000000ULL);
-  out += "X-Request-Id: " + session_.request_id() + "\r\n";
-  out += keep_alive ? (head.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
-  out += "\r\n";
-  if (!head.is_head()) out += cfg.degrade.body;
+  if (const pages::PageSet* ps = pages::page_set_for(cfg.pages.get(), head)) {
+    pages::PageValues v = pages::request_values(head, session_.request_id());
+    v.retry_after = pages::retry_after_in(retry_after);
+    out = pages::page_answer(*ps, pages::Page::kDegraded, v,
+                             {cfg.degrade.status, head.version_minor == 0, keep_alive, head.is_head(),
+                              session_.request_id(), retry_after});
+  } else {
+    out.reserve(256 + cfg.degrade.body.size());
+    out += head.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    out += std::to_string(cfg.degrade.status);
+    out += ' ';
+    out += http::reason_phrase(cfg.degrade.status);
+    out += "\r\nContent-Type: " + cfg.degrade.content_type;
+    out += "\r\nContent-Length: " + std::to_string(cfg.degrade.body.size());
+    out += "\r\n" + retry_after;
+    out += "X-Request-Id: " + session_.request_id() + "\r\n";
+    out += keep_alive ? (head.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
+    out += "\r\n";
+    if (!head.is_head()) out += cfg.degrade.body;
+  }
   uv_buf_t b = net::buf_of(out.data(), out.size());
   if (!write(&b, 1)) return;
   request_done(keep_alive);
@@ -433,7 +444,21 @@ void ClientConn::respond_error(int status, std::string_view code, std::string_vi
   keep_alive = keep_alive && !draining_ && in_request_ && head.keep_alive;
   std::string rid = in_request_ ? session_.request_id() : std::string();
   if (rid.empty()) worker_->next_request_id(rid);
-  std::string resp = http::make_error_response(status, code, message, rid, keep_alive, http10, extra);
+  std::string resp;
+  const pages::PageSet* ps = nullptr;
+  if (in_request_ && (status == 429 || status == 503)) {
+    // Floodgate's own refusals become the error page for a browser navigation.
+    const net::Snapshot* snap = session_.snapshot() ? session_.snapshot() : worker_->snapshot().get();
+    ps = pages::page_set_for(snap->config->pages.get(), head);
+  }
+  if (ps != nullptr) {
+    pages::PageValues v = pages::request_values(head, rid);
+    v.retry_after = pages::retry_after_in(extra);
+    v.message = pages::refusal_message(status, code, v.lang);
+    resp = pages::page_answer(*ps, pages::Page::kError, v, {status, http10, keep_alive, head.is_head(), rid, extra});
+  } else {
+    resp = http::make_error_response(status, code, message, rid, keep_alive, http10, extra);
+  }
   if (session_.status() == 0 || !in_request_) session_.set_status(status, session_.outcome());
   uv_buf_t b = net::buf_of(resp.data(), resp.size());
   if (!write(&b, 1)) return;

@@ -9,6 +9,7 @@
 #include "cache/stage.h"
 #include "core/log.h"
 #include "idempotency/exchange.h"
+#include "pages/page_answer.h"
 #include "proxy/worker_state.h"
 #include "proxy/client_conn.h"
 #include "proxy/dispatcher.h"
@@ -293,7 +294,12 @@ void ProxySession::enqueue() {
 }
 
 queue::ReplyTo ProxySession::reply_to() const {
-  return {head_, request_id_, head_.keep_alive && !client_->worker()->draining(), snap_->config->server.tickets_path};
+  queue::ReplyTo to{head_, request_id_, head_.keep_alive && !client_->worker()->draining(),
+                    snap_->config->server.tickets_path};
+  // A browser that navigates (a form POST that got a ticket, the ticket URL opened or
+  // reloaded) sees pages; DELETE and the page's own polls keep the JSON contract.
+  if (head_.method != "DELETE") to.pages = pages::page_set_for(snap_->config->pages.get(), head_);
+  return to;
 }
 
 void ProxySession::send_reply(const queue::TicketReply& r, int outcome) {
@@ -357,7 +363,7 @@ void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http:
     return;
   }
   if (!queue::valid_ticket_id(ticket_)) {
-    send_reply(queue::unknown_reply());
+    send_reply(queue::unknown_reply(reply_to()));
     return;
   }
   if (cancel) {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "http/message.h"
+#include "pages/pages_config.h"
 #include "queue/queue_store.h"
 
 namespace fg::queue {
@@ -41,11 +42,17 @@ struct ReplyTo {
   std::string_view request_id;
   bool keep_alive;
   std::string_view tickets_path;  // server.tickets_path
+  // A browser navigation's page set (pages::page_set_for), null for JSON: a waiting ticket
+  // then answers with the waiting page, a failed, cancelled or unknown one with the error
+  // page (same status, Location, Retry-After, Ticket-Status; no ETag, no 304).
+  const pages::PageSet* pages = nullptr;
 };
 
 // Redis cannot be asked: 503 with Retry-After.
 TicketReply unavailable_reply();
 TicketReply unknown_reply();
+// The same for `to`: the error page for a browser navigation.
+TicketReply unknown_reply(const ReplyTo& to);
 // A JSON body about a ticket (Cache-Control: no-store); with an `etag`, a matching
 // If-None-Match gets 304.
 TicketReply json_reply(const ReplyTo& to, int status, std::string_view body, const std::string& etag,
