@@ -54,7 +54,8 @@ SHARED_HEADERS = {
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 
 
-CONFIG_FILES = {"redis/endpoint", "idempotency/key_spec"}
+# queue/retry_schedule: the value type the loader builds from retry_schedule/retry_jitter.
+CONFIG_FILES = {"redis/endpoint", "idempotency/key_spec", "queue/retry_schedule"}
 # Named like config but part of their feature: pages_config loads and parses the page
 # templates (the pages module's runtime), so it stays with pages.
 NOT_CONFIG_FILES = {"pages/pages_config"}
