@@ -55,6 +55,13 @@ void ProxySession::try_connect() {
     unavailable(r == UpstreamPool::Acquire::kBusy);
     return;
   }
+  if (r == UpstreamPool::Acquire::kNoServer && attempts_ > 0 && connect_failures_ == attempts_) {
+    // Every candidate (primaries, then backups) refused or timed out the connect, or
+    // had become unavailable meanwhile: nothing of the request reached a server, so the
+    // route's on_unavailable answers, as when no server could be tried at all.
+    unavailable(false, true);
+    return;
+  }
   if (r == UpstreamPool::Acquire::kBusy) {
     fail(503, "upstream_busy", "every upstream server is at max_connections");
     return;
@@ -403,6 +410,7 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
     status_ = 0;
   }
   bool nothing_sent = kind == UpstreamError::kConnect;
+  if (nothing_sent) connect_failures_++;
   // A pooled connection that the server had already closed: a bodiless GET/HEAD can be
   // sent again on a fresh connection (it changes nothing on the server).
   bool stale_safe = kind == UpstreamError::kReset && c && c->reused() && !response_started_ &&

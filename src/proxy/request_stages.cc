@@ -62,6 +62,7 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
 
   deadline_ns_ = 0;  // set when the request is first sent
   attempts_ = 0;
+  connect_failures_ = 0;
   cache_resume_ = false;
   const RouteConfig& rc0 = cfg.routes[static_cast<size_t>(route)];
   cache_route_ = rc0.cache.enabled && !park_ && (head_.method == "GET" || head_.method == "HEAD");
@@ -561,10 +562,22 @@ void ProxySession::cache_release() {
   client_->worker()->cache_stage().finish(cache_settings(), cache_key_);
 }
 
-bool ProxySession::unavailable(bool busy) {
+bool ProxySession::unavailable(bool busy, bool tried) {
   cache_release();  // whatever the answer, others waiting on this key must not hang
   const Config& cfg = *snap_->config;
   const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
+  if (tried && rc.on_unavailable == OnUnavailable::kQueue && cfg.redis.enabled && body_done_ &&
+      head_.body != http::BodyKind::kChunked) {
+    // Every server refused the connect: nothing was sent, and the whole body is still
+    // in hand (never written), so the request is parked like one that found no server
+    // at all. A claimed idempotency key becomes "parked as this ticket" in the same script.
+    body_buf_ = std::move(pending_);
+    pending_.clear();
+    enqueue();
+    return true;
+  }
+  // A claimed idempotency key is given back: this answer is not the shop's.
+  if (tried) idem_release();
   switch (rc.on_unavailable) {
     case OnUnavailable::kDegrade:
       active_ = false;
