@@ -591,6 +591,7 @@ bool ProxySession::unavailable(bool busy, bool tried) {
     case OnUnavailable::kQueue:  // without [redis] (the loader requires it) or mid-request
     case OnUnavailable::kError:
       if (busy) fail(503, "upstream_busy", "every upstream server is at max_connections");
+      else if (tried) fail(503, "upstream_unavailable", "no upstream server could be reached");
       else fail(503, "upstream_unavailable", "no upstream server is available");
       return true;
   }
