@@ -7,7 +7,7 @@ import time
 from harness import (free_port, http, scrape, start_redis, start_shop, test, wait_until, run_tests)
 from resilience import (BREAKER, HEALTH, TICKETS, DEGRADE, metric, breaker_state,
                         upstream_errors, server_status, start_gw, assert_json_error, get,
-                        wait_down, events)
+                        wait_down, events, run_parallel)
 
 
 # ------------------------------------------------------------------ backup servers
@@ -321,6 +321,32 @@ def every_server_refusing_gets_on_unavailable_and_opens_every_breaker():
         assert refused and refused >= BREAKER["min_requests"], (a, refused)
     assert metric(samples, "floodgate_requests_total", route="degraded", outcome="degraded") == 30
     assert not metric(samples, "floodgate_requests_total", route="degraded", outcome="error")
+
+
+
+@test(timeout=60)
+def refused_connects_from_parallel_clients_open_every_breaker_every_time():
+    """400 requests from 8 parallel clients over 2 workers, every server refusing: each
+    gets the degrade answer, and every server's breaker, the backup's included, has
+    opened by the end. Repeated three times on fresh gateways, since a race would show
+    only sometimes."""
+    for run in range(3):
+        gw, addrs = refusing_gateway()
+
+        def client(i):
+            out = []
+            for _ in range(50):
+                r = http("POST", gw.port, "/echo/degrade", body=b"x")
+                out.append((r.status, r.body))
+            return out
+        results = run_parallel(client, 8)
+        for i, res in enumerate(results):
+            assert not isinstance(res, Exception), (run, i, res)
+            bad = [x for x in res if x != (503, DEGRADE["body"].encode())]
+            assert not bad, (run, i, bad[:3])
+        wait_until(lambda: all(opened(gw, a) for a in addrs), 3,
+                   message=f"run {run}: not every breaker opened: {[(a, opened(gw, a)) for a in addrs]}")
+        gw.stop()
 
 
 if __name__ == "__main__":
