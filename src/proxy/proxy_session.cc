@@ -50,15 +50,15 @@ void ProxySession::proceed(const std::string& key) {
 void ProxySession::try_connect() {
   UpstreamConn* c = nullptr;
   auto r = pool_->acquire(this, tried_, &c);
-  if ((r == UpstreamPool::Acquire::kBusy || r == UpstreamPool::Acquire::kNoServer) && attempts_ == 0 &&
-      !pool_->any_available()) {
-    unavailable(r == UpstreamPool::Acquire::kBusy);
+  if (r == UpstreamPool::Acquire::kBusy && attempts_ == 0 && !pool_->any_available()) {
+    unavailable(true, true);
     return;
   }
-  if (r == UpstreamPool::Acquire::kNoServer && attempts_ > 0 && connect_failures_ == attempts_) {
+  if (r == UpstreamPool::Acquire::kNoServer && connect_failures_ == attempts_) {
     // Every candidate (primaries, then backups) refused or timed out the connect, or
-    // had become unavailable meanwhile: nothing of the request reached a server, so the
-    // route's on_unavailable answers, as when no server could be tried at all.
+    // could not be tried at all (a half-open breaker whose probes are taken counts as
+    // available but lets nothing through): nothing of the request reached a server, so
+    // the route's on_unavailable answers, as when no server qualified to begin with.
     unavailable(false, true);
     return;
   }

@@ -105,9 +105,9 @@ class ProxySession final : public UpstreamUser {
                  std::string request_id, int status, int outcome);
   void try_connect();
   // The route's on_unavailable answer; false when the caller should go on (never).
-  // `tried`: every candidate server was tried and refused or timed out the connect, so
-  // nothing of the request reached any of them (queue then parks it if its body is whole).
-  bool unavailable(bool busy = false, bool tried = false);
+  // `prepared`: decided in try_connect, after the request was made ready to send and
+  // nothing of it reached a server (queue then parks it if its body is whole in hand).
+  bool unavailable(bool busy = false, bool prepared = false);
   bool retry_safe() const;
   bool has_untried() const;
   // Serves a cached response (fresh, or stale within stale_if_error when `stale_ok`).
