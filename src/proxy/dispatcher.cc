@@ -756,12 +756,18 @@ void Dispatcher::reclaim() {
   size_t want = rc->queue.concurrency - deliveries_.size();
   redis->command({"XAUTOCLAIM", keys.stream(route_), queue::kGroup, consumer_,
                   std::to_string(rc->queue.processing_timeout_ms), "0-0", "COUNT", std::to_string(want)},
-                 [g = anchor_.guard()](redis::Failure f, redis::Reply& r) {
+                 [g = anchor_.guard(), want](redis::Failure f, redis::Reply& r) {
                    Dispatcher* self = g.get();
                    if (self == nullptr || self->stopping_ || f != redis::Failure::kNone || r.is_error()) return;
                    // [next-cursor, [[id, [fields]], ...], [deleted ids]]
-                   if (r.type == redis::Reply::Type::kArray && r.elements.size() >= 2)
+                   if (r.type == redis::Reply::Type::kArray && r.elements.size() >= 2) {
                      self->handle_entries(&r.elements[1], true);
+                     // More idle entries wait (a cursor to continue from, or a full
+                     // batch): take the next ones as soon as deliveries free up, not
+                     // only at the next tick, so that a backlog of abandoned deliveries
+                     // (Redis timeouts under load) drains at the dispatch rate.
+                     self->reclaim_more_ = r.elements[0].str != "0-0" || r.elements[1].elements.size() >= want;
+                   }
                  });
 }
 
@@ -795,6 +801,10 @@ void Dispatcher::delivery_done(Delivery* d) {
   if (stopping_) {
     maybe_idle();
     return;
+  }
+  if (reclaim_more_) {
+    reclaim_more_ = false;
+    reclaim();
   }
   if (!reading_) schedule_read(0);
 }

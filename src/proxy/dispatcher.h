@@ -87,6 +87,7 @@ class Dispatcher {
   uv_timer_t* sample_timer_;
   uv_timer_t* promote_timer_;
   bool promoting_ = false;
+  bool reclaim_more_ = false;  // the last XAUTOCLAIM left idle entries behind
   bool reading_ = false;
   bool group_ready_ = false;
   bool stopping_ = false;

@@ -219,5 +219,40 @@ def dead_letter_endpoints_check_the_token_the_route_and_the_ticket():
     assert 'floodgate_tickets_parked{route="orders"} 0' in r.text, r.text
 
 
+
+@test(timeout=60)
+def a_backlog_of_abandoned_deliveries_drains_at_the_dispatch_rate_not_one_batch_per_tick():
+    """Entries that a consumer took and never finished (a gateway that died, deliveries
+    abandoned while Redis timed out) are reclaimed once idle for processing_timeout;
+    with more of them than the route's concurrency, the next batch is taken as soon as
+    a delivery slot frees up, not only at the next reclaim tick (every 30 s by default,
+    here 5 s)."""
+    fresh_shop()
+    q = {"processing_timeout": "10s", "concurrency": 2}
+    g = GW([notify_route(queue=q), other_route()], upstream=UP, workers=1)
+    shop.config(hang=True)
+    for i in range(20):
+        callback(g, f"BL{i}")
+    # The dispatcher holds two (hung at the shop); another consumer takes the rest and
+    # dies with them.
+    stream = g.stream("notify")
+    wait_until(lambda: g.redis.cmd("XPENDING", stream, "fg")[0] == 2, 5)
+    taken = g.redis.cmd("XREADGROUP", "GROUP", "fg", "dead-consumer", "COUNT", "100",
+                        "STREAMS", stream, ">")
+    assert len(taken[0][1]) == 18, taken
+    shop.config(hang=False)
+    t0 = time.monotonic()
+
+    def delivered():
+        return len(shop.stats()["keys"]) == 20
+    wait_until(delivered, 25, interval=0.1, message=f"not delivered: {shop.stats()['keys']}")
+    took = time.monotonic() - t0
+    print(f"  18 abandoned entries delivered {took:.1f}s after the shop answered again", flush=True)
+    # Idle for processing_timeout (10 s), then nine batches of two: one per 5 s tick
+    # would take ~50 s; slot by slot it is the 10 s plus the deliveries.
+    assert took < 20, took
+    assert all(v <= 2 for v in shop.stats()["keys"].values()), shop.stats()["keys"]
+
+
 if __name__ == "__main__":
     run_tests()
