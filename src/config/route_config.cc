@@ -187,7 +187,8 @@ bool load_route(Reader& rd, const toml::table& t, const std::string& path, const
   rd.check_keys(t, path,
              {"name", "match", "upstream", "max_body_bytes", "request_buffering", "rate", "burst", "scope", "client_rate",
               "client_burst", "client_key", "overflow", "dry_run", "core", "idempotency", "mode", "ack",
-              "queue", "client_max_tickets", "on_failure_webhook", "cache", "on_unavailable"});
+              "queue", "client_max_tickets", "on_failure_webhook", "retry_schedule", "retry_jitter", "cache",
+              "on_unavailable"});
 
   if (const toml::node* n = t.get("name")) {
     if (rd.read_string(*n, path + ".name", &r.name)) {

@@ -259,6 +259,14 @@ void append_process_metrics(std::string& out) {
 
 }  // namespace
 
+void Controller::count_redelivered(const std::string& route, int64_t n) {
+  for (size_t i = 0; i < snapshot_->config->routes.size(); i++) {
+    if (snapshot_->config->routes[i].name != route || !snapshot_->routes[i].queue) continue;
+    metrics::Registry::get().add(metrics::kMainThread, snapshot_->routes[i].tickets[kTicketRedelivered],
+                                 static_cast<uint64_t>(n));
+  }
+}
+
 std::string Controller::metrics_text() const {
   std::string out = metrics::Registry::get().render();
   char buf[128];
@@ -296,6 +304,23 @@ std::string Controller::metrics_text() const {
                        std::to_string(q->depth.load(std::memory_order_relaxed)) + "\n";
     out += line;
   }
+  auto queue_gauge = [&](const char* name, const char* help, auto value) {
+    out.append("# HELP ").append(name).append(" ").append(help).append("\n# TYPE ").append(name).append(" gauge\n");
+    for (size_t i = 0; i < snapshot_->routes.size(); i++) {
+      const auto& q = snapshot_->routes[i].queue;
+      if (!q) continue;
+      out.append(name).append("{").append(metrics::label("route", snapshot_->config->routes[i].name)).append("} ");
+      out.append(std::to_string(value(*q))).append("\n");
+    }
+  };
+  queue_gauge("floodgate_dead_letters",
+              "Dead letters of each queued route: deliveries whose retry schedule ended, kept until re-delivered "
+              "(cluster-wide, sampled each second).",
+              [](const QueueState& q) { return q.dead.load(std::memory_order_relaxed); });
+  queue_gauge("floodgate_tickets_parked",
+              "Tickets of each queued route waiting in Redis for their next delivery attempt (cluster-wide, "
+              "sampled each second).",
+              [](const QueueState& q) { return q.parked.load(std::memory_order_relaxed); });
   out += "# HELP floodgate_breaker_state Circuit breaker per upstream server: 0 closed, 1 half-open, 2 open.\n";
   out += "# TYPE floodgate_breaker_state gauge\n";
   out += "# HELP floodgate_upstream_timeout_seconds The first-byte timeout in force per upstream (adaptive or fixed).\n";
@@ -375,8 +400,11 @@ std::string Controller::status_json() const {
       out += buf;
     }
     if (rt.queue) {
-      std::snprintf(buf, sizeof buf, ",\"queue_depth\":%" PRId64 ",\"dispatch_rate\":%.1f}",
-                    rt.queue->depth.load(std::memory_order_relaxed), rt.queue->rate.load(std::memory_order_relaxed));
+      std::snprintf(buf, sizeof buf,
+                    ",\"queue_depth\":%" PRId64 ",\"dispatch_rate\":%.1f,\"dead_letters\":%" PRId64
+                    ",\"parked\":%" PRId64 "}",
+                    rt.queue->depth.load(std::memory_order_relaxed), rt.queue->rate.load(std::memory_order_relaxed),
+                    rt.queue->dead.load(std::memory_order_relaxed), rt.queue->parked.load(std::memory_order_relaxed));
       out += buf;
     } else {
       out += ",\"queue_depth\":0}";

@@ -45,6 +45,9 @@ class Controller {
   // every worker's Redis connection is up. `why` says what is missing otherwise.
   bool ready(std::string* why) const;
   std::string status_json() const;
+  // Counts `n` dead letters of `route` queued again from the admin listener
+  // (floodgate_tickets_total{state="redelivered"}).
+  void count_redelivered(const std::string& route, int64_t n);
   const Config& config() const { return *snapshot_->config; }
 
  private:

@@ -17,7 +17,8 @@ const char* outcome_name(int outcome) {
 }
 
 const char* ticket_state_name(int s) {
-  static const char* kNames[kTicketStateCount] = {"queued", "done", "failed", "expired", "cancelled", "reclaimed"};
+  static const char* kNames[kTicketStateCount] = {"queued",    "done", "failed", "expired", "cancelled",
+                                                    "reclaimed", "parked", "dead", "redelivered"};
   return s >= 0 && s < kTicketStateCount ? kNames[s] : "unknown";
 }
 

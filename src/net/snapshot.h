@@ -35,7 +35,11 @@ const char* outcome_name(int outcome);
 
 // Ticket counters, for floodgate_tickets_total{route,state}.
 enum TicketState : int {
-  kTicketQueued = 0, kTicketDone, kTicketFailed, kTicketExpired, kTicketCancelled, kTicketReclaimed, kTicketStateCount
+  kTicketQueued = 0, kTicketDone, kTicketFailed, kTicketExpired, kTicketCancelled, kTicketReclaimed,
+  kTicketParked,       // a failed delivery waits in the retry set for its next attempt
+  kTicketDead,         // the retry schedule is exhausted: a dead letter (kept)
+  kTicketRedelivered,  // a dead letter queued again from the admin listener
+  kTicketStateCount
 };
 const char* ticket_state_name(int s);
 
@@ -46,6 +50,8 @@ const char* ticket_state_name(int s);
 struct QueueState {
   std::atomic<int64_t> depth{0};
   std::atomic<double> rate{0};  // tickets leaving the queue per second, smoothed
+  std::atomic<int64_t> dead{0};    // dead letters of the route (cluster-wide), sampled
+  std::atomic<int64_t> parked{0};  // tickets in the route's retry set, sampled
   int64_t last_taken = -1;      // sampler only
   uint64_t last_ns = 0;         // sampler only
   void observe(int64_t enq, int64_t taken, uint64_t now_ns);

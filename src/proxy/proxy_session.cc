@@ -53,9 +53,16 @@ void ProxySession::proceed(const std::string& key) {
 void ProxySession::try_connect() {
   UpstreamConn* c = nullptr;
   auto r = pool_->acquire(this, tried_, &c);
-  if ((r == UpstreamPool::Acquire::kBusy || r == UpstreamPool::Acquire::kNoServer) && attempts_ == 0 &&
-      !pool_->any_available()) {
-    unavailable(r == UpstreamPool::Acquire::kBusy);
+  if (r == UpstreamPool::Acquire::kBusy && attempts_ == 0 && !pool_->any_available()) {
+    unavailable(true, true);
+    return;
+  }
+  if (r == UpstreamPool::Acquire::kNoServer && connect_failures_ == attempts_) {
+    // Every candidate (primaries, then backups) refused or timed out the connect, or
+    // could not be tried at all (a half-open breaker whose probes are taken counts as
+    // available but lets nothing through): nothing of the request reached a server, so
+    // the route's on_unavailable answers, as when no server qualified to begin with.
+    unavailable(false, true);
     return;
   }
   if (r == UpstreamPool::Acquire::kBusy) {
@@ -461,6 +468,7 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
     status_ = 0;
   }
   bool nothing_sent = kind == UpstreamError::kConnect;
+  if (nothing_sent) connect_failures_++;
   // A pooled connection that the server had already closed: a bodiless GET/HEAD can be
   // sent again on a fresh connection (it changes nothing on the server).
   bool stale_safe = kind == UpstreamError::kReset && c && c->reused() && !response_started_ &&

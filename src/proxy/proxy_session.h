@@ -110,7 +110,9 @@ class ProxySession final : public UpstreamUser {
                  std::string request_id, int status, int outcome);
   void try_connect();
   // The route's on_unavailable answer; false when the caller should go on (never).
-  bool unavailable(bool busy = false);
+  // `prepared`: decided in try_connect, after the request was made ready to send and
+  // nothing of it reached a server (queue then parks it if its body is whole in hand).
+  bool unavailable(bool busy = false, bool prepared = false);
   bool retry_safe() const;
   bool has_untried() const;
   // Serves a cached response (fresh, or stale within stale_if_error when `stale_ok`).
@@ -173,6 +175,7 @@ class ProxySession final : public UpstreamUser {
   int status_ = 0;
   int stale_retries_ = 0;
   int attempts_ = 0;
+  int connect_failures_ = 0;  // attempts whose connect failed (nothing reached that server)
   uint64_t deadline_ns_ = 0;
   bool active_ = false;
   bool head_sent_ = false;       // the request head went to the upstream

@@ -65,6 +65,7 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
 
   deadline_ns_ = 0;  // set when the request is first sent
   attempts_ = 0;
+  connect_failures_ = 0;
   cache_resume_ = false;
   const RouteConfig& rc0 = cfg.routes[static_cast<size_t>(route)];
   cache_route_ = rc0.cache.enabled && !park_ && (head_.method == "GET" || head_.method == "HEAD");
@@ -578,10 +579,22 @@ void ProxySession::cache_release() {
   client_->worker()->cache_stage().finish(cache_settings(), cache_key_);
 }
 
-bool ProxySession::unavailable(bool busy) {
+bool ProxySession::unavailable(bool busy, bool prepared) {
   cache_release();  // whatever the answer, others waiting on this key must not hang
   const Config& cfg = *snap_->config;
   const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
+  if (prepared && rc.on_unavailable == OnUnavailable::kQueue && cfg.redis.enabled && body_done_ &&
+      head_.body != http::BodyKind::kChunked) {
+    // No server took the connect: nothing was sent, and the whole body is still in
+    // hand (never written), so the request is parked like one that found no server
+    // before it was read. A claimed idempotency key becomes "parked as this ticket" in the same script.
+    body_buf_ = std::move(pending_);
+    pending_.clear();
+    enqueue();
+    return true;
+  }
+  // A claimed idempotency key is given back: this answer is not the shop's.
+  if (prepared) idem_release();
   switch (rc.on_unavailable) {
     case OnUnavailable::kDegrade:
       active_ = false;
@@ -595,6 +608,7 @@ bool ProxySession::unavailable(bool busy) {
     case OnUnavailable::kQueue:  // without [redis] (the loader requires it) or mid-request
     case OnUnavailable::kError:
       if (busy) fail(503, "upstream_busy", "every upstream server is at max_connections");
+      else if (attempts_ > 0) fail(503, "upstream_unavailable", "no upstream server could be reached");
       else fail(503, "upstream_unavailable", "no upstream server is available");
       return true;
   }

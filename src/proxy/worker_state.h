@@ -18,6 +18,7 @@
 #include "net/service.h"
 #include "net/worker.h"
 #include "proxy/upstream_pool.h"
+#include "queue/dead_letter.h"
 #include "queue/queue_store.h"
 #include "queue/ticket_service.h"
 #include "redis/redis_client.h"
@@ -55,6 +56,7 @@ class WorkerState : public net::Service {
   redis::Client* redis() { return redis_.get(); }
   idempotency::Link& idem_link() { return idem_link_; }
   queue::Scripts& queue_scripts() { return queue_scripts_; }
+  queue::RetryScripts& retry_scripts() { return retry_scripts_; }
   // Counts a Redis write whose loss would break a promise made to a client (an
   // idempotency record, a ticket's final state). At shutdown the Redis connection is
   // closed only once every such write has been answered (or drain_timeout passed).
@@ -105,6 +107,7 @@ class WorkerState : public net::Service {
   std::unique_ptr<redis::Client> subscriber_;  // ticket change notifications
   idempotency::Link idem_link_;
   queue::Scripts queue_scripts_;
+  queue::RetryScripts retry_scripts_;
   size_t redis_holds_ = 0;
   bool drain_expired_ = false;
   uint64_t budget_requests_ = 0;

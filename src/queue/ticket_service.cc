@@ -213,7 +213,9 @@ int64_t position(const TicketView& v) {
 }
 
 bool lazily_expired(const TicketView& v, uint64_t now_ms, uint64_t max_wait_ms) {
-  return v.kind == TicketView::Kind::kQueued && now_ms > static_cast<uint64_t>(v.created_ms) &&
+  // A ticket back from the retry set or re-delivered was dispatched long ago and is owed
+  // its delivery: max_wait no longer applies (the expire script refuses it as well).
+  return v.kind == TicketView::Kind::kQueued && v.requeued_ms == 0 && now_ms > static_cast<uint64_t>(v.created_ms) &&
          now_ms - static_cast<uint64_t>(v.created_ms) > max_wait_ms;
 }
 

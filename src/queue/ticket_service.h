@@ -75,7 +75,8 @@ TicketReply view_reply(const ReplyTo& to, const TicketView& v, const std::string
                        const StoredFormat& format);
 // Tickets before this one (queued), or 0.
 int64_t position(const TicketView& v);
-// A queued ticket nobody dispatched within `max_wait_ms` counts as expired when read.
+// A queued ticket nobody dispatched within `max_wait_ms` counts as expired when read
+// (never one queued again after a retry or a re-delivery).
 bool lazily_expired(const TicketView& v, uint64_t now_ms, uint64_t max_wait_ms);
 // The failure a webhook reports for a ticket expired on read.
 std::string expired_webhook_body(const std::string& ticket, const std::string& route);

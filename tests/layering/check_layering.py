@@ -56,10 +56,11 @@ INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 
 
 # Value types the loader produces, kept next to their feature: the parsed Redis URL, the
-# idempotency key sources, and the page templates with their language strings (the
-# loader reads and parses `[pages]` templates, so --check and reload validate them).
-CONFIG_FILES = {"redis/endpoint", "idempotency/key_spec", "pages/template", "pages/strings",
-                "pages/language", "pages/blanks"}
+# idempotency key sources, the retry schedule built from retry_schedule/retry_jitter, and
+# the page templates with their language strings (the loader reads and parses `[pages]`
+# templates, so --check and reload validate them).
+CONFIG_FILES = {"redis/endpoint", "idempotency/key_spec", "queue/retry_schedule", "pages/template",
+                "pages/strings", "pages/language", "pages/blanks"}
 
 
 def is_config_file(path):

@@ -166,6 +166,9 @@ TEST_CASE("lazy expiry and the long-poll rule") {
   v.created_ms = 1000;
   CHECK_FALSE(fg::queue::lazily_expired(v, 1500, 1000));
   CHECK(fg::queue::lazily_expired(v, 2001, 1000));
+  v.requeued_ms = 1900;  // back from the retry set: owed a delivery, never expired
+  CHECK_FALSE(fg::queue::lazily_expired(v, 99000, 1000));
+  v.requeued_ms = 0;
   v.kind = K::kProcessing;
   CHECK_FALSE(fg::queue::lazily_expired(v, 9000, 1000));
 
