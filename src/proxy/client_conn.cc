@@ -36,8 +36,8 @@ bool valid_request_id(std::string_view v) {
   return true;
 }
 
-// Plaintext is decrypted straight into the input buffer, this much room at a time.
-constexpr size_t kTlsPlainChunk = 16 * 1024;
+// Over TLS, the pieces of one write up to this size are encrypted as one record.
+constexpr size_t kTlsCoalesceBytes = 16 * 1024;
 
 http::RequestParser::Limits limits_of(const Config& c) {
   return {c.server.max_header_bytes, c.server.max_uri_bytes, c.server.merge_slashes, c.server.underscores_in_headers};
@@ -111,13 +111,10 @@ bool ClientConn::tls_input(const char* data, size_t len) {
     inbuf_.clear();
     inbuf_off_ = 0;
   }
-  for (;;) {
-    size_t at = inbuf_.size();
-    inbuf_.resize(at + kTlsPlainChunk);
-    size_t n = tls_->read_plain(inbuf_.data() + at, kTlsPlainChunk);
-    inbuf_.resize(at + n);
-    if (n == 0) break;
-  }
+  // The ciphertext is in the session now, so the worker's read buffer is free to take
+  // the plaintext.
+  char* plain = worker_->read_buffer();
+  while (size_t n = tls_->read_plain(plain, net::Worker::kReadBufferSize)) inbuf_.append(plain, n);
   tls_count_handshake();
   // Handshake replies, tickets, alerts and our close_notify all go out here.
   if (!tls_flush()) return false;
@@ -478,6 +475,17 @@ void ClientConn::resume_body() {
 bool ClientConn::write(uv_buf_t* bufs, unsigned n) {
   if (state_ == State::kClosing) return false;
   if (tls_) {
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++) total += bufs[i].len;
+    uv_buf_t joined;
+    if (n > 1 && total <= kTlsCoalesceBytes) {
+      // A response head and its body in one record: one MAC, one header, one send.
+      tls_plain_.clear();
+      for (unsigned i = 0; i < n; i++) tls_plain_.append(bufs[i].base, bufs[i].len);
+      joined = net::buf_of(tls_plain_.data(), tls_plain_.size());
+      bufs = &joined;
+      n = 1;
+    }
     for (unsigned i = 0; i < n; i++) {
       if (!tls_->write_plain(bufs[i].base, bufs[i].len)) {
         if (in_request_ && session_.active()) session_.abort();

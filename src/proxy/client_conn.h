@@ -98,6 +98,7 @@ class ClientConn final : public http::RequestParser::Handler {
   std::string client_ip_;
   std::unique_ptr<tls::Session> tls_;  // null: plain HTTP
   std::string tls_out_;      // ciphertext on its way to uv_try_write (reused)
+  std::string tls_plain_;    // the pieces of one small write, joined (reused)
   bool tls_counted_ = false; // the handshake's outcome went to the metrics
   std::string inbuf_;        // received bytes not yet parsed (pipelining, pauses)
   size_t inbuf_off_ = 0;

@@ -95,8 +95,9 @@ bool UpstreamConn::tls_flush() {
 bool UpstreamConn::tls_input(const char* data, size_t len) {
   tls_->feed(data, len);
   tls_plain_.clear();
-  char chunk[16384];
-  while (size_t n = tls_->read_plain(chunk, sizeof chunk)) tls_plain_.append(chunk, n);
+  // The ciphertext is in the session now: the worker's read buffer takes the plaintext.
+  char* plain = pool_->worker()->read_buffer();
+  while (size_t n = tls_->read_plain(plain, net::Worker::kReadBufferSize)) tls_plain_.append(plain, n);
   bool sent = tls_flush();
   if (state_ == State::kIdle) {
     // A pooled connection must be silent: data or an end means the server is done with it.
