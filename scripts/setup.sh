@@ -18,6 +18,7 @@ packages=(
   meson ninja-build pkg-config g++
   libuv1-dev libssl-dev node-llhttp libhiredis-dev libsimdjson-dev libtomlplusplus-dev
   catch2 redis-server python3 python3-pytest python3-yaml systemd curl ca-certificates
+  openssl
 )
 bench_packages=(nginx-light wrk)
 
