@@ -274,6 +274,12 @@ def upstream_tls_with_verification_and_resumption():
     # keepalive = 0: a new connection per request, each after the first one resumed.
     samples = scrape(front_admin)
     assert metric(samples, "floodgate_tls_handshakes_total", result="resumed") >= 2, samples
+    # SNI: the front answers api.test with the api certificate only when the name is sent.
+    sni_front, _ = tls_gateway({"certificates": [cert_table(SHOP_CERT), cert_table(API_CERT)]})
+    sni = start_gateway(lambda p: gateway_config(
+        sni_front.port, p, upstream={"tls": True, "tls_ca": CA_FILE, "tls_server_name": "api.test"}))
+    r = http("GET", sni.port, "/api/products")
+    assert r.status == 200, r
     # The wrong CA, or a name the certificate does not have: nothing is sent upstream.
     for ca, name in [(OTHER_CA[0], "localhost"), (CA_FILE, "wrong.test")]:
         bad = edge(ca, name)
