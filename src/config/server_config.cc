@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <thread>
+#include <tuple>
 
 #include "config/reader.h"
 #include "core/log.h"
@@ -128,7 +129,8 @@ void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* clie
              {"listen", "workers", "max_connections", "header_timeout", "body_timeout", "idle_timeout",
               "send_timeout", "drain_timeout", "max_header_bytes", "max_uri_bytes", "max_body_bytes",
               "client_table_size", "tickets_path", "merge_slashes", "underscores_in_headers",
-              "max_connections_per_client", "tls"});
+              "max_connections_per_client", "request_buffering", "request_buffering_total",
+              "response_buffering", "response_buffering_total", "tls"});
 
   if (const toml::node* n = t.get("listen")) {
     read_listen(rd, *n, s);
@@ -200,6 +202,16 @@ void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* clie
   }
   if (const toml::node* n = t.get("max_body_bytes")) {
     rd.read_size(*n, "server.max_body_bytes", 0, UINT64_MAX, &s.max_body_bytes);
+  }
+  // Request and response buffers live in memory: one of them is at most 1 GiB.
+  const std::tuple<std::string_view, uint64_t*, uint64_t> buffers[] = {
+      {"request_buffering", &s.request_buffering, kMaxRequestBuffering},
+      {"request_buffering_total", &s.request_buffering_total, 1024 * kMaxRequestBuffering},
+      {"response_buffering", &s.response_buffering, kMaxRequestBuffering},
+      {"response_buffering_total", &s.response_buffering_total, 1024 * kMaxRequestBuffering},
+  };
+  for (const auto& [key, field, max] : buffers) {
+    if (const toml::node* n = t.get(key)) rd.read_size(*n, Reader::join("server", key), 0, max, field);
   }
   if (const toml::node* n = t.get("client_table_size")) {
     rd.read_int(*n, "server.client_table_size", kMinClientTableSize, kMaxClientTableSize, client_table_size);

@@ -12,6 +12,9 @@
 
 namespace fg {
 
+// Largest server.request_buffering / response_buffering (and a route's request_buffering).
+constexpr uint64_t kMaxRequestBuffering = 1024ULL * 1024 * 1024;
+
 struct ServerConfig {
   std::vector<HostPort> listen;  // at least one
   // One per `listen` entry, same order: a `{ address, tls }` entry's own settings, else
@@ -29,6 +32,15 @@ struct ServerConfig {
   uint64_t max_header_bytes = 16 * 1024;
   uint64_t max_uri_bytes = 8 * 1024;
   uint64_t max_body_bytes = 1024 * 1024;
+  // Request bodies up to this size are read whole before an upstream is chosen; 0: off.
+  uint64_t request_buffering = 1024 * 1024;
+  // Request body bytes held that way across the instance; past it new bodies stream.
+  uint64_t request_buffering_total = 256 * 1024 * 1024;
+  // Response bytes queued towards one client before the upstream read pauses (0: the
+  // fixed 256 KiB of streaming), and across the instance before every response falls
+  // back to that 256 KiB.
+  uint64_t response_buffering = 1024 * 1024;
+  uint64_t response_buffering_total = 256 * 1024 * 1024;
   std::string tickets_path = "/_floodgate/tickets/";  // starts and ends with '/'
   bool merge_slashes = true;            // "//" in a request path counts as "/" for matching
   bool underscores_in_headers = false;  // false: request header names with '_' are dropped

@@ -306,6 +306,22 @@ std::string Controller::metrics_text() const {
   std::snprintf(buf, sizeof buf, "floodgate_connections_active %" PRId64 "\n",
                 instance_.connections.load(std::memory_order_relaxed));
   out += buf;
+  out += "# HELP floodgate_connections_refused_total Client connections closed at once because their address "
+         "was at server.max_connections_per_client.\n";
+  out += "# TYPE floodgate_connections_refused_total counter\n";
+  std::snprintf(buf, sizeof buf, "floodgate_connections_refused_total{reason=\"per_client\"} %" PRIu64 "\n",
+                instance_.refused_per_client.load(std::memory_order_relaxed));
+  out += buf;
+  out += "# HELP floodgate_request_buffer_bytes Request body bytes read ahead under server.request_buffering.\n";
+  out += "# TYPE floodgate_request_buffer_bytes gauge\n";
+  std::snprintf(buf, sizeof buf, "floodgate_request_buffer_bytes %" PRId64 "\n",
+                instance_.request_buffered.load(std::memory_order_relaxed));
+  out += buf;
+  out += "# HELP floodgate_response_buffer_bytes Response bytes queued towards clients.\n";
+  out += "# TYPE floodgate_response_buffer_bytes gauge\n";
+  std::snprintf(buf, sizeof buf, "floodgate_response_buffer_bytes %" PRId64 "\n",
+                instance_.response_buffered.load(std::memory_order_relaxed));
+  out += buf;
   out += "# HELP floodgate_queue_depth Tickets waiting in each queued route (cluster-wide, sampled each second).\n";
   out += "# TYPE floodgate_queue_depth gauge\n";
   for (size_t i = 0; i < snapshot_->routes.size(); i++) {

@@ -1,6 +1,8 @@
 // Client connections: reading, strict parsing, limits, timeouts and orderly closing.
 #include "proxy/client_conn.h"
 
+#include <charconv>
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -81,6 +83,7 @@ void ClientConn::accept(uv_stream_t* server) {
     // every slot: beyond its cap its new connections are closed before anything is read.
     client_slot_ = static_cast<uint32_t>(std::hash<std::string>{}(client_ip_) % net::Instance::kClientSlots);
     if (inst.client_connections[client_slot_].fetch_add(1, std::memory_order_relaxed) >= cap) {
+      inst.refused_per_client.fetch_add(1, std::memory_order_relaxed);
       close();
       return;
     }
@@ -198,12 +201,18 @@ void ClientConn::stop_read() {
 }
 
 void ClientConn::set_timer(Timer which, uint64_t ms) {
+  // Lazy re-arming: a request moves the deadline several times (head, idle, send), and
+  // restarting the libuv timer each time costs a heap removal and insertion. The timer
+  // only has to fire no later than the deadline: when it is armed for an earlier moment
+  // it is left alone, and on_timer re-arms it for what is left. kNone just clears the
+  // kind; an armed timer then fires into nothing.
   timer_kind_ = which;
-  if (which == Timer::kNone) {
-    uv_timer_stop(&timer_);
-  } else {
-    uv_timer_start(&timer_, on_timer, ms, 0);
-  }
+  if (which == Timer::kNone) return;
+  const uint64_t now = uv_now(timer_.loop);
+  deadline_ms_ = now + ms;
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) && armed_for_ms_ <= deadline_ms_) return;
+  armed_for_ms_ = deadline_ms_;
+  uv_timer_start(&timer_, on_timer, ms, 0);
 }
 
 void ClientConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -379,11 +388,13 @@ void ClientConn::on_request_head(http::RequestHead& head) {
       respond_error(429, "client_rate_limited", "too many requests from this client", true,
                     retry_after_header(v.retry_after_ns));
       return;
-    case admission::Verdict::Kind::kRateLimited:
+    case admission::Verdict::Kind::kRateLimited: {
       session_.record_local(snap, std::move(head), route, now, std::move(request_id), 429, net::kRejected);
-      respond_error(429, "rate_limited", "the route is over its admission rate", true,
-                    retry_after_header(v.retry_after_ns) + v.headers);
+      std::string extra = retry_after_header(v.retry_after_ns);
+      extra += v.headers;
+      respond_error(429, "rate_limited", "the route is over its admission rate", true, extra);
       return;
+    }
     case admission::Verdict::Kind::kAdmit:
     case admission::Verdict::Kind::kPark:
       break;
@@ -403,7 +414,11 @@ void ClientConn::on_request_head(http::RequestHead& head) {
 std::string ClientConn::retry_after_header(uint64_t retry_after_ns) {
   uint64_t secs = (retry_after_ns + 999999999ULL) / 1000000000ULL;
   if (secs == 0) secs = 1;
-  return "Retry-After: " + std::to_string(secs) + "\r\n";
+  char num[24];
+  std::string out("Retry-After: ");
+  out.append(num, static_cast<size_t>(std::to_chars(num, num + sizeof num, secs).ptr - num));
+  out += "\r\n";
+  return out;
 }
 
 void ClientConn::respond_degrade() {
@@ -504,9 +519,17 @@ bool ClientConn::write(uv_buf_t* bufs, unsigned n) {
     close();
     return false;
   }
+  count_queued();
   if (write_queue_size() > 0 && timer_kind_ != Timer::kSend && timer_kind_ != Timer::kLinger)
     set_timer(Timer::kSend, worker_->config().server.send_timeout_ms);
   return true;
+}
+
+void ClientConn::count_queued() {
+  size_t q = write_queue_size();
+  if (q == queued_) return;
+  worker_->note_queued(static_cast<int64_t>(q) - static_cast<int64_t>(queued_));
+  queued_ = q;
 }
 
 size_t ClientConn::write_queue_size() const {
@@ -523,6 +546,7 @@ void ClientConn::on_write(uv_write_t* req, int status) {
     self->close();
     return;
   }
+  self->count_queued();
   size_t queued = self->write_queue_size();
   if (self->timer_kind_ == Timer::kSend) {
     if (queued > 0)
@@ -637,6 +661,13 @@ void ClientConn::drain() {
 void ClientConn::on_timer(uv_timer_t* t) {
   auto* self = static_cast<ClientConn*>(t->data);
   Timer kind = self->timer_kind_;
+  if (kind == Timer::kNone) return;
+  if (const uint64_t now = uv_now(t->loop); now < self->deadline_ms_) {
+    // Armed for an earlier deadline that has since moved on (set_timer).
+    self->armed_for_ms_ = self->deadline_ms_;
+    uv_timer_start(t, on_timer, self->deadline_ms_ - now, 0);
+    return;
+  }
   self->timer_kind_ = Timer::kNone;
   switch (kind) {
     case Timer::kHeader:
@@ -689,6 +720,7 @@ void ClientConn::on_close(uv_handle_t* h) {
   auto* self = static_cast<ClientConn*>(h->data);
   if (--self->pending_closes_ > 0) return;
   if (self->counted_) self->worker_->instance().connections.fetch_sub(1, std::memory_order_relaxed);
+  self->worker_->note_queued(-static_cast<int64_t>(self->queued_));
   if (self->client_slot_ != kNoSlot)
     self->worker_->instance().client_connections[self->client_slot_].fetch_sub(1, std::memory_order_relaxed);
   self->worker_->conn_closed(self);

@@ -78,6 +78,8 @@ class ClientConn final : public http::RequestParser::Handler {
   void linger();
   void begin_next_request();
   void write_access_log();
+  // Brings this connection's share of the queued response bytes up to date.
+  void count_queued();
   static std::string retry_after_header(uint64_t retry_after_ns);
 
   static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
@@ -95,6 +97,8 @@ class ClientConn final : public http::RequestParser::Handler {
   ProxySession session_;
   State state_ = State::kOpen;
   Timer timer_kind_ = Timer::kNone;
+  uint64_t deadline_ms_ = 0;   // loop time at which timer_kind_ fires
+  uint64_t armed_for_ms_ = 0;  // loop time the libuv timer is armed for (<= deadline_ms_)
   std::string client_ip_;
   std::unique_ptr<tls::Session> tls_;  // null: plain HTTP
   std::string tls_out_;      // ciphertext on its way to uv_try_write (reused)
@@ -103,6 +107,7 @@ class ClientConn final : public http::RequestParser::Handler {
   std::string inbuf_;        // received bytes not yet parsed (pipelining, pauses)
   size_t inbuf_off_ = 0;
   uint64_t body_bytes_ = 0;      // body bytes of the current request so far
+  size_t queued_ = 0;            // write queue bytes counted in the worker's total
   int pending_closes_ = 0;
   bool reading_ = false;
   bool in_request_ = false;      // a request head was accepted and its exchange is not done

@@ -49,6 +49,8 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
   active_ = true;
   anchor_.renew();  // callbacks of the previous exchange stop here
   buffering_ = false;
+  prebuffer_ = false;
+  uncount_prebuffered();
   body_buf_.clear();
   idem_.reset();
   capture_overflow_ = false;
@@ -81,6 +83,15 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
     // The key may live in the body and the fingerprint covers it: read it all first
     // (bounded by max_body_bytes), then decide.
     buffering_ = true;
+    return;
+  }
+  prebuffer_limit_ = rc0.request_buffering.value_or(cfg.server.request_buffering);
+  uint64_t rb = prebuffer_limit_;
+  if (rb > 0 && (head_.body == http::BodyKind::kChunked ||
+                 (head_.body == http::BodyKind::kContentLength && head_.content_length <= rb))) {
+    // A body within request_buffering is read and validated whole (framing,
+    // max_body_bytes, body_timeout) before a server is chosen or a byte is sent.
+    prebuffer_ = true;
     return;
   }
   http::ForwardInfo info{client_->client_ip(), "http", request_id_};

@@ -2,6 +2,9 @@
 #include "proxy/worker_state.h"
 
 #include <random>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "proxy/client_conn.h"
 
@@ -75,6 +78,20 @@ void WorkerState::on_accept(uv_stream_t* server) {
   conn->accept(server);
 }
 
+namespace {
+// After a burst of queued response bytes (slow readers) the allocator keeps the freed
+// pages unless asked: once this worker's queue falls below kTrimBelow after having
+// reached kTrimAfterPeak, the free memory goes back to the system.
+constexpr int64_t kTrimAfterPeak = 16 * 1024 * 1024;
+constexpr int64_t kTrimBelow = 1024 * 1024;
+}  // namespace
+
+void WorkerState::note_queued(int64_t delta) {
+  queued_ += delta;
+  if (queued_ > queued_peak_) queued_peak_ = queued_;
+  instance().response_buffered.fetch_add(delta, std::memory_order_relaxed);
+}
+
 void WorkerState::conn_closed(ClientConn* conn) {
   size_t i = conn->list_index;
   if (i < conns_.size() && conns_[i] == conn) {
@@ -140,6 +157,12 @@ void WorkerState::on_tick(uint64_t now) {
   // Long-polls whose wait is over answer with the state they have.
   tickets_.notify_due(now);
   for (auto& p : pools_) p->sweep(now);
+  if (queued_peak_ >= kTrimAfterPeak && queued_ < kTrimBelow) {
+    queued_peak_ = queued_;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+  }
   // Pools replaced by a reload go away once their last connection has closed.
   for (size_t i = 0; i < retired_pools_.size();) {
     if (retired_pools_[i]->open_connections() == 0) {

@@ -77,6 +77,9 @@ class WorkerState : public net::Service {
   std::string random_token();
   // A client connection closed (it leaves the list; the drain may end).
   void conn_closed(ClientConn* conn);
+  // Response bytes queued towards this worker's clients changed by `delta`; the
+  // instance total (server.response_buffering_total) follows.
+  void note_queued(int64_t delta);
 
   // ---- net::Service ----
   Status on_prepare() override;
@@ -109,6 +112,8 @@ class WorkerState : public net::Service {
   uint64_t budget_requests_ = 0;
   uint64_t budget_retries_ = 0;
   uint64_t budget_reset_ms_ = 0;
+  int64_t queued_ = 0;       // response bytes queued towards this worker's clients
+  int64_t queued_peak_ = 0;  // their highest total since memory was last handed back
   queue::TicketService tickets_;
   cache::Stage cache_stage_;
   std::string id_prefix_;

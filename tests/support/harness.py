@@ -324,6 +324,28 @@ def free_port(host="127.0.0.1"):
     return port
 
 
+def serve_loopback(handle, backlog=64):
+    """A listening socket on a free loopback port; each accepted connection is passed to
+    handle(conn) on a daemon thread. Returns the socket (its port: getsockname()[1];
+    close it to stop accepting)."""
+    import threading
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+
+    def accept():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            handle(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    return sock
+
+
 def wait_until(predicate, timeout=5.0, interval=0.02, message=None):
     """Polls predicate() until it returns a true value, which is returned. Raises
     AssertionError after timeout."""

@@ -155,8 +155,30 @@ TEST_CASE("server request-hardening keys are validated", "[config]") {
         "test.toml:3:30: server.max_connections_per_client: must not exceed server.max_connections (20000)");
   CHECK(load_error(with_server(listen + "merge_slash = true")) ==
         "test.toml:3:1: server.merge_slash: unknown key (did you mean \"merge_slashes\"?)");
-  CHECK(load_error(with_server(listen + "request_buffering = \"1MiB\"")) ==
-        "test.toml:3:1: server.request_buffering: unknown key");
+}
+
+TEST_CASE("server buffering keys take their defaults, parse and are validated", "[config]") {
+  auto cfg = load_ok(kMinimal);
+  CHECK(cfg->server.request_buffering == 1024 * 1024);
+  CHECK(cfg->server.request_buffering_total == 256 * 1024 * 1024);
+  CHECK(cfg->server.response_buffering == 1024 * 1024);
+  CHECK(cfg->server.response_buffering_total == 256 * 1024 * 1024);
+
+  auto set = load_ok(with_server("listen = \"127.0.0.1:8080\"\nrequest_buffering = \"64KiB\"\n"
+                                 "response_buffering = 0\nresponse_buffering_total = \"2GiB\"\n"
+                                 "request_buffering_total = \"1GiB\"\n"));
+  CHECK(set->server.request_buffering_total == 1024 * 1024 * 1024);
+  CHECK(set->server.request_buffering == 64 * 1024);
+  CHECK(set->server.response_buffering == 0);
+  CHECK(set->server.response_buffering_total == 2048ULL * 1024 * 1024);
+
+  const std::string listen = "listen = \"127.0.0.1:8080\"\n";
+  CHECK(load_error(with_server(listen + "request_buffering = \"2GiB\"")) ==
+        "test.toml:3:21: server.request_buffering: must be between 0 and 1073741824 bytes, got 2147483648");
+  CHECK(load_error(with_server(listen + "response_buffering = -1")) ==
+        "test.toml:3:22: server.response_buffering: invalid size -1: must not be negative");
+  CHECK(load_error(with_server(listen + "request_bufering = 1")) ==
+        "test.toml:3:1: server.request_bufering: unknown key (did you mean \"request_buffering\"?)");
 }
 
 TEST_CASE("log.level and log.access_sample", "[config]") {
