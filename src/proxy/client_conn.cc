@@ -185,6 +185,7 @@ bool ClientConn::tls_flush() {
     close();
     return false;
   }
+  count_queued();  // the ciphertext counts as queued response bytes, as plaintext does
   return true;
 }
 

@@ -183,6 +183,23 @@ def plain_http_to_the_tls_port_gets_a_plain_400():
 
 
 @test
+def response_bytes_queued_for_a_slow_tls_reader_are_counted():
+    gw, admin = tls_gateway(cert_table(SHOP_CERT))
+    with tls_conn(gw.port) as c:
+        c.request("GET", "/big?bytes=16000000")
+        # Not reading: the ciphertext waits in the gateway's write queue and is counted.
+        wait_until(lambda: (metric(scrape(admin), "floodgate_response_buffer_bytes") or 0) > 100000, 5)
+        got = bytearray()
+        c.sock.settimeout(10)
+        while b"\r\n\r\n" not in got or len(got) - got.index(b"\r\n\r\n") - 4 < 16000000:
+            chunk = c.sock.recv(1 << 20)
+            assert chunk, bytes(got[:200])
+            got += chunk
+        assert got.startswith(b"HTTP/1.1 200 "), bytes(got[:200])
+    wait_until(lambda: metric(scrape(admin), "floodgate_response_buffer_bytes") == 0, 10)
+
+
+@test
 def unfinished_handshake_is_closed_by_header_timeout():
     gw, _ = tls_gateway(cert_table(SHOP_CERT), header_timeout="300ms")
     s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
