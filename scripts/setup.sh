@@ -21,6 +21,8 @@ packages=(
   # The browser tests of the waiting page (tests/integration/test_browser.py): headless
   # Chromium driven by Selenium, and a font with Chinese glyphs for its screenshots.
   chromium chromium-driver python3-selenium fonts-wqy-zenhei
+  # The TLS tests make their certificates with the openssl command-line tool.
+  openssl
 )
 bench_packages=(nginx-light wrk)
 

@@ -73,6 +73,54 @@ std::string listener_clash(const HostPort& admin, const std::vector<HostPort>& s
   return "";
 }
 
+// server.listen: "addr", or an array of "addr" and { address = "addr", tls = { ... } }.
+void read_listen(Reader& rd, const toml::node& node, ServerConfig& s) {
+  const std::string path = "server.listen";
+  auto add = [&](const toml::node& n, const std::string& p, ListenTlsConfig tls) {
+    HostPort hp;
+    if (!rd.read_host_port(n, p, false, &hp)) return;
+    for (const HostPort& seen : s.listen) {
+      if (seen.host == hp.host && seen.port == hp.port) {
+        rd.error(n, p, "\"" + hp.text + "\" is listed twice");
+        return;
+      }
+    }
+    s.listen.push_back(std::move(hp));
+    s.listen_tls.push_back(std::move(tls));
+  };
+  auto entry = [&](const toml::node& n, const std::string& p) {
+    const toml::table* t = n.as_table();
+    if (t == nullptr) {
+      add(n, p, {});
+      return;
+    }
+    rd.check_keys(*t, p, {"address", "tls"});
+    ListenTlsConfig tls;
+    if (const toml::node* tn = t->get("tls")) {
+      if (const toml::table* tt = rd.as_table(*tn, p + ".tls")) read_listen_tls(rd, Table(*tt, p + ".tls"), &tls);
+    }
+    if (const toml::node* a = t->get("address")) {
+      add(*a, p + ".address", std::move(tls));
+    } else {
+      rd.error(*t, p + ".address", "required, e.g. { address = \"0.0.0.0:8443\", tls = { cert = ..., key = ... } }");
+    }
+  };
+  if (const toml::array* arr = node.as_array()) {
+    if (arr->empty()) {
+      rd.error(node, path, "must list at least one address");
+      return;
+    }
+    for (size_t i = 0; i < arr->size(); ++i) entry((*arr)[i], Reader::index(path, i));
+    return;
+  }
+  if (node.is_string() || node.is_table()) {
+    entry(node, path);
+    return;
+  }
+  rd.error(node, path, "expected a string, a { address, tls } table or an array of them, got " +
+                           std::string(type_name(node)));
+}
+
 }  // namespace
 
 void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* client_table_size) {
@@ -82,12 +130,20 @@ void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* clie
               "send_timeout", "drain_timeout", "max_header_bytes", "max_uri_bytes", "max_body_bytes",
               "client_table_size", "tickets_path", "merge_slashes", "underscores_in_headers",
               "max_connections_per_client", "request_buffering", "request_buffering_total",
-              "response_buffering", "response_buffering_total"});
+              "response_buffering", "response_buffering_total", "tls"});
 
   if (const toml::node* n = t.get("listen")) {
-    rd.read_address_list(*n, "server.listen", true, false, &s.listen);
+    read_listen(rd, *n, s);
   } else {
     rd.error(t, "server.listen", "required, e.g. listen = \"0.0.0.0:8080\"");
+  }
+  if (const toml::node* n = t.get("tls")) {
+    // server.tls: every listener without its own `tls` speaks TLS with these settings.
+    ListenTlsConfig all;
+    if (const toml::table* tt = rd.as_table(*n, "server.tls")) read_listen_tls(rd, Table(*tt, "server.tls"), &all);
+    for (auto& l : s.listen_tls) {
+      if (!l.enabled) l = all;
+    }
   }
 
   if (const toml::node* n = t.get("workers")) {

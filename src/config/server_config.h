@@ -8,6 +8,7 @@
 
 #include "config/host_port.h"
 #include "config/reader_fwd.h"
+#include "config/tls_config.h"
 
 namespace fg {
 
@@ -16,6 +17,9 @@ constexpr uint64_t kMaxRequestBuffering = 1024ULL * 1024 * 1024;
 
 struct ServerConfig {
   std::vector<HostPort> listen;  // at least one
+  // One per `listen` entry, same order: a `{ address, tls }` entry's own settings, else
+  // server.tls (every listener), else disabled (plain HTTP).
+  std::vector<ListenTlsConfig> listen_tls;
   int workers = 1;               // resolved: "auto" becomes the number of cores
   bool workers_auto = false;
   uint64_t max_connections = 20000;

@@ -202,7 +202,9 @@ void load_retry(Reader& rd, const toml::table& t, const std::string& path, Retry
 void load_upstream(Reader& rd, const toml::table& t, const std::string& path, UpstreamConfig& u) {
   rd.check_keys(t, path,
              {"servers", "backup", "balance", "connect_timeout", "timeout", "timeout_min", "timeout_max",
-              "max_connections", "keepalive", "keepalive_timeout", "retry", "breaker", "health"});
+              "max_connections", "keepalive", "keepalive_timeout", "retry", "breaker", "health", "tls", "tls_ca",
+              "tls_verify", "tls_server_name"});
+  read_upstream_tls(rd, Table(t, path), &u.tls);
 
   if (const toml::node* n = t.get("servers")) {
     rd.read_address_list(*n, path + ".servers", false, true, &u.servers);

@@ -9,6 +9,7 @@
 #include "breaker/breaker_config.h"
 #include "config/host_port.h"
 #include "config/reader_fwd.h"
+#include "config/tls_config.h"
 
 namespace fg {
 
@@ -49,6 +50,7 @@ struct UpstreamConfig {
   uint64_t timeout_max_ms = 10000;
   BreakerConfig breaker;
   HealthConfig health;
+  UpstreamTlsConfig tls;                 // tls = true: HTTPS to every server
 };
 
 namespace config {

@@ -40,9 +40,10 @@ void json_str(std::string& out, std::string_view s) {
 }  // namespace
 
 Controller::Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config,
-                       ServiceFactory make_service)
-    : loop_(loop), config_path_(std::move(config_path)), make_service_(std::move(make_service)) {
-  snapshot_ = Snapshot::build(std::move(config), nullptr, mono_ns());
+                       TlsContexts tls, std::shared_ptr<tls::TicketKeyRing> ticket_keys, ServiceFactory make_service)
+    : loop_(loop), config_path_(std::move(config_path)), make_service_(std::move(make_service)),
+      ticket_keys_(std::move(ticket_keys)) {
+  snapshot_ = Snapshot::build(std::move(config), nullptr, mono_ns(), std::move(tls));
   loaded_at_ms_ = snapshot_->loaded_at_ms;
   auto& reg = metrics::Registry::get();
   reloads_ok_ = reg.counter("floodgate_config_reloads_total", "Configuration reloads by result.",
@@ -53,6 +54,8 @@ Controller::Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr
   debounce_.data = this;
   uv_timer_init(loop_, &rate_timer_);
   rate_timer_.data = this;
+  uv_timer_init(loop_, &ticket_timer_);
+  ticket_timer_.data = this;
   uv_async_init(loop_, &stopped_async_, [](uv_async_t* a) {
     auto* self = static_cast<Controller*>(a->data);
     if (self->joiner_.joinable()) self->joiner_.join();
@@ -74,6 +77,7 @@ Status Controller::start() {
     if (!s) return s;  // the caller stops the workers already started
   }
   uv_timer_start(&rate_timer_, on_rate_sample, 1000, 1000);
+  schedule_ticket_rotation();
   if (snapshot_->config->reload.watch) start_watch();
   return Status::ok();
 }
@@ -89,6 +93,17 @@ Status Controller::reload(const char* trigger) {
     });
     return loaded.status();
   }
+  // Certificates are read again on every reload, even when the config text is unchanged:
+  // that is how a renewed certificate is taken in.
+  auto tls = build_tls_contexts(*loaded.value(), ticket_keys_);
+  if (!tls) {
+    reg.add(metrics::kMainThread, reloads_failed_);
+    log::event("error", "reload_failed", [&](log::Line& l) { l.str("trigger", trigger).str("error", tls.message()); });
+    return tls.status();
+  }
+  for (const auto& w : tls.value().warnings) {
+    log::event("warn", "tls_certificate", [&](log::Line& l) { l.str("warning", w); });
+  }
   const Config& next = *loaded.value();
   if (next.server.workers != snapshot_->config->server.workers) {
     // Threads are not added or removed live; say so instead of pretending.
@@ -97,7 +112,8 @@ Status Controller::reload(const char* trigger) {
           .str("note", "server.workers applies at the next restart");
     });
   }
-  snapshot_ = Snapshot::build(loaded.value(), snapshot_.get(), mono_ns());
+  snapshot_ = Snapshot::build(loaded.value(), snapshot_.get(), mono_ns(), std::move(tls.value()));
+  schedule_ticket_rotation();
   loaded_at_ms_ = snapshot_->loaded_at_ms;
   for (auto& w : workers_) w->post_snapshot(snapshot_);
   reg.add(metrics::kMainThread, reloads_ok_);
@@ -125,6 +141,25 @@ void Controller::stop(std::function<void()> on_stopped) {
   uv_timer_stop(&rate_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&debounce_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&rate_timer_), nullptr);
+  uv_timer_stop(&ticket_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&ticket_timer_), nullptr);
+}
+
+void Controller::schedule_ticket_rotation() {
+  uint64_t every = snapshot_->tls.rotation_ms;
+  if (every == ticket_rotation_ms_) return;
+  ticket_rotation_ms_ = every;
+  if (every == 0) {
+    uv_timer_stop(&ticket_timer_);
+  } else {
+    uv_timer_start(&ticket_timer_, on_ticket_rotation, every, every);
+  }
+}
+
+void Controller::on_ticket_rotation(uv_timer_t* t) {
+  auto* self = static_cast<Controller*>(t->data);
+  self->ticket_keys_->rotate();
+  log::event("info", "tls_ticket_keys_rotated");
 }
 
 void Controller::join() {

@@ -20,8 +20,10 @@ namespace fg::net {
 class Controller {
  public:
   // `make_service` builds what each worker runs (gateway::make_worker_context).
-  Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config,
-             ServiceFactory make_service);
+  // `tls` holds the contexts already built from `config` with `ticket_keys`
+  // (build_tls_contexts), the ring every later reload keeps using.
+  Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config, TlsContexts tls,
+             std::shared_ptr<tls::TicketKeyRing> ticket_keys, ServiceFactory make_service);
   ~Controller();
 
   // Starts every worker; on failure stops those already started.
@@ -56,6 +58,8 @@ class Controller {
   static void on_fs_event(uv_fs_event_t* h, const char* filename, int events, int status);
   static void on_debounce(uv_timer_t* t);
   static void on_rate_sample(uv_timer_t* t);
+  static void on_ticket_rotation(uv_timer_t* t);
+  void schedule_ticket_rotation();
 
   uv_loop_t* loop_;
   std::string config_path_;
@@ -78,6 +82,10 @@ class Controller {
   uv_timer_t rate_timer_;
   std::vector<std::pair<std::string, uint64_t>> last_forwarded_;
   std::vector<std::pair<std::string, double>> admitted_rate_;
+  // Session-ticket keys of every TLS listener, rotated every ticket_key_rotation.
+  std::shared_ptr<tls::TicketKeyRing> ticket_keys_;
+  uv_timer_t ticket_timer_;
+  uint64_t ticket_rotation_ms_ = 0;
 };
 
 }  // namespace fg::net

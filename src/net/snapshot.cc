@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "core/log.h"
+#include "tls/session.h"
 
 namespace fg::net {
 
@@ -80,8 +81,22 @@ std::string format_number(double v) {
 }  // namespace
 
 std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> config, const Snapshot* prev,
-                                                uint64_t now_ns) {
+                                                uint64_t now_ns, TlsContexts tls) {
   auto snap = std::make_shared<Snapshot>();
+  snap->tls = std::move(tls);
+  {
+    auto& r = metrics::Registry::get();
+    const char* hs = "floodgate_tls_handshakes_total";
+    const char* hs_help = "TLS handshakes on client connections by result.";
+    const char* results[kTlsHandshakeCount] = {"full", "resumed", "failed"};
+    for (int k = 0; k < kTlsHandshakeCount; k++)
+      snap->tls_handshakes[static_cast<size_t>(k)] = r.counter(hs, hs_help, metrics::label("result", results[k]));
+    for (size_t k = 0; k < kTlsErrorKinds; k++) {
+      snap->tls_errors[k] = r.counter("floodgate_tls_errors_total",
+                                      "TLS sessions of client connections that ended in an error, by kind.",
+                                      metrics::label("kind", tls::error_name(static_cast<tls::Error>(k + 1))));
+    }
+  }
   snap->config = config;
   snap->loaded_at_ms = log::wall_ms();
   auto& reg = metrics::Registry::get();

@@ -17,6 +17,7 @@
 #include "idempotency/exchange.h"
 #include "metrics/registry.h"
 #include "breaker/server_counters.h"
+#include "net/tls_contexts.h"
 
 namespace fg::net {
 
@@ -61,6 +62,11 @@ struct QueueState {
   int64_t estimate_ms(int64_t ahead, double fallback_rate) const;
 };
 
+// TLS handshakes on client connections, for floodgate_tls_handshakes_total{result}.
+enum TlsHandshake : int { kTlsFull = 0, kTlsResumed, kTlsFailed, kTlsHandshakeCount };
+// floodgate_tls_errors_total{kind}: one cell per tls::Error but kNone.
+constexpr size_t kTlsErrorKinds = 3;
+
 // What a dry-run route would have done.
 enum DryRun : int { kWouldReject = 0, kWouldDegrade, kWouldClientLimit, kWouldShed, kDryRunCount };
 
@@ -96,11 +102,23 @@ struct Snapshot {
   std::vector<RouteRuntime> routes;
   std::vector<UpstreamRuntime> upstreams;
   uint64_t loaded_at_ms = 0;  // wall clock
+  // Certificates and trust of this config (net/tls_contexts.h); empty vectors: no TLS.
+  TlsContexts tls;
+  std::array<metrics::CellId, kTlsHandshakeCount> tls_handshakes{};
+  std::array<metrics::CellId, kTlsErrorKinds> tls_errors{};  // by tls::Error - 1
 
   // Main thread. Carries budgets (keeping their fill ratio), limiters and counters over
   // from `prev` by route/upstream name when their shape allows it.
   static std::shared_ptr<const Snapshot> build(std::shared_ptr<const Config> config, const Snapshot* prev,
-                                               uint64_t now_ns);
+                                               uint64_t now_ns, TlsContexts tls = {});
+  // The TLS context of listener `i` (server.listen order), or null for plain HTTP.
+  std::shared_ptr<const tls::ServerContext> listener_tls(size_t i) const {
+    return i < tls.listeners.size() ? tls.listeners[i] : nullptr;
+  }
+  // The client context of upstream `i`, or null for plain HTTP to it.
+  std::shared_ptr<const tls::ClientContext> upstream_tls(size_t i) const {
+    return i < tls.upstreams.size() ? tls.upstreams[i] : nullptr;
+  }
 };
 
 // Monotonic nanoseconds (the clock every budget uses).

@@ -11,6 +11,7 @@
 #include "admission/gate.h"
 #include "core/log.h"
 #include "http/serialize.h"
+#include "net/listener.h"
 #include "net/stream_write.h"
 #include "pages/page_answer.h"
 #include "pages/strings.h"
@@ -38,6 +39,9 @@ bool valid_request_id(std::string_view v) {
   }
   return true;
 }
+
+// Over TLS, the pieces of one write up to this size are encrypted as one record.
+constexpr size_t kTlsCoalesceBytes = 16 * 1024;
 
 http::RequestParser::Limits limits_of(const Config& c) {
   return {c.server.max_header_bytes, c.server.max_uri_bytes, c.server.merge_slashes, c.server.underscores_in_headers};
@@ -86,8 +90,105 @@ void ClientConn::accept(uv_stream_t* server) {
       return;
     }
   }
+  // TLS when the listener has it: the context current now stays with this connection.
+  const net::Snapshot& snap = *worker_->snapshot();
+  const auto& listen = snap.config->server.listen;
+  const std::string& address = net::Listener::of(server).address();
+  for (size_t i = 0; i < listen.size(); i++) {
+    if (listen[i].text != address) continue;
+    if (auto ctx = snap.listener_tls(i)) {
+      tls_ = tls::Session::server(std::move(ctx));
+      if (!tls_) {
+        close();
+        return;
+      }
+    }
+    break;
+  }
+  // The head timeout covers the handshake too: a client that never finishes it is closed.
   set_timer(Timer::kHeader, worker_->config().server.header_timeout_ms);
   start_read();
+}
+
+bool ClientConn::tls_input(const char* data, size_t len) {
+  tls_->feed(data, len);
+  if (inbuf_off_ >= inbuf_.size()) {
+    inbuf_.clear();
+    inbuf_off_ = 0;
+  }
+  // The ciphertext is in the session now, so the worker's read buffer is free to take
+  // the plaintext.
+  char* plain = worker_->read_buffer();
+  while (size_t n = tls_->read_plain(plain, net::Worker::kReadBufferSize)) inbuf_.append(plain, n);
+  tls_count_handshake();
+  // Handshake replies, tickets, alerts and our close_notify all go out here.
+  if (!tls_flush()) return false;
+  switch (tls_->state()) {
+    case tls::State::kHandshaking:
+    case tls::State::kOpen:
+      return true;
+    case tls::State::kClosed:
+      // close_notify from the client: what it sent before still counts, then as an EOF.
+      if (inbuf_off_ < inbuf_.size()) process_input();
+      if (state_ == State::kOpen) on_peer_eof();
+      return false;
+    case tls::State::kFailed:
+      break;
+  }
+  uint64_t now = worker_->now_ms();
+  if (now - worker_->tls_error_logged_ms >= 1000) {
+    worker_->tls_error_logged_ms = now;
+    log::event("warn", "tls_error", [&](log::Line& l) {
+      l.str("client", client_ip_).str("kind", tls::error_name(tls_->error())).str("detail", tls_->error_detail());
+    });
+  }
+  if (in_request_ && session_.active()) session_.abort();
+  if (tls_->error() == tls::Error::kProtocolError && !tls_->handshake_done() && tls_->error_detail() == "http request") {
+    // Plain HTTP to the TLS port: say so in plain HTTP, as the client can read nothing else.
+    std::string rid;
+    worker_->next_request_id(rid);
+    tls_out_ = http::make_error_response(400, "tls_required", "this port speaks HTTPS; send the request over TLS",
+                                         rid, false, false, {});
+    uv_buf_t b = net::buf_of(tls_out_.data(), tls_out_.size());
+    if (net::write_bufs(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, on_write) != 0) {
+      close();
+      return false;
+    }
+    tls_.reset();  // nothing more is encrypted on this connection
+  }
+  close_after_flush();
+  return false;
+}
+
+void ClientConn::tls_count_handshake() {
+  if (tls_counted_) return;
+  const net::Snapshot& snap = *worker_->snapshot();
+  auto& reg = metrics::Registry::get();
+  if (tls_->handshake_done()) {
+    tls_counted_ = true;
+    reg.add(worker_->id(), snap.tls_handshakes[tls_->resumed() ? net::kTlsResumed : net::kTlsFull]);
+  } else if (tls_->state() == tls::State::kFailed) {
+    tls_counted_ = true;
+    reg.add(worker_->id(), snap.tls_handshakes[net::kTlsFailed]);
+  }
+  if (tls_->state() == tls::State::kFailed && tls_->error() != tls::Error::kNone) {
+    reg.add(worker_->id(), snap.tls_errors[static_cast<size_t>(tls_->error()) - 1]);
+  }
+}
+
+bool ClientConn::tls_flush() {
+  if (tls_->pending_ciphertext() == 0) return true;
+  tls_out_.clear();
+  tls_->take_ciphertext(tls_out_);
+  uv_buf_t b = net::buf_of(tls_out_.data(), tls_out_.size());
+  int r = net::write_bufs(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, on_write);
+  if (r != 0) {
+    if (in_request_ && session_.active()) session_.abort();
+    close();
+    return false;
+  }
+  count_queued();  // the ciphertext counts as queued response bytes, as plaintext does
+  return true;
 }
 
 void ClientConn::start_read() {
@@ -130,20 +231,7 @@ void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     return;  // discard: we only wait for the client to finish sending
   }
   if (nread < 0) {
-    // The client went away (or half-closed). Between requests that is a clean end;
-    // mid-request the exchange is abandoned and the upstream connection dropped.
-    if (self->in_request_ && !self->request_body_done_) {
-      self->session_.abort();
-      if (self->session_.status() == 0) self->session_.set_status(499, net::kError);
-      self->write_access_log();
-      self->close();
-      return;
-    }
-    self->stop_read();
-    self->peer_eof_ = true;
-    // Half-close after a complete request: the answer is still sent, then we close.
-    // Between requests: close once anything queued has been flushed.
-    if (!self->in_request_) self->close_after_flush();
+    self->on_peer_eof();
     return;
   }
   const char* data = buf->base;
@@ -152,12 +240,33 @@ void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     // First byte of a new request on a kept-alive connection: the head clock starts.
     self->set_timer(Timer::kHeader, self->worker_->config().server.header_timeout_ms);
   }
+  if (self->tls_) {
+    if (self->tls_input(data, len)) self->process_input();
+    return;
+  }
   if (self->inbuf_off_ >= self->inbuf_.size()) {
     self->inbuf_.clear();
     self->inbuf_off_ = 0;
   }
   self->inbuf_.append(data, len);
   self->process_input();
+}
+
+void ClientConn::on_peer_eof() {
+  // The client went away (or half-closed). Between requests that is a clean end;
+  // mid-request the exchange is abandoned and the upstream connection dropped.
+  if (in_request_ && !request_body_done_) {
+    session_.abort();
+    if (session_.status() == 0) session_.set_status(499, net::kError);
+    write_access_log();
+    close();
+    return;
+  }
+  stop_read();
+  peer_eof_ = true;
+  // Half-close after a complete request: the answer is still sent, then we close.
+  // Between requests: close once anything queued has been flushed.
+  if (!in_request_) close_after_flush();
 }
 
 void ClientConn::process_input() {
@@ -392,6 +501,30 @@ void ClientConn::resume_body() {
 
 bool ClientConn::write(uv_buf_t* bufs, unsigned n) {
   if (state_ == State::kClosing) return false;
+  if (tls_) {
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++) total += bufs[i].len;
+    uv_buf_t joined;
+    if (n > 1 && total <= kTlsCoalesceBytes) {
+      // A response head and its body in one record: one MAC, one header, one send.
+      tls_plain_.clear();
+      for (unsigned i = 0; i < n; i++) tls_plain_.append(bufs[i].base, bufs[i].len);
+      joined = net::buf_of(tls_plain_.data(), tls_plain_.size());
+      bufs = &joined;
+      n = 1;
+    }
+    for (unsigned i = 0; i < n; i++) {
+      if (!tls_->write_plain(bufs[i].base, bufs[i].len)) {
+        if (in_request_ && session_.active()) session_.abort();
+        close();
+        return false;
+      }
+    }
+    if (!tls_flush()) return false;
+    if (write_queue_size() > 0 && timer_kind_ != Timer::kSend && timer_kind_ != Timer::kLinger)
+      set_timer(Timer::kSend, worker_->config().server.send_timeout_ms);
+    return true;
+  }
   int r = net::write_bufs(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, on_write);
   if (r != 0) {
     if (in_request_ && session_.active()) session_.abort();
@@ -517,6 +650,12 @@ void ClientConn::close_after_flush() {
 void ClientConn::linger() {
   if (state_ != State::kOpen) return;
   state_ = State::kLingering;
+  if (tls_) {
+    // close_notify first, so the client can tell the end of the answer from a cut.
+    tls_->close();
+    tls_flush();
+    if (state_ == State::kClosing) return;
+  }
   // Half-close our side so the client sees the end of the answer, and keep reading
   // (discarding) for a while so unread input does not turn the close into a reset.
   int r = uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), on_shutdown);
@@ -558,8 +697,9 @@ void ClientConn::on_timer(uv_timer_t* t) {
   self->timer_kind_ = Timer::kNone;
   switch (kind) {
     case Timer::kHeader:
-      // The whole head did not arrive in time (slowloris): 408 and close.
-      if (self->in_request_) {
+      // The whole head did not arrive in time (slowloris): 408 and close. A TLS
+      // handshake that did not finish gets no answer: there is nothing to answer on.
+      if (self->in_request_ || (self->tls_ && !self->tls_->handshake_done())) {
         self->close();
       } else {
         self->respond_error(408, "request_timeout", "request head not received within header_timeout",
@@ -587,6 +727,14 @@ void ClientConn::on_timer(uv_timer_t* t) {
 
 void ClientConn::close() {
   if (state_ == State::kClosing) return;
+  if (tls_ && tls_->state() == tls::State::kOpen && write_queue_size() == 0) {
+    // Closing between requests (idle, drain): a close_notify if the socket takes it now.
+    tls_->close();
+    tls_out_.clear();
+    tls_->take_ciphertext(tls_out_);
+    uv_buf_t b = net::buf_of(tls_out_.data(), tls_out_.size());
+    uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1);
+  }
   state_ = State::kClosing;
   if (in_request_ && session_.active()) session_.abort();
   uv_timer_stop(&timer_);

@@ -7,10 +7,12 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "http/request_parser.h"
 #include "proxy/proxy_session.h"
+#include "tls/session.h"
 
 namespace fg::proxy {
 
@@ -62,6 +64,13 @@ class ClientConn final : public http::RequestParser::Handler {
   void on_request_complete() override;
 
   void process_input();
+  // TLS (a listener with `tls`): ciphertext in, plaintext appended to inbuf_; false when
+  // the session ended or failed and the connection is closing.
+  bool tls_input(const char* data, size_t len);
+  // Moves the session's pending ciphertext to the socket.
+  bool tls_flush();
+  void tls_count_handshake();
+  void on_peer_eof();
   void set_timer(Timer which, uint64_t ms);
   void start_read();
   void stop_read();
@@ -91,6 +100,10 @@ class ClientConn final : public http::RequestParser::Handler {
   uint64_t deadline_ms_ = 0;   // loop time at which timer_kind_ fires
   uint64_t armed_for_ms_ = 0;  // loop time the libuv timer is armed for (<= deadline_ms_)
   std::string client_ip_;
+  std::unique_ptr<tls::Session> tls_;  // null: plain HTTP
+  std::string tls_out_;      // ciphertext on its way to uv_try_write (reused)
+  std::string tls_plain_;    // the pieces of one small write, joined (reused)
+  bool tls_counted_ = false; // the handshake's outcome went to the metrics
   std::string inbuf_;        // received bytes not yet parsed (pipelining, pauses)
   size_t inbuf_off_ = 0;
   uint64_t body_bytes_ = 0;      // body bytes of the current request so far

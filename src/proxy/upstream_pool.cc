@@ -59,13 +59,82 @@ void UpstreamConn::on_connect(uv_connect_t* req, int status) {
     return;
   }
   uv_tcp_nodelay(&self->tcp_, 1);
+  UpstreamPool* pool = self->pool_;
+  if (pool->tls_) {
+    // The ClientHello goes out now; the request written from on_upstream_connected is
+    // held by the session until the handshake is done. A handshake the server refuses
+    // counts as a connect failure (retried, fed to the breaker).
+    const auto& tc = pool->config_.tls;
+    size_t i = self->server_;
+    const HostPort& hp = i < pool->primaries_ ? pool->config_.servers[i] : pool->config_.backup[i - pool->primaries_];
+    auto& ticket = pool->servers_[i].ticket;
+    self->tls_ = tls::Session::client(pool->tls_, tc.server_name.empty() ? hp.host : tc.server_name,
+                                      ticket.empty() ? nullptr : &ticket);
+    self->state_ = State::kBusy;
+    if (!self->tls_ || !self->tls_flush()) {
+      self->fail(UpstreamError::kConnect);
+      return;
+    }
+    self->resume_reading();
+    if (self->user_) self->user_->on_upstream_connected(self);
+    return;
+  }
   self->state_ = State::kBusy;
   self->resume_reading();
   if (self->user_) self->user_->on_upstream_connected(self);
 }
 
+bool UpstreamConn::tls_flush() {
+  if (tls_->pending_ciphertext() == 0) return true;
+  tls_out_.clear();
+  tls_->take_ciphertext(tls_out_);
+  uv_buf_t b = net::buf_of(tls_out_.data(), tls_out_.size());
+  return net::write_bufs(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, on_write) == 0;
+}
+
+bool UpstreamConn::tls_input(const char* data, size_t len) {
+  tls_->feed(data, len);
+  tls_plain_.clear();
+  // The ciphertext is in the session now: the worker's read buffer takes the plaintext.
+  char* plain = pool_->worker()->read_buffer();
+  while (size_t n = tls_->read_plain(plain, net::Worker::kReadBufferSize)) tls_plain_.append(plain, n);
+  bool sent = tls_flush();
+  if (state_ == State::kIdle) {
+    // A pooled connection must be silent: data or an end means the server is done with it.
+    if (!tls_plain_.empty() || tls_->state() != tls::State::kOpen || !sent) close();
+    return false;
+  }
+  if (!sent) {
+    fail(UpstreamError::kReset);
+    return false;
+  }
+  if (tls_->state() == tls::State::kFailed) {
+    fail(tls_->handshake_done() ? UpstreamError::kBadResponse : UpstreamError::kConnect);
+    return false;
+  }
+  if (!tls_saved_ && !tls_plain_.empty()) {
+    // TLS 1.3 sends its tickets after the handshake: by the first response bytes they are in.
+    tls_saved_ = true;
+    pool_->servers_[server_].ticket = tls_->saved_session();
+  }
+  return true;
+}
+
 bool UpstreamConn::write(uv_buf_t* bufs, unsigned n) {
   if (state_ != State::kBusy) return false;
+  if (tls_) {
+    for (unsigned i = 0; i < n; i++) {
+      if (!tls_->write_plain(bufs[i].base, bufs[i].len)) {
+        fail(UpstreamError::kReset);
+        return false;
+      }
+    }
+    if (!tls_flush()) {
+      fail(UpstreamError::kReset);
+      return false;
+    }
+    return true;
+  }
   int r = net::write_bufs(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, on_write);
   if (r != 0) {
     fail(UpstreamError::kReset);
@@ -127,6 +196,20 @@ void UpstreamConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
 void UpstreamConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   auto* self = static_cast<UpstreamConn*>(s->data);
   if (nread == 0 || self->state_ == State::kClosing) return;
+  if (self->tls_ && nread > 0) {
+    if (!self->tls_input(buf->base, static_cast<size_t>(nread))) return;
+    if (!self->tls_plain_.empty()) self->handle_data(self->tls_plain_.data(), self->tls_plain_.size());
+    if (self->state_ == State::kBusy && self->tls_->state() == tls::State::kClosed) {
+      // close_notify: as an EOF (a close-delimited body ends here).
+      if (self->parser_.started() && self->parser_.finish()) {
+        self->spoiled_ = true;
+        self->deliver_complete();
+        return;
+      }
+      self->fail(UpstreamError::kReset);
+    }
+    return;
+  }
   if (self->state_ == State::kIdle) {
     // A pooled connection must be silent: data or EOF means the server is done with it.
     self->close();
@@ -232,8 +315,8 @@ void UpstreamConn::on_close(uv_handle_t* h) {
 // ---------------------------------------------------------------- UpstreamPool
 
 UpstreamPool::UpstreamPool(WorkerState* worker, const UpstreamConfig& config,
-                           std::shared_ptr<ServerCounters> counters)
-    : worker_(worker), config_(config), counters_(std::move(counters)) {
+                           std::shared_ptr<ServerCounters> counters, std::shared_ptr<const tls::ClientContext> tls)
+    : worker_(worker), config_(config), counters_(std::move(counters)), tls_(std::move(tls)) {
   primaries_ = config_.servers.size();
   servers_.resize(config_.servers.size() + config_.backup.size());
   for (size_t i = 0; i < servers_.size(); i++)

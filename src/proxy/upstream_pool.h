@@ -17,6 +17,7 @@
 #include "breaker/server_counters.h"
 #include "http/response_parser.h"
 #include "net/lifetime.h"
+#include "tls/session.h"
 
 namespace fg::proxy {
 
@@ -92,6 +93,10 @@ class UpstreamConn final : public http::ResponseParser::Handler {
   static void on_close(uv_handle_t* h);
   void fail(UpstreamError kind, bool connect_timed_out = false);
   void handle_data(const char* data, size_t len);
+  // TLS (the upstream has tls = true): decrypts into tls_plain_; false when the
+  // connection failed or closed (callbacks already ran).
+  bool tls_input(const char* data, size_t len);
+  bool tls_flush();
   void deliver_complete();
 
   UpstreamPool* pool_;
@@ -102,6 +107,10 @@ class UpstreamConn final : public http::ResponseParser::Handler {
   uv_timer_t timer_;
   uv_connect_t connect_req_;
   http::ResponseParser parser_;
+  std::unique_ptr<tls::Session> tls_;  // null: plain HTTP
+  std::string tls_out_;                // ciphertext on its way to the socket (reused)
+  std::string tls_plain_;              // decrypted response bytes of one read
+  bool tls_saved_ = false;             // this connection's ticket went to the server's slot
   uint64_t timeout_ms_ = 0;
   uint64_t requests_ = 0;
   uint64_t idle_since_ms_ = 0;
@@ -118,7 +127,9 @@ using ServerCounters = breaker::ServerCounters;
 
 class UpstreamPool {
  public:
-  UpstreamPool(WorkerState* worker, const UpstreamConfig& config, std::shared_ptr<ServerCounters> counters);
+  // `tls` is the upstream's client context (null: plain HTTP).
+  UpstreamPool(WorkerState* worker, const UpstreamConfig& config, std::shared_ptr<ServerCounters> counters,
+               std::shared_ptr<const tls::ClientContext> tls = nullptr);
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -163,7 +174,10 @@ class UpstreamPool {
 
   const UpstreamConfig& config() const { return config_; }
   // Reload with the same server list: new timeouts and caps apply to the next use.
-  void update_config(const UpstreamConfig& config) { config_ = config; }
+  void update_config(const UpstreamConfig& config, std::shared_ptr<const tls::ClientContext> tls) {
+    config_ = config;
+    tls_ = std::move(tls);
+  }
   // A pool replaced by a reload: connections close when released, none are pooled.
   void retire() {
     retired_ = true;
@@ -184,6 +198,7 @@ class UpstreamPool {
     std::vector<UpstreamConn*> idle;  // stack: most recently used last
     int64_t active = 0;               // this worker's connecting + busy connections
     bool resolved = false;            // addr holds the server's address
+    tls::SavedSession ticket;         // TLS: offered on the next connection to resume
   };
   struct Resolution;
   static void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res);
@@ -196,6 +211,7 @@ class UpstreamPool {
   WorkerState* worker_;
   UpstreamConfig config_;
   std::shared_ptr<ServerCounters> counters_;
+  std::shared_ptr<const tls::ClientContext> tls_;
   std::vector<Server> servers_;
   bool retired_ = false;
   size_t rr_ = 0;

@@ -29,6 +29,10 @@ std::string random_hex(size_t bytes) {
 
 bool same_upstream(const UpstreamConfig& a, const UpstreamConfig& b) {
   if (a.name != b.name || a.servers.size() != b.servers.size()) return false;
+  // Pooled connections were opened with the old TLS settings (or without TLS).
+  if (a.tls.enabled != b.tls.enabled || a.tls.ca_file != b.tls.ca_file || a.tls.verify != b.tls.verify ||
+      a.tls.server_name != b.tls.server_name)
+    return false;
   for (size_t i = 0; i < a.servers.size(); i++)
     if (a.servers[i].text != b.servers[i].text) return false;
   return true;
@@ -50,7 +54,8 @@ Status WorkerState::on_prepare() {
   const Config& cfg = config();
   size_t resolving = 0;
   for (size_t u = 0; u < cfg.upstreams.size(); u++) {
-    pools_.push_back(std::make_unique<UpstreamPool>(this, cfg.upstreams[u], snapshot()->upstreams[u].counters));
+    pools_.push_back(std::make_unique<UpstreamPool>(this, cfg.upstreams[u], snapshot()->upstreams[u].counters,
+                                                    snapshot()->upstream_tls(u)));
     resolving++;
     pools_.back()->resolve([&resolving, &status](Status s) {
       if (!s && status) status = std::move(s);
@@ -113,9 +118,9 @@ void WorkerState::on_snapshot(const net::Snapshot& old) {
       }
     }
     if (reuse) {
-      reuse->update_config(cfg.upstreams[u]);
+      reuse->update_config(cfg.upstreams[u], next.upstream_tls(u));
     } else {
-      reuse = std::make_unique<UpstreamPool>(this, cfg.upstreams[u], next.upstreams[u].counters);
+      reuse = std::make_unique<UpstreamPool>(this, cfg.upstreams[u], next.upstreams[u].counters, next.upstream_tls(u));
       // Asynchronous: requests for a server whose name has no answer yet fail as if it
       // were down (proxy/upstream_pool.h).
       int id = this->id();

@@ -48,6 +48,8 @@ class WorkerState : public net::Service {
   char* read_buffer() { return worker_.read_buffer(); }
 
   // ---- per-worker state for requests ----
+  // When a TLS error was last logged (ms): one line a second at most.
+  uint64_t tls_error_logged_ms = 0;
   UpstreamPool& pool(size_t upstream_index) { return *pools_[upstream_index]; }
   // Keeps a pool that its owner let go until nothing uses it any more: no other
   // reference and no open connection (checked on the tick).
