@@ -47,6 +47,29 @@ void read_tickets_path(Reader& rd, const toml::node& n, ServerConfig& s) {
   s.tickets_path = std::move(v);
 }
 
+// server.trusted_proxies: CIDR blocks or single addresses, IPv4 or IPv6.
+void read_trusted_proxies(Reader& rd, const toml::node& n, ServerConfig& s) {
+  const std::string p = "server.trusted_proxies";
+  const toml::array* arr = n.as_array();
+  if (arr == nullptr) {
+    rd.error(n, p, "expected an array of CIDR blocks, e.g. [\"10.0.0.0/8\", \"2001:db8::/32\"], got " +
+                       std::string(type_name(n)));
+    return;
+  }
+  for (size_t i = 0; i < arr->size(); i++) {
+    const toml::node& item = *arr->get(i);
+    std::string text;
+    if (!rd.read_string(item, Reader::index(p, i), &text)) continue;
+    Cidr c;
+    std::string why;
+    if (!Cidr::parse(text, &c, &why)) {
+      rd.error(item, Reader::index(p, i), why);
+      continue;
+    }
+    s.trusted_proxies.blocks.push_back(c);
+  }
+}
+
 // Why `admin` cannot listen next to the client listeners, or "". Two equal
 // addresses, or a wildcard and an address it covers on the same port, would
 // either fail to bind or (with SO_REUSEPORT) share connections between
@@ -80,7 +103,8 @@ void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* clie
              {"listen", "workers", "max_connections", "header_timeout", "body_timeout", "idle_timeout",
               "send_timeout", "drain_timeout", "max_header_bytes", "max_uri_bytes", "max_body_bytes",
               "client_table_size", "tickets_path", "merge_slashes", "underscores_in_headers",
-              "max_connections_per_client"});
+              "max_connections_per_client", "trusted_proxies", "real_ip_header", "proxy_protocol",
+              "proxy_protocol_timeout"});
 
   if (const toml::node* n = t.get("listen")) {
     rd.read_address_list(*n, "server.listen", true, false, &s.listen);
@@ -149,6 +173,21 @@ void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* clie
     rd.read_int(*n, "server.client_table_size", kMinClientTableSize, kMaxClientTableSize, client_table_size);
   }
   if (const toml::node* n = t.get("tickets_path")) read_tickets_path(rd, *n, s);
+  if (const toml::node* n = t.get("trusted_proxies")) read_trusted_proxies(rd, *n, s);
+  if (const toml::node* n = t.get("real_ip_header")) {
+    std::string v;
+    if (rd.read_string(*n, "server.real_ip_header", &v)) {
+      if (v.empty() || !std::all_of(v.begin(), v.end(), is_tchar)) {
+        rd.error(*n, "server.real_ip_header", "must be a header name, e.g. \"X-Forwarded-For\" or \"CF-Connecting-IP\"");
+      } else {
+        s.real_ip_header = std::move(v);
+      }
+    }
+  }
+  if (const toml::node* n = t.get("proxy_protocol")) rd.read_bool(*n, "server.proxy_protocol", &s.proxy_protocol);
+  if (const toml::node* n = t.get("proxy_protocol_timeout")) {
+    rd.read_duration(*n, "server.proxy_protocol_timeout", &s.proxy_protocol_timeout_ms);
+  }
 }
 
 void load_admin(Reader& rd, const Table& table, const ServerConfig& server, AdminConfig& a) {

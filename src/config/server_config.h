@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "config/cidr.h"
 #include "config/host_port.h"
 #include "config/reader_fwd.h"
 
@@ -28,6 +29,14 @@ struct ServerConfig {
   std::string tickets_path = "/_floodgate/tickets/";  // starts and ends with '/'
   bool merge_slashes = true;            // "//" in a request path counts as "/" for matching
   bool underscores_in_headers = false;  // false: request header names with '_' are dropped
+  // Peers whose real_ip_header is believed (http/real_ip.h); empty: none, the TCP peer
+  // (or the PROXY header's address) is always the client.
+  CidrList trusted_proxies;
+  std::string real_ip_header = "X-Forwarded-For";
+  // Every connection on the server listeners starts with a PROXY v1/v2 header
+  // (http/proxy_protocol.h), which must be complete within proxy_protocol_timeout.
+  bool proxy_protocol = false;
+  uint64_t proxy_protocol_timeout_ms = 5000;
 };
 
 struct AdminConfig {

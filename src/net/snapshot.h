@@ -72,6 +72,10 @@ struct RouteRuntime {
   metrics::CellId ticket_wait = 0;
 };
 
+// Results of re-resolving an upstream's names: same addresses, new ones, failure.
+enum ResolveResult : int { kResolveUnchanged = 0, kResolveChanged, kResolveFailed };
+constexpr size_t kResolveResults = 3;
+
 struct UpstreamRuntime {
   std::shared_ptr<breaker::ServerCounters> counters;  // primaries then backups
   std::shared_ptr<breaker::LatencyWindow> latency;  // for timeout = "adaptive"
@@ -81,15 +85,21 @@ struct UpstreamRuntime {
                                          : u.timeout_ms;
   }
   metrics::CellId duration = 0;
+  std::array<metrics::CellId, kResolveResults> resolutions{};  // by ResolveResult
   // errors[server][kind], kind = proxy::UpstreamError, and [4] = a 5xx answer
   std::vector<std::array<metrics::CellId, 5>> errors;
 };
+
+// http::ProxyHeaderError values (kNone included, so the index is the enum value).
+constexpr size_t kProxyRejectReasons = 6;
 
 struct Snapshot {
   std::shared_ptr<const Config> config;
   std::vector<RouteRuntime> routes;
   std::vector<UpstreamRuntime> upstreams;
   uint64_t loaded_at_ms = 0;  // wall clock
+  // floodgate_proxy_protocol_rejected_total{reason}, by http::ProxyHeaderError.
+  std::array<metrics::CellId, kProxyRejectReasons> proxy_protocol_rejected{};
 
   // Main thread. Carries budgets (keeping their fill ratio), limiters and counters over
   // from `prev` by route/upstream name when their shape allows it.

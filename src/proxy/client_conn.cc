@@ -8,6 +8,8 @@
 
 #include "admission/gate.h"
 #include "core/log.h"
+#include "http/proxy_protocol.h"
+#include "http/real_ip.h"
 #include "http/serialize.h"
 #include "net/stream_write.h"
 #include "proxy/worker_state.h"
@@ -70,19 +72,63 @@ void ClientConn::accept(uv_stream_t* server) {
       uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), ip, sizeof ip);
     else
       uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), ip, sizeof ip);
-    client_ip_ = ip;
+    peer_ip_ = ip;
   }
+  client_ip_ = peer_ip_;
+  const ServerConfig& sc = worker_->config().server;
+  if (sc.proxy_protocol) {
+    // The balancer's address is not the client's: the per-client cap waits for the header.
+    awaiting_proxy_header_ = true;
+    set_timer(Timer::kProxyHeader, sc.proxy_protocol_timeout_ms);
+  } else {
+    if (!count_client_connection()) return;
+    set_timer(Timer::kHeader, sc.header_timeout_ms);
+  }
+  start_read();
+}
+
+bool ClientConn::count_client_connection() {
   if (uint64_t cap = worker_->config().server.max_connections_per_client; cap > 0) {
     // One address holding many connections (slow readers, idle floods) must not take
     // every slot: beyond its cap its new connections are closed before anything is read.
-    client_slot_ = static_cast<uint32_t>(std::hash<std::string>{}(client_ip_) % net::Instance::kClientSlots);
-    if (inst.client_connections[client_slot_].fetch_add(1, std::memory_order_relaxed) >= cap) {
+    client_slot_ = static_cast<uint32_t>(std::hash<std::string>{}(peer_ip_) % net::Instance::kClientSlots);
+    if (worker_->instance().client_connections[client_slot_].fetch_add(1, std::memory_order_relaxed) >= cap) {
       close();
-      return;
+      return false;
     }
   }
+  return true;
+}
+
+bool ClientConn::take_proxy_header() {
+  const std::string_view data(inbuf_.data() + inbuf_off_, inbuf_.size() - inbuf_off_);
+  const http::ProxyHeader h = http::parse_proxy_header(data);
+  if (h.state == http::ProxyHeader::State::kNeedMore) return false;
+  if (h.state == http::ProxyHeader::State::kError) {
+    reject_proxy_header(static_cast<int>(h.error), h.version == 0 ? "no PROXY protocol header before the request"
+                                                                  : "malformed PROXY protocol header");
+    return false;
+  }
+  inbuf_off_ += h.length;
+  awaiting_proxy_header_ = false;
+  if (!h.local) peer_ip_ = h.source.text();
+  client_ip_ = peer_ip_;
+  if (!count_client_connection()) return false;
   set_timer(Timer::kHeader, worker_->config().server.header_timeout_ms);
-  start_read();
+  return true;
+}
+
+void ClientConn::reject_proxy_header(int reason, std::string_view detail) {
+  // No HTTP answer: whatever sent this does not speak the protocol the listener
+  // expects, and an answer could be read as coming from the real server.
+  const auto reason_name = http::proxy_header_error_name(static_cast<http::ProxyHeaderError>(reason));
+  metrics::Registry::get().add(worker_->id(), worker_->snapshot()->proxy_protocol_rejected[static_cast<size_t>(reason)]);
+  if (worker_->note_proxy_rejection()) {
+    log::event("warn", "proxy_protocol_rejected", [&](log::Line& l) {
+      l.str("peer", peer_ip_).str("reason", reason_name).str("detail", detail);
+    });
+  }
+  close();
 }
 
 void ClientConn::start_read() {
@@ -151,6 +197,7 @@ void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 
 void ClientConn::process_input() {
   if (processing_) return;
+  if (awaiting_proxy_header_ && !take_proxy_header()) return;
   processing_ = true;
   while (state_ == State::kOpen && !parse_paused_ && inbuf_off_ < inbuf_.size()) {
     const char* p = inbuf_.data() + inbuf_off_;
@@ -205,6 +252,12 @@ void ClientConn::on_request_head(http::RequestHead& head) {
   body_paused_ = false;
   body_bytes_ = 0;
   worker_->note_request();
+  if (!cfg.server.trusted_proxies.empty()) {
+    http::RealIp real =
+        http::resolve_real_ip(peer_ip_, head.headers, cfg.server.real_ip_header, cfg.server.trusted_proxies);
+    client_ip_ = std::move(real.client);
+    forwarded_for_ = std::move(real.forwarded_for);
+  }
 
   // Ticket endpoint (queue/ticket_endpoint.h): before routing, no route limit applies.
   if (cfg.redis.enabled) {
@@ -448,6 +501,8 @@ void ClientConn::request_done(bool keep_alive) {
 
 void ClientConn::begin_next_request() {
   parser_.reset_for_next();
+  client_ip_ = peer_ip_;
+  forwarded_for_.clear();
   parse_paused_ = false;
   if (write_queue_size() == 0) set_timer(Timer::kIdle, worker_->config().server.idle_timeout_ms);
   else set_timer(Timer::kSend, worker_->config().server.send_timeout_ms);
@@ -501,6 +556,10 @@ void ClientConn::on_timer(uv_timer_t* t) {
   Timer kind = self->timer_kind_;
   self->timer_kind_ = Timer::kNone;
   switch (kind) {
+    case Timer::kProxyHeader:
+      self->reject_proxy_header(static_cast<int>(http::ProxyHeaderError::kTimeout),
+                                "no complete PROXY protocol header within proxy_protocol_timeout");
+      break;
     case Timer::kHeader:
       // The whole head did not arrive in time (slowloris): 408 and close.
       if (self->in_request_) {

@@ -32,7 +32,11 @@ class ClientConn final : public http::RequestParser::Handler {
 
   // ---- used by ProxySession (same loop) ----
   WorkerState* worker() const { return worker_; }
+  // The client's address for this request: the connection's peer (or the PROXY
+  // header's source), or the address a trusted proxy named (http/real_ip.h).
   const std::string& client_ip() const { return client_ip_; }
+  // The X-Forwarded-For value to send upstream, or "" for "incoming chain + client".
+  const std::string& forwarded_for() const { return forwarded_for_; }
   // Writes response bytes; false when the connection is closing or broken.
   bool write(uv_buf_t* bufs, unsigned n);
   size_t write_queue_size() const;
@@ -54,7 +58,7 @@ class ClientConn final : public http::RequestParser::Handler {
 
  private:
   enum class State { kOpen, kLingering, kClosing };
-  enum class Timer { kNone, kHeader, kIdle, kBody, kSend, kLinger };
+  enum class Timer { kNone, kProxyHeader, kHeader, kIdle, kBody, kSend, kLinger };
 
   // RequestParser::Handler
   void on_request_head(http::RequestHead& head) override;
@@ -62,6 +66,13 @@ class ClientConn final : public http::RequestParser::Handler {
   void on_request_complete() override;
 
   void process_input();
+  // Reads the PROXY header at the start of inbuf_; false while it is incomplete or
+  // when the connection was refused.
+  bool take_proxy_header();
+  void reject_proxy_header(int reason, std::string_view detail);
+  // Counts the connection against server.max_connections_per_client; false (and the
+  // connection is closing) when the client is over its cap.
+  bool count_client_connection();
   void set_timer(Timer which, uint64_t ms);
   void start_read();
   void stop_read();
@@ -86,7 +97,9 @@ class ClientConn final : public http::RequestParser::Handler {
   ProxySession session_;
   State state_ = State::kOpen;
   Timer timer_kind_ = Timer::kNone;
-  std::string client_ip_;
+  std::string peer_ip_;        // TCP peer, or the PROXY header's source address
+  std::string client_ip_;      // per request (see client_ip())
+  std::string forwarded_for_;  // per request (see forwarded_for())
   std::string inbuf_;        // received bytes not yet parsed (pipelining, pauses)
   size_t inbuf_off_ = 0;
   uint64_t body_bytes_ = 0;      // body bytes of the current request so far
@@ -101,6 +114,7 @@ class ClientConn final : public http::RequestParser::Handler {
   bool draining_ = false;
   bool peer_eof_ = false;        // the client half-closed its side
   bool counted_ = false;
+  bool awaiting_proxy_header_ = false;  // server.proxy_protocol: no HTTP before the header
   // Slot of this client's address in Instance::client_connections, when counted there.
   static constexpr uint32_t kNoSlot = UINT32_MAX;
   uint32_t client_slot_ = kNoSlot;
