@@ -16,7 +16,7 @@ readonly MIN_MESON=0.63
 
 packages=(
   meson ninja-build pkg-config g++
-  libuv1-dev libssl-dev node-llhttp libhiredis-dev libsimdjson-dev libtomlplusplus-dev
+  libuv1-dev libssl-dev node-llhttp libhiredis-dev libsimdjson-dev libtomlplusplus-dev libc-ares-dev
   catch2 redis-server python3 python3-pytest python3-yaml systemd curl ca-certificates
 )
 bench_packages=(nginx-light wrk)

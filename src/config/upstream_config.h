@@ -49,6 +49,12 @@ struct UpstreamConfig {
   uint64_t timeout_max_ms = 10000;
   BreakerConfig breaker;
   HealthConfig health;
+  // Server host names are looked up again this often (or on the record's TTL when the
+  // c-ares resolver reports one); a failed lookup keeps the last good address.
+  uint64_t resolve_every_ms = 30000;
+  // Name servers ("IP:port") asked through c-ares; empty: the system resolver
+  // (getaddrinfo on libuv's thread pool, /etc/hosts and nsswitch included).
+  std::vector<HostPort> resolver;
 };
 
 namespace config {

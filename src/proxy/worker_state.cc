@@ -25,7 +25,9 @@ std::string random_hex(size_t bytes) {
 }
 
 bool same_upstream(const UpstreamConfig& a, const UpstreamConfig& b) {
-  if (a.name != b.name || a.servers.size() != b.servers.size()) return false;
+  if (a.name != b.name || a.servers.size() != b.servers.size() || a.resolver.size() != b.resolver.size()) return false;
+  for (size_t i = 0; i < a.resolver.size(); i++)
+    if (a.resolver[i].text != b.resolver[i].text) return false;
   for (size_t i = 0; i < a.servers.size(); i++)
     if (a.servers[i].text != b.servers[i].text) return false;
   return true;
@@ -134,7 +136,10 @@ void WorkerState::on_tick(uint64_t now) {
   }
   // Long-polls whose wait is over answer with the state they have.
   tickets_.notify_due(now);
-  for (auto& p : pools_) p->sweep(now);
+  for (auto& p : pools_) {
+    p->sweep(now);
+    p->refresh(now);
+  }
   // Pools replaced by a reload go away once their last connection has closed.
   for (size_t i = 0; i < retired_pools_.size();) {
     if (retired_pools_[i]->open_connections() == 0) {
