@@ -55,13 +55,16 @@ ProxyHeader parse_v1(std::string_view data) {
     return h;
   }
   const std::string_view line = data.substr(kV1Prefix.size(), crlf - kV1Prefix.size());
-  // Fields separated by single spaces.
-  std::string_view f[6];
+  // Fields separated by single spaces: protocol, source, destination, two ports.
+  std::string_view f[5];
   size_t n = 0;
   size_t start = 0;
   for (size_t i = 0; i <= line.size(); i++) {
     if (i == line.size() || line[i] == ' ') {
-      if (n == 6) return fail(ProxyHeaderError::kMalformed, 1);
+      if (n == 5) {
+        if (f[0] == "UNKNOWN") break;
+        return fail(ProxyHeaderError::kMalformed, 1);
+      }
       f[n++] = line.substr(start, i - start);
       start = i + 1;
     }
@@ -74,7 +77,7 @@ ProxyHeader parse_v1(std::string_view data) {
     h.state = ProxyHeader::State::kDone;
     return h;
   }
-  if (n != 6 || (f[0] != "TCP4" && f[0] != "TCP6")) return fail(ProxyHeaderError::kMalformed, 1);
+  if (n != 5 || (f[0] != "TCP4" && f[0] != "TCP6")) return fail(ProxyHeaderError::kMalformed, 1);
   IpAddr src, dst;
   const bool want_v4 = f[0] == "TCP4";
   if (!IpAddr::parse(f[1], &src) || !IpAddr::parse(f[2], &dst)) return fail(ProxyHeaderError::kMalformed, 1);
