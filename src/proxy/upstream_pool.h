@@ -146,6 +146,12 @@ class UpstreamPool {
   void refresh(uint64_t now_ms);
   // The address server `i` connects to now ("" while unresolved).
   std::string server_address(size_t i) const;
+  // The same as a socket address; false while unresolved.
+  bool server_sockaddr(size_t i, sockaddr_storage* out) const {
+    if (i >= servers_.size() || !servers_[i].resolved) return false;
+    *out = servers_[i].addr;
+    return true;
+  }
 
   // True when some server (primary or backup) could take a request now: not down,
   // breaker not open, under max_connections.

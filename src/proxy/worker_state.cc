@@ -217,6 +217,12 @@ void WorkerState::open_redis() {
   subscriber_->start();
 }
 
+UpstreamPool* WorkerState::pool_named(std::string_view name) {
+  for (auto& p : pools_)
+    if (p && p->config().name == name) return p.get();
+  return nullptr;
+}
+
 void WorkerState::keep_pool(std::shared_ptr<UpstreamPool> pool) {
   pool->retire();
   kept_pools_.push_back(std::move(pool));

@@ -48,6 +48,8 @@ class WorkerState : public net::Service {
 
   // ---- per-worker state for requests ----
   UpstreamPool& pool(size_t upstream_index) { return *pools_[upstream_index]; }
+  // The current pool of the upstream named `name`, or null.
+  UpstreamPool* pool_named(std::string_view name);
   // Keeps a pool that its owner let go until nothing uses it any more: no other
   // reference and no open connection (checked on the tick).
   void keep_pool(std::shared_ptr<UpstreamPool> pool);

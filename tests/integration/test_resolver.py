@@ -10,7 +10,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import (add_cleanup, free_port, gateway_config, http, metric, run_tests, scrape, start_gateway,
+from harness import (Raw, add_cleanup, free_port, gateway_config, http, metric, run_tests, scrape, start_gateway,
                      start_shop, test, wait_until)
 
 
@@ -130,8 +130,12 @@ def traffic_follows_the_dns_answer_and_keeps_the_last_good_address():
     admin = free_port()
     gw = start_gateway(lambda p: gateway_config(
         0, p, upstream={"servers": [f"shop.test:{port}"], "resolver": [f"127.0.0.1:{dns.port}"],
-                        "resolve_every": "1s", "keepalive": 8},
+                        "resolve_every": "1s", "keepalive": 8,
+                        # Probes use the pool's address: "shop.test" is unknown to the system resolver.
+                        "health": Raw('{ path = "/who", interval = "300ms", timeout = "200ms" }')},
         extra=f'[admin]\nlisten = "127.0.0.1:{admin}"\n'))
+    assert served_by(gw.port) == "A"
+    time.sleep(1.0)  # several probes: the server stays up
     assert served_by(gw.port) == "A"
     # The answer changes: within a few TTLs every new request goes to B, without a reload.
     dns.table["shop.test"] = "127.0.0.2"
