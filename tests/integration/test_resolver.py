@@ -81,6 +81,8 @@ def start_backend(host, port, name):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
+            if self.path.startswith("/slow"):
+                time.sleep(2.5)
             body = name.encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -130,16 +132,23 @@ def traffic_follows_the_dns_answer_and_keeps_the_last_good_address():
     admin = free_port()
     gw = start_gateway(lambda p: gateway_config(
         0, p, upstream={"servers": [f"shop.test:{port}"], "resolver": [f"127.0.0.1:{dns.port}"],
-                        "resolve_every": "1s", "keepalive": 8,
+                        "resolve_every": "1s", "keepalive": 8, "timeout": "5s",
                         # Probes use the pool's address: "shop.test" is unknown to the system resolver.
                         "health": Raw('{ path = "/who", interval = "300ms", timeout = "200ms" }')},
         extra=f'[admin]\nlisten = "127.0.0.1:{admin}"\n'))
     assert served_by(gw.port) == "A"
     time.sleep(1.0)  # several probes: the server stays up
     assert served_by(gw.port) == "A"
+    # A slow request is in flight on A while the answer changes.
+    slow = {}
+    t = threading.Thread(target=lambda: slow.update(r=http("GET", gw.port, "/slow", timeout=10)))
+    t.start()
+    time.sleep(0.3)
     # The answer changes: within a few TTLs every new request goes to B, without a reload.
     dns.table["shop.test"] = "127.0.0.2"
     wait_until(lambda: served_by(gw.port) == "B", 10, message="traffic did not move to the new address")
+    t.join(10)
+    assert slow["r"].status == 200 and slow["r"].body == b"A", slow  # finished where it started
     for _ in range(5):
         assert served_by(gw.port) == "B"
     gw.wait_log(lambda l: l.get("event") == "upstream_address_changed" and l.get("new") == f"127.0.0.2:{port}")
