@@ -70,6 +70,32 @@ void read_trusted_proxies(Reader& rd, const toml::node& n, ServerConfig& s) {
   }
 }
 
+// log.access_fields: which fields access lines carry (always in the documented order).
+void read_access_fields(Reader& rd, const toml::node& n, LogConfig& log) {
+  const std::string p = "log.access_fields";
+  const toml::array* arr = n.as_array();
+  if (arr == nullptr || arr->empty()) {
+    rd.error(n, p, "expected a non-empty array of field names, e.g. [\"ts\", \"client\", \"path\", \"status\"]");
+    return;
+  }
+  uint32_t mask = 0;
+  for (size_t i = 0; i < arr->size(); i++) {
+    std::string name;
+    if (!rd.read_string(*arr->get(i), Reader::index(p, i), &name)) continue;
+    int found = -1;
+    for (int f = 0; f < kAccessFieldCount; f++)
+      if (name == kAccessFieldNames[f]) found = f;
+    if (found < 0) {
+      std::string known;
+      for (const char* k : kAccessFieldNames) known += known.empty() ? std::string(k) : ", " + std::string(k);
+      rd.error(*arr->get(i), Reader::index(p, i), "unknown access-log field \"" + name + "\"; known: " + known);
+      continue;
+    }
+    mask |= 1u << found;
+  }
+  if (mask != 0) log.access_fields = mask;
+}
+
 // Why `admin` cannot listen next to the client listeners, or "". Two equal
 // addresses, or a wildcard and an address it covers on the same port, would
 // either fail to bind or (with SO_REUSEPORT) share connections between
@@ -231,7 +257,7 @@ void load_reload(Reader& rd, const Table& table, ReloadConfig& r) {
 
 void load_log(Reader& rd, const Table& table, LogConfig& log) {
   const toml::table& t = table.toml();
-  rd.check_keys(t, "log", {"file", "access", "level", "access_sample"});
+  rd.check_keys(t, "log", {"file", "access", "level", "access_sample", "access_fields"});
   if (const toml::node* n = t.get("file")) rd.read_string(*n, "log.file", &log.file);
   if (const toml::node* n = t.get("access")) rd.read_bool(*n, "log.access", &log.access);
   if (const toml::node* n = t.get("level")) {
@@ -243,6 +269,7 @@ void load_log(Reader& rd, const Table& table, LogConfig& log) {
   if (const toml::node* n = t.get("access_sample")) {
     rd.read_number(*n, "log.access_sample", 0, false, 1, &log.access_sample);
   }
+  if (const toml::node* n = t.get("access_fields")) read_access_fields(rd, *n, log);
 }
 
 }  // namespace fg::config

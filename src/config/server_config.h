@@ -49,11 +49,21 @@ struct ReloadConfig {
   bool watch = false;            // reload when the config file is saved
 };
 
+// The fields of an access line, in the order they are written (log.access_fields).
+enum AccessField : int {
+  kFieldTs = 0, kFieldRequestId, kFieldClient, kFieldMethod, kFieldPath, kFieldRoute, kFieldStatus, kFieldOutcome,
+  kFieldUpstream, kFieldUpstreamMs, kFieldTotalMs, kAccessFieldCount
+};
+inline constexpr const char* kAccessFieldNames[kAccessFieldCount] = {
+    "ts", "request_id", "client", "method", "path", "route", "status", "outcome", "upstream", "upstream_ms", "total_ms"};
+
 struct LogConfig {
   std::string file;     // empty: stderr
   bool access = true;   // one JSON line per request
   std::string level = "info";  // event lines below it are not written: debug|info|warn|error
   double access_sample = 1.0;  // share of access lines kept for answers < 400 (errors: all)
+  uint32_t access_fields = (1u << kAccessFieldCount) - 1;  // bit per AccessField written
+  bool has_field(AccessField f) const { return (access_fields >> f) & 1u; }
 };
 
 namespace config {

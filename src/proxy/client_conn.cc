@@ -626,19 +626,21 @@ void ClientConn::write_access_log() {
   log::append_timestamp(ts, log::wall_ms());
   std::string_view route = s.route() >= 0 ? std::string_view(cfg.routes[static_cast<size_t>(s.route())].name)
                                           : std::string_view();
-  log::Line(out)
-      .str("ts", ts)
-      .str("request_id", s.request_id())
-      .str("client", client_ip_)
-      .str("method", s.head().method)
-      .str("path", s.head().path())
-      .str("route", route)
-      .num("status", s.status())
-      .str("outcome", net::outcome_name(s.outcome()))
-      .str("upstream", s.upstream_addr())
-      .num("upstream_ms", s.upstream_ms())
-      .num("total_ms", static_cast<int64_t>(total_ms))
-      .finish();
+  // Only the fields log.access_fields selects, always in this order.
+  const LogConfig& lc = cfg.log;
+  log::Line line(out);
+  if (lc.has_field(kFieldTs)) line.str("ts", ts);
+  if (lc.has_field(kFieldRequestId)) line.str("request_id", s.request_id());
+  if (lc.has_field(kFieldClient)) line.str("client", client_ip_);
+  if (lc.has_field(kFieldMethod)) line.str("method", s.head().method);
+  if (lc.has_field(kFieldPath)) line.str("path", s.head().path());
+  if (lc.has_field(kFieldRoute)) line.str("route", route);
+  if (lc.has_field(kFieldStatus)) line.num("status", s.status());
+  if (lc.has_field(kFieldOutcome)) line.str("outcome", net::outcome_name(s.outcome()));
+  if (lc.has_field(kFieldUpstream)) line.str("upstream", s.upstream_addr());
+  if (lc.has_field(kFieldUpstreamMs)) line.num("upstream_ms", s.upstream_ms());
+  if (lc.has_field(kFieldTotalMs)) line.num("total_ms", static_cast<int64_t>(total_ms));
+  line.finish();
   worker_->access_log().maybe_flush();
 }
 

@@ -209,3 +209,18 @@ TEST_CASE("server.trusted_proxies, real_ip_header and proxy_protocol", "[config]
     CHECK(load_error(with_server("listen = \"127.0.0.1:8080\"\n" + std::string(line))) == message);
   }
 }
+
+TEST_CASE("log.access_fields selects access-line fields", "[config][log]") {
+  auto def = load_ok(kMinimal);
+  for (int f = 0; f < fg::kAccessFieldCount; f++) CHECK(def->log.has_field(static_cast<fg::AccessField>(f)));
+  auto cfg = load_ok(kMinimal + "[log]\naccess_fields = [\"ts\", \"client\", \"status\"]\n");
+  CHECK(cfg->log.has_field(fg::kFieldClient));
+  CHECK(cfg->log.has_field(fg::kFieldStatus));
+  CHECK_FALSE(cfg->log.has_field(fg::kFieldPath));
+  CHECK(load_error(kMinimal + "[log]\naccess_fields = [\"ts\", \"agent\"]\n") ==
+        "test.toml:12:24: log.access_fields[1]: unknown access-log field \"agent\"; known: ts, request_id, client, "
+        "method, path, route, status, outcome, upstream, upstream_ms, total_ms");
+  CHECK(load_error(kMinimal + "[log]\naccess_fields = []\n") ==
+        "test.toml:12:17: log.access_fields: expected a non-empty array of field names, e.g. [\"ts\", \"client\", "
+        "\"path\", \"status\"]");
+}
