@@ -144,6 +144,9 @@ class UpstreamPool {
   // so requests in flight finish where they started. A failed lookup keeps the last
   // good address.
   void refresh(uint64_t now_ms);
+  // Stops looking names up and frees the resolver's handles (worker stop: the loop
+  // must still run for them to close). Addresses already known stay.
+  void stop_lookups() { resolver_.reset(); }
   // The address server `i` connects to now ("" while unresolved).
   std::string server_address(size_t i) const;
   // The same as a socket address; false while unresolved.
@@ -184,6 +187,7 @@ class UpstreamPool {
   void retire() {
     retired_ = true;
     close_idle();
+    stop_lookups();
   }
   bool retired() const { return retired_; }
   const ServerCounters* counters() const { return counters_.get(); }

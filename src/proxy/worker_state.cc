@@ -181,8 +181,12 @@ bool WorkerState::busy() const {
 void WorkerState::on_stop() {
   // Long-polls still registered belong to connections that are gone by now.
   tickets_.clear();
-  for (auto& p : pools_) p->close_idle();
+  for (auto& p : pools_) {
+    p->close_idle();
+    p->stop_lookups();  // c-ares handles close while the loop still runs
+  }
   for (auto& p : retired_pools_) p->close_idle();
+  for (auto& p : kept_pools_) p->stop_lookups();
   close_redis();
 }
 

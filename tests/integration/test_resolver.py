@@ -130,12 +130,16 @@ def traffic_follows_the_dns_answer_and_keeps_the_last_good_address():
     dns.table["shop.test"] = "127.0.0.1"
     port = both_backends()
     admin = free_port()
-    gw = start_gateway(lambda p: gateway_config(
-        0, p, upstream={"servers": [f"shop.test:{port}"], "resolver": [f"127.0.0.1:{dns.port}"],
-                        "resolve_every": "1s", "keepalive": 8, "timeout": "5s",
-                        # Probes use the pool's address: "shop.test" is unknown to the system resolver.
-                        "health": Raw('{ path = "/who", interval = "300ms", timeout = "200ms" }')},
-        extra=f'[admin]\nlisten = "127.0.0.1:{admin}"\n'))
+
+    def config(p, resolvers):
+        return gateway_config(
+            0, p, upstream={"servers": [f"shop.test:{port}"], "resolver": resolvers,
+                            "resolve_every": "1s", "keepalive": 8, "timeout": "5s",
+                            # Probes use the pool's address: "shop.test" is unknown to the system resolver.
+                            "health": Raw('{ path = "/who", interval = "300ms", timeout = "200ms" }')},
+            extra=f'[admin]\nlisten = "127.0.0.1:{admin}"\n')
+
+    gw = start_gateway(lambda p: config(p, [f"127.0.0.1:{dns.port}"]))
     assert served_by(gw.port) == "A"
     time.sleep(1.0)  # several probes: the server stays up
     assert served_by(gw.port) == "A"
@@ -169,6 +173,14 @@ def traffic_follows_the_dns_answer_and_keeps_the_last_good_address():
     dns.table["shop.test"] = "127.0.0.1"
     dns.mode = "answer"
     wait_until(lambda: served_by(gw.port) == "A", 15, message="traffic did not come back after DNS recovered")
+
+    # A reload that changes the resolver list starts the pools afresh: the new ones look
+    # the name up through the new list (a dead server first, then ours).
+    dead = free_port()
+    gw.reload(config(gw.port, [f"127.0.0.1:{dead}", f"127.0.0.1:{dns.port}"]))
+    gw.wait_log(lambda l: l.get("event") == "reload_ok")
+    dns.table["shop.test"] = "127.0.0.2"
+    wait_until(lambda: served_by(gw.port) == "B", 15, message="no lookup through the reloaded resolver list")
     assert gw.alive()
 
 
