@@ -51,6 +51,12 @@ struct UpstreamConfig {
   BreakerConfig breaker;
   HealthConfig health;
   UpstreamTlsConfig tls;                 // tls = true: HTTPS to every server
+  // Server host names are looked up again this often (or on the record's TTL when the
+  // c-ares resolver reports one); a failed lookup keeps the last good address.
+  uint64_t resolve_every_ms = 30000;
+  // Name servers ("IP:port") asked through c-ares; empty: the system resolver
+  // (getaddrinfo on libuv's thread pool, /etc/hosts and nsswitch included).
+  std::vector<HostPort> resolver;
 };
 
 namespace config {

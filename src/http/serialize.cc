@@ -85,7 +85,7 @@ std::string connection_tokens(const std::vector<Header>& headers) {
 
 void append_upstream_request_head(std::string& out, const RequestHead& head, const ForwardInfo& info) {
   out.reserve(out.size() + estimate_head(head.headers) + head.method.size() + head.target.size() +
-              info.client_ip.size() + info.request_id.size());
+              info.client_ip.size() + info.forwarded_for.size() + info.request_id.size());
   out.append(head.method);
   out.push_back(' ');
   out.append(head.target);
@@ -115,11 +115,15 @@ void append_upstream_request_head(std::string& out, const RequestHead& head, con
   }
 
   out.append("X-Forwarded-For: ");
-  if (!forwarded_for.empty()) {
-    out.append(forwarded_for);
-    out.append(", ");
+  if (!info.forwarded_for.empty()) {
+    out.append(info.forwarded_for);
+  } else {
+    if (!forwarded_for.empty()) {
+      out.append(forwarded_for);
+      out.append(", ");
+    }
+    out.append(info.client_ip);
   }
-  out.append(info.client_ip);
   out.append(kCrlf);
   append_header(out, "X-Forwarded-Proto", info.proto);
   append_header(out, "X-Request-Id", info.request_id);

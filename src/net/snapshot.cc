@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "core/log.h"
+#include "http/proxy_protocol.h"
 #include "tls/session.h"
 
 namespace fg::net {
@@ -100,6 +101,13 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
   snap->config = config;
   snap->loaded_at_ms = log::wall_ms();
   auto& reg = metrics::Registry::get();
+  static_assert(kProxyRejectReasons == static_cast<size_t>(http::ProxyHeaderError::kCount));
+  for (size_t k = 1; k < kProxyRejectReasons; k++) {
+    snap->proxy_protocol_rejected[k] = reg.counter(
+        "floodgate_proxy_protocol_rejected_total",
+        "Connections closed for a missing, malformed, oversize or late PROXY protocol header.",
+        metrics::label("reason", http::proxy_header_error_name(static_cast<http::ProxyHeaderError>(k))));
+  }
 
   for (const auto& r : config->routes) {
     RouteRuntime rt;
@@ -195,6 +203,12 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
     std::string ul = metrics::label("upstream", u.name);
     ut.duration = reg.histogram("floodgate_upstream_duration_seconds",
                                 "Time from sending a request to the upstream's response head.", ul);
+    static const char* kResults[kResolveResults] = {"unchanged", "changed", "failed"};
+    for (size_t k = 0; k < kResolveResults; k++) {
+      ut.resolutions[k] = reg.counter("floodgate_upstream_resolutions_total",
+                                      "Re-resolutions of upstream host names by result (a failure keeps the last good addresses).",
+                                      ul + "," + metrics::label("result", kResults[k]));
+    }
     std::vector<HostPort> all = u.servers;
     all.insert(all.end(), u.backup.begin(), u.backup.end());
     for (const auto& s : all) {

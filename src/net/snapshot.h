@@ -84,6 +84,10 @@ struct RouteRuntime {
   metrics::CellId ticket_wait = 0;
 };
 
+// Results of re-resolving an upstream's names: same addresses, new ones, failure.
+enum ResolveResult : int { kResolveUnchanged = 0, kResolveChanged, kResolveFailed };
+constexpr size_t kResolveResults = 3;
+
 struct UpstreamRuntime {
   std::shared_ptr<breaker::ServerCounters> counters;  // primaries then backups
   std::shared_ptr<breaker::LatencyWindow> latency;  // for timeout = "adaptive"
@@ -93,9 +97,13 @@ struct UpstreamRuntime {
                                          : u.timeout_ms;
   }
   metrics::CellId duration = 0;
+  std::array<metrics::CellId, kResolveResults> resolutions{};  // by ResolveResult
   // errors[server][kind], kind = proxy::UpstreamError, and [4] = a 5xx answer
   std::vector<std::array<metrics::CellId, 5>> errors;
 };
+
+// http::ProxyHeaderError values (kNone included, so the index is the enum value).
+constexpr size_t kProxyRejectReasons = 6;
 
 struct Snapshot {
   std::shared_ptr<const Config> config;
@@ -106,6 +114,8 @@ struct Snapshot {
   TlsContexts tls;
   std::array<metrics::CellId, kTlsHandshakeCount> tls_handshakes{};
   std::array<metrics::CellId, kTlsErrorKinds> tls_errors{};  // by tls::Error - 1
+  // floodgate_proxy_protocol_rejected_total{reason}, by http::ProxyHeaderError.
+  std::array<metrics::CellId, kProxyRejectReasons> proxy_protocol_rejected{};
 
   // Main thread. Carries budgets (keeping their fill ratio), limiters and counters over
   // from `prev` by route/upstream name when their shape allows it.

@@ -10,6 +10,8 @@
 
 #include "admission/gate.h"
 #include "core/log.h"
+#include "http/proxy_protocol.h"
+#include "http/real_ip.h"
 #include "http/serialize.h"
 #include "net/listener.h"
 #include "net/stream_write.h"
@@ -78,18 +80,9 @@ void ClientConn::accept(uv_stream_t* server) {
       uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), ip, sizeof ip);
     else
       uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), ip, sizeof ip);
-    client_ip_ = ip;
+    peer_ip_ = ip;
   }
-  if (uint64_t cap = worker_->config().server.max_connections_per_client; cap > 0) {
-    // One address holding many connections (slow readers, idle floods) must not take
-    // every slot: beyond its cap its new connections are closed before anything is read.
-    client_slot_ = static_cast<uint32_t>(std::hash<std::string>{}(client_ip_) % net::Instance::kClientSlots);
-    if (inst.client_connections[client_slot_].fetch_add(1, std::memory_order_relaxed) >= cap) {
-      inst.refused_per_client.fetch_add(1, std::memory_order_relaxed);
-      close();
-      return;
-    }
-  }
+  client_ip_ = peer_ip_;
   // TLS when the listener has it: the context current now stays with this connection.
   const net::Snapshot& snap = *worker_->snapshot();
   const auto& listen = snap.config->server.listen;
@@ -105,9 +98,63 @@ void ClientConn::accept(uv_stream_t* server) {
     }
     break;
   }
-  // The head timeout covers the handshake too: a client that never finishes it is closed.
-  set_timer(Timer::kHeader, worker_->config().server.header_timeout_ms);
+  const ServerConfig& sc = worker_->config().server;
+  if (sc.proxy_protocol) {
+    // The balancer's address is not the client's: the per-client cap waits for the header.
+    awaiting_proxy_header_ = true;
+    set_timer(Timer::kProxyHeader, sc.proxy_protocol_timeout_ms);
+  } else {
+    if (!count_client_connection()) return;
+    // The head timeout covers the TLS handshake too: a client that never finishes it is closed.
+    set_timer(Timer::kHeader, sc.header_timeout_ms);
+  }
   start_read();
+}
+
+bool ClientConn::count_client_connection() {
+  if (uint64_t cap = worker_->config().server.max_connections_per_client; cap > 0) {
+    // One address holding many connections (slow readers, idle floods) must not take
+    // every slot: beyond its cap its new connections are closed before anything is read.
+    client_slot_ = static_cast<uint32_t>(std::hash<std::string>{}(peer_ip_) % net::Instance::kClientSlots);
+    auto& inst = worker_->instance();
+    if (inst.client_connections[client_slot_].fetch_add(1, std::memory_order_relaxed) >= cap) {
+      inst.refused_per_client.fetch_add(1, std::memory_order_relaxed);
+      close();
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ClientConn::take_proxy_header() {
+  const std::string_view data(inbuf_.data() + inbuf_off_, inbuf_.size() - inbuf_off_);
+  const http::ProxyHeader h = http::parse_proxy_header(data);
+  if (h.state == http::ProxyHeader::State::kNeedMore) return false;
+  if (h.state == http::ProxyHeader::State::kError) {
+    reject_proxy_header(static_cast<int>(h.error), h.version == 0 ? "no PROXY protocol header before the request"
+                                                                  : "malformed PROXY protocol header");
+    return false;
+  }
+  inbuf_off_ += h.length;
+  awaiting_proxy_header_ = false;
+  if (!h.local) peer_ip_ = h.source.text();
+  client_ip_ = peer_ip_;
+  if (!count_client_connection()) return false;
+  set_timer(Timer::kHeader, worker_->config().server.header_timeout_ms);
+  return true;
+}
+
+void ClientConn::reject_proxy_header(int reason, std::string_view detail) {
+  // No HTTP answer: whatever sent this does not speak the protocol the listener
+  // expects, and an answer could be read as coming from the real server.
+  const auto reason_name = http::proxy_header_error_name(static_cast<http::ProxyHeaderError>(reason));
+  metrics::Registry::get().add(worker_->id(), worker_->snapshot()->proxy_protocol_rejected[static_cast<size_t>(reason)]);
+  if (worker_->note_proxy_rejection()) {
+    log::event("warn", "proxy_protocol_rejected", [&](log::Line& l) {
+      l.str("peer", peer_ip_).str("reason", reason_name).str("detail", detail);
+    });
+  }
+  close();
 }
 
 bool ClientConn::tls_input(const char* data, size_t len) {
@@ -240,6 +287,25 @@ void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     // First byte of a new request on a kept-alive connection: the head clock starts.
     self->set_timer(Timer::kHeader, self->worker_->config().server.header_timeout_ms);
   }
+  if (self->awaiting_proxy_header_) {
+    // The PROXY header comes first and in the clear, on a TLS listener too.
+    if (self->inbuf_off_ >= self->inbuf_.size()) {
+      self->inbuf_.clear();
+      self->inbuf_off_ = 0;
+    }
+    self->inbuf_.append(data, len);
+    if (!self->take_proxy_header()) return;
+    if (!self->tls_) {
+      self->process_input();
+      return;
+    }
+    // What followed the header is the start of the TLS handshake.
+    std::string rest = self->inbuf_.substr(self->inbuf_off_);
+    self->inbuf_.clear();
+    self->inbuf_off_ = 0;
+    if (!rest.empty() && self->tls_input(rest.data(), rest.size())) self->process_input();
+    return;
+  }
   if (self->tls_) {
     if (self->tls_input(data, len)) self->process_input();
     return;
@@ -325,6 +391,12 @@ void ClientConn::on_request_head(http::RequestHead& head) {
   body_paused_ = false;
   body_bytes_ = 0;
   worker_->note_request();
+  if (!cfg.server.trusted_proxies.empty()) {
+    http::RealIp real =
+        http::resolve_real_ip(peer_ip_, head.headers, cfg.server.real_ip_header, cfg.server.trusted_proxies);
+    client_ip_ = std::move(real.client);
+    forwarded_for_ = std::move(real.forwarded_for);
+  }
 
   // Ticket endpoint (queue/ticket_endpoint.h): before routing, no route limit applies.
   if (cfg.redis.enabled) {
@@ -630,6 +702,8 @@ void ClientConn::request_done(bool keep_alive) {
 
 void ClientConn::begin_next_request() {
   parser_.reset_for_next();
+  client_ip_ = peer_ip_;
+  forwarded_for_.clear();
   parse_paused_ = false;
   if (write_queue_size() == 0) set_timer(Timer::kIdle, worker_->config().server.idle_timeout_ms);
   else set_timer(Timer::kSend, worker_->config().server.send_timeout_ms);
@@ -696,6 +770,10 @@ void ClientConn::on_timer(uv_timer_t* t) {
   }
   self->timer_kind_ = Timer::kNone;
   switch (kind) {
+    case Timer::kProxyHeader:
+      self->reject_proxy_header(static_cast<int>(http::ProxyHeaderError::kTimeout),
+                                "no complete PROXY protocol header within proxy_protocol_timeout");
+      break;
     case Timer::kHeader:
       // The whole head did not arrive in time (slowloris): 408 and close. A TLS
       // handshake that did not finish gets no answer: there is nothing to answer on.
@@ -772,19 +850,21 @@ void ClientConn::write_access_log() {
   log::append_timestamp(ts, log::wall_ms());
   std::string_view route = s.route() >= 0 ? std::string_view(cfg.routes[static_cast<size_t>(s.route())].name)
                                           : std::string_view();
-  log::Line(out)
-      .str("ts", ts)
-      .str("request_id", s.request_id())
-      .str("client", client_ip_)
-      .str("method", s.head().method)
-      .str("path", s.head().path())
-      .str("route", route)
-      .num("status", s.status())
-      .str("outcome", net::outcome_name(s.outcome()))
-      .str("upstream", s.upstream_addr())
-      .num("upstream_ms", s.upstream_ms())
-      .num("total_ms", static_cast<int64_t>(total_ms))
-      .finish();
+  // Only the fields log.access_fields selects, always in this order.
+  const LogConfig& lc = cfg.log;
+  log::Line line(out);
+  if (lc.has_field(kFieldTs)) line.str("ts", ts);
+  if (lc.has_field(kFieldRequestId)) line.str("request_id", s.request_id());
+  if (lc.has_field(kFieldClient)) line.str("client", client_ip_);
+  if (lc.has_field(kFieldMethod)) line.str("method", s.head().method);
+  if (lc.has_field(kFieldPath)) line.str("path", s.head().path());
+  if (lc.has_field(kFieldRoute)) line.str("route", route);
+  if (lc.has_field(kFieldStatus)) line.num("status", s.status());
+  if (lc.has_field(kFieldOutcome)) line.str("outcome", net::outcome_name(s.outcome()));
+  if (lc.has_field(kFieldUpstream)) line.str("upstream", s.upstream_addr());
+  if (lc.has_field(kFieldUpstreamMs)) line.num("upstream_ms", s.upstream_ms());
+  if (lc.has_field(kFieldTotalMs)) line.num("total_ms", static_cast<int64_t>(total_ms));
+  line.finish();
   worker_->access_log().maybe_flush();
 }
 

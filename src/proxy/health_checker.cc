@@ -60,8 +60,15 @@ class HealthChecker::Probe {
       connect_to(ss);
       return;
     }
-    // Host names: resolved again for every probe (a name may move), on libuv's thread
-    // pool so that a slow resolver never stalls the loop.
+    // Host names: the address this worker's pool uses now, which its resolver (the
+    // system's, or the upstream's `resolver`) keeps current; so a probe checks the
+    // address requests go to.
+    if (UpstreamPool* pool = w_->pool_named(upstream_); pool && pool->server_sockaddr(index_, &ss)) {
+      connect_to(ss);
+      return;
+    }
+    // Not resolved there (yet): looked up for this probe, on libuv's thread pool so
+    // that a slow resolver never stalls the loop.
     if (resolving_) return;
     auto* r = new Lookup{{}, anchor_.guard()};
     r->req.data = r;

@@ -44,7 +44,7 @@ void ProxySession::proceed(const std::string& key) {
   }
   pending_ = std::move(body_buf_);
   body_buf_.clear();
-  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  http::ForwardInfo info{client_->client_ip(), client_->scheme(), request_id_, client_->forwarded_for()};
   upstream_head_.clear();
   http::append_upstream_request_head(upstream_head_, head_, info);
   try_connect();
@@ -135,7 +135,7 @@ void ProxySession::send_prebuffered() {
     pending_ = std::move(body_buf_);
   }
   std::string().swap(body_buf_);
-  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  http::ForwardInfo info{client_->client_ip(), client_->scheme(), request_id_, client_->forwarded_for()};
   upstream_head_.clear();
   http::append_upstream_request_head(upstream_head_, head_, info);
   try_connect();

@@ -96,7 +96,7 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
     prebuffer_ = true;
     return;
   }
-  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  http::ForwardInfo info{client_->client_ip(), client_->scheme(), request_id_, client_->forwarded_for()};
   upstream_head_.clear();
   http::append_upstream_request_head(upstream_head_, head_, info);
   try_connect();
@@ -210,7 +210,7 @@ void ProxySession::enqueue() {
     head_.body = http::BodyKind::kContentLength;
     head_.content_length = body_buf_.size();
   }
-  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  http::ForwardInfo info{client_->client_ip(), client_->scheme(), request_id_, client_->forwarded_for()};
   http::append_upstream_request_head(t.header_lines, head_, info);
   t.body = std::move(body_buf_);
   body_buf_.clear();
@@ -540,7 +540,7 @@ void ProxySession::cache_ready() {
   if (serve_cache(false)) return;
   if (cache_lookup()) return;
   // Not cacheable after all (or the fetch failed): fetch it ourselves.
-  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  http::ForwardInfo info{client_->client_ip(), client_->scheme(), request_id_, client_->forwarded_for()};
   upstream_head_.clear();
   http::append_upstream_request_head(upstream_head_, head_, info);
   if (!body_done_) {

@@ -28,11 +28,13 @@ std::string random_hex(size_t bytes) {
 }
 
 bool same_upstream(const UpstreamConfig& a, const UpstreamConfig& b) {
-  if (a.name != b.name || a.servers.size() != b.servers.size()) return false;
+  if (a.name != b.name || a.servers.size() != b.servers.size() || a.resolver.size() != b.resolver.size()) return false;
   // Pooled connections were opened with the old TLS settings (or without TLS).
   if (a.tls.enabled != b.tls.enabled || a.tls.ca_file != b.tls.ca_file || a.tls.verify != b.tls.verify ||
       a.tls.server_name != b.tls.server_name)
     return false;
+  for (size_t i = 0; i < a.resolver.size(); i++)
+    if (a.resolver[i].text != b.resolver[i].text) return false;
   for (size_t i = 0; i < a.servers.size(); i++)
     if (a.servers[i].text != b.servers[i].text) return false;
   return true;
@@ -156,7 +158,10 @@ void WorkerState::on_tick(uint64_t now) {
   }
   // Long-polls whose wait is over answer with the state they have.
   tickets_.notify_due(now);
-  for (auto& p : pools_) p->sweep(now);
+  for (auto& p : pools_) {
+    p->sweep(now);
+    p->refresh(now);
+  }
   if (queued_peak_ >= kTrimAfterPeak && queued_ < kTrimBelow) {
     queued_peak_ = queued_;
 #ifdef __GLIBC__
@@ -204,8 +209,12 @@ bool WorkerState::busy() const {
 void WorkerState::on_stop() {
   // Long-polls still registered belong to connections that are gone by now.
   tickets_.clear();
-  for (auto& p : pools_) p->close_idle();
+  for (auto& p : pools_) {
+    p->close_idle();
+    p->stop_lookups();  // c-ares handles close while the loop still runs
+  }
   for (auto& p : retired_pools_) p->close_idle();
+  for (auto& p : kept_pools_) p->stop_lookups();
   close_redis();
 }
 
@@ -238,6 +247,12 @@ void WorkerState::open_redis() {
       [this](std::string_view, std::string_view payload) { tickets_.notify(payload, now_ms()); },
       [this] { tickets_.notify_all(now_ms()); });
   subscriber_->start();
+}
+
+UpstreamPool* WorkerState::pool_named(std::string_view name) {
+  for (auto& p : pools_)
+    if (p && p->config().name == name) return p.get();
+  return nullptr;
 }
 
 void WorkerState::keep_pool(std::shared_ptr<UpstreamPool> pool) {

@@ -51,6 +51,8 @@ class WorkerState : public net::Service {
   // When a TLS error was last logged (ms): one line a second at most.
   uint64_t tls_error_logged_ms = 0;
   UpstreamPool& pool(size_t upstream_index) { return *pools_[upstream_index]; }
+  // The current pool of the upstream named `name`, or null.
+  UpstreamPool* pool_named(std::string_view name);
   // Keeps a pool that its owner let go until nothing uses it any more: no other
   // reference and no open connection (checked on the tick).
   void keep_pool(std::shared_ptr<UpstreamPool> pool);
@@ -77,6 +79,13 @@ class WorkerState : public net::Service {
   void next_request_id(std::string& out);
   // 128 random bits as 32 hex chars (owner tokens).
   std::string random_token();
+  // A connection was refused for its PROXY header: true when its log line may be
+  // written (one a second per worker, so a flood of bad connections cannot flood the log).
+  bool note_proxy_rejection() {
+    if (now_ms() < proxy_log_ms_ + 1000 && proxy_log_ms_ != 0) return false;
+    proxy_log_ms_ = now_ms();
+    return true;
+  }
   // A client connection closed (it leaves the list; the drain may end).
   void conn_closed(ClientConn* conn);
   // Response bytes queued towards this worker's clients changed by `delta`; the
@@ -121,6 +130,7 @@ class WorkerState : public net::Service {
   cache::Stage cache_stage_;
   std::string id_prefix_;
   uint64_t id_counter_ = 0;
+  uint64_t proxy_log_ms_ = 0;
 };
 
 }  // namespace fg::proxy

@@ -387,7 +387,7 @@ TEST_CASE("keys this build does not have are unknown", "[config]") {
   CHECK_THAT(load_error(route_with("hedge_after = \"50ms\"\n")),
              StartsWith("test.toml:11:1: routes[0].hedge_after: unknown key"));
   CHECK(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\nresolve = \"30s\"\n") ==
-        "test.toml:14:1: upstreams.b.resolve: unknown key");
+        "test.toml:14:1: upstreams.b.resolve: unknown key (did you mean \"resolver\"?)");
   CHECK(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\nhealth = { port = 9000 }\n") ==
         "test.toml:14:12: upstreams.b.health.port: unknown key");
   // Not unknown, but refused with a reason: budgets are per instance in this build.
