@@ -5,6 +5,7 @@ a TLS port, a certificate swapped by a reload while a keep-alive connection stay
 --check errors for unreadable and mismatched files, and HTTPS to an upstream with
 verification against a CA file."""
 
+import json
 import os
 import re
 import shutil
@@ -172,6 +173,43 @@ def old_versions_and_h2_only_are_refused():
 
 
 @test
+def proxy_header_in_the_clear_then_tls_names_the_client_and_the_scheme():
+    """Behind an L4 balancer with PROXY protocol on a TLS listener: the header comes
+    first in the clear, then the handshake. The shop sees the header's address in
+    X-Forwarded-For and https in X-Forwarded-Proto."""
+    gw, _ = tls_gateway(cert_table(SHOP_CERT), server={"proxy_protocol": True, "proxy_protocol_timeout": "2s"})
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    raw.sendall(b"PROXY TCP4 198.51.100.23 127.0.0.1 40000 443\r\n")
+    tls_sock = client_ctx().wrap_socket(raw, server_hostname="localhost")
+    tls_sock.sendall(b"GET /echo/pp HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = tls_sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    tls_sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), data[:300]
+    seen = {}
+    for name, value in json.loads(body)["headers"]:
+        seen.setdefault(name.lower(), []).append(value)
+    assert seen.get("x-forwarded-for") == ["198.51.100.23"], seen
+    assert seen.get("x-forwarded-proto") == ["https"], seen
+    # Without the header the TLS listener closes the connection, handshake or not.
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            client_ctx().wrap_socket(raw, server_hostname="localhost")
+        handshake_done = True
+    except (ssl.SSLError, OSError):
+        handshake_done = False
+    raw.close()
+    assert not handshake_done
+
+
+@test
 def plain_http_to_the_tls_port_gets_a_plain_400():
     gw, admin = tls_gateway(cert_table(SHOP_CERT))
     with Conn(gw.port) as c:
@@ -297,11 +335,13 @@ def upstream_tls_with_verification_and_resumption():
         sni_front.port, p, upstream={"tls": True, "tls_ca": CA_FILE, "tls_server_name": "api.test"}))
     r = http("GET", sni.port, "/api/products")
     assert r.status == 200, r
-    # The wrong CA, or a name the certificate does not have: nothing is sent upstream.
+    # The wrong CA, or a name the certificate does not have: nothing is sent upstream. A
+    # failed handshake is a failed connect, and with every server failing the route's
+    # on_unavailable answers (the default: 503 upstream_unavailable).
     for ca, name in [(OTHER_CA[0], "localhost"), (CA_FILE, "wrong.test")]:
         bad = edge(ca, name)
         r = http("GET", bad.port, "/api/products")
-        assert r.status == 502, r
+        assert r.status == 503 and b"upstream_unavailable" in r.body, r
         bad.stop()
 
 
