@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "cluster/node.h"
 #include "core/log.h"
 #include "floodgate_version.h"
 #include "http/serialize.h"
@@ -42,7 +43,8 @@ void json_str(std::string& out, std::string_view s) {
 Controller::Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config,
                        ServiceFactory make_service)
     : loop_(loop), config_path_(std::move(config_path)), make_service_(std::move(make_service)) {
-  snapshot_ = Snapshot::build(std::move(config), nullptr, mono_ns());
+  ensure_cluster(*config);
+  snapshot_ = Snapshot::build(std::move(config), nullptr, mono_ns(), cluster_.get());
   loaded_at_ms_ = snapshot_->loaded_at_ms;
   auto& reg = metrics::Registry::get();
   reloads_ok_ = reg.counter("floodgate_config_reloads_total", "Configuration reloads by result.",
@@ -57,12 +59,26 @@ Controller::Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr
     auto* self = static_cast<Controller*>(a->data);
     if (self->joiner_.joinable()) self->joiner_.join();
     uv_close(reinterpret_cast<uv_handle_t*>(&self->stopped_async_), nullptr);
+    // Every worker has stopped taking from the cluster budgets.
+    if (self->cluster_) self->cluster_->close(nullptr);
     if (self->on_stopped_) self->on_stopped_();
   });
   stopped_async_.data = this;
 }
 
 Controller::~Controller() { join(); }
+
+void Controller::ensure_cluster(const Config& config) {
+  if (cluster_ || !config.redis.enabled) return;
+  bool wanted = false;
+  for (const auto& r : config.routes) wanted = wanted || r.cluster_scope;
+  if (!wanted) return;
+  // The connection is the one of the config that first needed it: a reload that moves
+  // [redis] elsewhere applies to the cluster node at the next restart.
+  cluster_ = std::make_unique<cluster::Node>(loop_, config.redis, cluster::make_instance_id());
+  cluster_->start();
+  log::event("info", "cluster_joined", [&](log::Line& l) { l.str("instance", cluster_->instance_id()); });
+}
 
 Status Controller::start() {
   int n = snapshot_->config->server.workers;
@@ -97,7 +113,8 @@ Status Controller::reload(const char* trigger) {
           .str("note", "server.workers applies at the next restart");
     });
   }
-  snapshot_ = Snapshot::build(loaded.value(), snapshot_.get(), mono_ns());
+  ensure_cluster(next);
+  snapshot_ = Snapshot::build(loaded.value(), snapshot_.get(), mono_ns(), cluster_.get());
   loaded_at_ms_ = snapshot_->loaded_at_ms;
   for (auto& w : workers_) w->post_snapshot(snapshot_);
   reg.add(metrics::kMainThread, reloads_ok_);
@@ -311,6 +328,7 @@ std::string Controller::metrics_text() const {
                   static_cast<double>(instance_.loop_lag_ns[i].load(std::memory_order_relaxed)) / 1e9);
     out += buf;
   }
+  if (cluster_) out += cluster_->metrics_text();
   return out;
 }
 

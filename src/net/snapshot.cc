@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "cluster/node.h"
 #include "core/log.h"
 
 namespace fg::net {
@@ -79,7 +80,7 @@ std::string format_number(double v) {
 }  // namespace
 
 std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> config, const Snapshot* prev,
-                                                uint64_t now_ns) {
+                                                uint64_t now_ns, cluster::Node* cluster) {
   auto snap = std::make_shared<Snapshot>();
   snap->config = config;
   snap->loaded_at_ms = log::wall_ms();
@@ -105,6 +106,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
       } else {
         rt.budget = std::make_shared<admission::Budget>(r.rate, r.burst, now_ns);
       }
+      if (r.cluster_scope && cluster) rt.shared = cluster->budget(r.name, r.rate, r.burst);
       rt.policy_header = "RateLimit-Policy: \"" + r.name + "\";q=" + format_number(r.rate) +
                          ";w=1\r\n";
     }

@@ -12,11 +12,16 @@
 
 #include "admission/budget.h"
 #include "admission/client_limiter.h"
+#include "admission/shared_budget.h"
 #include "breaker/latency_window.h"
 #include "floodgate/config.h"
 #include "idempotency/exchange.h"
 #include "metrics/registry.h"
 #include "breaker/server_counters.h"
+
+namespace fg::cluster {
+class Node;
+}
 
 namespace fg::net {
 
@@ -60,6 +65,10 @@ enum DryRun : int { kWouldReject = 0, kWouldDegrade, kWouldClientLimit, kWouldSh
 
 struct RouteRuntime {
   std::shared_ptr<admission::Budget> budget;          // null: the route has no rate
+  // scope = "cluster": the budget shared by every instance, which judges instead of
+  // `budget`. Owned by the instance's cluster::Node, which outlives every snapshot's use
+  // (it is closed after the workers stopped).
+  admission::SharedBudget* shared = nullptr;
   std::shared_ptr<admission::ClientLimiter> clients;  // null: no client_rate
   std::array<metrics::CellId, kOutcomeCount> requests{};
   std::array<metrics::CellId, kDryRunCount> dry_run{};
@@ -92,9 +101,10 @@ struct Snapshot {
   uint64_t loaded_at_ms = 0;  // wall clock
 
   // Main thread. Carries budgets (keeping their fill ratio), limiters and counters over
-  // from `prev` by route/upstream name when their shape allows it.
+  // from `prev` by route/upstream name when their shape allows it. `cluster` (main loop)
+  // provides the budgets of scope = "cluster" routes; without it they judge locally.
   static std::shared_ptr<const Snapshot> build(std::shared_ptr<const Config> config, const Snapshot* prev,
-                                               uint64_t now_ns);
+                                               uint64_t now_ns, cluster::Node* cluster = nullptr);
 };
 
 // Monotonic nanoseconds (the clock every budget uses).

@@ -23,6 +23,7 @@ namespace {
 constexpr uint64_t kIdlePollMs = 50;       // read again this soon when the queue looked empty
 constexpr uint64_t kSampleMs = 1000;       // depth and dispatch-rate sampling
 constexpr size_t kMaxStoredResponse = 4 * 1024 * 1024;
+constexpr uint64_t kSharedBudgetRetryMs = 5;  // a cluster budget refused: its lease refill is on the way
 
 double uniform01() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -87,7 +88,15 @@ class Delivery final : public UpstreamUser {
       return;
     }
     const auto& rt = d_->worker()->snapshot()->routes[static_cast<size_t>(idx)];
-    if (rt.budget) {
+    if (rt.shared) {
+      // The cluster budget: a token from this instance's lease (no Redis call here). The
+      // lease is refilled within a few ms of running low; until then, look again soon.
+      if (!rt.shared->try_take(net::mono_ns())) {
+        uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->wait_budget(); },
+                       kSharedBudgetRetryMs, 0);
+        return;
+      }
+    } else if (rt.budget) {
       // A timer wakes us a little late (whole milliseconds); judging the wake-up at the
       // instant it was due keeps a drain at exactly `rate` even with burst = 0, where
       // every late arrival would otherwise lose its lateness from the budget.
@@ -554,9 +563,9 @@ void Dispatcher::read() {
   int idx = route_index();
   if (idx >= 0) {
     const auto& rt = worker_->snapshot()->routes[static_cast<size_t>(idx)];
-    if (rt.budget) {
-      admission::Decision peek = rt.budget->peek(net::mono_ns());
-      size_t ready = static_cast<size_t>(peek.remaining) + 1;
+    if (rt.budget || rt.shared) {
+      uint64_t remaining = rt.shared ? rt.shared->available() : rt.budget->peek(net::mono_ns()).remaining;
+      size_t ready = static_cast<size_t>(remaining) + 1;
       size_t waiting = 0;
       for (auto* d : deliveries_)
         if (!d->sending()) waiting++;

@@ -1,0 +1,172 @@
+"""Scale-out (SPEC §4, §10; docs/operations.md "Scale-out"): three real instances on one
+redis-server share one scope = "cluster" route budget. Uneven load over the instances
+admits the route's rate in total within the documented overshoot bound; with Redis gone
+each instance admits its share (rate / live instances) and returns to the shared budget
+when Redis is back; the lease metrics are exported."""
+
+import threading
+import time
+
+from harness import (free_port, gateway_config, http, run_tests, scrape, start_gateway, start_redis,
+                     start_shop, test, wait_until)
+from harness import metric as harness_metric
+from load import Load
+
+shop = start_shop(name="cluster", threads=2)
+redis = start_redis()
+
+RATE, BURST = 100, 10
+ROUTE = {"name": "orders", "match": {"prefix": "/api/"}, "upstream": "shop", "rate": RATE,
+         "burst": BURST, "scope": "cluster"}
+
+
+def metric(samples, name, **labels):
+    return harness_metric(samples, name, **labels) or 0.0
+
+
+def instance(prefix, server, expected=1, routes=(ROUTE,)):
+    admin = free_port()
+    gw = start_gateway(lambda p: gateway_config(
+        shop.port, p, routes=list(routes), workers=1,
+        sections={"redis": {"url": server.url, "prefix": prefix, "expected_instances": expected}},
+        extra=f'[admin]\nlisten = "127.0.0.1:{admin}"\n'))
+    gw.admin = admin
+    return gw
+
+
+def cluster(prefix, server=redis, routes=(ROUTE,)):
+    gws = [instance(prefix, server, routes=routes) for _ in range(3)]
+    # Each sees the other two through their heartbeats (expected_instances is 1).
+    for gw in gws:
+        wait_until(lambda gw=gw: metric(scrape(gw.admin), "floodgate_cluster_instances") == 3, 5)
+    return gws
+
+
+def run_together(loads):
+    threads = [threading.Thread(target=l.run) for l in loads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return loads
+
+
+def uneven(gws, seconds, total=1.5 * RATE):
+    """70/20/10 % of `total` over the three instances, at once."""
+    shares = (0.7, 0.2, 0.1)
+    return run_together([Load(gw.port, "/api/products/1", conns=max(1, int(8 * s)), rate=total * s,
+                              duration=seconds) for gw, s in zip(gws, shares)])
+
+
+def bound(gws, route="orders"):
+    """The overshoot bound every instance exports (tokens beyond rate x T)."""
+    return max(metric(scrape(gw.admin), "floodgate_budget_overshoot_bound", route=route) for gw in gws)
+
+
+@test(timeout=120)
+def uneven_load_admits_the_route_rate_in_total_within_the_overshoot_bound():
+    gws = cluster("c1:")
+    loads = uneven(gws, 6)
+    admitted = sum(l.ok() for l in loads)
+    window = max(l.last_sent for l in loads) - min(l.first_sent for l in loads)
+    over = bound(gws)
+    # Per instance at most min(max_lease, burst + 1) held + 2 on credit + 1 (3 instances),
+    # plus burst + 1 for the bucket itself: 11 + 3 * 14 = 53 with these numbers.
+    assert over == BURST + 1 + 3 * (BURST + 1 + 2 + 1), over
+    assert admitted <= RATE * window + over, (admitted, window, over, [l.status for l in loads])
+    # Offered 1.5 x rate: the cluster admits about rate x T (the tokens still held at the
+    # end, at most 11 per instance, are the only shortfall besides the lease round trips).
+    assert admitted >= 0.9 * RATE * window, (admitted, window, [l.status for l in loads])
+    # Each instance admitted about its demand's share of what was there, not a third each:
+    # the busy one got most of it.
+    assert loads[0].ok() > loads[1].ok() > 0 and loads[0].ok() > 2 * loads[2].ok(), \
+        [l.status for l in loads]
+    assert all(set(l.status) <= {200, 429} and not l.errors for l in loads), \
+        [(l.status, l.errors[:3]) for l in loads]
+    # Leases, not a Redis call per request (at this small burst a lease holds at most
+    # burst + 1 = 11 tokens and the bucket is mostly empty, so leases are small).
+    samples = [scrape(gw.admin) for gw in gws]
+    leases = sum(metric(s, "floodgate_budget_leases_total", route="orders") for s in samples)
+    assert 0 < leases < admitted / 2, (leases, admitted)
+    assert all(metric(s, "floodgate_budget_fallback", route="orders") == 0 for s in samples)
+    for gw in gws:
+        gw.stop()
+
+
+@test(timeout=150)
+def without_redis_each_instance_admits_its_share_and_returns_to_the_shared_budget():
+    own = start_redis()
+    gws = cluster("c2:", own)
+    http("GET", gws[0].port, "/api/products/1")
+    own.stop()
+    # The next lease call fails: every instance judges by rate / 3 from then on.
+    for gw in gws:
+        http("GET", gw.port, "/api/products/1")
+        wait_until(lambda gw=gw: metric(scrape(gw.admin), "floodgate_budget_fallback", route="orders") == 1, 5)
+    seconds, offered = 5, 60  # each instance is offered 60/s; its share is 33.3/s
+    loads = run_together([Load(gw.port, "/api/products/1", conns=4, rate=offered, duration=seconds)
+                          for gw in gws])
+    for l in loads:
+        share = RATE / 3 * l.window + BURST / 3 + 1
+        # Neither open (everything) nor closed (nothing): the share.
+        assert 0.85 * share <= l.ok() <= share + 1, (l.ok(), share, l.status)
+    for gw in gws:
+        assert metric(scrape(gw.admin), "floodgate_cluster_instances") == 3  # the last count seen
+    own.restart()
+    for gw in gws:
+        http("GET", gw.port, "/api/products/1")
+        wait_until(lambda gw=gw: metric(scrape(gw.admin), "floodgate_budget_fallback", route="orders") == 0, 5,
+                   message="back to the shared budget")
+    wait_until(lambda: all(metric(scrape(gw.admin), "floodgate_cluster_instances") == 3 for gw in gws), 5)
+    loads = uneven(gws, 5)
+    admitted = sum(l.ok() for l in loads)
+    window = max(l.last_sent for l in loads) - min(l.first_sent for l in loads)
+    assert 0.9 * RATE * window <= admitted <= RATE * window + bound(gws), (admitted, window)
+    # The busy instance gets more than its third again: the budget is shared.
+    assert loads[0].ok() > RATE / 3 * window + BURST, [l.status for l in loads]
+    for gw in gws:
+        s = scrape(gw.admin)
+        assert metric(s, "floodgate_budget_fallbacks_total", route="orders") == 1
+        assert metric(s, "floodgate_budget_lease_failures_total", route="orders") >= 1
+        gw.stop()
+
+
+@test(timeout=60)
+def an_instance_that_stops_leaves_and_the_others_count_it_out():
+    gws = cluster("c3:")
+    gws[2].stop()
+    for gw in gws[:2]:
+        wait_until(lambda gw=gw: metric(scrape(gw.admin), "floodgate_cluster_instances") == 2, 5)
+    members = redis.cmd("ZRANGE", "c3:cluster:members", "0", "-1")
+    assert len(members) == 2, members
+    for gw in gws[:2]:
+        gw.stop()
+
+
+@test(timeout=90)
+def queue_dispatches_of_every_instance_draw_from_the_one_budget():
+    rate, n = 10, 45
+    notify = {"name": "notify", "match": {"methods": ["POST"], "path": "/api/orders"}, "upstream": "shop",
+              "mode": "store_and_forward", "rate": rate, "scope": "cluster"}
+    gws = cluster("c4:", routes=(notify,))
+    shop.reset()
+    t0 = time.monotonic()
+    for i in range(n):
+        r = http("POST", gws[i % 3].port, "/api/orders", body=b'{"item":1}',
+                 headers={"Content-Type": "application/json"})
+        assert r.status == 200, r  # the ack
+    wait_until(lambda: shop.stats()["orders"] >= n, n / rate + 15)
+    elapsed = time.monotonic() - t0
+    over = bound(gws, "notify")
+    assert 0 < over <= 20, over
+    # Three dispatchers, one budget: n tickets take (n - overshoot) / rate seconds at
+    # least, where three instance budgets would drain them three times as fast.
+    assert elapsed >= (n - over) / rate, elapsed
+    print(f"{n} tickets through 3 instances at rate {rate}: {elapsed:.2f}s")
+    assert shop.stats()["orders"] == n
+    for gw in gws:
+        gw.stop()
+
+
+if __name__ == "__main__":
+    run_tests()
