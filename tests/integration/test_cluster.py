@@ -36,6 +36,8 @@ def instance(prefix, server, expected=1, routes=(ROUTE,)):
 
 def cluster(prefix, server=redis, routes=(ROUTE,)):
     gws = [instance(prefix, server, routes=routes) for _ in range(3)]
+    if not any(r.get("scope") == "cluster" for r in routes):
+        return gws  # no cluster budget, no heartbeat
     # Each sees the other two through their heartbeats (expected_instances is 1).
     for gw in gws:
         wait_until(lambda gw=gw: metric(scrape(gw.admin), "floodgate_cluster_instances") == 3, 5)
@@ -140,6 +142,51 @@ def an_instance_that_stops_leaves_and_the_others_count_it_out():
     members = redis.cmd("ZRANGE", "c3:cluster:members", "0", "-1")
     assert len(members) == 2, members
     for gw in gws[:2]:
+        gw.stop()
+
+
+@test(timeout=60)
+def tickets_keys_and_ticket_limits_are_the_same_on_every_instance():
+    """A ticket stored through A and long-polled on B wakes B when the ticket is done,
+    whichever instance delivered it; a key used on A replays on C; client_max_tickets
+    counts the client's tickets of every instance."""
+    route = {"name": "orders", "match": {"methods": ["POST"], "path": "/api/orders"}, "upstream": "shop",
+             "rate": 0.5, "burst": 0, "overflow": "queue", "client_max_tickets": 2, "client_key": "header:X-User",
+             "idempotency": {"key": ["header:Idempotency-Key"]}}
+    a, b, c = cluster("c5:", routes=(route,))
+    fresh = {"Content-Type": "application/json", "X-User": "u"}
+
+    def post(gw, key):
+        return http("POST", gw.port, "/api/orders", body=b'{"item":1}', headers={**fresh, "Idempotency-Key": key})
+
+    # Each instance's own budget is spent by one live order first.
+    for i, gw in enumerate((a, b, c)):
+        assert http("POST", gw.port, "/api/orders", body=b'{"item":1}',
+                    headers={**fresh, "X-User": f"primer{i}", "Idempotency-Key": f"p{i}"}).status == 201
+    first, second = post(a, "k1"), post(b, "k2")
+    assert first.status == 202 and second.status == 202, (first, second)
+    t1, t2 = first.json()["ticket"], second.json()["ticket"]
+    # Two tickets held, one through A and one through B: C refuses a third.
+    third = post(c, "k3")
+    assert third.status == 429 and third.json()["error"] == "too_many_tickets", third
+    # The key used on B replays on C: the same ticket, not a new one.
+    again = post(c, "k2")
+    assert again.status == 202 and again.json()["ticket"] == t2, again
+    # t1 was stored through A; B long-polls it, C or A delivers it.
+    seen = []
+    start = time.monotonic()
+    while True:
+        r = http("GET", b.port, f"/_floodgate/tickets/{t1}?wait=10", timeout=15)
+        seen.append(r.status)
+        if r.status != 202:
+            break
+        assert time.monotonic() - start < 12, seen
+    returned_ms = time.time() * 1000
+    assert r.status == 201 and r.header("ticket-status") == "done", r
+    fin = int(redis.cmd("HGET", "c5:t:" + t1, "fin"))
+    print(f"ticket stored on A, long-polled on B: answered {returned_ms - fin:.0f} ms after it finished")
+    assert returned_ms - fin <= 100, (returned_ms - fin, seen)
+    for gw in (a, b, c):
         gw.stop()
 
 
