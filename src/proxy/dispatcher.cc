@@ -471,6 +471,20 @@ void Dispatcher::start() {
   uv_timer_start(sample_timer_, on_sample_timer, 0, kSampleMs);
 }
 
+void Dispatcher::set_leading(bool leading) {
+  if (leading_ == leading) return;
+  leading_ = leading;
+  if (leading) schedule_read(0);
+}
+
+void Dispatcher::take_over(uint64_t min_idle_ms, uint64_t window_ms) {
+  takeover_idle_ms_ = std::max<uint64_t>(min_idle_ms, 100);
+  takeover_until_ms_ = net::mono_ns() / 1000000 + window_ms;
+  const RouteConfig* rc = route_config();
+  uint64_t every = rc ? std::max<uint64_t>(rc->queue.processing_timeout_ms / 2, 200) : 1000;
+  uv_timer_start(reclaim_timer_, on_reclaim_timer, 100, std::min(every, takeover_idle_ms_ / 2));
+}
+
 void Dispatcher::stop(std::function<void()> on_idle) {
   if (stopping_) return;
   stopping_ = true;
@@ -541,7 +555,7 @@ void Dispatcher::on_group_created(redis::Failure f, redis::Reply& r) {
 }
 
 void Dispatcher::read() {
-  if (stopping_ || reading_) return;
+  if (stopping_ || reading_ || !leading_) return;
   const RouteConfig* rc = route_config();
   redis::Client* redis = worker_->redis();
   if (rc == nullptr) return;
@@ -626,12 +640,16 @@ void Dispatcher::handle_entries(const void* entries_reply, bool reclaimed) {
 void Dispatcher::reclaim() {
   const RouteConfig* rc = route_config();
   redis::Client* redis = worker_->redis();
-  if (stopping_ || rc == nullptr || redis == nullptr || !redis->connected() || !group_ready_) return;
+  if (!leading_ || stopping_ || rc == nullptr || redis == nullptr || !redis->connected() || !group_ready_) return;
   if (deliveries_.size() >= rc->queue.concurrency) return;
   queue::Keys keys{worker_->config().redis.prefix};
   size_t want = rc->queue.concurrency - deliveries_.size();
+  // Right after a leader change the previous dispatcher's entries are reclaimed as soon
+  // as they have been idle for the takeover's min idle: that instance is gone.
+  uint64_t min_idle = rc->queue.processing_timeout_ms;
+  if (net::mono_ns() / 1000000 < takeover_until_ms_) min_idle = std::min(min_idle, takeover_idle_ms_);
   redis->command({"XAUTOCLAIM", keys.stream(route_), queue::kGroup, consumer_,
-                  std::to_string(rc->queue.processing_timeout_ms), "0-0", "COUNT", std::to_string(want)},
+                  std::to_string(min_idle), "0-0", "COUNT", std::to_string(want)},
                  [g = anchor_.guard()](redis::Failure f, redis::Reply& r) {
                    Dispatcher* self = g.get();
                    if (self == nullptr || self->stopping_ || f != redis::Failure::kNone || r.is_error()) return;

@@ -1,4 +1,5 @@
-// Queue dispatch: one Dispatcher per instance (gateway::InstanceDuties) and queued route feeds
+// Queue dispatch: one Dispatcher per instance (gateway::InstanceDuties) and queued route,
+// reading only on the instance that holds the route's dispatch lease in the cluster, feeds
 // parked tickets to the upstream in queue order at the route budget's spare capacity
 // (the same budget live requests draw from), with a concurrency cap; retries retryable failures with
 // exponential backoff and full jitter; reclaims deliveries of dead workers or
@@ -48,6 +49,15 @@ class Dispatcher {
   void force_stop();
   // A ticket was just parked on this worker: read without waiting for the next poll.
   void nudge();
+  // This instance just became the route's dispatcher in the cluster (leader lease): for
+  // the next `window_ms`, entries another consumer left idle for `min_idle_ms` are
+  // reclaimed (checked every min_idle_ms / 2), not only after processing_timeout.
+  void take_over(uint64_t min_idle_ms, uint64_t window_ms);
+  // Whether this dispatcher reads and reclaims tickets (true unless set otherwise): an
+  // instance that does not hold the route's dispatch lease keeps its dispatcher for the
+  // depth sampling only. Turning it off lets deliveries in flight finish.
+  void set_leading(bool leading);
+  bool leading() const { return leading_; }
 
   const std::string& route() const { return route_; }
   size_t in_flight() const { return deliveries_.size(); }
@@ -82,6 +92,9 @@ class Dispatcher {
   uv_timer_t* sample_timer_;
   bool reading_ = false;
   bool group_ready_ = false;
+  bool leading_ = true;
+  uint64_t takeover_idle_ms_ = 0;    // take_over(): reclaim sooner ...
+  uint64_t takeover_until_ms_ = 0;   // ... until then (monotonic ms)
   bool stopping_ = false;
   bool closed_ = false;
   std::function<void()> on_idle_;
