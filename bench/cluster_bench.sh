@@ -78,20 +78,10 @@ rate = $RATE
 burst = $BURST
 scope = "cluster"
 
-[[routes]]
-name = "fwd-cluster"
-match = { prefix = "/fwd/c" }
-upstream = "shop"
-rate = 1000000
-burst = 100000
-scope = "cluster"
-
-[[routes]]
-name = "fwd-instance"
-match = { prefix = "/fwd/i" }
-upstream = "shop"
-rate = 1000000
-burst = 100000
+$(for scope in cluster instance; do
+  printf '[[routes]]\nname = "fwd-%s"\nmatch = { prefix = "/fwd/%s" }\nupstream = "shop"\n' "$scope" "${scope:0:1}"
+  printf 'rate = 1000000\nburst = 100000\nscope = "%s"\n\n' "$scope"
+done)
 
 [log]
 file = "$work/$1.log"
