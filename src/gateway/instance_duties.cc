@@ -147,8 +147,9 @@ void InstanceDuties::leadership_changed(const std::string& route, bool leader, u
     l.str("route", route).num("token", static_cast<int64_t>(token)).str("instance", instance_id_);
   });
   proxy::Dispatcher* d = dispatcher(route);
-  if (d == nullptr) return;  // draining, or the route is gone
-  d->set_leading(leader);
+  auto it = leases_.find(route);
+  if (d == nullptr || it == leases_.end()) return;  // draining, or the route is gone
+  d->set_leading(leader, queue::Fence{it->second->keys().fence, leader ? token : 0});
   if (leader) d->take_over(kLeaderTtlMs / 3, 2 * kLeaderTtlMs);
 }
 

@@ -45,7 +45,7 @@ std::string json_escape(std::string_view s) {
 class Delivery final : public UpstreamUser {
  public:
   Delivery(Dispatcher* d, std::string entry, std::string ticket, bool reclaimed)
-      : d_(d), entry_(std::move(entry)), ticket_(std::move(ticket)), reclaimed_(reclaimed) {
+      : d_(d), entry_(std::move(entry)), ticket_(std::move(ticket)), reclaimed_(reclaimed), fence_(d->fence()) {
     timer_ = new_timer(d_->worker()->loop(), this);
     snap_ = d_->worker()->snapshot();
   }
@@ -138,7 +138,7 @@ class Delivery final : public UpstreamUser {
                    // is still on its way: the entry stays pending and is reclaimed later.
                    if (Delivery* self = g.get()) self->on_started(del);
                  },
-                 reclaimed_);
+                 reclaimed_, fence_);
   }
 
   void on_started(queue::Delivery& del) {
@@ -163,6 +163,11 @@ class Delivery final : public UpstreamUser {
           return;
         }
         redis_backoff([](Delivery* self) { self->start_ticket(); });
+        return;
+      case queue::Delivery::Kind::kFenced:
+        // Another instance leads the route now and may already deliver this entry:
+        // leave it to that one.
+        deposed();
         return;
       case queue::Delivery::Kind::kSkip:
         d_->delivery_done(this);
@@ -357,14 +362,28 @@ class Delivery final : public UpstreamUser {
     queue::finish(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, d_->route(),
                   entry_, ticket_, fin_state_, fin_blob_, fin_reason_, log::wall_ms(), rc->queue.ticket_ttl_ms,
                   fin_store_idem_, rc->idempotency.ttl_ms,
-                  [g = anchor_.guard(), hold = d_->worker()->hold_redis()](bool ok) {
+                  [g = anchor_.guard(), hold = d_->worker()->hold_redis()](queue::Written w) {
                     hold();
-                    if (Delivery* self = g.get()) self->on_final_written(ok);
-                  });
+                    if (Delivery* self = g.get()) self->on_final_written(w);
+                  },
+                  fence_);
   }
 
-  void on_final_written(bool ok) {
-    if (!ok) {
+  // A write was refused for a stale fencing token: this instance was deposed. Nothing
+  // was written; the entry belongs to the new leader, which delivers it again.
+  void deposed() {
+    log::event("warn", "dispatch_fenced", [&](log::Line& l) {
+      l.str("route", d_->route()).str("ticket", ticket_).num("token", static_cast<int64_t>(fence_.token));
+    });
+    abandon();
+  }
+
+  void on_final_written(queue::Written w) {
+    if (w == queue::Written::kFenced) {
+      deposed();
+      return;
+    }
+    if (w != queue::Written::kOk) {
       if (d_->worker()->redis() == nullptr) {
         abandon();
         return;
@@ -408,6 +427,7 @@ class Delivery final : public UpstreamUser {
   std::string entry_;
   std::string ticket_;
   bool reclaimed_;
+  queue::Fence fence_;  // the dispatch lease's token when this delivery began
   bool started_ = false;
   uv_timer_t* timer_;
   std::shared_ptr<const net::Snapshot> snap_;
@@ -471,7 +491,8 @@ void Dispatcher::start() {
   uv_timer_start(sample_timer_, on_sample_timer, 0, kSampleMs);
 }
 
-void Dispatcher::set_leading(bool leading) {
+void Dispatcher::set_leading(bool leading, queue::Fence fence) {
+  fence_ = std::move(fence);
   if (leading_ == leading) return;
   leading_ = leading;
   if (leading) schedule_read(0);

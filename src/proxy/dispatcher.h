@@ -56,8 +56,11 @@ class Dispatcher {
   // Whether this dispatcher reads and reclaims tickets (true unless set otherwise): an
   // instance that does not hold the route's dispatch lease keeps its dispatcher for the
   // depth sampling only. Turning it off lets deliveries in flight finish.
-  void set_leading(bool leading);
+  // `fence`: the lease's fence key and token, carried by every start and finish of the
+  // deliveries begun from now on (a deposed leader's late writes are refused).
+  void set_leading(bool leading, queue::Fence fence = {});
   bool leading() const { return leading_; }
+  const queue::Fence& fence() const { return fence_; }
 
   const std::string& route() const { return route_; }
   size_t in_flight() const { return deliveries_.size(); }
@@ -93,6 +96,7 @@ class Dispatcher {
   bool reading_ = false;
   bool group_ready_ = false;
   bool leading_ = true;
+  queue::Fence fence_;
   uint64_t takeover_idle_ms_ = 0;    // take_over(): reclaim sooner ...
   uint64_t takeover_until_ms_ = 0;   // ... until then (monotonic ms)
   bool stopping_ = false;

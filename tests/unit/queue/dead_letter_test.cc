@@ -185,9 +185,9 @@ class Rig {
     });
   }
   bool finish_done(const std::string& entry, const std::string& id, const char* state = "done") {
-    return wait_for<bool>([&](auto cb) {
+    return wait_for<q::Written>([&](auto cb) {
       q::finish(*client_, scripts, keys, kRoute, entry, id, state, "resp", "", kNow, kTtl, true, kTtl, cb);
-    });
+    }) == q::Written::kOk;
   }
 
   q::Keys keys{"fgdl:"};
