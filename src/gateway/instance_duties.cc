@@ -146,6 +146,11 @@ void InstanceDuties::leadership_changed(const std::string& route, bool leader, u
   log::event("info", leader ? "dispatch_lead" : "dispatch_lead_lost", [&](log::Line& l) {
     l.str("route", route).num("token", static_cast<int64_t>(token)).str("instance", instance_id_);
   });
+  const Config& cfg = home_->config();
+  for (size_t i = 0; i < cfg.routes.size(); i++) {
+    const auto& queue = home_->snapshot()->routes[i].queue;
+    if (cfg.routes[i].name == route && queue) queue->leader_token.store(leader ? token : 0, std::memory_order_relaxed);
+  }
   proxy::Dispatcher* d = dispatcher(route);
   auto it = leases_.find(route);
   if (d == nullptr || it == leases_.end()) return;  // draining, or the route is gone

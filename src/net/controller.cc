@@ -297,6 +297,18 @@ std::string Controller::metrics_text() const {
                        std::to_string(q->depth.load(std::memory_order_relaxed)) + "\n";
     out += line;
   }
+  out += "# HELP floodgate_dispatch_leader 1 while this instance runs the route's dispatcher for the whole cluster.\n";
+  out += "# TYPE floodgate_dispatch_leader gauge\n";
+  out += "# HELP floodgate_dispatch_leader_token The fencing token of the route's dispatch lease held here (0: not held).\n";
+  out += "# TYPE floodgate_dispatch_leader_token gauge\n";
+  for (size_t i = 0; i < snapshot_->routes.size(); i++) {
+    const auto& q = snapshot_->routes[i].queue;
+    if (!q) continue;
+    uint64_t token = q->leader_token.load(std::memory_order_relaxed);
+    std::string label = "{" + metrics::label("route", snapshot_->config->routes[i].name) + "} ";
+    out += "floodgate_dispatch_leader" + label + (token ? "1\n" : "0\n");
+    out += "floodgate_dispatch_leader_token" + label + std::to_string(token) + "\n";
+  }
   out += "# HELP floodgate_breaker_state Circuit breaker per upstream server: 0 closed, 1 half-open, 2 open.\n";
   out += "# TYPE floodgate_breaker_state gauge\n";
   out += "# HELP floodgate_upstream_timeout_seconds The first-byte timeout in force per upstream (adaptive or fixed).\n";

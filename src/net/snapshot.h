@@ -51,6 +51,9 @@ const char* ticket_state_name(int s);
 struct QueueState {
   std::atomic<int64_t> depth{0};
   std::atomic<double> rate{0};  // tickets leaving the queue per second, smoothed
+  // The fencing token of the route's dispatch lease while this instance holds it, else
+  // 0 (written by the instance duties, read by /metrics).
+  std::atomic<uint64_t> leader_token{0};
   int64_t last_taken = -1;      // sampler only
   uint64_t last_ns = 0;         // sampler only
   void observe(int64_t enq, int64_t taken, uint64_t now_ns);

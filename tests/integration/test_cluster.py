@@ -244,6 +244,11 @@ def one_dispatcher_in_the_cluster_fifo_across_instances_and_takeover_after_kill_
     holder = leader(prefix, "orders")
     leading = [gw for gw in gws if f":{gw.pid}:" in holder + ":"]
     assert len(leading) == 1, (holder, [gw.pid for gw in gws])
+    # /metrics says the same: 1 on the leader (with its token), 0 elsewhere.
+    wait_until(lambda: [metric(scrape(gw.admin), "floodgate_dispatch_leader", route="orders") for gw in gws]
+               == [1.0 if gw is leading[0] else 0.0 for gw in gws], 3)
+    token = metric(scrape(leading[0].admin), "floodgate_dispatch_leader_token", route="orders")
+    assert token >= 1
     # Tickets stored one after the other, round robin over the three instances.
     tickets, keys = [], {}
     for i in range(36):
@@ -262,6 +267,8 @@ def one_dispatcher_in_the_cluster_fifo_across_instances_and_takeover_after_kill_
     survivors = [gw for gw in gws if gw is not victim]
     wait_until(lambda: leader(prefix, "orders") not in (None, holder), 8, message="no takeover")
     takeover = time.monotonic() - killed_at
+    wait_until(lambda: sum(metric(scrape(gw.admin), "floodgate_dispatch_leader_token", route="orders") > token
+                           for gw in survivors) == 1, 3, message="the new leader's token on /metrics")
     print(f"dispatch takeover {takeover:.2f}s after kill -9 of the leader")
     assert takeover <= 4.5, takeover  # ttl + ttl / 3 = 4 s, plus polling
     results = {t: final(survivors[i % 2], t, 40) for i, t in enumerate(tickets)}
