@@ -98,6 +98,11 @@ def queue_state(r, prefix, route):
     return to_int(enq) - to_int(taken), pending
 
 
+def parked(r, prefix, route):
+    """Tickets of the route waiting in its retry set for their next attempt."""
+    return to_int(r.cmd("ZCARD", f"{prefix}q:{route}:retry"))
+
+
 # ---------------------------------------------------------------- /proc
 
 def proc_ticks(pid):
@@ -281,12 +286,12 @@ def cmd_wait_drain(a):
     r = Redis(a.redis)
     deadline = time.time() + a.timeout
     while True:
-        states = [queue_state(r, a.prefix, route) for route in ("orders", "notify")]
-        if all(d <= 0 and p == 0 for d, p in states):
+        states = [queue_state(r, a.prefix, route) + (parked(r, a.prefix, route),) for route in ("orders", "notify")]
+        if all(d <= 0 and p == 0 and k == 0 for d, p, k in states):
             print("drained", file=sys.stderr)
             return
         if time.time() >= deadline:
-            print(f"not drained after {a.timeout}s: (depth, pending) orders {states[0]}, notify {states[1]}",
+            print(f"not drained after {a.timeout}s: (depth, pending, parked) orders {states[0]}, notify {states[1]}",
                   file=sys.stderr)
             return
         time.sleep(0.5)
@@ -522,7 +527,12 @@ def cmd_analyze(a):
             cb_tix.setdefault(f.get("fk") or "", []).append(f)
     cb_done = {oid for oid in cb_acked if any(f.get("st") == "done" for f in cb_tix.get(oid, []))}
     cb_failed = {oid for oid in cb_acked - cb_done if any(f.get("st") == "failed" for f in cb_tix.get(oid, []))}
-    cb_lost = cb_acked - cb_done - cb_failed
+    # On a store_and_forward route a delivery is never given up: it waits in the retry set
+    # ("retry") or, once its retry schedule ended, as a dead letter ("dead").
+    cb_parked = {oid for oid in cb_acked - cb_done if any(f.get("st") == "retry" for f in cb_tix.get(oid, []))}
+    cb_dead = {oid for oid in cb_acked - cb_done if any(f.get("st") == "dead" for f in cb_tix.get(oid, []))}
+    cb_lost = cb_acked - cb_done - cb_failed - cb_parked - cb_dead
+    cb_undelivered = cb_acked - cb_done
     cb_tickets_total = sum(len(v) for v in cb_tix.values())
 
     # --- time to done
@@ -591,7 +601,8 @@ def cmd_analyze(a):
     w(f"| orders explicitly failed (error answer, or ticket failed) | {fmt(failed_orders)} ({share_failed:.2f}%) | | |")
     w(f"| orders done or explicitly failed | {final_share:.2f}% | 100% | {'yes' if cat['lost'] == 0 and cat['unanswered'] == 0 else 'no'} |")
     w(f"| orders lost (acknowledged 201/202, neither done nor failed at the end of the bounded wait) | {fmt(cat['lost'])} | 0 | {'yes' if cat['lost'] == 0 else 'no'} |")
-    w(f"| callbacks lost (acknowledged, delivery neither done nor failed) | {fmt(len(cb_lost))} | 0 | {'yes' if not cb_lost else 'no'} |")
+    w(f"| callbacks lost (acknowledged, delivery neither done nor failed, parked or dead) | {fmt(len(cb_lost))} | 0 | {'yes' if not cb_lost else 'no'} |")
+    w(f"| callbacks acknowledged and not delivered at the end (failed {fmt(len(cb_failed))}, dead letters {fmt(len(cb_dead))}, parked for a later retry {fmt(len(cb_parked))}, lost {fmt(len(cb_lost))}) | {fmt(len(cb_undelivered))} | 0 | {'yes' if not cb_undelivered else 'no'} |")
     w(f"| order keys at the shop more than once (raw) | {fmt(o_multi)} keys, {fmt(o_raw)} extra requests | 0 | {'yes' if o_raw == 0 else 'no'} |")
     w(f"| of those, beyond the gateway's own at-least-once retries | {fmt(o_unexp)} extra requests | 0 | {'yes' if o_unexp == 0 else 'no'} |")
     w(f"| orders created twice (shop `orders` {fmt(shop_orders_created)} - orders with a live 201 or a done ticket in Redis {fmt(done_in_redis)}) | {fmt(created_twice)} | 0 | {'yes' if created_twice <= 0 else 'no'} |")
@@ -644,7 +655,8 @@ def cmd_analyze(a):
       f"{', '.join(f'{s} {e or chr(45)}: {v}' for (s, e), v in sorted(cb_other.items())) or 'none'}")
     w(f"- store-and-forward tickets: {fmt(cb_tickets_total)} for {fmt(len(cb_tix))} keys (a repeat after a failed "
       "delivery makes a new one); "
-      f"delivered done {fmt(len(cb_done))}, failed after retries {fmt(len(cb_failed))}, lost {fmt(len(cb_lost))}")
+      f"delivered done {fmt(len(cb_done))}, failed after retries {fmt(len(cb_failed))}, "
+      f"dead letters {fmt(len(cb_dead))}, parked {fmt(len(cb_parked))}, lost {fmt(len(cb_lost))}")
     w(f"- keys that reached the shop: {fmt(len(cb_keys))}")
     w("")
     w("## Duplicates at the shop")
@@ -684,7 +696,8 @@ def cmd_analyze(a):
     summary = {"orders": n_orders, "done": done_orders, "failed": failed_orders, "lost": cat["lost"],
                "unanswered": cat["unanswered"], "requests_unanswered": len(unanswered), "order_keys_multi": o_multi, "order_dup_raw": o_raw,
                "order_dup_unexplained": o_unexp, "created_twice": created_twice, "cb_acked": len(cb_acked),
-               "cb_lost": len(cb_lost), "cb_keys_multi": c_multi, "cb_dup_raw": c_raw, "cb_dup_unexplained": c_unexp,
+               "cb_lost": len(cb_lost), "cb_failed": len(cb_failed), "cb_dead": len(cb_dead),
+               "cb_parked": len(cb_parked), "cb_undelivered": len(cb_undelivered), "cb_keys_multi": c_multi, "cb_dup_raw": c_raw, "cb_dup_unexplained": c_unexp,
                "ttd_srv_p50": pct(srv_ttd, 50), "ttd_srv_p99": p99_srv, "ttd_cli_p50": pct(cli_ttd, 50),
                "ttd_cli_p99": p99_cli, "peak_depth": peak, "theory_s": theory,
                "last_fin_s": last_fin, "drain_rate": drain_rate, "rss_peak_mib": max(rss) / 1024 if rss else None, "hwm_mib": max(hwm) / 1024 if hwm else None}

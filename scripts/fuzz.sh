@@ -1,7 +1,7 @@
 #!/bin/sh
 # Long fuzz runs: builds the tests/fuzz targets with clang, libFuzzer, ASan and UBSan in
 # build-fuzz/ and runs each for N seconds (default 30).
-#   scripts/fuzz.sh [SECONDS] [TARGET...]      targets: request_parser response_parser path
+#   scripts/fuzz.sh [SECONDS] [TARGET...]      targets: request_parser response_parser path proxy_protocol
 #                                              key_source config (default: all)
 # New inputs go to build-fuzz/fuzz-corpus/<target>/ (the seed corpus in tests/fuzz/corpus
 # is only read); crashing inputs to build-fuzz/fuzz-artifacts/<target>/. Exits 1 when any
@@ -11,7 +11,7 @@ set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
 seconds=${1:-30}
 [ $# -gt 0 ] && shift
-targets=${*:-request_parser response_parser path key_source config}
+targets=${*:-request_parser response_parser path key_source config proxy_protocol}
 build=${FUZZ_BUILD:-$root/build-fuzz}
 
 if [ ! -f "$build/build.ninja" ]; then

@@ -380,6 +380,10 @@ if [[ $no_redis == 0 ]]; then
 fi
 cat <<EOF
 
+Open $base/ in a browser: the demo shop's order form. To watch Floodgate's
+waiting page, set rate = 0.2 on the "checkout" route in $config, reload
+(kill -HUP $floodgate_pid), and press "Buy now" in three or four tabs.
+
 Try this (in another terminal):
   curl -i $base/api/products
   curl -i -X POST $base/api/orders -H 'Idempotency-Key: k1' -d '{"sku":"card-10"}'

@@ -16,8 +16,13 @@ readonly MIN_MESON=0.63
 
 packages=(
   meson ninja-build pkg-config g++
-  libuv1-dev libssl-dev node-llhttp libhiredis-dev libsimdjson-dev libtomlplusplus-dev
+  libuv1-dev libssl-dev node-llhttp libhiredis-dev libsimdjson-dev libtomlplusplus-dev libc-ares-dev
   catch2 redis-server python3 python3-pytest python3-yaml systemd curl ca-certificates
+  # The browser tests of the waiting page (tests/integration/test_browser.py): headless
+  # Chromium driven by Selenium, and a font with Chinese glyphs for its screenshots.
+  chromium chromium-driver python3-selenium fonts-wqy-zenhei
+  # The TLS tests make their certificates with the openssl command-line tool.
+  openssl
 )
 bench_packages=(nginx-light wrk)
 

@@ -113,7 +113,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", loaded.message().c_str());
     return 1;
   }
+  // Certificates, keys and CA files are read here too, so --check finds an unreadable
+  // or mismatched pair before a start or a reload does.
+  auto ticket_keys = std::make_shared<fg::tls::TicketKeyRing>();
+  auto tls = fg::net::build_tls_contexts(*loaded.value(), ticket_keys);
+  if (!tls) {
+    std::fprintf(stderr, "%s\n", tls.message().c_str());
+    return 1;
+  }
   if (check) {
+    for (const auto& w : tls.value().warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     std::printf("ok\n");
     return 0;
   }
@@ -146,7 +155,11 @@ int main(int argc, char** argv) {
     l.str("version", FLOODGATE_VERSION).str("config", config_path).str("config_hash", config->hash)
         .num("workers", config->server.workers);
   });
-  fg::net::Controller controller(loop, config_path, config, fg::gateway::make_worker_context);
+  for (const auto& w : tls.value().warnings) {
+    fg::log::event("warn", "tls_certificate", [&](fg::log::Line& l) { l.str("warning", w); });
+  }
+  fg::net::Controller controller(loop, config_path, config, std::move(tls.value()), ticket_keys,
+                                 fg::gateway::make_worker_context);
   fg::net::AdminServer admin(loop, &controller);
   controller.on_reloaded = [&admin](const fg::Config& c) {
     admin.update(c.admin);

@@ -22,6 +22,10 @@
 #include "queue/queue_config.h"
 #include "redis/redis_config.h"
 
+namespace fg::pages {
+class PageSet;  // pages/pages_config.h: the parsed [pages] templates
+}
+
 // Each feature's settings are declared next to the feature (the headers above) and
 // validated there; this header assembles them into one snapshot.
 namespace fg {
@@ -39,6 +43,9 @@ struct Config {
   PressureConfig pressure;
   ReloadConfig reload;
   uint64_t client_table_size = 65536;  // per-client limiter slots per route (server.client_table_size)
+  // [pages]: the templates Floodgate renders for browsers, parsed at load (immutable,
+  // so a reload swaps them with the rest). Always set by load_file/load_string.
+  std::shared_ptr<const pages::PageSet> pages;
 
   // Index of the first route matching method and path (path without query), or -1.
   int match_route(std::string_view method, std::string_view path) const;

@@ -1,6 +1,8 @@
 // Admission decisions for one request (see gate.h for the order).
 #include "admission/gate.h"
 
+#include <charconv>
+
 namespace fg::admission {
 
 Verdict Gate::decide(const Request& r) const {
@@ -71,7 +73,12 @@ std::string Gate::ratelimit_headers(std::string_view policy_header, std::string_
   out.append(policy_header);
   out += "RateLimit: \"";
   out.append(route);
-  out += "\";r=" + std::to_string(d.remaining) + ";t=" + std::to_string(reset) + "\r\n";
+  char num[24];
+  out += "\";r=";
+  out.append(num, static_cast<size_t>(std::to_chars(num, num + sizeof num, d.remaining).ptr - num));
+  out += ";t=";
+  out.append(num, static_cast<size_t>(std::to_chars(num, num + sizeof num, reset).ptr - num));
+  out += "\r\n";
   return out;
 }
 

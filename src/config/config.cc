@@ -15,6 +15,7 @@
 
 #include "config/reader.h"
 #include "config/source_text.h"
+#include "pages/pages_config.h"
 
 namespace fg::config {
 namespace {
@@ -43,8 +44,39 @@ std::string hash_hex(std::string_view bytes) {
   return out;
 }
 
+// [pages]: the keys here, the templates by pages::load_pages (relative paths from the
+// directory of the config file), whose errors are complete lines naming the template.
+void load_pages_table(Reader& rd, const toml::table& root, Config& cfg) {
+  pages::PagesConfig pc;
+  if (const toml::node* n = root.get("pages")) {
+    const toml::table* t = rd.as_table(*n, "pages");
+    if (t == nullptr) return;
+    rd.check_keys(*t, "pages", {"waiting", "degraded", "error", "shop_name", "enabled"});
+    const size_t before = rd.error_count();
+    std::string* paths[] = {&pc.waiting, &pc.degraded, &pc.error, &pc.shop_name};
+    const char* keys[] = {"waiting", "degraded", "error", "shop_name"};
+    for (size_t i = 0; i < std::size(keys); ++i) {
+      if (const toml::node* v = t->get(keys[i])) rd.read_string(*v, Reader::join("pages", keys[i]), paths[i]);
+    }
+    if (const toml::node* v = t->get("enabled")) rd.read_bool(*v, "pages.enabled", &pc.enabled);
+    if (rd.error_count() != before) return;
+  }
+  auto loaded = pages::load_pages(pc, rd.name());
+  if (!loaded) {
+    std::string_view all = loaded.message();
+    while (!all.empty()) {
+      const size_t nl = all.find('\n');
+      rd.error_line(std::string(all.substr(0, nl)));
+      all = nl == std::string_view::npos ? std::string_view() : all.substr(nl + 1);
+    }
+    return;
+  }
+  cfg.pages = std::move(loaded.value());
+}
+
 void load_root(Reader& rd, const toml::table& root, Config& cfg) {
-  rd.check_keys(root, "", {"server", "upstreams", "routes", "admin", "redis", "degrade", "pressure", "reload", "log"});
+  rd.check_keys(root, "", {"server", "upstreams", "routes", "admin", "redis", "degrade", "pressure", "reload", "log",
+                          "pages"});
 
   if (const toml::node* n = root.get("server")) {
     if (const toml::table* t = rd.as_table(*n, "server")) load_server(rd, Table(*t, "server"), cfg.server, &cfg.client_table_size);
@@ -118,6 +150,7 @@ void load_root(Reader& rd, const toml::table& root, Config& cfg) {
   if (const toml::node* n = root.get("log")) {
     if (const toml::table* t = rd.as_table(*n, "log")) load_log(rd, Table(*t, "log"), cfg.log);
   }
+  load_pages_table(rd, root, cfg);
 }
 
 Result<std::shared_ptr<const Config>> load_checked(const std::string& text, const std::string& name) {

@@ -59,6 +59,8 @@ class Reader {
   }
   // "FILE:LINE:COL: message" for a position found outside toml++ (the byte check).
   void error_at_position(uint32_t line, uint32_t column, const std::string& message);
+  // A complete message made elsewhere (a page template's "TEMPLATE:LINE:COL: ...").
+  void error_line(std::string line) { add_error(std::move(line)); }
 
   static std::string join(const std::string& path, std::string_view key) {
     if (path.empty()) return std::string(key);

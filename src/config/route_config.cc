@@ -185,9 +185,10 @@ void load_unavailable(Reader& rd, const toml::table& t, const std::string& path,
 bool load_route(Reader& rd, const toml::table& t, const std::string& path, const Config& cfg, RouteConfig& r) {
   const size_t errors_before = rd.error_count();
   rd.check_keys(t, path,
-             {"name", "match", "upstream", "max_body_bytes", "rate", "burst", "scope", "client_rate",
+             {"name", "match", "upstream", "max_body_bytes", "request_buffering", "rate", "burst", "scope", "client_rate",
               "client_burst", "client_key", "overflow", "dry_run", "core", "idempotency", "mode", "ack",
-              "queue", "client_max_tickets", "on_failure_webhook", "cache", "on_unavailable"});
+              "queue", "client_max_tickets", "on_failure_webhook", "retry_schedule", "retry_jitter", "cache",
+              "on_unavailable"});
 
   if (const toml::node* n = t.get("name")) {
     if (rd.read_string(*n, path + ".name", &r.name)) {
@@ -231,6 +232,10 @@ bool load_route(Reader& rd, const toml::table& t, const std::string& path, const
   if (const toml::node* n = t.get("max_body_bytes")) {
     // 0 would read as "inherit" in RouteConfig, so an override starts at 1.
     rd.read_size(*n, path + ".max_body_bytes", 1, UINT64_MAX, &r.max_body_bytes);
+  }
+  if (const toml::node* n = t.get("request_buffering")) {
+    uint64_t v = 0;
+    if (rd.read_size(*n, path + ".request_buffering", 0, kMaxRequestBuffering, &v)) r.request_buffering = v;
   }
   if (const toml::node* n = t.get("mode")) {
     std::string v;

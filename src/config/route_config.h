@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,7 @@ struct RouteConfig : AdmissionConfig, RouteQueueConfig {
   std::string upstream;          // name of an [upstreams.X] table
   size_t upstream_index = 0;     // index into Config::upstreams, resolved by the loader
   uint64_t max_body_bytes = 0;   // 0: server.max_body_bytes applies
+  std::optional<uint64_t> request_buffering;  // unset: server.request_buffering applies
 
   IdempotencyConfig idempotency;
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <thread>
+#include <tuple>
 
 #include "config/reader.h"
 #include "core/log.h"
@@ -47,6 +48,55 @@ void read_tickets_path(Reader& rd, const toml::node& n, ServerConfig& s) {
   s.tickets_path = std::move(v);
 }
 
+// server.trusted_proxies: CIDR blocks or single addresses, IPv4 or IPv6.
+void read_trusted_proxies(Reader& rd, const toml::node& n, ServerConfig& s) {
+  const std::string p = "server.trusted_proxies";
+  const toml::array* arr = n.as_array();
+  if (arr == nullptr) {
+    rd.error(n, p, "expected an array of CIDR blocks, e.g. [\"10.0.0.0/8\", \"2001:db8::/32\"], got " +
+                       std::string(type_name(n)));
+    return;
+  }
+  for (size_t i = 0; i < arr->size(); i++) {
+    const toml::node& item = *arr->get(i);
+    std::string text;
+    if (!rd.read_string(item, Reader::index(p, i), &text)) continue;
+    Cidr c;
+    std::string why;
+    if (!Cidr::parse(text, &c, &why)) {
+      rd.error(item, Reader::index(p, i), why);
+      continue;
+    }
+    s.trusted_proxies.blocks.push_back(c);
+  }
+}
+
+// log.access_fields: which fields access lines carry (always in the documented order).
+void read_access_fields(Reader& rd, const toml::node& n, LogConfig& log) {
+  const std::string p = "log.access_fields";
+  const toml::array* arr = n.as_array();
+  if (arr == nullptr || arr->empty()) {
+    rd.error(n, p, "expected a non-empty array of field names, e.g. [\"ts\", \"client\", \"path\", \"status\"]");
+    return;
+  }
+  uint32_t mask = 0;
+  for (size_t i = 0; i < arr->size(); i++) {
+    std::string name;
+    if (!rd.read_string(*arr->get(i), Reader::index(p, i), &name)) continue;
+    int found = -1;
+    for (int f = 0; f < kAccessFieldCount; f++)
+      if (name == kAccessFieldNames[f]) found = f;
+    if (found < 0) {
+      std::string known;
+      for (const char* k : kAccessFieldNames) known += known.empty() ? std::string(k) : ", " + std::string(k);
+      rd.error(*arr->get(i), Reader::index(p, i), "unknown access-log field \"" + name + "\"; known: " + known);
+      continue;
+    }
+    mask |= 1u << found;
+  }
+  if (mask != 0) log.access_fields = mask;
+}
+
 // Why `admin` cannot listen next to the client listeners, or "". Two equal
 // addresses, or a wildcard and an address it covers on the same port, would
 // either fail to bind or (with SO_REUSEPORT) share connections between
@@ -72,6 +122,54 @@ std::string listener_clash(const HostPort& admin, const std::vector<HostPort>& s
   return "";
 }
 
+// server.listen: "addr", or an array of "addr" and { address = "addr", tls = { ... } }.
+void read_listen(Reader& rd, const toml::node& node, ServerConfig& s) {
+  const std::string path = "server.listen";
+  auto add = [&](const toml::node& n, const std::string& p, ListenTlsConfig tls) {
+    HostPort hp;
+    if (!rd.read_host_port(n, p, false, &hp)) return;
+    for (const HostPort& seen : s.listen) {
+      if (seen.host == hp.host && seen.port == hp.port) {
+        rd.error(n, p, "\"" + hp.text + "\" is listed twice");
+        return;
+      }
+    }
+    s.listen.push_back(std::move(hp));
+    s.listen_tls.push_back(std::move(tls));
+  };
+  auto entry = [&](const toml::node& n, const std::string& p) {
+    const toml::table* t = n.as_table();
+    if (t == nullptr) {
+      add(n, p, {});
+      return;
+    }
+    rd.check_keys(*t, p, {"address", "tls"});
+    ListenTlsConfig tls;
+    if (const toml::node* tn = t->get("tls")) {
+      if (const toml::table* tt = rd.as_table(*tn, p + ".tls")) read_listen_tls(rd, Table(*tt, p + ".tls"), &tls);
+    }
+    if (const toml::node* a = t->get("address")) {
+      add(*a, p + ".address", std::move(tls));
+    } else {
+      rd.error(*t, p + ".address", "required, e.g. { address = \"0.0.0.0:8443\", tls = { cert = ..., key = ... } }");
+    }
+  };
+  if (const toml::array* arr = node.as_array()) {
+    if (arr->empty()) {
+      rd.error(node, path, "must list at least one address");
+      return;
+    }
+    for (size_t i = 0; i < arr->size(); ++i) entry((*arr)[i], Reader::index(path, i));
+    return;
+  }
+  if (node.is_string() || node.is_table()) {
+    entry(node, path);
+    return;
+  }
+  rd.error(node, path, "expected a string, a { address, tls } table or an array of them, got " +
+                           std::string(type_name(node)));
+}
+
 }  // namespace
 
 void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* client_table_size) {
@@ -80,12 +178,22 @@ void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* clie
              {"listen", "workers", "max_connections", "header_timeout", "body_timeout", "idle_timeout",
               "send_timeout", "drain_timeout", "max_header_bytes", "max_uri_bytes", "max_body_bytes",
               "client_table_size", "tickets_path", "merge_slashes", "underscores_in_headers",
-              "max_connections_per_client"});
+              "max_connections_per_client", "request_buffering", "request_buffering_total",
+              "response_buffering", "response_buffering_total", "tls", "trusted_proxies", "real_ip_header",
+              "proxy_protocol", "proxy_protocol_timeout"});
 
   if (const toml::node* n = t.get("listen")) {
-    rd.read_address_list(*n, "server.listen", true, false, &s.listen);
+    read_listen(rd, *n, s);
   } else {
     rd.error(t, "server.listen", "required, e.g. listen = \"0.0.0.0:8080\"");
+  }
+  if (const toml::node* n = t.get("tls")) {
+    // server.tls: every listener without its own `tls` speaks TLS with these settings.
+    ListenTlsConfig all;
+    if (const toml::table* tt = rd.as_table(*n, "server.tls")) read_listen_tls(rd, Table(*tt, "server.tls"), &all);
+    for (auto& l : s.listen_tls) {
+      if (!l.enabled) l = all;
+    }
   }
 
   if (const toml::node* n = t.get("workers")) {
@@ -145,10 +253,35 @@ void load_server(Reader& rd, const Table& table, ServerConfig& s, uint64_t* clie
   if (const toml::node* n = t.get("max_body_bytes")) {
     rd.read_size(*n, "server.max_body_bytes", 0, UINT64_MAX, &s.max_body_bytes);
   }
+  // Request and response buffers live in memory: one of them is at most 1 GiB.
+  const std::tuple<std::string_view, uint64_t*, uint64_t> buffers[] = {
+      {"request_buffering", &s.request_buffering, kMaxRequestBuffering},
+      {"request_buffering_total", &s.request_buffering_total, 1024 * kMaxRequestBuffering},
+      {"response_buffering", &s.response_buffering, kMaxRequestBuffering},
+      {"response_buffering_total", &s.response_buffering_total, 1024 * kMaxRequestBuffering},
+  };
+  for (const auto& [key, field, max] : buffers) {
+    if (const toml::node* n = t.get(key)) rd.read_size(*n, Reader::join("server", key), 0, max, field);
+  }
   if (const toml::node* n = t.get("client_table_size")) {
     rd.read_int(*n, "server.client_table_size", kMinClientTableSize, kMaxClientTableSize, client_table_size);
   }
   if (const toml::node* n = t.get("tickets_path")) read_tickets_path(rd, *n, s);
+  if (const toml::node* n = t.get("trusted_proxies")) read_trusted_proxies(rd, *n, s);
+  if (const toml::node* n = t.get("real_ip_header")) {
+    std::string v;
+    if (rd.read_string(*n, "server.real_ip_header", &v)) {
+      if (v.empty() || !std::all_of(v.begin(), v.end(), is_tchar)) {
+        rd.error(*n, "server.real_ip_header", "must be a header name, e.g. \"X-Forwarded-For\" or \"CF-Connecting-IP\"");
+      } else {
+        s.real_ip_header = std::move(v);
+      }
+    }
+  }
+  if (const toml::node* n = t.get("proxy_protocol")) rd.read_bool(*n, "server.proxy_protocol", &s.proxy_protocol);
+  if (const toml::node* n = t.get("proxy_protocol_timeout")) {
+    rd.read_duration(*n, "server.proxy_protocol_timeout", &s.proxy_protocol_timeout_ms);
+  }
 }
 
 void load_admin(Reader& rd, const Table& table, const ServerConfig& server, AdminConfig& a) {
@@ -192,7 +325,7 @@ void load_reload(Reader& rd, const Table& table, ReloadConfig& r) {
 
 void load_log(Reader& rd, const Table& table, LogConfig& log) {
   const toml::table& t = table.toml();
-  rd.check_keys(t, "log", {"file", "access", "level", "access_sample"});
+  rd.check_keys(t, "log", {"file", "access", "level", "access_sample", "access_fields"});
   if (const toml::node* n = t.get("file")) rd.read_string(*n, "log.file", &log.file);
   if (const toml::node* n = t.get("access")) rd.read_bool(*n, "log.access", &log.access);
   if (const toml::node* n = t.get("level")) {
@@ -204,6 +337,7 @@ void load_log(Reader& rd, const Table& table, LogConfig& log) {
   if (const toml::node* n = t.get("access_sample")) {
     rd.read_number(*n, "log.access_sample", 0, false, 1, &log.access_sample);
   }
+  if (const toml::node* n = t.get("access_fields")) read_access_fields(rd, *n, log);
 }
 
 }  // namespace fg::config

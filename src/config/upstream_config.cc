@@ -11,6 +11,9 @@
 namespace fg::config {
 namespace {
 
+// Re-resolving more often than this only loads the name servers.
+constexpr uint64_t kMinResolveEveryMs = 1000;
+
 constexpr int64_t kMaxRetryAttempts = 20;
 constexpr uint64_t kMinHealthIntervalMs = 100;
 constexpr int64_t kMaxHealthThreshold = 100;
@@ -202,7 +205,9 @@ void load_retry(Reader& rd, const toml::table& t, const std::string& path, Retry
 void load_upstream(Reader& rd, const toml::table& t, const std::string& path, UpstreamConfig& u) {
   rd.check_keys(t, path,
              {"servers", "backup", "balance", "connect_timeout", "timeout", "timeout_min", "timeout_max",
-              "max_connections", "keepalive", "keepalive_timeout", "retry", "breaker", "health"});
+              "max_connections", "keepalive", "keepalive_timeout", "retry", "breaker", "health", "tls", "tls_ca",
+              "tls_verify", "tls_server_name", "resolve_every", "resolver"});
+  read_upstream_tls(rd, Table(t, path), &u.tls);
 
   if (const toml::node* n = t.get("servers")) {
     rd.read_address_list(*n, path + ".servers", false, true, &u.servers);
@@ -231,6 +236,13 @@ void load_upstream(Reader& rd, const toml::table& t, const std::string& path, Up
     rd.read_int(*n, path + ".max_connections", 1, INT64_MAX, &u.max_connections);
   }
   if (const toml::node* n = t.get("keepalive")) rd.read_int(*n, path + ".keepalive", 0, INT64_MAX, &u.keepalive);
+  if (const toml::node* n = t.get("resolve_every")) {
+    rd.read_duration(*n, path + ".resolve_every", kMinResolveEveryMs, kMaxDurationMs, &u.resolve_every_ms);
+  }
+  if (const toml::node* n = t.get("resolver")) {
+    // Name servers are addresses: resolving the resolver would need a resolver.
+    rd.read_address_list(*n, path + ".resolver", true, false, &u.resolver);
+  }
   if (const toml::node* n = t.get("retry")) {
     if (const toml::table* rt = rd.as_table(*n, path + ".retry")) load_retry(rd, *rt, path + ".retry", u.retry);
   }

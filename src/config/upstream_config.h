@@ -9,6 +9,7 @@
 #include "breaker/breaker_config.h"
 #include "config/host_port.h"
 #include "config/reader_fwd.h"
+#include "config/tls_config.h"
 
 namespace fg {
 
@@ -49,6 +50,13 @@ struct UpstreamConfig {
   uint64_t timeout_max_ms = 10000;
   BreakerConfig breaker;
   HealthConfig health;
+  UpstreamTlsConfig tls;                 // tls = true: HTTPS to every server
+  // Server host names are looked up again this often (or on the record's TTL when the
+  // c-ares resolver reports one); a failed lookup keeps the last good address.
+  uint64_t resolve_every_ms = 30000;
+  // Name servers ("IP:port") asked through c-ares; empty: the system resolver
+  // (getaddrinfo on libuv's thread pool, /etc/hosts and nsswitch included).
+  std::vector<HostPort> resolver;
 };
 
 namespace config {

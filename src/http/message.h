@@ -14,8 +14,20 @@ struct Header {
   std::string value;  // leading/trailing OWS removed
 };
 
-// Case-insensitive ASCII comparison for header names and tokens.
-bool iequals(std::string_view a, std::string_view b);
+// Case-insensitive ASCII comparison for header names and tokens. Inline: it runs for
+// every header of every message, mostly to find that the lengths differ.
+// ASCII-only folding: names and tokens are ASCII by grammar, and locale-aware tolower()
+// would be both slower and wrong for bytes >= 0x80.
+inline bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const unsigned char x = static_cast<unsigned char>(a[i]);
+    const unsigned char y = static_cast<unsigned char>(b[i]);
+    if (x == y) continue;
+    if ((x | 0x20) != (y | 0x20) || (x | 0x20) < 'a' || (x | 0x20) > 'z') return false;
+  }
+  return true;
+}
 
 // First header named `name` (case-insensitive), or nullptr.
 const Header* find_header(const std::vector<Header>& headers, std::string_view name);

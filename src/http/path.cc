@@ -103,11 +103,38 @@ std::string_view append_segment(std::string_view seg, std::string* out) {
   return {};
 }
 
+// Bytes append_segment copies as they are (no '%', '\\', ';', '#', space, control or
+// non-ASCII byte).
+struct PlainPathBytes {
+  bool ok[256];
+  constexpr PlainPathBytes() : ok() {
+    for (int c = 0x21; c < 0x7f; ++c) ok[c] = c != '%' && c != '\\' && c != ';' && c != '#';
+  }
+};
+constexpr PlainPathBytes kPlainPath;
+
+// True when `path` is already canonical in the common, cheap way: only plain bytes and no
+// segment that is empty or starts with '.' (so no dot segment and no slash to merge). A
+// path that is not is still canonicalised by the full pass, which agrees on those that are.
+bool plainly_canonical(std::string_view path) {
+  char prev = 0;
+  for (const char ch : path) {
+    if (!kPlainPath.ok[static_cast<unsigned char>(ch)]) return false;
+    if (prev == '/' && (ch == '/' || ch == '.')) return false;
+    prev = ch;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string_view canonicalize_path(std::string_view path, bool merge_slashes, std::string* out) {
   out->clear();
   if (path.empty() || path.front() != '/') return "path does not start with '/'";
+  if (plainly_canonical(path)) {
+    out->assign(path);
+    return {};
+  }
   out->reserve(path.size());
   std::string_view rest = path.substr(1);
   for (;;) {

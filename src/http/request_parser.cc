@@ -24,6 +24,17 @@ namespace {
 
 constexpr size_t kReservedHeaders = 16;
 constexpr std::string_view kCrlf = "\r\n";
+
+// Bytes that change no state of the head pre-scan: inside a header line anything but
+// CR, LF and control bytes (HTAB allowed); inside the request-target also not SP.
+struct ByteSet {
+  bool ok[256];
+  constexpr explicit ByteSet(bool space) : ok() {
+    for (int c = 0; c < 256; ++c) ok[c] = (c > 0x20 && c != 0x7f) || (space && (c == ' ' || c == '\t'));
+  }
+};
+constexpr ByteSet kFieldByte(true);
+constexpr ByteSet kTargetByte(false);
 constexpr std::string_view kBadChunkData = "chunk data not followed by CRLF";
 constexpr std::string_view kBadChunkLine = "chunk-size line not ended by CRLF";
 
@@ -149,6 +160,21 @@ struct RequestParser::Impl {
   // The error is only applied after llhttp has seen the clean prefix, so that whichever
   // problem comes first in the byte stream is the one reported.
   size_t scan_head(const char* p, size_t n, ParseError* pending, bool* violated) {
+    // The state lives in locals while scanning: `p` is a char pointer, which may alias
+    // any member, so member state would be stored and reloaded around every byte read.
+    bool after_cr = after_cr_;
+    bool line_start = line_start_;
+    Part part = part_;
+    uint64_t head_bytes = head_bytes_;
+    uint64_t target_bytes = target_bytes_;
+    auto done = [&](size_t consumed) {
+      after_cr_ = after_cr;
+      line_start_ = line_start;
+      part_ = part;
+      head_bytes_ = head_bytes;
+      target_bytes_ = target_bytes;
+      return consumed;
+    };
     // Builds the message only when a request is refused.
     auto where = [this](std::string_view before, std::string_view after) {
       std::string m(before);
@@ -160,58 +186,73 @@ struct RequestParser::Impl {
       pending->code = code;
       pending->message = std::move(msg);
       *violated = true;
-      return i;
+      return done(i);
     };
     for (size_t i = 0; i < n; ++i) {
+      // Inside a header line or the request-target, runs of ordinary bytes change no
+      // state but the counters: they are skipped in one tight loop, bounded so that the
+      // byte that crosses a limit still goes through the step below.
+      if (!after_cr && !line_start && (part == Part::kHeaders || part == Part::kTarget)) {
+        size_t lim = std::min(n, i + (limits_.max_header_bytes - head_bytes));
+        const bool target = part == Part::kTarget;
+        if (target) lim = std::min(lim, i + (limits_.max_uri_bytes - std::min(target_bytes, limits_.max_uri_bytes)));
+        const bool* plain = target ? kTargetByte.ok : kFieldByte.ok;
+        size_t j = i;
+        while (j < lim && plain[static_cast<unsigned char>(p[j])]) ++j;
+        head_bytes += j - i;
+        if (target) target_bytes += j - i;
+        i = j;
+        if (i == n) return done(n);
+      }
       const unsigned char c = static_cast<unsigned char>(p[i]);
-      ++head_bytes_;
-      if (after_cr_) {
+      ++head_bytes;
+      if (after_cr) {
         if (c != '\n') return refuse(i, 400, "smuggling", where("bare CR in ", ""));
-        after_cr_ = false;
-        if (line_start_) {
+        after_cr = false;
+        if (line_start) {
           // An empty line before the request line is tolerated (RFC 9112 §2.2; llhttp
           // does the same). Anywhere else it ends the head.
-          if (part_ != Part::kMethod) {
+          if (part != Part::kMethod) {
             scan_done_ = true;
-            if (head_bytes_ > limits_.max_header_bytes) {
+            if (head_bytes > limits_.max_header_bytes) {
               return refuse(i, 431, "header_too_large", where("", " too large"));
             }
-            return i + 1;
+            return done(i + 1);
           }
         } else {
-          part_ = Part::kHeaders;
-          line_start_ = true;
+          part = Part::kHeaders;
+          line_start = true;
         }
       } else if (c == '\r') {
-        after_cr_ = true;
+        after_cr = true;
       } else if (c == '\n') {
         return refuse(i, 400, "smuggling", where("bare LF in ", ""));
       } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
         return refuse(i, 400, "smuggling", where("control character in ", ""));
-      } else if (part_ == Part::kHeaders) {
+      } else if (part == Part::kHeaders) {
         // A header line that starts with whitespace is obs-fold (or a malformed first
         // header); intermediaries disagree on how to unfold it, so it is refused.
-        if (line_start_ && (c == ' ' || c == '\t')) {
+        if (line_start && (c == ' ' || c == '\t')) {
           return refuse(i, 400, "smuggling", where("obs-fold in ", ""));
         }
-        line_start_ = false;
+        line_start = false;
       } else {
-        line_start_ = false;
+        line_start = false;
         if (c == ' ') {
-          if (part_ == Part::kMethod) {
-            part_ = Part::kTarget;
-          } else if (part_ == Part::kTarget) {
-            part_ = Part::kVersion;
+          if (part == Part::kMethod) {
+            part = Part::kTarget;
+          } else if (part == Part::kTarget) {
+            part = Part::kVersion;
           }
-        } else if (part_ == Part::kTarget && ++target_bytes_ > limits_.max_uri_bytes) {
+        } else if (part == Part::kTarget && ++target_bytes > limits_.max_uri_bytes) {
           return refuse(i, 414, "uri_too_long", "request-target too long");
         }
       }
-      if (head_bytes_ > limits_.max_header_bytes) {
+      if (head_bytes > limits_.max_header_bytes) {
         return refuse(i, 431, "header_too_large", where("", " too large"));
       }
     }
-    return n;
+    return done(n);
   }
 
   Outcome execute(const char* data, size_t len) {

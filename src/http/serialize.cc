@@ -43,11 +43,25 @@ bool is_bodyless_status(int status) { return (status >= 100 && status < 200) || 
 }  // namespace
 
 bool is_hop_by_hop(std::string_view name, std::string_view connection_tokens) {
-  static constexpr std::string_view kFixed[] = {
-      "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade", "proxy-connection",
-  };
-  for (std::string_view f : kFixed) {
-    if (iequals(name, f)) return true;
+  // The fixed hop-by-hop names, picked by length first: most headers match none.
+  switch (name.size()) {
+    case 2:
+      if (iequals(name, "te")) return true;
+      break;
+    case 7:
+      if (iequals(name, "trailer") || iequals(name, "upgrade")) return true;
+      break;
+    case 10:
+      if (iequals(name, "connection") || iequals(name, "keep-alive")) return true;
+      break;
+    case 16:
+      if (iequals(name, "proxy-connection")) return true;
+      break;
+    case 17:
+      if (iequals(name, "transfer-encoding")) return true;
+      break;
+    default:
+      break;
   }
   std::string_view rest = connection_tokens;
   while (!rest.empty()) {
@@ -71,7 +85,7 @@ std::string connection_tokens(const std::vector<Header>& headers) {
 
 void append_upstream_request_head(std::string& out, const RequestHead& head, const ForwardInfo& info) {
   out.reserve(out.size() + estimate_head(head.headers) + head.method.size() + head.target.size() +
-              info.client_ip.size() + info.request_id.size());
+              info.client_ip.size() + info.forwarded_for.size() + info.request_id.size());
   out.append(head.method);
   out.push_back(' ');
   out.append(head.target);
@@ -101,11 +115,15 @@ void append_upstream_request_head(std::string& out, const RequestHead& head, con
   }
 
   out.append("X-Forwarded-For: ");
-  if (!forwarded_for.empty()) {
-    out.append(forwarded_for);
-    out.append(", ");
+  if (!info.forwarded_for.empty()) {
+    out.append(info.forwarded_for);
+  } else {
+    if (!forwarded_for.empty()) {
+      out.append(forwarded_for);
+      out.append(", ");
+    }
+    out.append(info.client_ip);
   }
-  out.append(info.client_ip);
   out.append(kCrlf);
   append_header(out, "X-Forwarded-Proto", info.proto);
   append_header(out, "X-Request-Id", info.request_id);
@@ -201,8 +219,10 @@ void append_chunk_header(std::string& out, size_t len) {
 std::string make_error_response(int status, std::string_view code, std::string_view message,
                                 std::string_view request_id, bool keep_alive, bool http10,
                                 std::string_view extra) {
-  std::string body;
-  body.reserve(48 + code.size() + message.size() + request_id.size());
+  // The body is built first (its length goes into the head) in a per-thread scratch
+  // string that keeps its capacity, so an error answer costs one allocation: `out`.
+  thread_local std::string body;
+  body.clear();
   body.append("{\"error\":\"");
   append_json_escaped(body, code);
   body.append("\",\"message\":\"");

@@ -19,8 +19,11 @@ std::string connection_tokens(const std::vector<Header>& headers);
 
 struct ForwardInfo {
   std::string_view client_ip;   // appended to X-Forwarded-For
-  std::string_view proto;       // "http"
+  std::string_view proto;       // "http" or "https" (X-Forwarded-Proto)
   std::string_view request_id;  // set as X-Request-Id (replaces any incoming one)
+  // When not empty: the whole X-Forwarded-For value to send instead of the incoming
+  // chain + client_ip (the chain a trusted proxy passed on, http/real_ip.h).
+  std::string_view forwarded_for = {};
 };
 
 // Appends the upstream request head to `out`: "METHOD target HTTP/1.1", the end-to-end

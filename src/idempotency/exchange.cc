@@ -87,7 +87,16 @@ Decision Exchange::claimed(ClaimResult& r, const Rules& rules, bool park) {
   using Kind = ClaimResult::Kind;
   key_ = r.kind == Kind::kClaimed ? pending_key_ : std::string();
   // A payment provider repeating a callback is acknowledged whatever its copy looks
-  // like (providers often change a timestamp field): it is never delivered twice.
+  // like (providers often change a timestamp field): it is never delivered twice. But
+  // only once a ticket or an answer stands behind the key: while another copy's claim
+  // is still being turned into a ticket, that copy may yet fail (Redis refusing or
+  // timing out its enqueue) and its claim be left to expire, so this copy is told to
+  // come again (the provider retries), never acknowledged on a promise nobody holds.
+  if (rules.store_and_forward && r.claimed_only) {
+    int64_t secs = (r.retry_after_ms + 999) / 1000;
+    return refuse(kInFlight, 409, "in_flight", "a request with this idempotency key is still being processed", true,
+                  secs < 1 ? 1 : secs);
+  }
   if (rules.store_and_forward && r.kind != Kind::kClaimed && r.kind != Kind::kUnavailable) {
     Decision d = go(Decision::Next::kAcknowledge, r.kind == Kind::kMismatch ? kKeyReused : kReplayed);
     if (r.kind == Kind::kTicket) d.ticket = r.ticket;

@@ -84,6 +84,7 @@ void classify(std::string& v, const std::string& fingerprint, ClaimResult* r) {
       r->same_request = same;
       return;
     }
+    r->claimed_only = true;
     if (!same) {
       r->kind = Kind::kMismatch;
       return;

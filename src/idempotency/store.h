@@ -26,6 +26,9 @@ struct ClaimResult {
   std::string stored;          // kDone: serialized response (see encode_response)
   std::string ticket;          // kTicket
   bool same_request = true;    // kTicket: the fingerprints match
+  // kInFlight, kMismatch: the record is another attempt's claim, not yet a ticket or an
+  // answer (nothing durable stands behind the key yet).
+  bool claimed_only = false;
 };
 
 // The Lua scripts, one set per worker (a Script caches its SHA per connection owner).

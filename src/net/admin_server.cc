@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "http/serialize.h"
 #include "net/controller.h"
+#include "net/lifetime.h"
 #include "net/stream_write.h"
 
 namespace fg::net {
@@ -82,11 +83,35 @@ class AdminConn final : public http::RequestParser::Handler {
         body += "\"}";
         send(400, "application/json", body, keep);
       }
-    } else if (path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/status" || path == "/reload") {
+    } else if (path == "/dead-letters" && get) {
+      answer_later();
+      server_->dead_letters_.list(c->config(), query(), reply_later());
+    } else if (path == "/dead-letters/redeliver" && head_.method == "POST") {
+      answer_later();
+      server_->dead_letters_.redeliver(c->config(), query(), reply_later());
+    } else if (path == "/healthz" || path == "/readyz" || path == "/metrics" || path == "/status" || path == "/reload" ||
+               path == "/dead-letters" || path == "/dead-letters/redeliver") {
       send(405, "application/json", R"({"error":"method_not_allowed"})", keep);
     } else {
       send(404, "application/json", R"({"error":"not_found"})", keep);
     }
+  }
+
+  std::string_view query() const {
+    size_t q = head_.target.find('?');
+    return q == std::string::npos ? std::string_view() : std::string_view(head_.target).substr(q + 1);
+  }
+
+  // An answer that needs Redis comes later: nothing more is read from this connection,
+  // and it closes once the answer is written (pipelined requests behind it are dropped).
+  void answer_later() {
+    close_after_write_ = true;
+    uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
+  }
+  DeadLetterAdmin::Answer reply_later() {
+    return [g = anchor_.guard()](int status, std::string body) {
+      if (AdminConn* self = g.get(); self && !self->closing_) self->send(status, "application/json", body, false);
+    };
   }
 
   void send(int status, std::string_view type, std::string_view body, bool keep, std::string_view extra = {}) {
@@ -163,12 +188,17 @@ public:
   http::RequestHead head_;
   bool closing_ = false;
   bool close_after_write_ = false;
+  Anchor<AdminConn> anchor_{this};  // Redis answers reach this connection through it
 };
 
-AdminServer::AdminServer(uv_loop_t* loop, Controller* controller) : loop_(loop), controller_(controller) {}
+AdminServer::AdminServer(uv_loop_t* loop, Controller* controller)
+    : loop_(loop),
+      controller_(controller),
+      dead_letters_(loop, [controller](const std::string& route, int64_t n) { controller->count_redelivered(route, n); }) {}
 
 Status AdminServer::open(const AdminConfig& config) {
   config_ = config;
+  if (config.enabled) dead_letters_.configure(controller_->config());
   if (!config.enabled) return Status::ok();
   sockaddr_storage ss{};
   if (uv_ip4_addr(config.listen.host.c_str(), config.listen.port, reinterpret_cast<sockaddr_in*>(&ss)) != 0 &&
@@ -188,6 +218,8 @@ Status AdminServer::open(const AdminConfig& config) {
 }
 
 void AdminServer::update(const AdminConfig& config) {
+  if (config.enabled) dead_letters_.configure(controller_->config());
+  else dead_letters_.close();
   bool rebind = config.enabled != config_.enabled || config.listen.text != config_.listen.text;
   if (!rebind) {
     config_ = config;
@@ -202,6 +234,7 @@ void AdminServer::update(const AdminConfig& config) {
 
 void AdminServer::close() {
   close_listener();
+  dead_letters_.close();
   auto conns = conns_;
   for (auto* c : conns) c->close();
 }

@@ -1,5 +1,6 @@
-// The admin listener (SPEC §9) on the main thread's loop: /metrics, /healthz, /status
-// and POST /reload, with an optional bearer token. Never reachable from the public
+// The admin listener (SPEC §9) on the main thread's loop: /metrics, /healthz, /status,
+// POST /reload and the dead letters of queued routes (GET /dead-letters, POST
+// /dead-letters/redeliver), with an optional bearer token. Never reachable from the public
 // listeners: it has its own socket and its own tiny request loop.
 #pragma once
 
@@ -10,6 +11,7 @@
 
 #include "floodgate/config.h"
 #include "http/request_parser.h"
+#include "net/dead_letter_admin.h"
 
 namespace fg::net {
 
@@ -20,7 +22,8 @@ class AdminServer {
  public:
   AdminServer(uv_loop_t* loop, Controller* controller);
   Status open(const AdminConfig& config);
-  // Follows a reload: a new address re-binds, a new token applies to the next request.
+  // Follows a reload: a new address re-binds, a new token applies to the next request,
+  // a new Redis URL re-opens the dead-letter endpoints' connection.
   void update(const AdminConfig& config);
   // Closes the listener and every admin connection (on stop).
   void close();
@@ -34,6 +37,7 @@ class AdminServer {
   AdminConfig config_;
   uv_tcp_t* tcp_ = nullptr;
   std::unordered_set<AdminConn*> conns_;
+  DeadLetterAdmin dead_letters_;
 };
 
 // Constant-time comparison of a presented credential with the configured token.

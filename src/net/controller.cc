@@ -41,10 +41,11 @@ void json_str(std::string& out, std::string_view s) {
 }  // namespace
 
 Controller::Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config,
-                       ServiceFactory make_service)
-    : loop_(loop), config_path_(std::move(config_path)), make_service_(std::move(make_service)) {
+                       TlsContexts tls, std::shared_ptr<tls::TicketKeyRing> ticket_keys, ServiceFactory make_service)
+    : loop_(loop), config_path_(std::move(config_path)), make_service_(std::move(make_service)),
+      ticket_keys_(std::move(ticket_keys)) {
   ensure_cluster(*config);
-  snapshot_ = Snapshot::build(std::move(config), nullptr, mono_ns(), cluster_.get());
+  snapshot_ = Snapshot::build(std::move(config), nullptr, mono_ns(), std::move(tls), cluster_.get());
   loaded_at_ms_ = snapshot_->loaded_at_ms;
   auto& reg = metrics::Registry::get();
   reloads_ok_ = reg.counter("floodgate_config_reloads_total", "Configuration reloads by result.",
@@ -55,6 +56,8 @@ Controller::Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr
   debounce_.data = this;
   uv_timer_init(loop_, &rate_timer_);
   rate_timer_.data = this;
+  uv_timer_init(loop_, &ticket_timer_);
+  ticket_timer_.data = this;
   uv_async_init(loop_, &stopped_async_, [](uv_async_t* a) {
     auto* self = static_cast<Controller*>(a->data);
     if (self->joiner_.joinable()) self->joiner_.join();
@@ -90,6 +93,7 @@ Status Controller::start() {
     if (!s) return s;  // the caller stops the workers already started
   }
   uv_timer_start(&rate_timer_, on_rate_sample, 1000, 1000);
+  schedule_ticket_rotation();
   if (snapshot_->config->reload.watch) start_watch();
   return Status::ok();
 }
@@ -105,6 +109,17 @@ Status Controller::reload(const char* trigger) {
     });
     return loaded.status();
   }
+  // Certificates are read again on every reload, even when the config text is unchanged:
+  // that is how a renewed certificate is taken in.
+  auto tls = build_tls_contexts(*loaded.value(), ticket_keys_);
+  if (!tls) {
+    reg.add(metrics::kMainThread, reloads_failed_);
+    log::event("error", "reload_failed", [&](log::Line& l) { l.str("trigger", trigger).str("error", tls.message()); });
+    return tls.status();
+  }
+  for (const auto& w : tls.value().warnings) {
+    log::event("warn", "tls_certificate", [&](log::Line& l) { l.str("warning", w); });
+  }
   const Config& next = *loaded.value();
   if (next.server.workers != snapshot_->config->server.workers) {
     // Threads are not added or removed live; say so instead of pretending.
@@ -114,7 +129,8 @@ Status Controller::reload(const char* trigger) {
     });
   }
   ensure_cluster(next);
-  snapshot_ = Snapshot::build(loaded.value(), snapshot_.get(), mono_ns(), cluster_.get());
+  snapshot_ = Snapshot::build(loaded.value(), snapshot_.get(), mono_ns(), std::move(tls.value()), cluster_.get());
+  schedule_ticket_rotation();
   loaded_at_ms_ = snapshot_->loaded_at_ms;
   for (auto& w : workers_) w->post_snapshot(snapshot_);
   reg.add(metrics::kMainThread, reloads_ok_);
@@ -142,6 +158,25 @@ void Controller::stop(std::function<void()> on_stopped) {
   uv_timer_stop(&rate_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&debounce_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&rate_timer_), nullptr);
+  uv_timer_stop(&ticket_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&ticket_timer_), nullptr);
+}
+
+void Controller::schedule_ticket_rotation() {
+  uint64_t every = snapshot_->tls.rotation_ms;
+  if (every == ticket_rotation_ms_) return;
+  ticket_rotation_ms_ = every;
+  if (every == 0) {
+    uv_timer_stop(&ticket_timer_);
+  } else {
+    uv_timer_start(&ticket_timer_, on_ticket_rotation, every, every);
+  }
+}
+
+void Controller::on_ticket_rotation(uv_timer_t* t) {
+  auto* self = static_cast<Controller*>(t->data);
+  self->ticket_keys_->rotate();
+  log::event("info", "tls_ticket_keys_rotated");
 }
 
 void Controller::join() {
@@ -276,6 +311,14 @@ void append_process_metrics(std::string& out) {
 
 }  // namespace
 
+void Controller::count_redelivered(const std::string& route, int64_t n) {
+  for (size_t i = 0; i < snapshot_->config->routes.size(); i++) {
+    if (snapshot_->config->routes[i].name != route || !snapshot_->routes[i].queue) continue;
+    metrics::Registry::get().add(metrics::kMainThread, snapshot_->routes[i].tickets[kTicketRedelivered],
+                                 static_cast<uint64_t>(n));
+  }
+}
+
 std::string Controller::metrics_text() const {
   std::string out = metrics::Registry::get().render();
   char buf[128];
@@ -287,6 +330,22 @@ std::string Controller::metrics_text() const {
   out += "# TYPE floodgate_connections_active gauge\n";
   std::snprintf(buf, sizeof buf, "floodgate_connections_active %" PRId64 "\n",
                 instance_.connections.load(std::memory_order_relaxed));
+  out += buf;
+  out += "# HELP floodgate_connections_refused_total Client connections closed at once because their address "
+         "was at server.max_connections_per_client.\n";
+  out += "# TYPE floodgate_connections_refused_total counter\n";
+  std::snprintf(buf, sizeof buf, "floodgate_connections_refused_total{reason=\"per_client\"} %" PRIu64 "\n",
+                instance_.refused_per_client.load(std::memory_order_relaxed));
+  out += buf;
+  out += "# HELP floodgate_request_buffer_bytes Request body bytes read ahead under server.request_buffering.\n";
+  out += "# TYPE floodgate_request_buffer_bytes gauge\n";
+  std::snprintf(buf, sizeof buf, "floodgate_request_buffer_bytes %" PRId64 "\n",
+                instance_.request_buffered.load(std::memory_order_relaxed));
+  out += buf;
+  out += "# HELP floodgate_response_buffer_bytes Response bytes queued towards clients.\n";
+  out += "# TYPE floodgate_response_buffer_bytes gauge\n";
+  std::snprintf(buf, sizeof buf, "floodgate_response_buffer_bytes %" PRId64 "\n",
+                instance_.response_buffered.load(std::memory_order_relaxed));
   out += buf;
   out += "# HELP floodgate_queue_depth Tickets waiting in each queued route (cluster-wide, sampled each second).\n";
   out += "# TYPE floodgate_queue_depth gauge\n";
@@ -309,6 +368,23 @@ std::string Controller::metrics_text() const {
     out += "floodgate_dispatch_leader" + label + (token ? "1\n" : "0\n");
     out += "floodgate_dispatch_leader_token" + label + std::to_string(token) + "\n";
   }
+  auto queue_gauge = [&](const char* name, const char* help, auto value) {
+    out.append("# HELP ").append(name).append(" ").append(help).append("\n# TYPE ").append(name).append(" gauge\n");
+    for (size_t i = 0; i < snapshot_->routes.size(); i++) {
+      const auto& q = snapshot_->routes[i].queue;
+      if (!q) continue;
+      out.append(name).append("{").append(metrics::label("route", snapshot_->config->routes[i].name)).append("} ");
+      out.append(std::to_string(value(*q))).append("\n");
+    }
+  };
+  queue_gauge("floodgate_dead_letters",
+              "Dead letters of each queued route: deliveries whose retry schedule ended, kept until re-delivered "
+              "(cluster-wide, sampled each second).",
+              [](const QueueState& q) { return q.dead.load(std::memory_order_relaxed); });
+  queue_gauge("floodgate_tickets_parked",
+              "Tickets of each queued route waiting in Redis for their next delivery attempt (cluster-wide, "
+              "sampled each second).",
+              [](const QueueState& q) { return q.parked.load(std::memory_order_relaxed); });
   out += "# HELP floodgate_breaker_state Circuit breaker per upstream server: 0 closed, 1 half-open, 2 open.\n";
   out += "# TYPE floodgate_breaker_state gauge\n";
   out += "# HELP floodgate_upstream_timeout_seconds The first-byte timeout in force per upstream (adaptive or fixed).\n";
@@ -389,8 +465,11 @@ std::string Controller::status_json() const {
       out += buf;
     }
     if (rt.queue) {
-      std::snprintf(buf, sizeof buf, ",\"queue_depth\":%" PRId64 ",\"dispatch_rate\":%.1f}",
-                    rt.queue->depth.load(std::memory_order_relaxed), rt.queue->rate.load(std::memory_order_relaxed));
+      std::snprintf(buf, sizeof buf,
+                    ",\"queue_depth\":%" PRId64 ",\"dispatch_rate\":%.1f,\"dead_letters\":%" PRId64
+                    ",\"parked\":%" PRId64 "}",
+                    rt.queue->depth.load(std::memory_order_relaxed), rt.queue->rate.load(std::memory_order_relaxed),
+                    rt.queue->dead.load(std::memory_order_relaxed), rt.queue->parked.load(std::memory_order_relaxed));
       out += buf;
     } else {
       out += ",\"queue_depth\":0}";

@@ -24,8 +24,10 @@ namespace fg::net {
 class Controller {
  public:
   // `make_service` builds what each worker runs (gateway::make_worker_context).
-  Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config,
-             ServiceFactory make_service);
+  // `tls` holds the contexts already built from `config` with `ticket_keys`
+  // (build_tls_contexts), the ring every later reload keeps using.
+  Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr<const Config> config, TlsContexts tls,
+             std::shared_ptr<tls::TicketKeyRing> ticket_keys, ServiceFactory make_service);
   ~Controller();
 
   // Starts every worker; on failure stops those already started.
@@ -49,6 +51,9 @@ class Controller {
   // every worker's Redis connection is up. `why` says what is missing otherwise.
   bool ready(std::string* why) const;
   std::string status_json() const;
+  // Counts `n` dead letters of `route` queued again from the admin listener
+  // (floodgate_tickets_total{state="redelivered"}).
+  void count_redelivered(const std::string& route, int64_t n);
   const Config& config() const { return *snapshot_->config; }
 
  private:
@@ -59,6 +64,8 @@ class Controller {
   static void on_rate_sample(uv_timer_t* t);
   // Creates the cluster node (main loop) once a config has a scope = "cluster" route.
   void ensure_cluster(const Config& config);
+  static void on_ticket_rotation(uv_timer_t* t);
+  void schedule_ticket_rotation();
 
   uv_loop_t* loop_;
   std::string config_path_;
@@ -83,6 +90,10 @@ class Controller {
   uv_timer_t rate_timer_;
   std::vector<std::pair<std::string, uint64_t>> last_forwarded_;
   std::vector<std::pair<std::string, double>> admitted_rate_;
+  // Session-ticket keys of every TLS listener, rotated every ticket_key_rotation.
+  std::shared_ptr<tls::TicketKeyRing> ticket_keys_;
+  uv_timer_t ticket_timer_;
+  uint64_t ticket_rotation_ms_ = 0;
 };
 
 }  // namespace fg::net

@@ -24,6 +24,8 @@ class Listener {
   // object must outlive the loop run.
   void close();
   const std::string& address() const { return addr_.text; }
+  // The listener a connection arrived on (the `server` of Service::on_accept).
+  static const Listener& of(const uv_stream_t* server) { return *static_cast<const Listener*>(server->data); }
 
  private:
   enum class State { kIdle, kListening, kPaused, kClosed };

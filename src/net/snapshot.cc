@@ -8,6 +8,8 @@
 
 #include "cluster/node.h"
 #include "core/log.h"
+#include "http/proxy_protocol.h"
+#include "tls/session.h"
 
 namespace fg::net {
 
@@ -18,7 +20,8 @@ const char* outcome_name(int outcome) {
 }
 
 const char* ticket_state_name(int s) {
-  static const char* kNames[kTicketStateCount] = {"queued", "done", "failed", "expired", "cancelled", "reclaimed"};
+  static const char* kNames[kTicketStateCount] = {"queued",    "done", "failed", "expired", "cancelled",
+                                                    "reclaimed", "parked", "dead", "redelivered"};
   return s >= 0 && s < kTicketStateCount ? kNames[s] : "unknown";
 }
 
@@ -80,11 +83,32 @@ std::string format_number(double v) {
 }  // namespace
 
 std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> config, const Snapshot* prev,
-                                                uint64_t now_ns, cluster::Node* cluster) {
+                                                uint64_t now_ns, TlsContexts tls, cluster::Node* cluster) {
   auto snap = std::make_shared<Snapshot>();
+  snap->tls = std::move(tls);
+  {
+    auto& r = metrics::Registry::get();
+    const char* hs = "floodgate_tls_handshakes_total";
+    const char* hs_help = "TLS handshakes on client connections by result.";
+    const char* results[kTlsHandshakeCount] = {"full", "resumed", "failed"};
+    for (int k = 0; k < kTlsHandshakeCount; k++)
+      snap->tls_handshakes[static_cast<size_t>(k)] = r.counter(hs, hs_help, metrics::label("result", results[k]));
+    for (size_t k = 0; k < kTlsErrorKinds; k++) {
+      snap->tls_errors[k] = r.counter("floodgate_tls_errors_total",
+                                      "TLS sessions of client connections that ended in an error, by kind.",
+                                      metrics::label("kind", tls::error_name(static_cast<tls::Error>(k + 1))));
+    }
+  }
   snap->config = config;
   snap->loaded_at_ms = log::wall_ms();
   auto& reg = metrics::Registry::get();
+  static_assert(kProxyRejectReasons == static_cast<size_t>(http::ProxyHeaderError::kCount));
+  for (size_t k = 1; k < kProxyRejectReasons; k++) {
+    snap->proxy_protocol_rejected[k] = reg.counter(
+        "floodgate_proxy_protocol_rejected_total",
+        "Connections closed for a missing, malformed, oversize or late PROXY protocol header.",
+        metrics::label("reason", http::proxy_header_error_name(static_cast<http::ProxyHeaderError>(k))));
+  }
 
   for (const auto& r : config->routes) {
     RouteRuntime rt;
@@ -181,6 +205,12 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
     std::string ul = metrics::label("upstream", u.name);
     ut.duration = reg.histogram("floodgate_upstream_duration_seconds",
                                 "Time from sending a request to the upstream's response head.", ul);
+    static const char* kResults[kResolveResults] = {"unchanged", "changed", "failed"};
+    for (size_t k = 0; k < kResolveResults; k++) {
+      ut.resolutions[k] = reg.counter("floodgate_upstream_resolutions_total",
+                                      "Re-resolutions of upstream host names by result (a failure keeps the last good addresses).",
+                                      ul + "," + metrics::label("result", kResults[k]));
+    }
     std::vector<HostPort> all = u.servers;
     all.insert(all.end(), u.backup.begin(), u.backup.end());
     for (const auto& s : all) {

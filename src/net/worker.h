@@ -42,6 +42,13 @@ struct Instance {
   // address during a simultaneous burst, as for `connections`.
   static constexpr size_t kClientSlots = 65536;
   std::unique_ptr<std::atomic<uint32_t>[]> client_connections{new std::atomic<uint32_t>[kClientSlots]()};
+  // Connections closed at once because their address was at max_connections_per_client.
+  std::atomic<uint64_t> refused_per_client{0};
+  // Response bytes queued towards clients, every worker together (server.response_buffering_total).
+  // Relaxed: a worker may read a value a few writes old and let one more read through.
+  std::atomic<int64_t> response_buffered{0};
+  // Request body bytes read ahead under server.request_buffering, every worker together.
+  std::atomic<int64_t> request_buffered{0};
 };
 
 class Listener;

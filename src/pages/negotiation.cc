@@ -182,6 +182,4 @@ Language pick_language(const std::vector<http::Header>& headers) {
   return h == nullptr ? Language::kEn : pick_language(h->value);
 }
 
-std::string_view language_tag(Language lang) { return lang == Language::kZh ? "zh-CN" : "en"; }
-
 }  // namespace fg::pages

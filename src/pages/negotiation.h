@@ -6,10 +6,9 @@
 #include <vector>
 
 #include "http/message.h"
+#include "pages/language.h"
 
 namespace fg::pages {
-
-enum class Language { kEn, kZh };
 
 // True when the request is a browser navigation that should see an HTML page:
 // `Sec-Fetch-Mode: navigate` (unless Accept prefers JSON over HTML), or an Accept
@@ -26,8 +25,5 @@ bool wants_html(std::string_view sec_fetch_mode, std::string_view accept);
 // unparsable header). `q=0` excludes a language.
 Language pick_language(std::string_view accept_language);
 Language pick_language(const std::vector<http::Header>& headers);
-
-// The BCP 47 tag written into `<html lang>`: "en" or "zh-CN".
-std::string_view language_tag(Language lang);
 
 }  // namespace fg::pages

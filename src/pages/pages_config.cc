@@ -1,6 +1,8 @@
 // Loading `[pages]`: file reading and template parsing, reported in the loader's style.
 #include "pages/pages_config.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -21,8 +23,12 @@ std::string resolve(const std::string& path, std::string_view config_file) {
   return std::string(config_file.substr(0, slash + 1)) + path;
 }
 
-// Reads `path` into *out; on failure returns the reason.
+// Reads `path` into *out; on failure returns the reason. Only a regular file is opened:
+// opening a FIFO or a terminal would block the loader (a reload runs on the main loop).
 std::string read_file(const std::string& path, std::string* out) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return std::strerror(errno);
+  if (!S_ISREG(st.st_mode)) return "not a regular file";
   std::ifstream in(path, std::ios::binary);
   if (!in) return std::strerror(errno);
   in.seekg(0, std::ios::end);

@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "pages/negotiation.h"
+#include "pages/language.h"
 
 namespace fg::pages {
 

@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "floodgate/status.h"
-#include "pages/negotiation.h"
+#include "pages/language.h"
 
 namespace fg::pages {
 

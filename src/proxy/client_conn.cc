@@ -1,6 +1,8 @@
 // Client connections: reading, strict parsing, limits, timeouts and orderly closing.
 #include "proxy/client_conn.h"
 
+#include <charconv>
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
@@ -8,8 +10,13 @@
 
 #include "admission/gate.h"
 #include "core/log.h"
+#include "http/proxy_protocol.h"
+#include "http/real_ip.h"
 #include "http/serialize.h"
+#include "net/listener.h"
 #include "net/stream_write.h"
+#include "pages/page_answer.h"
+#include "pages/strings.h"
 #include "proxy/worker_state.h"
 #include "queue/ticket_endpoint.h"
 
@@ -34,6 +41,9 @@ bool valid_request_id(std::string_view v) {
   }
   return true;
 }
+
+// Over TLS, the pieces of one write up to this size are encrypted as one record.
+constexpr size_t kTlsCoalesceBytes = 16 * 1024;
 
 http::RequestParser::Limits limits_of(const Config& c) {
   return {c.server.max_header_bytes, c.server.max_uri_bytes, c.server.merge_slashes, c.server.underscores_in_headers};
@@ -70,19 +80,162 @@ void ClientConn::accept(uv_stream_t* server) {
       uv_ip6_name(reinterpret_cast<sockaddr_in6*>(&ss), ip, sizeof ip);
     else
       uv_ip4_name(reinterpret_cast<sockaddr_in*>(&ss), ip, sizeof ip);
-    client_ip_ = ip;
+    peer_ip_ = ip;
   }
+  client_ip_ = peer_ip_;
+  // TLS when the listener has it: the context current now stays with this connection.
+  const net::Snapshot& snap = *worker_->snapshot();
+  const auto& listen = snap.config->server.listen;
+  const std::string& address = net::Listener::of(server).address();
+  for (size_t i = 0; i < listen.size(); i++) {
+    if (listen[i].text != address) continue;
+    if (auto ctx = snap.listener_tls(i)) {
+      tls_ = tls::Session::server(std::move(ctx));
+      if (!tls_) {
+        close();
+        return;
+      }
+    }
+    break;
+  }
+  const ServerConfig& sc = worker_->config().server;
+  if (sc.proxy_protocol) {
+    // The balancer's address is not the client's: the per-client cap waits for the header.
+    awaiting_proxy_header_ = true;
+    set_timer(Timer::kProxyHeader, sc.proxy_protocol_timeout_ms);
+  } else {
+    if (!count_client_connection()) return;
+    // The head timeout covers the TLS handshake too: a client that never finishes it is closed.
+    set_timer(Timer::kHeader, sc.header_timeout_ms);
+  }
+  start_read();
+}
+
+bool ClientConn::count_client_connection() {
   if (uint64_t cap = worker_->config().server.max_connections_per_client; cap > 0) {
     // One address holding many connections (slow readers, idle floods) must not take
     // every slot: beyond its cap its new connections are closed before anything is read.
-    client_slot_ = static_cast<uint32_t>(std::hash<std::string>{}(client_ip_) % net::Instance::kClientSlots);
+    client_slot_ = static_cast<uint32_t>(std::hash<std::string>{}(peer_ip_) % net::Instance::kClientSlots);
+    auto& inst = worker_->instance();
     if (inst.client_connections[client_slot_].fetch_add(1, std::memory_order_relaxed) >= cap) {
+      inst.refused_per_client.fetch_add(1, std::memory_order_relaxed);
       close();
-      return;
+      return false;
     }
   }
+  return true;
+}
+
+bool ClientConn::take_proxy_header() {
+  const std::string_view data(inbuf_.data() + inbuf_off_, inbuf_.size() - inbuf_off_);
+  const http::ProxyHeader h = http::parse_proxy_header(data);
+  if (h.state == http::ProxyHeader::State::kNeedMore) return false;
+  if (h.state == http::ProxyHeader::State::kError) {
+    reject_proxy_header(static_cast<int>(h.error), h.version == 0 ? "no PROXY protocol header before the request"
+                                                                  : "malformed PROXY protocol header");
+    return false;
+  }
+  inbuf_off_ += h.length;
+  awaiting_proxy_header_ = false;
+  if (!h.local) peer_ip_ = h.source.text();
+  client_ip_ = peer_ip_;
+  if (!count_client_connection()) return false;
   set_timer(Timer::kHeader, worker_->config().server.header_timeout_ms);
-  start_read();
+  return true;
+}
+
+void ClientConn::reject_proxy_header(int reason, std::string_view detail) {
+  // No HTTP answer: whatever sent this does not speak the protocol the listener
+  // expects, and an answer could be read as coming from the real server.
+  const auto reason_name = http::proxy_header_error_name(static_cast<http::ProxyHeaderError>(reason));
+  metrics::Registry::get().add(worker_->id(), worker_->snapshot()->proxy_protocol_rejected[static_cast<size_t>(reason)]);
+  if (worker_->note_proxy_rejection()) {
+    log::event("warn", "proxy_protocol_rejected", [&](log::Line& l) {
+      l.str("peer", peer_ip_).str("reason", reason_name).str("detail", detail);
+    });
+  }
+  close();
+}
+
+bool ClientConn::tls_input(const char* data, size_t len) {
+  tls_->feed(data, len);
+  if (inbuf_off_ >= inbuf_.size()) {
+    inbuf_.clear();
+    inbuf_off_ = 0;
+  }
+  // The ciphertext is in the session now, so the worker's read buffer is free to take
+  // the plaintext.
+  char* plain = worker_->read_buffer();
+  while (size_t n = tls_->read_plain(plain, net::Worker::kReadBufferSize)) inbuf_.append(plain, n);
+  tls_count_handshake();
+  // Handshake replies, tickets, alerts and our close_notify all go out here.
+  if (!tls_flush()) return false;
+  switch (tls_->state()) {
+    case tls::State::kHandshaking:
+    case tls::State::kOpen:
+      return true;
+    case tls::State::kClosed:
+      // close_notify from the client: what it sent before still counts, then as an EOF.
+      if (inbuf_off_ < inbuf_.size()) process_input();
+      if (state_ == State::kOpen) on_peer_eof();
+      return false;
+    case tls::State::kFailed:
+      break;
+  }
+  uint64_t now = worker_->now_ms();
+  if (now - worker_->tls_error_logged_ms >= 1000) {
+    worker_->tls_error_logged_ms = now;
+    log::event("warn", "tls_error", [&](log::Line& l) {
+      l.str("client", client_ip_).str("kind", tls::error_name(tls_->error())).str("detail", tls_->error_detail());
+    });
+  }
+  if (in_request_ && session_.active()) session_.abort();
+  if (tls_->error() == tls::Error::kProtocolError && !tls_->handshake_done() && tls_->error_detail() == "http request") {
+    // Plain HTTP to the TLS port: say so in plain HTTP, as the client can read nothing else.
+    std::string rid;
+    worker_->next_request_id(rid);
+    tls_out_ = http::make_error_response(400, "tls_required", "this port speaks HTTPS; send the request over TLS",
+                                         rid, false, false, {});
+    uv_buf_t b = net::buf_of(tls_out_.data(), tls_out_.size());
+    if (net::write_bufs(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, on_write) != 0) {
+      close();
+      return false;
+    }
+    tls_.reset();  // nothing more is encrypted on this connection
+  }
+  close_after_flush();
+  return false;
+}
+
+void ClientConn::tls_count_handshake() {
+  if (tls_counted_) return;
+  const net::Snapshot& snap = *worker_->snapshot();
+  auto& reg = metrics::Registry::get();
+  if (tls_->handshake_done()) {
+    tls_counted_ = true;
+    reg.add(worker_->id(), snap.tls_handshakes[tls_->resumed() ? net::kTlsResumed : net::kTlsFull]);
+  } else if (tls_->state() == tls::State::kFailed) {
+    tls_counted_ = true;
+    reg.add(worker_->id(), snap.tls_handshakes[net::kTlsFailed]);
+  }
+  if (tls_->state() == tls::State::kFailed && tls_->error() != tls::Error::kNone) {
+    reg.add(worker_->id(), snap.tls_errors[static_cast<size_t>(tls_->error()) - 1]);
+  }
+}
+
+bool ClientConn::tls_flush() {
+  if (tls_->pending_ciphertext() == 0) return true;
+  tls_out_.clear();
+  tls_->take_ciphertext(tls_out_);
+  uv_buf_t b = net::buf_of(tls_out_.data(), tls_out_.size());
+  int r = net::write_bufs(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, on_write);
+  if (r != 0) {
+    if (in_request_ && session_.active()) session_.abort();
+    close();
+    return false;
+  }
+  count_queued();  // the ciphertext counts as queued response bytes, as plaintext does
+  return true;
 }
 
 void ClientConn::start_read() {
@@ -98,12 +251,18 @@ void ClientConn::stop_read() {
 }
 
 void ClientConn::set_timer(Timer which, uint64_t ms) {
+  // Lazy re-arming: a request moves the deadline several times (head, idle, send), and
+  // restarting the libuv timer each time costs a heap removal and insertion. The timer
+  // only has to fire no later than the deadline: when it is armed for an earlier moment
+  // it is left alone, and on_timer re-arms it for what is left. kNone just clears the
+  // kind; an armed timer then fires into nothing.
   timer_kind_ = which;
-  if (which == Timer::kNone) {
-    uv_timer_stop(&timer_);
-  } else {
-    uv_timer_start(&timer_, on_timer, ms, 0);
-  }
+  if (which == Timer::kNone) return;
+  const uint64_t now = uv_now(timer_.loop);
+  deadline_ms_ = now + ms;
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) && armed_for_ms_ <= deadline_ms_) return;
+  armed_for_ms_ = deadline_ms_;
+  uv_timer_start(&timer_, on_timer, ms, 0);
 }
 
 void ClientConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -119,20 +278,7 @@ void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     return;  // discard: we only wait for the client to finish sending
   }
   if (nread < 0) {
-    // The client went away (or half-closed). Between requests that is a clean end;
-    // mid-request the exchange is abandoned and the upstream connection dropped.
-    if (self->in_request_ && !self->request_body_done_) {
-      self->session_.abort();
-      if (self->session_.status() == 0) self->session_.set_status(499, net::kError);
-      self->write_access_log();
-      self->close();
-      return;
-    }
-    self->stop_read();
-    self->peer_eof_ = true;
-    // Half-close after a complete request: the answer is still sent, then we close.
-    // Between requests: close once anything queued has been flushed.
-    if (!self->in_request_) self->close_after_flush();
+    self->on_peer_eof();
     return;
   }
   const char* data = buf->base;
@@ -141,12 +287,52 @@ void ClientConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     // First byte of a new request on a kept-alive connection: the head clock starts.
     self->set_timer(Timer::kHeader, self->worker_->config().server.header_timeout_ms);
   }
+  if (self->awaiting_proxy_header_) {
+    // The PROXY header comes first and in the clear, on a TLS listener too.
+    if (self->inbuf_off_ >= self->inbuf_.size()) {
+      self->inbuf_.clear();
+      self->inbuf_off_ = 0;
+    }
+    self->inbuf_.append(data, len);
+    if (!self->take_proxy_header()) return;
+    if (!self->tls_) {
+      self->process_input();
+      return;
+    }
+    // What followed the header is the start of the TLS handshake.
+    std::string rest = self->inbuf_.substr(self->inbuf_off_);
+    self->inbuf_.clear();
+    self->inbuf_off_ = 0;
+    if (!rest.empty() && self->tls_input(rest.data(), rest.size())) self->process_input();
+    return;
+  }
+  if (self->tls_) {
+    if (self->tls_input(data, len)) self->process_input();
+    return;
+  }
   if (self->inbuf_off_ >= self->inbuf_.size()) {
     self->inbuf_.clear();
     self->inbuf_off_ = 0;
   }
   self->inbuf_.append(data, len);
   self->process_input();
+}
+
+void ClientConn::on_peer_eof() {
+  // The client went away (or half-closed). Between requests that is a clean end;
+  // mid-request the exchange is abandoned and the upstream connection dropped.
+  if (in_request_ && !request_body_done_) {
+    session_.abort();
+    if (session_.status() == 0) session_.set_status(499, net::kError);
+    write_access_log();
+    close();
+    return;
+  }
+  stop_read();
+  peer_eof_ = true;
+  // Half-close after a complete request: the answer is still sent, then we close.
+  // Between requests: close once anything queued has been flushed.
+  if (!in_request_) close_after_flush();
 }
 
 void ClientConn::process_input() {
@@ -205,6 +391,12 @@ void ClientConn::on_request_head(http::RequestHead& head) {
   body_paused_ = false;
   body_bytes_ = 0;
   worker_->note_request();
+  if (!cfg.server.trusted_proxies.empty()) {
+    http::RealIp real =
+        http::resolve_real_ip(peer_ip_, head.headers, cfg.server.real_ip_header, cfg.server.trusted_proxies);
+    client_ip_ = std::move(real.client);
+    forwarded_for_ = std::move(real.forwarded_for);
+  }
 
   // Ticket endpoint (queue/ticket_endpoint.h): before routing, no route limit applies.
   if (cfg.redis.enabled) {
@@ -271,11 +463,13 @@ void ClientConn::on_request_head(http::RequestHead& head) {
       respond_error(429, "client_rate_limited", "too many requests from this client", true,
                     retry_after_header(v.retry_after_ns));
       return;
-    case admission::Verdict::Kind::kRateLimited:
+    case admission::Verdict::Kind::kRateLimited: {
       session_.record_local(snap, std::move(head), route, now, std::move(request_id), 429, net::kRejected);
-      respond_error(429, "rate_limited", "the route is over its admission rate", true,
-                    retry_after_header(v.retry_after_ns) + v.headers);
+      std::string extra = retry_after_header(v.retry_after_ns);
+      extra += v.headers;
+      respond_error(429, "rate_limited", "the route is over its admission rate", true, extra);
       return;
+    }
     case admission::Verdict::Kind::kAdmit:
     case admission::Verdict::Kind::kPark:
       break;
@@ -295,26 +489,39 @@ void ClientConn::on_request_head(http::RequestHead& head) {
 std::string ClientConn::retry_after_header(uint64_t retry_after_ns) {
   uint64_t secs = (retry_after_ns + 999999999ULL) / 1000000000ULL;
   if (secs == 0) secs = 1;
-  return "Retry-After: " + std::to_string(secs) + "\r\n";
+  char num[24];
+  std::string out("Retry-After: ");
+  out.append(num, static_cast<size_t>(std::to_chars(num, num + sizeof num, secs).ptr - num));
+  out += "\r\n";
+  return out;
 }
 
 void ClientConn::respond_degrade() {
   const Config& cfg = worker_->config();
   const auto& head = session_.head();
   bool keep_alive = !draining_ && head.keep_alive;
+  const std::string retry_after = retry_after_header(cfg.degrade.retry_after_ms * 1000000ULL);
   std::string out;
-  out.reserve(256 + cfg.degrade.body.size());
-  out += head.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
-  out += std::to_string(cfg.degrade.status);
-  out += ' ';
-  out += http::reason_phrase(cfg.degrade.status);
-  out += "\r\nContent-Type: " + cfg.degrade.content_type;
-  out += "\r\nContent-Length: " + std::to_string(cfg.degrade.body.size());
-  out += "\r\n" + retry_after_header(cfg.degrade.retry_after_ms * 1000000ULL);
-  out += "X-Request-Id: " + session_.request_id() + "\r\n";
-  out += keep_alive ? (head.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
-  out += "\r\n";
-  if (!head.is_head()) out += cfg.degrade.body;
+  if (const pages::PageSet* ps = pages::page_set_for(cfg.pages.get(), head)) {
+    pages::PageValues v = pages::request_values(head, session_.request_id());
+    v.retry_after = pages::retry_after_in(retry_after);
+    out = pages::page_answer(*ps, pages::Page::kDegraded, v,
+                             {cfg.degrade.status, head.version_minor == 0, keep_alive, head.is_head(),
+                              session_.request_id(), retry_after});
+  } else {
+    out.reserve(256 + cfg.degrade.body.size());
+    out += head.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
+    out += std::to_string(cfg.degrade.status);
+    out += ' ';
+    out += http::reason_phrase(cfg.degrade.status);
+    out += "\r\nContent-Type: " + cfg.degrade.content_type;
+    out += "\r\nContent-Length: " + std::to_string(cfg.degrade.body.size());
+    out += "\r\n" + retry_after;
+    out += "X-Request-Id: " + session_.request_id() + "\r\n";
+    out += keep_alive ? (head.version_minor == 0 ? "Connection: keep-alive\r\n" : "") : "Connection: close\r\n";
+    out += "\r\n";
+    if (!head.is_head()) out += cfg.degrade.body;
+  }
   uv_buf_t b = net::buf_of(out.data(), out.size());
   if (!write(&b, 1)) return;
   request_done(keep_alive);
@@ -366,15 +573,47 @@ void ClientConn::resume_body() {
 
 bool ClientConn::write(uv_buf_t* bufs, unsigned n) {
   if (state_ == State::kClosing) return false;
+  if (tls_) {
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++) total += bufs[i].len;
+    uv_buf_t joined;
+    if (n > 1 && total <= kTlsCoalesceBytes) {
+      // A response head and its body in one record: one MAC, one header, one send.
+      tls_plain_.clear();
+      for (unsigned i = 0; i < n; i++) tls_plain_.append(bufs[i].base, bufs[i].len);
+      joined = net::buf_of(tls_plain_.data(), tls_plain_.size());
+      bufs = &joined;
+      n = 1;
+    }
+    for (unsigned i = 0; i < n; i++) {
+      if (!tls_->write_plain(bufs[i].base, bufs[i].len)) {
+        if (in_request_ && session_.active()) session_.abort();
+        close();
+        return false;
+      }
+    }
+    if (!tls_flush()) return false;
+    if (write_queue_size() > 0 && timer_kind_ != Timer::kSend && timer_kind_ != Timer::kLinger)
+      set_timer(Timer::kSend, worker_->config().server.send_timeout_ms);
+    return true;
+  }
   int r = net::write_bufs(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, on_write);
   if (r != 0) {
     if (in_request_ && session_.active()) session_.abort();
     close();
     return false;
   }
+  count_queued();
   if (write_queue_size() > 0 && timer_kind_ != Timer::kSend && timer_kind_ != Timer::kLinger)
     set_timer(Timer::kSend, worker_->config().server.send_timeout_ms);
   return true;
+}
+
+void ClientConn::count_queued() {
+  size_t q = write_queue_size();
+  if (q == queued_) return;
+  worker_->note_queued(static_cast<int64_t>(q) - static_cast<int64_t>(queued_));
+  queued_ = q;
 }
 
 size_t ClientConn::write_queue_size() const {
@@ -391,6 +630,7 @@ void ClientConn::on_write(uv_write_t* req, int status) {
     self->close();
     return;
   }
+  self->count_queued();
   size_t queued = self->write_queue_size();
   if (self->timer_kind_ == Timer::kSend) {
     if (queued > 0)
@@ -409,7 +649,21 @@ void ClientConn::respond_error(int status, std::string_view code, std::string_vi
   keep_alive = keep_alive && !draining_ && in_request_ && head.keep_alive;
   std::string rid = in_request_ ? session_.request_id() : std::string();
   if (rid.empty()) worker_->next_request_id(rid);
-  std::string resp = http::make_error_response(status, code, message, rid, keep_alive, http10, extra);
+  std::string resp;
+  const pages::PageSet* ps = nullptr;
+  if (in_request_ && (status == 429 || status == 503)) {
+    // Floodgate's own refusals become the error page for a browser navigation.
+    const net::Snapshot* snap = session_.snapshot() ? session_.snapshot() : worker_->snapshot().get();
+    ps = pages::page_set_for(snap->config->pages.get(), head);
+  }
+  if (ps != nullptr) {
+    pages::PageValues v = pages::request_values(head, rid);
+    v.retry_after = pages::retry_after_in(extra);
+    v.message = pages::refusal_message(status, code, v.lang);
+    resp = pages::page_answer(*ps, pages::Page::kError, v, {status, http10, keep_alive, head.is_head(), rid, extra});
+  } else {
+    resp = http::make_error_response(status, code, message, rid, keep_alive, http10, extra);
+  }
   if (session_.status() == 0 || !in_request_) session_.set_status(status, session_.outcome());
   uv_buf_t b = net::buf_of(resp.data(), resp.size());
   if (!write(&b, 1)) return;
@@ -448,6 +702,8 @@ void ClientConn::request_done(bool keep_alive) {
 
 void ClientConn::begin_next_request() {
   parser_.reset_for_next();
+  client_ip_ = peer_ip_;
+  forwarded_for_.clear();
   parse_paused_ = false;
   if (write_queue_size() == 0) set_timer(Timer::kIdle, worker_->config().server.idle_timeout_ms);
   else set_timer(Timer::kSend, worker_->config().server.send_timeout_ms);
@@ -468,6 +724,12 @@ void ClientConn::close_after_flush() {
 void ClientConn::linger() {
   if (state_ != State::kOpen) return;
   state_ = State::kLingering;
+  if (tls_) {
+    // close_notify first, so the client can tell the end of the answer from a cut.
+    tls_->close();
+    tls_flush();
+    if (state_ == State::kClosing) return;
+  }
   // Half-close our side so the client sees the end of the answer, and keep reading
   // (discarding) for a while so unread input does not turn the close into a reset.
   int r = uv_shutdown(&shutdown_req_, reinterpret_cast<uv_stream_t*>(&tcp_), on_shutdown);
@@ -499,11 +761,23 @@ void ClientConn::drain() {
 void ClientConn::on_timer(uv_timer_t* t) {
   auto* self = static_cast<ClientConn*>(t->data);
   Timer kind = self->timer_kind_;
+  if (kind == Timer::kNone) return;
+  if (const uint64_t now = uv_now(t->loop); now < self->deadline_ms_) {
+    // Armed for an earlier deadline that has since moved on (set_timer).
+    self->armed_for_ms_ = self->deadline_ms_;
+    uv_timer_start(t, on_timer, self->deadline_ms_ - now, 0);
+    return;
+  }
   self->timer_kind_ = Timer::kNone;
   switch (kind) {
+    case Timer::kProxyHeader:
+      self->reject_proxy_header(static_cast<int>(http::ProxyHeaderError::kTimeout),
+                                "no complete PROXY protocol header within proxy_protocol_timeout");
+      break;
     case Timer::kHeader:
-      // The whole head did not arrive in time (slowloris): 408 and close.
-      if (self->in_request_) {
+      // The whole head did not arrive in time (slowloris): 408 and close. A TLS
+      // handshake that did not finish gets no answer: there is nothing to answer on.
+      if (self->in_request_ || (self->tls_ && !self->tls_->handshake_done())) {
         self->close();
       } else {
         self->respond_error(408, "request_timeout", "request head not received within header_timeout",
@@ -531,6 +805,14 @@ void ClientConn::on_timer(uv_timer_t* t) {
 
 void ClientConn::close() {
   if (state_ == State::kClosing) return;
+  if (tls_ && tls_->state() == tls::State::kOpen && write_queue_size() == 0) {
+    // Closing between requests (idle, drain): a close_notify if the socket takes it now.
+    tls_->close();
+    tls_out_.clear();
+    tls_->take_ciphertext(tls_out_);
+    uv_buf_t b = net::buf_of(tls_out_.data(), tls_out_.size());
+    uv_try_write(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1);
+  }
   state_ = State::kClosing;
   if (in_request_ && session_.active()) session_.abort();
   uv_timer_stop(&timer_);
@@ -542,6 +824,7 @@ void ClientConn::on_close(uv_handle_t* h) {
   auto* self = static_cast<ClientConn*>(h->data);
   if (--self->pending_closes_ > 0) return;
   if (self->counted_) self->worker_->instance().connections.fetch_sub(1, std::memory_order_relaxed);
+  self->worker_->note_queued(-static_cast<int64_t>(self->queued_));
   if (self->client_slot_ != kNoSlot)
     self->worker_->instance().client_connections[self->client_slot_].fetch_sub(1, std::memory_order_relaxed);
   self->worker_->conn_closed(self);
@@ -567,19 +850,21 @@ void ClientConn::write_access_log() {
   log::append_timestamp(ts, log::wall_ms());
   std::string_view route = s.route() >= 0 ? std::string_view(cfg.routes[static_cast<size_t>(s.route())].name)
                                           : std::string_view();
-  log::Line(out)
-      .str("ts", ts)
-      .str("request_id", s.request_id())
-      .str("client", client_ip_)
-      .str("method", s.head().method)
-      .str("path", s.head().path())
-      .str("route", route)
-      .num("status", s.status())
-      .str("outcome", net::outcome_name(s.outcome()))
-      .str("upstream", s.upstream_addr())
-      .num("upstream_ms", s.upstream_ms())
-      .num("total_ms", static_cast<int64_t>(total_ms))
-      .finish();
+  // Only the fields log.access_fields selects, always in this order.
+  const LogConfig& lc = cfg.log;
+  log::Line line(out);
+  if (lc.has_field(kFieldTs)) line.str("ts", ts);
+  if (lc.has_field(kFieldRequestId)) line.str("request_id", s.request_id());
+  if (lc.has_field(kFieldClient)) line.str("client", client_ip_);
+  if (lc.has_field(kFieldMethod)) line.str("method", s.head().method);
+  if (lc.has_field(kFieldPath)) line.str("path", s.head().path());
+  if (lc.has_field(kFieldRoute)) line.str("route", route);
+  if (lc.has_field(kFieldStatus)) line.num("status", s.status());
+  if (lc.has_field(kFieldOutcome)) line.str("outcome", net::outcome_name(s.outcome()));
+  if (lc.has_field(kFieldUpstream)) line.str("upstream", s.upstream_addr());
+  if (lc.has_field(kFieldUpstreamMs)) line.num("upstream_ms", s.upstream_ms());
+  if (lc.has_field(kFieldTotalMs)) line.num("total_ms", static_cast<int64_t>(total_ms));
+  line.finish();
   worker_->access_log().maybe_flush();
 }
 

@@ -22,6 +22,8 @@ namespace {
 
 constexpr uint64_t kIdlePollMs = 50;       // read again this soon when the queue looked empty
 constexpr uint64_t kSampleMs = 1000;       // depth and dispatch-rate sampling
+constexpr uint64_t kPromoteMs = 1000;      // retry set: looked at least this often
+constexpr uint64_t kPromoteMinMs = 20;     // ... and at most this often
 constexpr size_t kMaxStoredResponse = 4 * 1024 * 1024;
 constexpr uint64_t kSharedBudgetRetryMs = 5;  // a cluster budget refused: its lease refill is on the way
 
@@ -184,7 +186,8 @@ class Delivery final : public UpstreamUser {
     del_ = std::move(del);
     if (reclaimed_) reg.add(wid, rt.tickets[net::kTicketReclaimed]);
     uint64_t now = log::wall_ms();
-    if (del_.attempts <= 1 && now >= static_cast<uint64_t>(del_.created_ms)) {
+    // A ticket back from the retry set or re-delivered waited for its retry, not in the queue.
+    if (del_.attempts <= 1 && del_.requeued_ms == 0 && now >= static_cast<uint64_t>(del_.created_ms)) {
       reg.observe(wid, rt.ticket_wait, static_cast<double>(now - static_cast<uint64_t>(del_.created_ms)) / 1000.0);
     }
     send();
@@ -302,6 +305,10 @@ class Delivery final : public UpstreamUser {
 
   void retry_or_fail(const std::string& reason) {
     const RouteConfig* rc = route();
+    if (rc != nullptr && rc->retry_schedule) {
+      retry_on_schedule(*rc, reason);
+      return;
+    }
     const RetryConfig& retry = snap_->config->upstreams[upstream_index_].retry;
     if (rc == nullptr || static_cast<uint64_t>(del_.attempts) >= retry.attempts || d_->stopping_) {
       fail(reason);
@@ -321,6 +328,90 @@ class Delivery final : public UpstreamUser {
       queue::count_retry(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, d_->route(),
                          entry_, d_->consumer(), ticket_);
     uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->wait_budget(); }, wait, 0);
+  }
+
+  // A route with a retry schedule never gives a delivery up: after `del_.attempts`
+  // failed attempts it waits the schedule's next delay (in memory when that is short,
+  // parked in Redis otherwise), or becomes a dead letter once the schedule is exhausted.
+  void retry_on_schedule(const RouteConfig& rc, const std::string& reason) {
+    const queue::RetrySchedule& sched = *rc.retry_schedule;
+    const RetryConfig& retry = snap_->config->upstreams[upstream_index_].retry;
+    uint64_t failed = static_cast<uint64_t>(std::max<int64_t>(del_.attempts, 1));
+    uint64_t now = log::wall_ms();
+    if (sched.exhausted(failed)) {
+      move_out(Move::kBury, reason, now, 0);
+      return;
+    }
+    uint64_t wait = std::max(sched.next_delay_ms(failed, uniform01()), retry_after_ms_);
+    uint64_t short_wait = std::min(rc.queue.processing_timeout_ms / 2, retry.max_backoff_ms);
+    if (d_->stopping_ || wait > short_wait) {
+      move_out(Move::kPark, reason, now, now + wait);
+      return;
+    }
+    del_.attempts++;
+    if (redis::Client* redis = d_->worker()->redis())
+      queue::count_retry(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, d_->route(),
+                         entry_, d_->consumer(), ticket_);
+    uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->wait_budget(); }, wait, 0);
+  }
+
+  enum class Move { kPark, kBury };
+  // Parks the ticket in the retry set (due at `due_ms`) or buries it as a dead letter.
+  // Like finish(), the delivery stays and keeps its entry claimed until Redis has
+  // answered; a refused or lost command is tried again with backoff.
+  void move_out(Move how, const std::string& reason, uint64_t now_ms, uint64_t due_ms) {
+    finishing_ = true;
+    move_ = {how, now_ms, due_ms};
+    fin_reason_ = reason;
+    write_move();
+  }
+
+  void write_move() {
+    redis::Client* redis = d_->worker()->redis();
+    if (route() == nullptr || redis == nullptr) {
+      abandon();
+      return;
+    }
+    queue::Keys keys{snap_->config->redis.prefix};
+    auto cb = [g = anchor_.guard(), hold = d_->worker()->hold_redis()](queue::MoveResult r) {
+      hold();
+      if (Delivery* self = g.get()) self->on_moved(r);
+    };
+    if (move_.how == Move::kBury)
+      queue::bury(*redis, d_->worker()->retry_scripts(), keys, d_->route(), entry_, ticket_, fin_reason_, move_.now_ms,
+                  std::move(cb), fence_);
+    else
+      queue::park(*redis, d_->worker()->retry_scripts(), keys, d_->route(), entry_, ticket_, fin_reason_, move_.now_ms,
+                  move_.due_ms, std::move(cb), fence_);
+  }
+
+  void on_moved(queue::MoveResult r) {
+    if (r == queue::MoveResult::kFenced) {
+      deposed();
+      return;
+    }
+    if (r == queue::MoveResult::kUnavailable) {
+      if (d_->worker()->redis() == nullptr || (d_->stopping_ && !d_->worker()->redis()->connected())) {
+        abandon();  // stays pending; reclaimed and attempted again later
+        return;
+      }
+      redis_backoff([](Delivery* self) { self->write_move(); });
+      return;
+    }
+    int idx = d_->route_index();
+    if (r == queue::MoveResult::kMoved && idx >= 0) {
+      const auto& rt = d_->worker()->snapshot()->routes[static_cast<size_t>(idx)];
+      bool dead = move_.how == Move::kBury;
+      metrics::Registry::get().add(d_->worker()->id(), rt.tickets[dead ? net::kTicketDead : net::kTicketParked]);
+      log::event(dead ? "warn" : "info", dead ? "ticket_dead" : "ticket_parked", [&](log::Line& l) {
+        l.str("route", d_->route());
+        l.str("ticket", ticket_);
+        l.num("attempts", del_.attempts);
+        l.str("reason", fin_reason_);
+        if (!dead) l.num("retry_in_ms", static_cast<int64_t>(move_.due_ms - move_.now_ms));
+      });
+    }
+    d_->delivery_done(this);
   }
 
   void complete() {
@@ -447,6 +538,10 @@ class Delivery final : public UpstreamUser {
   bool finishing_ = false;
   std::string fin_state_, fin_blob_, fin_reason_;
   bool fin_store_idem_ = false;
+  struct PendingMove {
+    Move how = Move::kPark;
+    uint64_t now_ms = 0, due_ms = 0;
+  } move_;  // the park or bury being written (move_out)
   uint64_t redis_backoff_ms_ = 0;
   void (*backoff_next_)(Delivery*) = nullptr;
   net::Anchor<Delivery> anchor_{this};
@@ -463,6 +558,7 @@ Dispatcher::Dispatcher(WorkerState* worker, std::string route) : worker_(worker)
   read_timer_ = new_timer(worker->loop(), this);
   reclaim_timer_ = new_timer(worker->loop(), this);
   sample_timer_ = new_timer(worker->loop(), this);
+  promote_timer_ = new_timer(worker->loop(), this);
 }
 
 Dispatcher::~Dispatcher() {
@@ -489,6 +585,7 @@ void Dispatcher::start() {
   uint64_t every = rc ? std::max<uint64_t>(rc->queue.processing_timeout_ms / 2, 200) : 1000;
   uv_timer_start(reclaim_timer_, on_reclaim_timer, every, every);
   uv_timer_start(sample_timer_, on_sample_timer, 0, kSampleMs);
+  uv_timer_start(promote_timer_, on_promote_timer, 0, 0);
 }
 
 void Dispatcher::set_leading(bool leading, queue::Fence fence) {
@@ -513,6 +610,7 @@ void Dispatcher::stop(std::function<void()> on_idle) {
   uv_timer_stop(read_timer_);
   uv_timer_stop(reclaim_timer_);
   uv_timer_stop(sample_timer_);
+  uv_timer_stop(promote_timer_);
   // Deliveries that have not reached the shop yet are left pending (reclaimed later);
   // those on the wire finish.
   std::vector<Delivery*> waiting;
@@ -530,11 +628,12 @@ void Dispatcher::force_stop() {
 }
 
 void Dispatcher::maybe_idle() {
-  if (!stopping_ || closed_ || !deliveries_.empty() || reading_) return;
+  if (!stopping_ || closed_ || !deliveries_.empty() || reading_ || promoting_) return;
   closed_ = true;
   close_timer(read_timer_);
   close_timer(reclaim_timer_);
   close_timer(sample_timer_);
+  close_timer(promote_timer_);
   if (webhook_pool_) worker_->keep_pool(std::move(webhook_pool_));
   auto cb = std::move(on_idle_);
   if (cb) cb();
@@ -552,6 +651,44 @@ void Dispatcher::schedule_read(uint64_t ms) {
 void Dispatcher::on_read_timer(uv_timer_t* t) { static_cast<Dispatcher*>(t->data)->read(); }
 void Dispatcher::on_reclaim_timer(uv_timer_t* t) { static_cast<Dispatcher*>(t->data)->reclaim(); }
 void Dispatcher::on_sample_timer(uv_timer_t* t) { static_cast<Dispatcher*>(t->data)->sample_depth(); }
+void Dispatcher::on_promote_timer(uv_timer_t* t) { static_cast<Dispatcher*>(t->data)->promote(); }
+
+void Dispatcher::promote() {
+  constexpr uint64_t kBatch = 100;
+  const RouteConfig* rc = route_config();
+  redis::Client* redis = worker_->redis();
+  if (stopping_ || promoting_) return;
+  if (rc == nullptr || redis == nullptr || !redis->connected()) {
+    uv_timer_start(promote_timer_, on_promote_timer, kPromoteMs, 0);
+    return;
+  }
+  // Every route is looked at, also one without a schedule now: tickets parked under an
+  // earlier config are still owed their delivery. The script is atomic, so several
+  // workers or instances promoting the same route move each ticket once.
+  promoting_ = true;
+  queue::promote(*redis, worker_->retry_scripts(), queue::Keys{worker_->config().redis.prefix}, route_,
+                 log::wall_ms(), kBatch, [g = anchor_.guard()](const queue::Promoted& p) {
+                   if (Dispatcher* self = g.get()) self->on_promoted(p.ok, p.moved, p.next_due_ms);
+                 });
+}
+
+void Dispatcher::on_promoted(bool ok, int64_t moved, int64_t next_due_ms) {
+  promoting_ = false;
+  if (stopping_) {
+    maybe_idle();
+    return;
+  }
+  if (ok && moved > 0 && !reading_) schedule_read(0);
+  uint64_t next = kPromoteMs;
+  if (ok && moved >= 100) {
+    next = 0;  // a full batch: more may be due
+  } else if (ok && next_due_ms >= 0) {
+    uint64_t now = log::wall_ms();
+    uint64_t due = static_cast<uint64_t>(next_due_ms);
+    next = due <= now ? 0 : std::min<uint64_t>(kPromoteMs, due - now);
+  }
+  uv_timer_start(promote_timer_, on_promote_timer, std::max<uint64_t>(next, kPromoteMinMs), 0);
+}
 
 void Dispatcher::ensure_group() {
   redis::Client* redis = worker_->redis();
@@ -671,12 +808,18 @@ void Dispatcher::reclaim() {
   if (net::mono_ns() / 1000000 < takeover_until_ms_) min_idle = std::min(min_idle, takeover_idle_ms_);
   redis->command({"XAUTOCLAIM", keys.stream(route_), queue::kGroup, consumer_,
                   std::to_string(min_idle), "0-0", "COUNT", std::to_string(want)},
-                 [g = anchor_.guard()](redis::Failure f, redis::Reply& r) {
+                 [g = anchor_.guard(), want](redis::Failure f, redis::Reply& r) {
                    Dispatcher* self = g.get();
                    if (self == nullptr || self->stopping_ || f != redis::Failure::kNone || r.is_error()) return;
                    // [next-cursor, [[id, [fields]], ...], [deleted ids]]
-                   if (r.type == redis::Reply::Type::kArray && r.elements.size() >= 2)
+                   if (r.type == redis::Reply::Type::kArray && r.elements.size() >= 2) {
                      self->handle_entries(&r.elements[1], true);
+                     // More idle entries wait (a cursor to continue from, or a full
+                     // batch): take the next ones as soon as deliveries free up, not
+                     // only at the next tick, so that a backlog of abandoned deliveries
+                     // (Redis timeouts under load) drains at the dispatch rate.
+                     self->reclaim_more_ = r.elements[0].str != "0-0" || r.elements[1].elements.size() >= want;
+                   }
                  });
 }
 
@@ -695,6 +838,12 @@ void Dispatcher::sample_depth() {
     int64_t taken = std::strtoll(r.elements[1].str.c_str(), nullptr, 10);
     state->observe(enq, taken, net::mono_ns());
   });
+  queue::count_dead(*redis, keys, route_, [state](bool ok, int64_t n) {
+    if (ok) state->dead.store(n, std::memory_order_relaxed);
+  });
+  queue::count_parked(*redis, keys, route_, [state](bool ok, int64_t n) {
+    if (ok) state->parked.store(n, std::memory_order_relaxed);
+  });
 }
 
 void Dispatcher::delivery_done(Delivery* d) {
@@ -704,6 +853,10 @@ void Dispatcher::delivery_done(Delivery* d) {
   if (stopping_) {
     maybe_idle();
     return;
+  }
+  if (reclaim_more_) {
+    reclaim_more_ = false;
+    reclaim();
   }
   if (!reading_) schedule_read(0);
 }

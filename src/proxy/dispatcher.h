@@ -2,7 +2,8 @@
 // reading only on the instance that holds the route's dispatch lease in the cluster, feeds
 // parked tickets to the upstream in queue order at the route budget's spare capacity
 // (the same budget live requests draw from), with a concurrency cap; retries retryable failures with
-// exponential backoff and full jitter; reclaims deliveries of dead workers or
+// exponential backoff and full jitter, or, on a route with a retry_schedule, parks them
+// in Redis and promotes them back when due (dead letters once the schedule ends); reclaims deliveries of dead workers or
 // instances after processing_timeout; posts failed tickets to on_failure_webhook.
 // Everything here runs on the worker's loop.
 #pragma once
@@ -81,6 +82,10 @@ class Dispatcher {
   void on_group_created(redis::Failure f, redis::Reply& r);
   void on_read(redis::Failure f, redis::Reply& r);
   void sample_depth();
+  // Moves due tickets of the route's retry set back into the queue (queue::promote).
+  void promote();
+  void on_promoted(bool ok, int64_t moved, int64_t next_due_ms);
+  static void on_promote_timer(uv_timer_t* t);
   void handle_entries(const void* entries_reply, bool reclaimed);
   static void on_read_timer(uv_timer_t* t);
   static void on_reclaim_timer(uv_timer_t* t);
@@ -93,6 +98,9 @@ class Dispatcher {
   uv_timer_t* read_timer_;
   uv_timer_t* reclaim_timer_;
   uv_timer_t* sample_timer_;
+  uv_timer_t* promote_timer_;
+  bool promoting_ = false;
+  bool reclaim_more_ = false;  // the last XAUTOCLAIM left idle entries behind
   bool reading_ = false;
   bool group_ready_ = false;
   bool leading_ = true;

@@ -8,6 +8,7 @@
 
 #include "core/log.h"
 #include "net/lifetime.h"
+#include "net/stream_write.h"
 #include "proxy/worker_state.h"
 #include "proxy/upstream_pool.h"
 
@@ -15,10 +16,11 @@ namespace fg::proxy {
 
 class HealthChecker::Probe {
  public:
+  // `tls` (null: plain HTTP) and `tls_name` (the name sent and checked) follow the upstream's.
   Probe(WorkerState* w, std::string upstream, const HealthConfig& cfg, HostPort server, size_t index,
-        std::shared_ptr<ServerCounters> counters)
+        std::shared_ptr<ServerCounters> counters, std::shared_ptr<const tls::ClientContext> tls, std::string tls_name)
       : w_(w), upstream_(std::move(upstream)), cfg_(cfg), server_(std::move(server)), index_(index),
-        counters_(std::move(counters)) {
+        counters_(std::move(counters)), tls_ctx_(std::move(tls)), tls_name_(std::move(tls_name)) {
     uv_timer_init(w_->loop(), &interval_);
     uv_timer_init(w_->loop(), &deadline_);
     interval_.data = this;
@@ -58,8 +60,15 @@ class HealthChecker::Probe {
       connect_to(ss);
       return;
     }
-    // Host names: resolved again for every probe (a name may move), on libuv's thread
-    // pool so that a slow resolver never stalls the loop.
+    // Host names: the address this worker's pool uses now, which its resolver (the
+    // system's, or the upstream's `resolver`) keeps current; so a probe checks the
+    // address requests go to.
+    if (UpstreamPool* pool = w_->pool_named(upstream_); pool && pool->server_sockaddr(index_, &ss)) {
+      connect_to(ss);
+      return;
+    }
+    // Not resolved there (yet): looked up for this probe, on libuv's thread pool so
+    // that a slow resolver never stalls the loop.
     if (resolving_) return;
     auto* r = new Lookup{{}, anchor_.guard()};
     r->req.data = r;
@@ -126,9 +135,19 @@ class HealthChecker::Probe {
     }
     self->request_ = "GET " + self->cfg_.path + " HTTP/1.1\r\nHost: " + self->server_.text +
                      "\r\nUser-Agent: floodgate-health\r\nConnection: close\r\n\r\n";
-    uv_buf_t b = uv_buf_init(self->request_.data(), static_cast<unsigned>(self->request_.size()));
-    self->write_.data = self;
-    uv_write(&self->write_, reinterpret_cast<uv_stream_t*>(self->tcp_), &b, 1, [](uv_write_t*, int) {});
+    if (self->tls_ctx_) {
+      // Over TLS the request waits in the session until the handshake is done.
+      self->tls_ = tls::Session::client(self->tls_ctx_, self->tls_name_.empty() ? self->server_.host : self->tls_name_);
+      if (!self->tls_ || !self->tls_->write_plain(self->request_) || !self->tls_send()) {
+        self->end_attempt();
+        self->verdict(false);
+        return;
+      }
+    } else {
+      uv_buf_t b = uv_buf_init(self->request_.data(), static_cast<unsigned>(self->request_.size()));
+      self->write_.data = self;
+      uv_write(&self->write_, reinterpret_cast<uv_stream_t*>(self->tcp_), &b, 1, [](uv_write_t*, int) {});
+    }
     uv_read_start(
         reinterpret_cast<uv_stream_t*>(self->tcp_),
         [](uv_handle_t* h, size_t, uv_buf_t* buf) {
@@ -141,7 +160,18 @@ class HealthChecker::Probe {
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
     auto* self = static_cast<Probe*>(s->data);
     if (self == nullptr || self->tcp_ != reinterpret_cast<uv_tcp_t*>(s) || nread == 0) return;
-    if (nread > 0) self->reply_.append(buf->base, static_cast<size_t>(nread));
+    if (nread > 0 && self->tls_) {
+      self->tls_->feed(buf->base, static_cast<size_t>(nread));
+      char plain[512];
+      while (size_t n = self->tls_->read_plain(plain, sizeof plain)) self->reply_.append(plain, n);
+      if (self->tls_->state() == tls::State::kFailed || !self->tls_send()) {
+        self->end_attempt();
+        self->verdict(false);
+        return;
+      }
+    } else if (nread > 0) {
+      self->reply_.append(buf->base, static_cast<size_t>(nread));
+    }
     // "HTTP/1.x NNN": the status is all a health check needs.
     if (self->reply_.size() >= 12 || nread < 0) {
       bool ok = self->reply_.size() >= 12 && self->reply_.compare(0, 5, "HTTP/") == 0 &&
@@ -158,7 +188,18 @@ class HealthChecker::Probe {
     self->verdict(false);
   }
 
+  // The session's pending ciphertext to the socket.
+  bool tls_send() {
+    if (tls_->pending_ciphertext() == 0) return true;
+    std::string out;
+    tls_->take_ciphertext(out);
+    uv_buf_t b = net::buf_of(out.data(), out.size());
+    return net::write_bufs(reinterpret_cast<uv_stream_t*>(tcp_), &b, 1,
+                           [](uv_write_t* r, int) { delete static_cast<net::OwnedWrite*>(r->data); }) == 0;
+  }
+
   void end_attempt() {
+    tls_.reset();
     uv_timer_stop(&deadline_);
     if (tcp_ == nullptr) return;
     tcp_->data = nullptr;
@@ -195,6 +236,9 @@ class HealthChecker::Probe {
   HostPort server_;
   size_t index_;
   std::shared_ptr<ServerCounters> counters_;
+  std::shared_ptr<const tls::ClientContext> tls_ctx_;
+  std::string tls_name_;
+  std::unique_ptr<tls::Session> tls_;
   uv_timer_t interval_;
   uv_timer_t deadline_;
   uv_tcp_t* tcp_ = nullptr;
@@ -230,7 +274,8 @@ void HealthChecker::sync() {
     std::vector<HostPort> all = uc.servers;
     all.insert(all.end(), uc.backup.begin(), uc.backup.end());
     for (size_t i = 0; i < all.size(); i++)
-      probes_.push_back(new Probe(worker_, uc.name, uc.health, all[i], i, snap->upstreams[u].counters));
+      probes_.push_back(new Probe(worker_, uc.name, uc.health, all[i], i, snap->upstreams[u].counters,
+                                  snap->upstream_tls(u), uc.tls.server_name));
   }
 }
 

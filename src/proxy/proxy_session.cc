@@ -16,8 +16,11 @@ namespace {
 // Request body bytes buffered before the upstream connection is ready; beyond this
 // the client is paused. Nothing is buffered without bound.
 constexpr size_t kMaxPending = 64 * 1024;
-// Above this many queued bytes towards the client the upstream read is paused.
+// Above this many queued bytes towards the client the upstream read is paused, unless
+// server.response_buffering lets the response queue up to its own bound.
 constexpr size_t kClientHighWater = 256 * 1024;
+// A buffer that grew past this is freed when its exchange ends, not kept for the next.
+constexpr size_t kKeepCapacity = 64 * 1024;
 // Upstream write queue above which the client body is paused.
 constexpr size_t kUpstreamHighWater = 64 * 1024;
 
@@ -41,7 +44,7 @@ void ProxySession::proceed(const std::string& key) {
   }
   pending_ = std::move(body_buf_);
   body_buf_.clear();
-  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  http::ForwardInfo info{client_->client_ip(), client_->scheme(), request_id_, client_->forwarded_for()};
   upstream_head_.clear();
   http::append_upstream_request_head(upstream_head_, head_, info);
   try_connect();
@@ -50,9 +53,16 @@ void ProxySession::proceed(const std::string& key) {
 void ProxySession::try_connect() {
   UpstreamConn* c = nullptr;
   auto r = pool_->acquire(this, tried_, &c);
-  if ((r == UpstreamPool::Acquire::kBusy || r == UpstreamPool::Acquire::kNoServer) && attempts_ == 0 &&
-      !pool_->any_available()) {
-    unavailable(r == UpstreamPool::Acquire::kBusy);
+  if (r == UpstreamPool::Acquire::kBusy && attempts_ == 0 && !pool_->any_available()) {
+    unavailable(true, true);
+    return;
+  }
+  if (r == UpstreamPool::Acquire::kNoServer && connect_failures_ == attempts_) {
+    // Every candidate (primaries, then backups) refused or timed out the connect, or
+    // could not be tried at all (a half-open breaker whose probes are taken counts as
+    // available but lets nothing through): nothing of the request reached a server, so
+    // the route's on_unavailable answers, as when no server qualified to begin with.
+    unavailable(false, true);
     return;
   }
   if (r == UpstreamPool::Acquire::kBusy) {
@@ -108,6 +118,29 @@ void ProxySession::send_request() {
   if (!body_done_) client_->resume_body();
 }
 
+void ProxySession::send_prebuffered() {
+  // The request keeps the framing it came with (a chunked body is sent as one chunk);
+  // when the body is not complete yet, the rest streams after it as it arrives.
+  prebuffer_ = false;
+  uncount_prebuffered();
+  pending_.clear();
+  if (head_.body == http::BodyKind::kChunked) {
+    if (!body_buf_.empty()) {
+      http::append_chunk_header(pending_, body_buf_.size());
+      pending_ += body_buf_;
+      pending_ += http::kChunkTrailer;
+    }
+    if (body_done_) pending_ += http::kLastChunk;
+  } else {
+    pending_ = std::move(body_buf_);
+  }
+  std::string().swap(body_buf_);
+  http::ForwardInfo info{client_->client_ip(), client_->scheme(), request_id_, client_->forwarded_for()};
+  upstream_head_.clear();
+  http::append_upstream_request_head(upstream_head_, head_, info);
+  try_connect();
+}
+
 void ProxySession::forward(const char* data, size_t len) {
   if (!head_sent_) {
     pending_.append(data, len);
@@ -125,6 +158,22 @@ void ProxySession::body(const char* data, size_t len) {
   if (!active_ || len == 0) return;
   if (buffering_) {
     body_buf_.append(data, len);
+    return;
+  }
+  if (prebuffer_) {
+    // Larger than request_buffering, or the instance holds request_buffering_total
+    // already: from here on the body streams as it arrives.
+    auto& total = client_->worker()->instance().request_buffered;
+    if (body_buf_.size() + len > prebuffer_limit_ ||
+        total.load(std::memory_order_relaxed) + static_cast<int64_t>(len) >
+            static_cast<int64_t>(snap_->config->server.request_buffering_total)) {
+      send_prebuffered();
+      if (active_) body(data, len);
+      return;
+    }
+    body_buf_.append(data, len);
+    prebuffer_counted_ += len;
+    total.fetch_add(static_cast<int64_t>(len), std::memory_order_relaxed);
     return;
   }
   if (head_.body == http::BodyKind::kChunked) {
@@ -149,6 +198,11 @@ void ProxySession::body_done() {
   }
   if (buffering_) {
     decide_idempotency();
+    return;
+  }
+  if (prebuffer_) {
+    // Read and validated whole: only now is a server chosen and the request sent.
+    send_prebuffered();
     return;
   }
   if (head_.body == http::BodyKind::kChunked) forward(http::kLastChunk.data(), http::kLastChunk.size());
@@ -301,11 +355,22 @@ bool ProxySession::flush_batch() {
 void ProxySession::on_upstream_parsed() {
   if (!active_) return;
   if (!flush_batch() || !active_) return;
-  if (client_->write_queue_size() > kClientHighWater && conn_) {
+  if (conn_ && !room_for_response(client_->write_queue_size())) {
     // A slow reader: stop pulling from the upstream until the client drains.
     upstream_paused_ = true;
     conn_->pause_reading();
   }
+}
+
+bool ProxySession::room_for_response(size_t queued) const {
+  if (queued <= kClientHighWater) return true;
+  // Within response_buffering the whole answer may queue up, so an upstream that has
+  // sent it all is released while the client reads; past the instance-wide total every
+  // response is held to the streaming bound again.
+  const ServerConfig& s = snap_->config->server;
+  return queued <= s.response_buffering &&
+         client_->worker()->instance().response_buffered.load(std::memory_order_relaxed) <=
+             static_cast<int64_t>(s.response_buffering_total);
 }
 
 bool ProxySession::flush_held() {
@@ -403,6 +468,7 @@ void ProxySession::on_upstream_error(UpstreamError kind, bool connect_timed_out)
     status_ = 0;
   }
   bool nothing_sent = kind == UpstreamError::kConnect;
+  if (nothing_sent) connect_failures_++;
   // A pooled connection that the server had already closed: a bodiless GET/HEAD can be
   // sent again on a fresh connection (it changes nothing on the server).
   bool stale_safe = kind == UpstreamError::kReset && c && c->reused() && !response_started_ &&
@@ -481,11 +547,27 @@ void ProxySession::fail(int status, const char* code, const char* message) {
   client_->respond_error(status, code, message, body_done_ || head_.body == http::BodyKind::kNone);
 }
 
-void ProxySession::finish(bool keep_alive) {
-  active_ = false;
+ProxySession::~ProxySession() { uncount_prebuffered(); }
+
+void ProxySession::uncount_prebuffered() {
+  if (prebuffer_counted_ == 0) return;
+  client_->worker()->instance().request_buffered.fetch_sub(static_cast<int64_t>(prebuffer_counted_),
+                                                           std::memory_order_relaxed);
+  prebuffer_counted_ = 0;
+}
+
+void ProxySession::release_buffers() {
+  uncount_prebuffered();
   // An idle keep-alive connection keeps nothing of its last exchange's buffers.
   if (batch_framing_.capacity() > 0) std::string().swap(batch_framing_);
   if (batch_.capacity() > 16) std::vector<uv_buf_t>().swap(batch_);
+  for (std::string* b : {&pending_, &body_buf_, &capture_body_})
+    if (b->capacity() > kKeepCapacity) std::string().swap(*b);
+}
+
+void ProxySession::finish(bool keep_alive) {
+  active_ = false;
+  release_buffers();
   client_->request_done(keep_alive);
 }
 
@@ -498,6 +580,7 @@ void ProxySession::abort() {
     pool_->release(conn_, false);
     conn_ = nullptr;
   }
+  release_buffers();
 }
 
 }  // namespace fg::proxy

@@ -1,6 +1,8 @@
 // The exchange of one client request with the upstream: routing target, connection
-// from the pool, request head and body forwarding (buffered only until connected,
-// bounded by backpressure), response streaming with backpressure, retries that are
+// from the pool, request head and body forwarding (a body within request_buffering is
+// read whole before a server is chosen; a larger one streams, buffered only until
+// connected, bounded by backpressure), response forwarding (queued up to
+// response_buffering so the upstream is released early, then backpressure), retries that are
 // safe by construction (only when nothing reached the server, or for a bodiless
 // GET/HEAD on a pooled connection that turned out stale), and the access-log facts.
 #pragma once
@@ -27,6 +29,9 @@ class ProxySession final : public UpstreamUser {
  public:
   explicit ProxySession(ClientConn* client)
       : client_(client) {}
+  ~ProxySession() override;
+  ProxySession(const ProxySession&) = delete;
+  ProxySession& operator=(const ProxySession&) = delete;
 
   // Starts a new exchange for a routed request. `head` is moved in.
   // `extra_headers` ("Name: value\r\n" lines) are added to the client's response.
@@ -105,7 +110,9 @@ class ProxySession final : public UpstreamUser {
                  std::string request_id, int status, int outcome);
   void try_connect();
   // The route's on_unavailable answer; false when the caller should go on (never).
-  bool unavailable(bool busy = false);
+  // `prepared`: decided in try_connect, after the request was made ready to send and
+  // nothing of it reached a server (queue then parks it if its body is whole in hand).
+  bool unavailable(bool busy = false, bool prepared = false);
   bool retry_safe() const;
   bool has_untried() const;
   // Serves a cached response (fresh, or stale within stale_if_error when `stale_ok`).
@@ -117,6 +124,16 @@ class ProxySession final : public UpstreamUser {
   cache::RouteSettings cache_settings() const;
   void cache_release();  // the leading fetch ended: wake the waiters
   void send_request();
+  // The body read under server.request_buffering is complete, or outgrew the bound:
+  // choose a server and send what was read (the rest streams).
+  void send_prebuffered();
+  // Whether the upstream may keep sending with `queued` response bytes waiting for the
+  // client (server.response_buffering, response_buffering_total).
+  bool room_for_response(size_t queued) const;
+  // Frees buffers that grew large, so an idle connection holds no body or answer.
+  void release_buffers();
+  // Takes the body bytes read ahead out of the instance's request_buffered.
+  void uncount_prebuffered();
   void forward(const char* data, size_t len);
   // Writes response bytes to the client with any held-back head in front, framed for
   // the client (chunk header/trailer), plus the last chunk when `last`.
@@ -158,6 +175,7 @@ class ProxySession final : public UpstreamUser {
   int status_ = 0;
   int stale_retries_ = 0;
   int attempts_ = 0;
+  int connect_failures_ = 0;  // attempts whose connect failed (nothing reached that server)
   uint64_t deadline_ns_ = 0;
   bool active_ = false;
   bool head_sent_ = false;       // the request head went to the upstream
@@ -178,6 +196,11 @@ class ProxySession final : public UpstreamUser {
     return s != nullptr && s->active_ ? s : nullptr;
   }
   bool buffering_ = false;
+  // server.request_buffering: the body is read whole (while it stays within the bound)
+  // before a server is chosen, so a malformed or stalled body never reaches one.
+  bool prebuffer_ = false;
+  uint64_t prebuffer_limit_ = 0;   // the route's request_buffering
+  size_t prebuffer_counted_ = 0;   // bytes of body_buf_ counted in Instance::request_buffered
   bool park_ = false;            // this exchange ends as a ticket
   std::string ticket_;           // ticket polls: the ticket id
   int ticket_wait_s_ = 0;

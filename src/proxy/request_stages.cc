@@ -9,6 +9,7 @@
 #include "cache/stage.h"
 #include "core/log.h"
 #include "idempotency/exchange.h"
+#include "pages/page_answer.h"
 #include "proxy/worker_state.h"
 #include "proxy/client_conn.h"
 #include "proxy/dispatcher.h"
@@ -49,6 +50,8 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
   active_ = true;
   anchor_.renew();  // callbacks of the previous exchange stop here
   buffering_ = false;
+  prebuffer_ = false;
+  uncount_prebuffered();
   body_buf_.clear();
   idem_.reset();
   capture_overflow_ = false;
@@ -62,6 +65,7 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
 
   deadline_ns_ = 0;  // set when the request is first sent
   attempts_ = 0;
+  connect_failures_ = 0;
   cache_resume_ = false;
   const RouteConfig& rc0 = cfg.routes[static_cast<size_t>(route)];
   cache_route_ = rc0.cache.enabled && !park_ && (head_.method == "GET" || head_.method == "HEAD");
@@ -83,7 +87,16 @@ void ProxySession::start(std::shared_ptr<const net::Snapshot> snap, http::Reques
     buffering_ = true;
     return;
   }
-  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  prebuffer_limit_ = rc0.request_buffering.value_or(cfg.server.request_buffering);
+  uint64_t rb = prebuffer_limit_;
+  if (rb > 0 && (head_.body == http::BodyKind::kChunked ||
+                 (head_.body == http::BodyKind::kContentLength && head_.content_length <= rb))) {
+    // A body within request_buffering is read and validated whole (framing,
+    // max_body_bytes, body_timeout) before a server is chosen or a byte is sent.
+    prebuffer_ = true;
+    return;
+  }
+  http::ForwardInfo info{client_->client_ip(), client_->scheme(), request_id_, client_->forwarded_for()};
   upstream_head_.clear();
   http::append_upstream_request_head(upstream_head_, head_, info);
   try_connect();
@@ -197,7 +210,7 @@ void ProxySession::enqueue() {
     head_.body = http::BodyKind::kContentLength;
     head_.content_length = body_buf_.size();
   }
-  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  http::ForwardInfo info{client_->client_ip(), client_->scheme(), request_id_, client_->forwarded_for()};
   http::append_upstream_request_head(t.header_lines, head_, info);
   t.body = std::move(body_buf_);
   body_buf_.clear();
@@ -282,7 +295,12 @@ void ProxySession::enqueue() {
 }
 
 queue::ReplyTo ProxySession::reply_to() const {
-  return {head_, request_id_, head_.keep_alive && !client_->worker()->draining(), snap_->config->server.tickets_path};
+  queue::ReplyTo to{head_, request_id_, head_.keep_alive && !client_->worker()->draining(),
+                    snap_->config->server.tickets_path};
+  // A browser that navigates (a form POST that got a ticket, the ticket URL opened or
+  // reloaded) sees pages; DELETE and the page's own polls keep the JSON contract.
+  if (head_.method != "DELETE") to.pages = pages::page_set_for(snap_->config->pages.get(), head_);
+  return to;
 }
 
 void ProxySession::send_reply(const queue::TicketReply& r, int outcome) {
@@ -346,7 +364,7 @@ void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http:
     return;
   }
   if (!queue::valid_ticket_id(ticket_)) {
-    send_reply(queue::unknown_reply());
+    send_reply(queue::unknown_reply(reply_to()));
     return;
   }
   if (cancel) {
@@ -522,7 +540,7 @@ void ProxySession::cache_ready() {
   if (serve_cache(false)) return;
   if (cache_lookup()) return;
   // Not cacheable after all (or the fetch failed): fetch it ourselves.
-  http::ForwardInfo info{client_->client_ip(), "http", request_id_};
+  http::ForwardInfo info{client_->client_ip(), client_->scheme(), request_id_, client_->forwarded_for()};
   upstream_head_.clear();
   http::append_upstream_request_head(upstream_head_, head_, info);
   if (!body_done_) {
@@ -561,10 +579,22 @@ void ProxySession::cache_release() {
   client_->worker()->cache_stage().finish(cache_settings(), cache_key_);
 }
 
-bool ProxySession::unavailable(bool busy) {
+bool ProxySession::unavailable(bool busy, bool prepared) {
   cache_release();  // whatever the answer, others waiting on this key must not hang
   const Config& cfg = *snap_->config;
   const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
+  if (prepared && rc.on_unavailable == OnUnavailable::kQueue && cfg.redis.enabled && body_done_ &&
+      head_.body != http::BodyKind::kChunked) {
+    // No server took the connect: nothing was sent, and the whole body is still in
+    // hand (never written), so the request is parked like one that found no server
+    // before it was read. A claimed idempotency key becomes "parked as this ticket" in the same script.
+    body_buf_ = std::move(pending_);
+    pending_.clear();
+    enqueue();
+    return true;
+  }
+  // A claimed idempotency key is given back: this answer is not the shop's.
+  if (prepared) idem_release();
   switch (rc.on_unavailable) {
     case OnUnavailable::kDegrade:
       active_ = false;
@@ -578,6 +608,7 @@ bool ProxySession::unavailable(bool busy) {
     case OnUnavailable::kQueue:  // without [redis] (the loader requires it) or mid-request
     case OnUnavailable::kError:
       if (busy) fail(503, "upstream_busy", "every upstream server is at max_connections");
+      else if (attempts_ > 0) fail(503, "upstream_unavailable", "no upstream server could be reached");
       else fail(503, "upstream_unavailable", "no upstream server is available");
       return true;
   }

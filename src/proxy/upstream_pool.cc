@@ -5,8 +5,11 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <algorithm>
 #include <cstring>
 
+#include "core/log.h"
+#include "net/snapshot.h"
 #include "net/stream_write.h"
 #include "proxy/worker_state.h"
 
@@ -38,6 +41,7 @@ void UpstreamConn::connect(UpstreamUser* user) {
   pending_closes_ = 2;
   connect_req_.data = this;
   const auto& addr = pool_->servers_[server_].addr;
+  address_gen_ = pool_->servers_[server_].address_gen;
   int r = uv_tcp_connect(&connect_req_, &tcp_, reinterpret_cast<const sockaddr*>(&addr), on_connect);
   if (r != 0) {
     // Report asynchronously-equivalent: the caller expects a callback, never a
@@ -59,13 +63,82 @@ void UpstreamConn::on_connect(uv_connect_t* req, int status) {
     return;
   }
   uv_tcp_nodelay(&self->tcp_, 1);
+  UpstreamPool* pool = self->pool_;
+  if (pool->tls_) {
+    // The ClientHello goes out now; the request written from on_upstream_connected is
+    // held by the session until the handshake is done. A handshake the server refuses
+    // counts as a connect failure (retried, fed to the breaker).
+    const auto& tc = pool->config_.tls;
+    size_t i = self->server_;
+    const HostPort& hp = i < pool->primaries_ ? pool->config_.servers[i] : pool->config_.backup[i - pool->primaries_];
+    auto& ticket = pool->servers_[i].ticket;
+    self->tls_ = tls::Session::client(pool->tls_, tc.server_name.empty() ? hp.host : tc.server_name,
+                                      ticket.empty() ? nullptr : &ticket);
+    self->state_ = State::kBusy;
+    if (!self->tls_ || !self->tls_flush()) {
+      self->fail(UpstreamError::kConnect);
+      return;
+    }
+    self->resume_reading();
+    if (self->user_) self->user_->on_upstream_connected(self);
+    return;
+  }
   self->state_ = State::kBusy;
   self->resume_reading();
   if (self->user_) self->user_->on_upstream_connected(self);
 }
 
+bool UpstreamConn::tls_flush() {
+  if (tls_->pending_ciphertext() == 0) return true;
+  tls_out_.clear();
+  tls_->take_ciphertext(tls_out_);
+  uv_buf_t b = net::buf_of(tls_out_.data(), tls_out_.size());
+  return net::write_bufs(reinterpret_cast<uv_stream_t*>(&tcp_), &b, 1, on_write) == 0;
+}
+
+bool UpstreamConn::tls_input(const char* data, size_t len) {
+  tls_->feed(data, len);
+  tls_plain_.clear();
+  // The ciphertext is in the session now: the worker's read buffer takes the plaintext.
+  char* plain = pool_->worker()->read_buffer();
+  while (size_t n = tls_->read_plain(plain, net::Worker::kReadBufferSize)) tls_plain_.append(plain, n);
+  bool sent = tls_flush();
+  if (state_ == State::kIdle) {
+    // A pooled connection must be silent: data or an end means the server is done with it.
+    if (!tls_plain_.empty() || tls_->state() != tls::State::kOpen || !sent) close();
+    return false;
+  }
+  if (!sent) {
+    fail(UpstreamError::kReset);
+    return false;
+  }
+  if (tls_->state() == tls::State::kFailed) {
+    fail(tls_->handshake_done() ? UpstreamError::kBadResponse : UpstreamError::kConnect);
+    return false;
+  }
+  if (!tls_saved_ && !tls_plain_.empty()) {
+    // TLS 1.3 sends its tickets after the handshake: by the first response bytes they are in.
+    tls_saved_ = true;
+    pool_->servers_[server_].ticket = tls_->saved_session();
+  }
+  return true;
+}
+
 bool UpstreamConn::write(uv_buf_t* bufs, unsigned n) {
   if (state_ != State::kBusy) return false;
+  if (tls_) {
+    for (unsigned i = 0; i < n; i++) {
+      if (!tls_->write_plain(bufs[i].base, bufs[i].len)) {
+        fail(UpstreamError::kReset);
+        return false;
+      }
+    }
+    if (!tls_flush()) {
+      fail(UpstreamError::kReset);
+      return false;
+    }
+    return true;
+  }
   int r = net::write_bufs(reinterpret_cast<uv_stream_t*>(&tcp_), bufs, n, on_write);
   if (r != 0) {
     fail(UpstreamError::kReset);
@@ -127,6 +200,20 @@ void UpstreamConn::on_alloc(uv_handle_t* h, size_t, uv_buf_t* buf) {
 void UpstreamConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   auto* self = static_cast<UpstreamConn*>(s->data);
   if (nread == 0 || self->state_ == State::kClosing) return;
+  if (self->tls_ && nread > 0) {
+    if (!self->tls_input(buf->base, static_cast<size_t>(nread))) return;
+    if (!self->tls_plain_.empty()) self->handle_data(self->tls_plain_.data(), self->tls_plain_.size());
+    if (self->state_ == State::kBusy && self->tls_->state() == tls::State::kClosed) {
+      // close_notify: as an EOF (a close-delimited body ends here).
+      if (self->parser_.started() && self->parser_.finish()) {
+        self->spoiled_ = true;
+        self->deliver_complete();
+        return;
+      }
+      self->fail(UpstreamError::kReset);
+    }
+    return;
+  }
   if (self->state_ == State::kIdle) {
     // A pooled connection must be silent: data or EOF means the server is done with it.
     self->close();
@@ -232,8 +319,8 @@ void UpstreamConn::on_close(uv_handle_t* h) {
 // ---------------------------------------------------------------- UpstreamPool
 
 UpstreamPool::UpstreamPool(WorkerState* worker, const UpstreamConfig& config,
-                           std::shared_ptr<ServerCounters> counters)
-    : worker_(worker), config_(config), counters_(std::move(counters)) {
+                           std::shared_ptr<ServerCounters> counters, std::shared_ptr<const tls::ClientContext> tls)
+    : worker_(worker), config_(config), counters_(std::move(counters)), tls_(std::move(tls)) {
   primaries_ = config_.servers.size();
   servers_.resize(config_.servers.size() + config_.backup.size());
   for (size_t i = 0; i < servers_.size(); i++)
@@ -242,70 +329,153 @@ UpstreamPool::UpstreamPool(WorkerState* worker, const UpstreamConfig& config,
 
 UpstreamPool::~UpstreamPool() = default;
 
-// One name on its way through the resolver. The pool may be gone when it answers.
-struct UpstreamPool::Resolution {
-  uv_getaddrinfo_t req;
-  net::Guard<UpstreamPool> pool;
-  size_t server;
-};
-
 void UpstreamPool::resolve(std::function<void(Status)> done) {
   resolve_done_ = std::move(done);
   resolve_status_ = Status::ok();
   resolving_ = 0;
+  std::vector<size_t> names;
   for (size_t i = 0; i < servers_.size(); i++) {
-    const HostPort& hp = i < primaries_ ? config_.servers[i] : config_.backup[i - primaries_];
+    const HostPort& hp = host_port(i);
     auto& ss = servers_[i].addr;
     servers_[i].resolved = true;
     if (uv_ip4_addr(hp.host.c_str(), hp.port, reinterpret_cast<sockaddr_in*>(&ss)) == 0) continue;
     if (uv_ip6_addr(hp.host.c_str(), hp.port, reinterpret_cast<sockaddr_in6*>(&ss)) == 0) continue;
     servers_[i].resolved = false;
-    auto* r = new Resolution{{}, anchor_.guard(), i};
-    r->req.data = r;
-    addrinfo hints{};
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = uv_getaddrinfo(worker_->loop(), &r->req, on_resolved, hp.host.c_str(), nullptr, &hints);
-    if (rc != 0) {
-      delete r;
-      if (resolve_status_) resolve_status_ = Status::error("upstreams." + config_.name + ": cannot resolve " + hp.text + ": " + uv_strerror(rc));
-      continue;
-    }
-    resolving_++;
+    servers_[i].named = true;
+    names.push_back(i);
   }
-  if (resolving_ == 0) resolution_done(resolve_status_);
+  if (!names.empty() && !resolver_) {
+    resolver_ = std::make_unique<NameResolver>(worker_->loop(), config_.resolver);
+    if (Status s = resolver_->init(); !s) {
+      resolver_.reset();
+      resolution_done(Status::error("upstreams." + config_.name + ": " + s.message()));
+      return;
+    }
+  }
+  // Counted before the first lookup starts: an answer may arrive before look_up returns.
+  resolving_ = names.size() + 1;
+  for (size_t i : names) look_up(i, true);
+  if (--resolving_ == 0) resolution_done(resolve_status_);
 }
 
-void UpstreamPool::on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
-  std::unique_ptr<Resolution> r(static_cast<Resolution*>(req->data));
-  UpstreamPool* self = r->pool.get();
-  if (self == nullptr) {
-    uv_freeaddrinfo(res);
-    return;
+void UpstreamPool::look_up(size_t i, bool initial) {
+  servers_[i].looking_up = true;
+  const HostPort& hp = host_port(i);
+  resolver_->lookup(hp.host, hp.port, [guard = anchor_.guard(), i, initial](NameAnswer a) {
+    if (UpstreamPool* self = guard.get()) self->on_answer(i, initial, std::move(a));
+  });
+}
+
+namespace {
+
+bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
+  if (a.ss_family != b.ss_family) return false;
+  if (a.ss_family == AF_INET) {
+    const auto& x = reinterpret_cast<const sockaddr_in&>(a);
+    const auto& y = reinterpret_cast<const sockaddr_in&>(b);
+    return x.sin_port == y.sin_port && x.sin_addr.s_addr == y.sin_addr.s_addr;
   }
-  size_t i = r->server;
-  const HostPort& hp = i < self->primaries_ ? self->config_.servers[i] : self->config_.backup[i - self->primaries_];
-  if (status != 0 || res == nullptr) {
-    if (self->resolve_status_) {
-      self->resolve_status_ = Status::error("upstreams." + self->config_.name + ": cannot resolve " + hp.text + ": " +
-                                            uv_strerror(status));
-    }
+  const auto& x = reinterpret_cast<const sockaddr_in6&>(a);
+  const auto& y = reinterpret_cast<const sockaddr_in6&>(b);
+  return x.sin6_port == y.sin6_port && std::memcmp(&x.sin6_addr, &y.sin6_addr, sizeof x.sin6_addr) == 0;
+}
+
+std::string address_text(const sockaddr_storage& ss) {
+  char ip[64] = {0};
+  std::string out;
+  uint16_t port = 0;
+  if (ss.ss_family == AF_INET6) {
+    uv_ip6_name(reinterpret_cast<const sockaddr_in6*>(&ss), ip, sizeof ip);
+    out.push_back('[');
+    out.append(ip);
+    out.push_back(']');
+    port = ntohs(reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port);
   } else {
-    auto& ss = self->servers_[i].addr;
-    std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
-    if (ss.ss_family == AF_INET)
-      reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(hp.port);
-    else
-      reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(hp.port);
-    self->servers_[i].resolved = true;
+    uv_ip4_name(reinterpret_cast<const sockaddr_in*>(&ss), ip, sizeof ip);
+    out.append(ip);
+    port = ntohs(reinterpret_cast<const sockaddr_in*>(&ss)->sin_port);
   }
-  uv_freeaddrinfo(res);
-  if (--self->resolving_ == 0) self->resolution_done(self->resolve_status_);
+  out.push_back(':');
+  out.append(std::to_string(port));
+  return out;
+}
+
+// The shortest wait between two lookups of one name, whatever the TTL says.
+constexpr uint64_t kMinLookupGapMs = 1000;
+
+}  // namespace
+
+void UpstreamPool::on_answer(size_t i, bool initial, NameAnswer a) {
+  Server& s = servers_[i];
+  s.looking_up = false;
+  const HostPort& hp = host_port(i);
+  const uint64_t now = worker_->now_ms();
+  uint64_t wait_ms = config_.resolve_every_ms;
+  if (a.ok && a.ttl_s > 0) wait_ms = std::max(kMinLookupGapMs, a.ttl_s * 1000);
+  s.next_lookup_ms = now + wait_ms;
+  if (!a.ok) {
+    if (initial) {
+      if (resolve_status_) {
+        resolve_status_ = Status::error("upstreams." + config_.name + ": cannot resolve " + hp.text + ": " + a.error);
+      }
+    } else {
+      count_resolution(net::kResolveFailed);
+      log::event("warn", "upstream_resolve_failed", [&](log::Line& l) {
+        l.str("upstream", config_.name).str("server", hp.text).str("error", a.error)
+            .str("keeping", s.resolved ? address_text(s.addr) : std::string());
+      });
+    }
+  } else if (!s.resolved || !same_address(s.addr, a.addr)) {
+    const std::string old = s.resolved ? address_text(s.addr) : std::string();
+    s.addr = a.addr;
+    s.address_gen++;
+    if (s.resolved) {
+      count_resolution(net::kResolveChanged);
+      log::event("info", "upstream_address_changed", [&](log::Line& l) {
+        l.str("upstream", config_.name).str("server", hp.text).str("old", old).str("new", address_text(s.addr));
+      });
+    }
+    s.resolved = true;
+    // Pooled connections to the old address go now; busy ones close when released.
+    while (!s.idle.empty()) s.idle.back()->close();
+  } else if (!initial) {
+    count_resolution(net::kResolveUnchanged);
+  }
+  if (initial && --resolving_ == 0) resolution_done(resolve_status_);
+}
+
+void UpstreamPool::count_resolution(int result) {
+  const auto& snap = worker_->snapshot();
+  if (!snap) return;
+  const auto& ups = snap->config->upstreams;
+  for (size_t u = 0; u < ups.size(); u++) {
+    if (ups[u].name == config_.name) {
+      metrics::Registry::get().add(worker_->id(), snap->upstreams[u].resolutions[static_cast<size_t>(result)]);
+      return;
+    }
+  }
+}
+
+void UpstreamPool::refresh(uint64_t now_ms) {
+  if (!resolver_ || retired_) return;
+  if (resolving_ > 0) return;  // the first answers are still out
+  for (size_t i = 0; i < servers_.size(); i++) {
+    Server& s = servers_[i];
+    if (s.named && !s.looking_up && now_ms >= s.next_lookup_ms) look_up(i, false);
+  }
 }
 
 void UpstreamPool::resolution_done(Status s) {
+  const uint64_t now = worker_->now_ms();
+  for (auto& srv : servers_)
+    if (srv.named && srv.next_lookup_ms == 0) srv.next_lookup_ms = now + config_.resolve_every_ms;
   auto done = std::move(resolve_done_);
   resolve_done_ = nullptr;
   if (done) done(std::move(s));
+}
+
+std::string UpstreamPool::server_address(size_t i) const {
+  return servers_[i].resolved ? address_text(servers_[i].addr) : std::string();
 }
 
 bool UpstreamPool::usable(size_t i, const std::vector<bool>& tried) const {
@@ -418,7 +588,7 @@ UpstreamPool::Acquire UpstreamPool::acquire(UpstreamUser* user, std::vector<bool
 void UpstreamPool::release(UpstreamConn* conn, bool reusable) {
   if (conn->state_ == UpstreamConn::State::kClosing) return;
   if (!reusable || !conn->complete_ || conn->spoiled_ || worker_->draining() || retired_ ||
-      config_.keepalive == 0) {
+      config_.keepalive == 0 || conn->address_gen_ != servers_[conn->server_].address_gen) {
     conn->close();
     return;
   }

@@ -17,6 +17,8 @@
 #include "breaker/server_counters.h"
 #include "http/response_parser.h"
 #include "net/lifetime.h"
+#include "tls/session.h"
+#include "proxy/name_resolver.h"
 
 namespace fg::proxy {
 
@@ -92,6 +94,10 @@ class UpstreamConn final : public http::ResponseParser::Handler {
   static void on_close(uv_handle_t* h);
   void fail(UpstreamError kind, bool connect_timed_out = false);
   void handle_data(const char* data, size_t len);
+  // TLS (the upstream has tls = true): decrypts into tls_plain_; false when the
+  // connection failed or closed (callbacks already ran).
+  bool tls_input(const char* data, size_t len);
+  bool tls_flush();
   void deliver_complete();
 
   UpstreamPool* pool_;
@@ -102,9 +108,14 @@ class UpstreamConn final : public http::ResponseParser::Handler {
   uv_timer_t timer_;
   uv_connect_t connect_req_;
   http::ResponseParser parser_;
+  std::unique_ptr<tls::Session> tls_;  // null: plain HTTP
+  std::string tls_out_;                // ciphertext on its way to the socket (reused)
+  std::string tls_plain_;              // decrypted response bytes of one read
+  bool tls_saved_ = false;             // this connection's ticket went to the server's slot
   uint64_t timeout_ms_ = 0;
   uint64_t requests_ = 0;
   uint64_t idle_since_ms_ = 0;
+  uint64_t address_gen_ = 0;  // the server's address generation it connected to
   int pending_closes_ = 0;
   bool reading_ = false;
   bool complete_ = false;
@@ -118,7 +129,9 @@ using ServerCounters = breaker::ServerCounters;
 
 class UpstreamPool {
  public:
-  UpstreamPool(WorkerState* worker, const UpstreamConfig& config, std::shared_ptr<ServerCounters> counters);
+  // `tls` is the upstream's client context (null: plain HTTP).
+  UpstreamPool(WorkerState* worker, const UpstreamConfig& config, std::shared_ptr<ServerCounters> counters,
+               std::shared_ptr<const tls::ClientContext> tls = nullptr);
   ~UpstreamPool();
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -136,6 +149,23 @@ class UpstreamPool {
   void resolve(std::function<void(Status)> done);
   // Names still waiting for the resolver.
   size_t resolving() const { return resolving_; }
+  // Worker tick: looks host names up again when due (every resolve_every, or on the
+  // record's TTL with c-ares). A new address is used for new connections at once;
+  // pooled connections to the old one close (idle ones now, busy ones when released),
+  // so requests in flight finish where they started. A failed lookup keeps the last
+  // good address.
+  void refresh(uint64_t now_ms);
+  // Stops looking names up and frees the resolver's handles (worker stop: the loop
+  // must still run for them to close). Addresses already known stay.
+  void stop_lookups() { resolver_.reset(); }
+  // The address server `i` connects to now ("" while unresolved).
+  std::string server_address(size_t i) const;
+  // The same as a socket address; false while unresolved.
+  bool server_sockaddr(size_t i, sockaddr_storage* out) const {
+    if (i >= servers_.size() || !servers_[i].resolved) return false;
+    *out = servers_[i].addr;
+    return true;
+  }
 
   // True when some server (primary or backup) could take a request now: not down,
   // breaker not open, under max_connections.
@@ -163,11 +193,15 @@ class UpstreamPool {
 
   const UpstreamConfig& config() const { return config_; }
   // Reload with the same server list: new timeouts and caps apply to the next use.
-  void update_config(const UpstreamConfig& config) { config_ = config; }
+  void update_config(const UpstreamConfig& config, std::shared_ptr<const tls::ClientContext> tls) {
+    config_ = config;
+    tls_ = std::move(tls);
+  }
   // A pool replaced by a reload: connections close when released, none are pooled.
   void retire() {
     retired_ = true;
     close_idle();
+    stop_lookups();
   }
   bool retired() const { return retired_; }
   const ServerCounters* counters() const { return counters_.get(); }
@@ -184,9 +218,18 @@ class UpstreamPool {
     std::vector<UpstreamConn*> idle;  // stack: most recently used last
     int64_t active = 0;               // this worker's connecting + busy connections
     bool resolved = false;            // addr holds the server's address
+    tls::SavedSession ticket;         // TLS: offered on the next connection to resume
+    bool named = false;               // a host name (looked up again), not a literal address
+    bool looking_up = false;
+    uint64_t address_gen = 0;         // bumped when addr changes
+    uint64_t next_lookup_ms = 0;
   };
-  struct Resolution;
-  static void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res);
+  const HostPort& host_port(size_t i) const {
+    return i < primaries_ ? config_.servers[i] : config_.backup[i - primaries_];
+  }
+  void look_up(size_t i, bool initial);
+  void on_answer(size_t i, bool initial, NameAnswer answer);
+  void count_resolution(int result);
   void resolution_done(Status s);
   void forget(UpstreamConn* conn);  // a connection closed
   size_t pick(const std::vector<bool>& tried);
@@ -196,6 +239,7 @@ class UpstreamPool {
   WorkerState* worker_;
   UpstreamConfig config_;
   std::shared_ptr<ServerCounters> counters_;
+  std::shared_ptr<const tls::ClientContext> tls_;
   std::vector<Server> servers_;
   bool retired_ = false;
   size_t rr_ = 0;
@@ -203,6 +247,7 @@ class UpstreamPool {
   size_t resolving_ = 0;
   Status resolve_status_;
   std::function<void(Status)> resolve_done_;
+  std::unique_ptr<NameResolver> resolver_;   // created when some server is a host name
   net::Anchor<UpstreamPool> anchor_{this};  // resolver answers reach the pool through it
 };
 

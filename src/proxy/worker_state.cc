@@ -2,6 +2,9 @@
 #include "proxy/worker_state.h"
 
 #include <random>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "proxy/client_conn.h"
 
@@ -25,7 +28,13 @@ std::string random_hex(size_t bytes) {
 }
 
 bool same_upstream(const UpstreamConfig& a, const UpstreamConfig& b) {
-  if (a.name != b.name || a.servers.size() != b.servers.size()) return false;
+  if (a.name != b.name || a.servers.size() != b.servers.size() || a.resolver.size() != b.resolver.size()) return false;
+  // Pooled connections were opened with the old TLS settings (or without TLS).
+  if (a.tls.enabled != b.tls.enabled || a.tls.ca_file != b.tls.ca_file || a.tls.verify != b.tls.verify ||
+      a.tls.server_name != b.tls.server_name)
+    return false;
+  for (size_t i = 0; i < a.resolver.size(); i++)
+    if (a.resolver[i].text != b.resolver[i].text) return false;
   for (size_t i = 0; i < a.servers.size(); i++)
     if (a.servers[i].text != b.servers[i].text) return false;
   return true;
@@ -47,7 +56,8 @@ Status WorkerState::on_prepare() {
   const Config& cfg = config();
   size_t resolving = 0;
   for (size_t u = 0; u < cfg.upstreams.size(); u++) {
-    pools_.push_back(std::make_unique<UpstreamPool>(this, cfg.upstreams[u], snapshot()->upstreams[u].counters));
+    pools_.push_back(std::make_unique<UpstreamPool>(this, cfg.upstreams[u], snapshot()->upstreams[u].counters,
+                                                    snapshot()->upstream_tls(u)));
     resolving++;
     pools_.back()->resolve([&resolving, &status](Status s) {
       if (!s && status) status = std::move(s);
@@ -68,6 +78,20 @@ void WorkerState::on_accept(uv_stream_t* server) {
   conn->list_index = conns_.size();
   conns_.push_back(conn);
   conn->accept(server);
+}
+
+namespace {
+// After a burst of queued response bytes (slow readers) the allocator keeps the freed
+// pages unless asked: once this worker's queue falls below kTrimBelow after having
+// reached kTrimAfterPeak, the free memory goes back to the system.
+constexpr int64_t kTrimAfterPeak = 16 * 1024 * 1024;
+constexpr int64_t kTrimBelow = 1024 * 1024;
+}  // namespace
+
+void WorkerState::note_queued(int64_t delta) {
+  queued_ += delta;
+  if (queued_ > queued_peak_) queued_peak_ = queued_;
+  instance().response_buffered.fetch_add(delta, std::memory_order_relaxed);
 }
 
 void WorkerState::conn_closed(ClientConn* conn) {
@@ -96,9 +120,9 @@ void WorkerState::on_snapshot(const net::Snapshot& old) {
       }
     }
     if (reuse) {
-      reuse->update_config(cfg.upstreams[u]);
+      reuse->update_config(cfg.upstreams[u], next.upstream_tls(u));
     } else {
-      reuse = std::make_unique<UpstreamPool>(this, cfg.upstreams[u], next.upstreams[u].counters);
+      reuse = std::make_unique<UpstreamPool>(this, cfg.upstreams[u], next.upstreams[u].counters, next.upstream_tls(u));
       // Asynchronous: requests for a server whose name has no answer yet fail as if it
       // were down (proxy/upstream_pool.h).
       int id = this->id();
@@ -134,7 +158,16 @@ void WorkerState::on_tick(uint64_t now) {
   }
   // Long-polls whose wait is over answer with the state they have.
   tickets_.notify_due(now);
-  for (auto& p : pools_) p->sweep(now);
+  for (auto& p : pools_) {
+    p->sweep(now);
+    p->refresh(now);
+  }
+  if (queued_peak_ >= kTrimAfterPeak && queued_ < kTrimBelow) {
+    queued_peak_ = queued_;
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+  }
   // Pools replaced by a reload go away once their last connection has closed.
   for (size_t i = 0; i < retired_pools_.size();) {
     if (retired_pools_[i]->open_connections() == 0) {
@@ -176,8 +209,12 @@ bool WorkerState::busy() const {
 void WorkerState::on_stop() {
   // Long-polls still registered belong to connections that are gone by now.
   tickets_.clear();
-  for (auto& p : pools_) p->close_idle();
+  for (auto& p : pools_) {
+    p->close_idle();
+    p->stop_lookups();  // c-ares handles close while the loop still runs
+  }
   for (auto& p : retired_pools_) p->close_idle();
+  for (auto& p : kept_pools_) p->stop_lookups();
   close_redis();
 }
 
@@ -210,6 +247,12 @@ void WorkerState::open_redis() {
       [this](std::string_view, std::string_view payload) { tickets_.notify(payload, now_ms()); },
       [this] { tickets_.notify_all(now_ms()); });
   subscriber_->start();
+}
+
+UpstreamPool* WorkerState::pool_named(std::string_view name) {
+  for (auto& p : pools_)
+    if (p && p->config().name == name) return p.get();
+  return nullptr;
 }
 
 void WorkerState::keep_pool(std::shared_ptr<UpstreamPool> pool) {

@@ -18,6 +18,7 @@
 #include "net/service.h"
 #include "net/worker.h"
 #include "proxy/upstream_pool.h"
+#include "queue/dead_letter.h"
 #include "queue/queue_store.h"
 #include "queue/ticket_service.h"
 #include "redis/redis_client.h"
@@ -47,7 +48,11 @@ class WorkerState : public net::Service {
   char* read_buffer() { return worker_.read_buffer(); }
 
   // ---- per-worker state for requests ----
+  // When a TLS error was last logged (ms): one line a second at most.
+  uint64_t tls_error_logged_ms = 0;
   UpstreamPool& pool(size_t upstream_index) { return *pools_[upstream_index]; }
+  // The current pool of the upstream named `name`, or null.
+  UpstreamPool* pool_named(std::string_view name);
   // Keeps a pool that its owner let go until nothing uses it any more: no other
   // reference and no open connection (checked on the tick).
   void keep_pool(std::shared_ptr<UpstreamPool> pool);
@@ -55,6 +60,7 @@ class WorkerState : public net::Service {
   redis::Client* redis() { return redis_.get(); }
   idempotency::Link& idem_link() { return idem_link_; }
   queue::Scripts& queue_scripts() { return queue_scripts_; }
+  queue::RetryScripts& retry_scripts() { return retry_scripts_; }
   // Counts a Redis write whose loss would break a promise made to a client (an
   // idempotency record, a ticket's final state). At shutdown the Redis connection is
   // closed only once every such write has been answered (or drain_timeout passed).
@@ -73,8 +79,18 @@ class WorkerState : public net::Service {
   void next_request_id(std::string& out);
   // 128 random bits as 32 hex chars (owner tokens).
   std::string random_token();
+  // A connection was refused for its PROXY header: true when its log line may be
+  // written (one a second per worker, so a flood of bad connections cannot flood the log).
+  bool note_proxy_rejection() {
+    if (now_ms() < proxy_log_ms_ + 1000 && proxy_log_ms_ != 0) return false;
+    proxy_log_ms_ = now_ms();
+    return true;
+  }
   // A client connection closed (it leaves the list; the drain may end).
   void conn_closed(ClientConn* conn);
+  // Response bytes queued towards this worker's clients changed by `delta`; the
+  // instance total (server.response_buffering_total) follows.
+  void note_queued(int64_t delta);
 
   // ---- net::Service ----
   Status on_prepare() override;
@@ -102,15 +118,19 @@ class WorkerState : public net::Service {
   std::unique_ptr<redis::Client> subscriber_;  // ticket change notifications
   idempotency::Link idem_link_;
   queue::Scripts queue_scripts_;
+  queue::RetryScripts retry_scripts_;
   size_t redis_holds_ = 0;
   bool drain_expired_ = false;
   uint64_t budget_requests_ = 0;
   uint64_t budget_retries_ = 0;
   uint64_t budget_reset_ms_ = 0;
+  int64_t queued_ = 0;       // response bytes queued towards this worker's clients
+  int64_t queued_peak_ = 0;  // their highest total since memory was last handed back
   queue::TicketService tickets_;
   cache::Stage cache_stage_;
   std::string id_prefix_;
   uint64_t id_counter_ = 0;
+  uint64_t proxy_log_ms_ = 0;
 };
 
 }  // namespace fg::proxy

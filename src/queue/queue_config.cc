@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "config/reader.h"
 #include "config/upstream_config.h"
@@ -115,6 +116,7 @@ using config::format_ms;
 using config::has_control_char;
 using config::Reader;
 using config::Table;
+using config::type_name;
 
 constexpr int64_t kMaxQueueDepth = 100'000'000;
 constexpr uint64_t kMaxQueueWaitMs = 7 * config::kMaxDurationMs;
@@ -163,9 +165,61 @@ void load_queue(Reader& rd, const toml::table& t, const std::string& path, Queue
   }
 }
 
+// retry_schedule (an array of durations) and retry_jitter. Each problem that
+// validate_retry_schedule() names ("retry_schedule[2]: ...") is reported at the key.
+void load_retry_schedule(Reader& rd, const toml::table& t, const std::string& path, bool store_and_forward,
+                         bool queued, RouteQueueConfig& r) {
+  const toml::node* sched = t.get("retry_schedule");
+  const toml::node* jitter = t.get("retry_jitter");
+  if (sched == nullptr && jitter == nullptr) {
+    if (store_and_forward) r.retry_schedule = default_store_and_forward_schedule();
+    return;
+  }
+  RetryScheduleInput in;
+  in.route_queued = queued;
+  bool readable = true;
+  if (sched != nullptr) {
+    const toml::array* arr = sched->as_array();
+    if (arr == nullptr) {
+      rd.error(*sched, path + ".retry_schedule",
+               "expected an array of durations, e.g. [\"15s\", \"1m\", \"1h\"], got " +
+                   std::string(type_name(*sched)));
+      readable = false;
+    } else {
+      for (size_t i = 0; i < arr->size(); ++i) {
+        std::string v;
+        if (rd.read_string((*arr)[i], Reader::index(path + ".retry_schedule", i), &v)) in.delays.push_back(v);
+        else readable = false;
+      }
+    }
+  } else {
+    // retry_jitter alone: the default steps with that jitter.
+    for (uint64_t ms : default_store_and_forward_schedule().delays_ms) in.delays.push_back(format_ms(ms));
+  }
+  if (jitter != nullptr && !rd.read_string(*jitter, path + ".retry_jitter", &in.jitter)) readable = false;
+  if (!readable) return;
+  std::vector<std::string> errors = validate_retry_schedule(in);
+  for (const std::string& e : errors) {
+    // "retry_schedule[1]: message" -> the key path and the message.
+    size_t colon = e.find(": ");
+    std::string key = colon == std::string::npos ? "retry_schedule" : e.substr(0, colon);
+    std::string message = colon == std::string::npos ? e : e.substr(colon + 2);
+    const toml::node* at = key.rfind("retry_jitter", 0) == 0 && jitter != nullptr ? jitter : sched;
+    if (at == nullptr) at = jitter;
+    if (key.rfind("retry_schedule[", 0) == 0 && sched != nullptr && sched->as_array() != nullptr) {
+      size_t i = std::strtoul(key.c_str() + 15, nullptr, 10);
+      if (i < sched->as_array()->size()) at = sched->as_array()->get(i);
+    }
+    rd.error(*at, path + "." + key, message);
+  }
+  if (!errors.empty()) return;
+  Result<RetrySchedule> parsed = parse_retry_schedule(in);
+  if (parsed) r.retry_schedule = std::move(parsed.value());
+}
+
 }  // namespace
 
-// ack, queue, client_max_tickets, on_failure_webhook.
+// ack, queue, client_max_tickets, on_failure_webhook, retry_schedule, retry_jitter.
 void load_route_queueing(Reader& rd, const Table& route, bool store_and_forward, bool queued,
                          const UpstreamConfig* upstream, RouteQueueConfig& r) {
   const toml::table& t = route.toml();
@@ -214,6 +268,8 @@ void load_route_queueing(Reader& rd, const Table& route, bool store_and_forward,
       }
     }
   }
+
+  load_retry_schedule(rd, t, path, store_and_forward, queued, r);
 
   // A delivery still waiting for the shop must not be taken for one whose
   // worker died: it would be reclaimed and sent a second time.

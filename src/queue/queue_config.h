@@ -3,10 +3,12 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "config/reader_fwd.h"
 #include "floodgate/status.h"
+#include "queue/retry_schedule.h"
 
 namespace fg {
 
@@ -50,10 +52,15 @@ struct RouteQueueConfig {
   uint64_t client_max_tickets = 0;  // 0: unlimited
   std::string on_failure_webhook;   // normalised "http://host:port/path"; empty: none
   WebhookUrl on_failure_webhook_url;  // the same, parsed (meaningful when the string is set)
+  // retry_schedule / retry_jitter: the durable retries of a queued delivery, ending in a
+  // dead letter instead of "failed". Set on every store_and_forward route (the default
+  // schedule when the key is absent); on other queued routes only when written.
+  std::optional<queue::RetrySchedule> retry_schedule;
 };
 
 namespace queue {
-// Reads ack, queue, client_max_tickets and on_failure_webhook of the route table into
+// Reads ack, queue, client_max_tickets, on_failure_webhook, retry_schedule and retry_jitter
+// of the route table into
 // `out`. `store_and_forward`/`queued`: what the route asks for as written; `upstream`
 // (may be null when unknown) bounds processing_timeout. Config loading only.
 void load_route_queueing(config::Reader& reader, const config::Table& route, bool store_and_forward, bool queued,

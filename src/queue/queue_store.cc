@@ -186,9 +186,11 @@ int64_t elem_int(const redis::Reply& r, size_t i) {
   return std::strtoll(e.str.c_str(), nullptr, 10);
 }
 
+}  // namespace
+
 // Put before a dispatcher script: the fence key and the token are the last key and
 // argument, removed here so that the script reads its own as before.
-constexpr const char* kFencePrelude = R"LUA(
+const char* const kFencePrelude = R"LUA(
 local fence_token = tonumber(table.remove(ARGV))
 local fence_key = table.remove(KEYS)
 local fence_now = tonumber(redis.call('GET', fence_key) or '0')
@@ -208,8 +210,6 @@ redis::Script* fenced(redis::Script* plain, redis::Script* with_fence, const Fen
   args.push_back(std::to_string(fence.token));
   return with_fence;
 }
-
-}  // namespace
 
 Scripts::Scripts() {
   start_fenced.source = std::string(kFencePrelude) + kStart;

@@ -47,6 +47,17 @@ struct Fence {
   uint64_t token = 0;
 };
 
+// The Lua put before a dispatcher script (after its shebang line) to fence it: it takes
+// the fence key and the token off the end of KEYS and ARGV and answers an error
+// starting "FENCED" for a token below the fence.
+extern const char* const kFencePrelude;
+// Whether `r` is that refusal.
+bool is_fenced(const redis::Reply& r);
+// Appends the fence to `keys` and `args` and returns `with_fence`; token 0: `plain`,
+// unchanged arguments.
+redis::Script* fenced(redis::Script* plain, redis::Script* with_fence, const Fence& fence,
+                      std::vector<std::string>& keys, std::vector<std::string>& args);
+
 // What a request becomes when it is parked.
 struct NewTicket {
   std::string id;

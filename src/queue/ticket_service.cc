@@ -4,6 +4,8 @@
 #include <algorithm>
 
 #include "http/serialize.h"
+#include "pages/page_answer.h"
+#include "pages/strings.h"
 
 namespace fg::queue {
 namespace {
@@ -23,17 +25,54 @@ const char* status_line_start(const http::RequestHead& head) {
   return head.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ";
 }
 
+// A page answer for a browser navigation (to.pages set).
+TicketReply page_reply(const ReplyTo& to, int status, pages::Page p, const pages::PageValues& v,
+                       std::string_view extra) {
+  TicketReply r;
+  r.status = status;
+  pages::Framing f;
+  f.status = status;
+  f.http10 = to.head.version_minor == 0;
+  f.keep_alive = to.keep_alive;
+  f.head = to.head.is_head();
+  f.request_id = to.request_id;
+  f.extra = extra;
+  r.out = pages::page_answer(*to.pages, p, v, f);
+  return r;
+}
+
+// The error page about a ticket: `headline` and `hint` in the request's language.
+TicketReply ticket_error_page(const ReplyTo& to, int status, const std::string& ticket, pages::Text headline,
+                              pages::Text hint, std::string_view extra) {
+  pages::PageValues v = pages::request_values(to.head, to.request_id);
+  v.message = pages::text(headline, v.lang);
+  v.detail = pages::text(hint, v.lang);
+  v.ticket_id = ticket;
+  return page_reply(to, status, pages::Page::kError, v, extra);
+}
+
 // 202 for a ticket still owed a delivery: where it stands and when to ask again.
 TicketReply waiting_reply(const ReplyTo& to, const std::string& ticket, const char* state, int64_t ahead,
                           int64_t eta_ms, bool with_etag) {
   std::string poll = std::string(to.tickets_path) + ticket;
+  int64_t retry = std::clamp<int64_t>((eta_ms + 999) / 1000, 1, 30);
+  std::string extra = "Location: " + poll + "\r\nRetry-After: " + std::to_string(retry) + "\r\n";
+  if (to.pages != nullptr) {
+    pages::PageValues v = pages::request_values(to.head, to.request_id);
+    v.position = static_cast<uint64_t>(std::max<int64_t>(0, ahead));
+    v.wait_seconds = static_cast<uint64_t>((std::max<int64_t>(0, eta_ms) + 999) / 1000);
+    v.retry_after = static_cast<uint64_t>(retry);
+    v.ticket_url = poll;
+    v.poll_url = poll;
+    v.ticket_id = ticket;
+    return page_reply(to, 202, pages::Page::kWaiting, v, extra);
+  }
   std::string body = "{\"ticket\":\"" + ticket + "\",\"status\":\"" + state + "\",\"position\":" +
                      std::to_string(ahead) + ",\"estimated_wait_ms\":" + std::to_string(eta_ms) + ",\"poll\":\"" +
                      poll + "\"}";
   std::string etag;
   if (with_etag) etag = "\"" + std::string(state, 1) + std::to_string(ahead) + "-" + std::to_string(eta_ms / 1000) + "\"";
-  int64_t retry = std::clamp<int64_t>((eta_ms + 999) / 1000, 1, 30);
-  return json_reply(to, 202, body, etag, "Location: " + poll + "\r\nRetry-After: " + std::to_string(retry) + "\r\n");
+  return json_reply(to, 202, body, etag, std::move(extra));
 }
 
 }  // namespace
@@ -43,6 +82,13 @@ TicketReply unavailable_reply() {
 }
 
 TicketReply unknown_reply() { return error(404, "unknown_ticket", "no such ticket"); }
+
+TicketReply unknown_reply(const ReplyTo& to) {
+  if (to.pages == nullptr) return unknown_reply();
+  TicketReply r = ticket_error_page(to, 404, {}, pages::Text::k_expired, pages::Text::k_expired_hint, {});
+  r.outcome = TicketReply::Outcome::kError;
+  return r;
+}
 
 TicketReply json_reply(const ReplyTo& to, int status, std::string_view body, const std::string& etag,
                        std::string extra) {
@@ -112,8 +158,10 @@ TicketReply view_reply(const ReplyTo& to, const TicketView& v, const std::string
     case K::kUnavailable:
       return unavailable_reply();
     case K::kUnknown:
-      return unknown_reply();
+      return unknown_reply(to);
     case K::kCancelled:
+      if (to.pages != nullptr)
+        return ticket_error_page(to, 410, ticket, pages::Text::k_cancelled, pages::Text::k_expired_hint, {});
       return json_reply(to, 410, "{\"ticket\":\"" + ticket + "\",\"status\":\"cancelled\"}", "\"c\"", {});
     case K::kQueued:
     case K::kProcessing:
@@ -143,6 +191,14 @@ TicketReply view_reply(const ReplyTo& to, const TicketView& v, const std::string
       break;
   }
   int status = v.reason == "timeout" || v.reason == "expired" ? 504 : 502;
+  if (to.pages != nullptr) {
+    const bool expired = v.reason == "expired";
+    TicketReply r = ticket_error_page(to, status, ticket, expired ? pages::Text::k_expired : pages::Text::k_failed,
+                                      expired ? pages::Text::k_expired_hint : pages::Text::k_failed_hint,
+                                      "Ticket-Status: failed\r\n");
+    r.outcome = TicketReply::Outcome::kError;
+    return r;
+  }
   std::string body = "{\"ticket\":\"" + ticket + "\",\"status\":\"failed\",\"reason\":\"";
   http::append_json_escaped(body, v.reason);
   body += "\",\"attempts\":" + std::to_string(v.attempts) + "}";
@@ -157,7 +213,9 @@ int64_t position(const TicketView& v) {
 }
 
 bool lazily_expired(const TicketView& v, uint64_t now_ms, uint64_t max_wait_ms) {
-  return v.kind == TicketView::Kind::kQueued && now_ms > static_cast<uint64_t>(v.created_ms) &&
+  // A ticket back from the retry set or re-delivered was dispatched long ago and is owed
+  // its delivery: max_wait no longer applies (the expire script refuses it as well).
+  return v.kind == TicketView::Kind::kQueued && v.requeued_ms == 0 && now_ms > static_cast<uint64_t>(v.created_ms) &&
          now_ms - static_cast<uint64_t>(v.created_ms) > max_wait_ms;
 }
 

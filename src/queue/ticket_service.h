@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "http/message.h"
+#include "pages/pages_config.h"
 #include "queue/queue_store.h"
 
 namespace fg::queue {
@@ -41,11 +42,17 @@ struct ReplyTo {
   std::string_view request_id;
   bool keep_alive;
   std::string_view tickets_path;  // server.tickets_path
+  // A browser navigation's page set (pages::page_set_for), null for JSON: a waiting ticket
+  // then answers with the waiting page, a failed, cancelled or unknown one with the error
+  // page (same status, Location, Retry-After, Ticket-Status; no ETag, no 304).
+  const pages::PageSet* pages = nullptr;
 };
 
 // Redis cannot be asked: 503 with Retry-After.
 TicketReply unavailable_reply();
 TicketReply unknown_reply();
+// The same for `to`: the error page for a browser navigation.
+TicketReply unknown_reply(const ReplyTo& to);
 // A JSON body about a ticket (Cache-Control: no-store); with an `etag`, a matching
 // If-None-Match gets 304.
 TicketReply json_reply(const ReplyTo& to, int status, std::string_view body, const std::string& etag,
@@ -68,7 +75,8 @@ TicketReply view_reply(const ReplyTo& to, const TicketView& v, const std::string
                        const StoredFormat& format);
 // Tickets before this one (queued), or 0.
 int64_t position(const TicketView& v);
-// A queued ticket nobody dispatched within `max_wait_ms` counts as expired when read.
+// A queued ticket nobody dispatched within `max_wait_ms` counts as expired when read
+// (never one queued again after a retry or a re-delivery).
 bool lazily_expired(const TicketView& v, uint64_t now_ms, uint64_t max_wait_ms);
 // The failure a webhook reports for a ticket expired on read.
 std::string expired_webhook_body(const std::string& ticket, const std::string& route);

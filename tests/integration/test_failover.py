@@ -4,10 +4,10 @@ and a real redis-server."""
 
 import time
 
-from harness import (http, scrape, start_redis, start_shop, test, wait_until, run_tests)
+from harness import (free_port, http, scrape, start_redis, start_shop, test, wait_until, run_tests)
 from resilience import (BREAKER, HEALTH, TICKETS, DEGRADE, metric, breaker_state,
                         upstream_errors, server_status, start_gw, assert_json_error, get,
-                        wait_down)
+                        wait_down, events, run_parallel)
 
 
 # ------------------------------------------------------------------ backup servers
@@ -269,6 +269,86 @@ def parked_ticket_survives_an_outage_longer_than_the_delivery_retries():
     outage longer than `retry` (3 attempts, backoff 1 s) must not fail the ticket,
     since no server could take it meanwhile."""
     park_during_outage_and_expect_delivery({"rate": 1000, "burst": 100, "overflow": "queue"})
+
+
+
+# ------------------------------------------------------------------ every server refuses
+
+
+def refusing_gateway():
+    """Two primaries and a backup on ports nothing listens on (every connect is refused),
+    routes answering degrade, queue and error, and a breaker that opens after 10
+    requests. Returns (gateway, [primary, primary, backup] addresses)."""
+    redis = start_redis()
+    addrs = [f"127.0.0.1:{free_port()}" for _ in range(3)]
+    routes = [
+        {"name": "degraded", "match": {"prefix": "/echo/degrade"}, "upstream": "shop",
+         "on_unavailable": "degrade"},
+        {"name": "orders", "match": {"methods": ["POST"], "path": "/api/orders"},
+         "upstream": "shop", "on_unavailable": "queue",
+         "idempotency": {"key": ["header:Idempotency-Key"]}},
+        {"name": "plain", "match": {"prefix": "/"}, "upstream": "shop", "on_unavailable": "error"},
+    ]
+    gw = start_gw([int(a.rsplit(":", 1)[1]) for a in addrs[:2]], routes=routes,
+                  sections={"degrade": DEGRADE, "redis": {"url": redis.url, "prefix": "refused:"}},
+                  upstream={"breaker": BREAKER, "backup": [addrs[2]]})
+    wait_until(lambda: metric(scrape(gw.admin), "floodgate_redis_up") == 1, 5)
+    return gw, addrs
+
+
+def opened(gw, addr):
+    return any(e.get("server") == addr for e in events(gw, "breaker_state", to="open"))
+
+
+@test(timeout=40)
+def every_server_refusing_gets_on_unavailable_and_opens_every_breaker():
+    gw, addrs = refusing_gateway()
+    # From the first request on, before any breaker is open: every candidate refused the
+    # connect, nothing reached a server, so the route's fallback answers, never a 502.
+    for i in range(30):
+        r = http("POST", gw.port, "/echo/degrade", body=b"x")
+        assert r.status == 503 and r.body == DEGRADE["body"].encode(), (i, r)
+        assert r.header("retry-after") == "3", r
+    r = http("POST", gw.port, "/api/orders", headers={"Idempotency-Key": "refused-1"}, body=b'{"sku":"q"}')
+    assert r.status == 202 and r.json()["status"] == "queued", r
+    assert_json_error(get(gw, "/echo/plain"), 503, "upstream_unavailable")
+    # Every refused connect fed its server's breaker: all three opened, backup included.
+    wait_until(lambda: all(opened(gw, a) for a in addrs), 3,
+               message=f"not every breaker opened: {[(a, opened(gw, a)) for a in addrs]}")
+    samples = scrape(gw.admin)
+    for a in addrs:
+        refused = metric(samples, "floodgate_upstream_errors_total", upstream="shop", server=a, kind="connect")
+        assert refused and refused >= BREAKER["min_requests"], (a, refused)
+    assert metric(samples, "floodgate_requests_total", route="degraded", outcome="degraded") == 30
+    assert not metric(samples, "floodgate_requests_total", route="degraded", outcome="error")
+
+
+
+@test(timeout=60)
+def refused_connects_from_parallel_clients_open_every_breaker_every_time():
+    """8 parallel clients over 2 workers for 2.5 s (the breakers open, turn half-open
+    after open_for and open again on their failed probes), every server refusing: each
+    request gets the degrade answer, also while a half-open breaker's probes are taken,
+    and every server's breaker, the backup's included, has opened by the end. Repeated
+    three times on fresh gateways, since a race would show only sometimes."""
+    for run in range(3):
+        gw, addrs = refusing_gateway()
+
+        def client(i):
+            out = []
+            end = time.monotonic() + 2.5
+            while time.monotonic() < end or len(out) < 50:
+                r = http("POST", gw.port, "/echo/degrade", body=b"x")
+                out.append((r.status, r.body))
+            return out
+        results = run_parallel(client, 8)
+        for i, res in enumerate(results):
+            assert not isinstance(res, Exception), (run, i, res)
+            bad = [x for x in res if x != (503, DEGRADE["body"].encode())]
+            assert not bad, (run, i, bad[:3])
+        wait_until(lambda: all(opened(gw, a) for a in addrs), 3,
+                   message=f"run {run}: not every breaker opened: {[(a, opened(gw, a)) for a in addrs]}")
+        gw.stop()
 
 
 if __name__ == "__main__":

@@ -121,5 +121,14 @@ def readyz_without_a_redis_route_ignores_redis():
     assert http("GET", gw.port, "/echo").status == 200
 
 
+@test(timeout=30)
+def access_fields_select_what_access_lines_carry():
+    gw = start_gateway(lambda p: gateway_config(
+        shop.port, p, log={"access_fields": ["ts", "client", "path", "status"]}))
+    assert http("GET", gw.port, "/echo/fields").status == 200
+    line = gw.wait_log(lambda l: l.get("path") == "/echo/fields")
+    assert list(line) == ["ts", "client", "path", "status"], line
+
+
 if __name__ == "__main__":
     run_tests()

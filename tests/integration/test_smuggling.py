@@ -11,7 +11,7 @@ import threading
 import time
 
 from harness import (Conn, ConnectionClosed, add_cleanup, fnv1a64, gateway_config, http,
-                     run_tests, start_gateway, start_shop, test)
+                     run_tests, serve_loopback, start_gateway, start_shop, test)
 
 
 class Relay:
@@ -22,29 +22,20 @@ class Relay:
         self.lock = threading.Lock()
         self.bytes_up = 0
         self.connections = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
+        self.sock = serve_loopback(self._accepted)
         self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self):
-        while True:
-            try:
-                down, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                up = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-                up.settimeout(None)
-            except OSError:
-                down.close()
-                continue
-            with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._pump, args=(down, up, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(up, down, False), daemon=True).start()
+    def _accepted(self, down):
+        try:
+            up = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            up.settimeout(None)
+        except OSError:
+            down.close()
+            return
+        with self.lock:
+            self.connections += 1
+        threading.Thread(target=self._pump, args=(down, up, True), daemon=True).start()
+        threading.Thread(target=self._pump, args=(up, down, False), daemon=True).start()
 
     def _pump(self, src, dst, count):
         try:

@@ -115,19 +115,22 @@ def assert_json_error(r, status, code=None):
 
 
 @test
-def upstream_down_is_502_connect_failed():
+def upstream_down_is_the_routes_unavailable_answer():
+    # Nothing reached the server (connection refused): the route's on_unavailable
+    # answers, here the default "error" (503 upstream_unavailable), not a 502.
     gw = start_gateway(lambda p: gateway_config(dead_port(), p, workers=1))
     t = time.monotonic()
     r = http("GET", gw.port, "/api/products")
-    assert_json_error(r, 502, "upstream_connect_failed")
+    e = assert_json_error(r, 503, "upstream_unavailable")
+    assert e["message"] == "no upstream server could be reached", e
     assert time.monotonic() - t < 1.0
     r = http("POST", gw.port, "/api/orders", body=b"{}")
-    assert_json_error(r, 502, "upstream_connect_failed")
+    assert_json_error(r, 503, "upstream_unavailable")
     # The gateway-made error keeps the client connection usable.
     with Conn(gw.port) as c:
         for _ in range(2):
             c.request("GET", "/api/products")
-            assert_json_error(c.recv_response(), 502, "upstream_connect_failed")
+            assert_json_error(c.recv_response(), 503, "upstream_unavailable")
 
 
 @test
@@ -308,7 +311,7 @@ def stale_pooled_connection_is_retried_for_get_only():
 
 
 @test
-def connect_timeout_is_502_within_connect_timeout():
+def connect_timeout_is_the_unavailable_answer_within_connect_timeout():
     # A listener with a backlog of 0 that never accepts: once its queue is full the kernel
     # drops further SYNs, so a connect hangs until the gateway's connect_timeout.
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -333,7 +336,7 @@ def connect_timeout_is_502_within_connect_timeout():
     t = time.monotonic()
     r = http("GET", gw.port, "/api/products", timeout=5)
     elapsed = time.monotonic() - t
-    assert_json_error(r, 502)
+    assert_json_error(r, 503, "upstream_unavailable")
     assert 0.35 <= elapsed <= 0.8, elapsed
 
 

@@ -9,7 +9,8 @@ types shared across modules; each is assigned to the module that owns it.
 
 Configuration is one layer made of several folders: src/config/ (the TOML walk) and
 each feature's own settings next to its runtime (`<feature>/<feature>_config.{h,cc}`,
-plus the value types the loader produces: redis/endpoint, idempotency/key_spec). Those
+plus the value types the loader produces: redis/endpoint, idempotency/key_spec, the page
+templates of pages/). Those
 files belong to the `config` module wherever they live, so a feature's runtime may
 include its config, and the config layer includes nothing but core and itself.
 
@@ -54,18 +55,18 @@ SHARED_HEADERS = {
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')
 
 
-CONFIG_FILES = {"redis/endpoint", "idempotency/key_spec"}
-# Named like config but part of their feature: pages_config loads and parses the page
-# templates (the pages module's runtime), so it stays with pages.
-NOT_CONFIG_FILES = {"pages/pages_config"}
+# Value types the loader produces, kept next to their feature: the parsed Redis URL, the
+# idempotency key sources, the retry schedule built from retry_schedule/retry_jitter, and
+# the page templates with their language strings (the loader reads and parses `[pages]`
+# templates, so --check and reload validate them).
+CONFIG_FILES = {"redis/endpoint", "idempotency/key_spec", "queue/retry_schedule", "pages/template",
+                "pages/strings", "pages/language", "pages/blanks"}
 
 
 def is_config_file(path):
     """True for a file of the config layer, given as "<folder>/<name>" (extension dropped
     or not)."""
     stem = path.rsplit(".", 1)[0] if path.endswith((".h", ".cc")) else path
-    if stem in NOT_CONFIG_FILES:
-        return False
     return stem.endswith("_config") or stem in CONFIG_FILES or stem.startswith("config/")
 
 

@@ -324,6 +324,28 @@ def free_port(host="127.0.0.1"):
     return port
 
 
+def serve_loopback(handle, backlog=64):
+    """A listening socket on a free loopback port; each accepted connection is passed to
+    handle(conn) on a daemon thread. Returns the socket (its port: getsockname()[1];
+    close it to stop accepting)."""
+    import threading
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(backlog)
+
+    def accept():
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            handle(conn)
+
+    threading.Thread(target=accept, daemon=True).start()
+    return sock
+
+
 def wait_until(predicate, timeout=5.0, interval=0.02, message=None):
     """Polls predicate() until it returns a true value, which is returned. Raises
     AssertionError after timeout."""
@@ -1012,10 +1034,13 @@ class Conn:
     """One client connection for sending arbitrary bytes and reading responses in order.
     Bytes after one response stay buffered for the next (pipelining)."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=5.0):
+    def __init__(self, port, host="127.0.0.1", timeout=5.0, source=None):
+        """source: the local address to connect from (e.g. "127.0.0.2": any 127/8
+        address is the loopback), so a test can be a trusted or an untrusted peer."""
         self.port = port
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.eof = False
@@ -1186,9 +1211,10 @@ def raw_request(port, data, timeout=5.0, host="127.0.0.1", shutdown_write=False)
 
 
 def http(method, port, path, headers=None, body=None, timeout=5.0, version="HTTP/1.1",
-         host="127.0.0.1"):
-    """One request on a fresh connection; returns its Response."""
-    with Conn(port, host, timeout) as c:
+         host="127.0.0.1", source=None):
+    """One request on a fresh connection (from local address `source` if given);
+    returns its Response."""
+    with Conn(port, host, timeout, source) as c:
         c.request(method, path, headers, body, version)
         return c.recv_response(method)
 

@@ -50,7 +50,7 @@ class GW:
     """A gateway with a [redis] table (own prefix) and an admin listener."""
 
     def __init__(self, routes, r=None, prefix=None, shop_port=None, upstream=None, workers=2,
-                 server=None, wait_redis=True, **redis_opts):
+                 server=None, wait_redis=True, extra="", **redis_opts):
         self.redis = r or shared_redis.redis
         self.prefix = prefix or new_prefix("q")
         self.admin = free_port()
@@ -59,6 +59,7 @@ class GW:
         self.upstream = upstream
         self.workers = workers
         self.server = dict(server or {})
+        self.extra = extra  # raw TOML appended to the config ([pages], ...)
         self.red = {"url": self.redis.url, "prefix": self.prefix, "timeout": "250ms",
                     "on_failure": "closed"}
         self.red.update(redis_opts)
@@ -72,7 +73,7 @@ class GW:
         return gateway_config(self.shop_port, port, routes=routes or self.routes,
                               sections={"redis": self.red}, upstream=self.upstream,
                               server=srv,
-                              extra=f'[admin]\nlisten = "127.0.0.1:{self.admin}"\n')
+                              extra=f'[admin]\nlisten = "127.0.0.1:{self.admin}"\n' + self.extra)
 
     @property
     def port(self):

@@ -11,6 +11,7 @@ const char* reason_phrase(int status) {
   switch (status) {
     case 200: return "OK";
     case 201: return "Created";
+    case 303: return "See Other";
     case 400: return "Bad Request";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
@@ -64,7 +65,7 @@ void finish_response(Conn* c) {
 }
 
 void respond(Conn* c, int status, std::string_view content_type, std::string_view body,
-             std::string_view extra_headers = {}) {
+             std::string_view extra_headers) {
   append_head(c, status, content_type, body.size(), false, extra_headers);
   if (!c->req.is_head()) c->out += body;
   finish_response(c);
@@ -404,6 +405,7 @@ void serve_normal(Conn* c) {
     if (!r.is_post()) return respond_error(c, 405, "method_not_allowed", {}, "Allow: POST\r\n");
     return respond(c, 200, kText, "success");
   }
+  if (serve_storefront(c, t.path)) return;
   if (has_prefix_segment(t.path, "/echo")) return serve_echo(c);
   if (t.path == "/big") {
     if (!r.is_get()) return respond_error(c, 405, "method_not_allowed", {}, "Allow: GET, HEAD\r\n");

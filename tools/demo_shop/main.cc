@@ -15,6 +15,9 @@
 //   POST /notify/*                200 "success" (payment callback stand-in)
 //   *    /echo, /echo/*           JSON: method, target, headers in order, body length and
 //                                 FNV-1a 64 of the body (so tests can see what was forwarded)
+//   GET  /                        storefront: an HTML page with an order form (storefront.cc)
+//   POST /checkout                303 See Other to /orders/o-N (an order, counted)
+//   GET  /orders/o-N              HTML: the order's confirmation page
 //   GET  /big?bytes=N[&chunked=1] N bytes, byte i = kFillerAlphabet[i % 64], streamed
 //   *    /slow?ms=N               answers after N ms
 //   *    /close                   answers with Connection: close, then closes

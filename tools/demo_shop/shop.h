@@ -318,6 +318,13 @@ void dispatch(Conn* c);
 void finish_response(Conn* c);
 void respond_error(Conn* c, int status, std::string_view code, std::string_view detail,
                    std::string_view extra_headers = {});
+void respond(Conn* c, int status, std::string_view content_type, std::string_view body,
+             std::string_view extra_headers = {});
+
+// --- the storefront for browsers (storefront.cc) ---
+
+// GET /, POST /checkout (303 to the order page), GET /orders/o-N; false for other paths.
+bool serve_storefront(Conn* c, std::string_view path);
 
 // --- connection plumbing (main.cc) ---
 

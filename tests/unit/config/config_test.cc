@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "pages/pages_config.h"
 #include "tests/unit/config/config_test_support.h"
 #include "floodgate/config.h"
 
@@ -221,11 +222,16 @@ TEST_CASE("the shipped conf/floodgate.toml loads", "[config]") {
   CHECK(shop.health.timeout_ms == 1000);
   CHECK(shop.health.rise == 2);
   CHECK(shop.health.fall == 2);
-  REQUIRE(cfg.routes.size() == 4);
+  REQUIRE(cfg.routes.size() == 5);
   CHECK(cfg.routes[0].name == "orders");
   CHECK(cfg.routes[1].name == "catalog");
   CHECK(cfg.routes[2].name == "notify");
-  CHECK(cfg.routes[3].name == "shop");
+  CHECK(cfg.routes[3].name == "checkout");
+  CHECK(cfg.routes[3].overflow == Overflow::kQueue);
+  CHECK(cfg.routes[4].name == "shop");
+  REQUIRE(cfg.pages != nullptr);
+  CHECK(cfg.pages->enabled());
+  CHECK(cfg.pages->shop_name() == "Demo Shop");
   const auto& orders = cfg.routes[0];
   CHECK(orders.rate == 3000);
   CHECK(orders.burst == 300);
@@ -249,8 +255,8 @@ TEST_CASE("the shipped conf/floodgate.toml loads", "[config]") {
   CHECK(catalog.overflow == Overflow::kReject);
   CHECK(catalog.client_rate == 0);
   CHECK_FALSE(catalog.core);
-  CHECK(cfg.routes[3].rate == 0);
-  CHECK(cfg.routes[3].core);
+  CHECK(cfg.routes[4].rate == 0);
+  CHECK(cfg.routes[4].core);
   CHECK(orders.on_unavailable == OnUnavailable::kQueue);
   CHECK_FALSE(orders.cache.enabled);
   CHECK(catalog.on_unavailable == OnUnavailable::kCache);
@@ -260,7 +266,7 @@ TEST_CASE("the shipped conf/floodgate.toml loads", "[config]") {
   CHECK(catalog.cache.max_bytes == 64ULL * 1024 * 1024);
   CHECK(catalog.cache.max_entry_bytes == 1024 * 1024);
   CHECK(cfg.routes[2].on_unavailable == OnUnavailable::kError);
-  CHECK(cfg.routes[3].on_unavailable == OnUnavailable::kError);
+  CHECK(cfg.routes[4].on_unavailable == OnUnavailable::kError);
   CHECK(cfg.admin.enabled);
   CHECK(cfg.admin.listen.text == "127.0.0.1:9090");
   CHECK(cfg.admin.token.empty());
@@ -292,7 +298,7 @@ TEST_CASE("the shipped conf/floodgate.toml loads", "[config]") {
   CHECK(notify.ack.body == "success");
   CHECK(notify.ack.content_type == "text/plain");
   CHECK_FALSE(catalog.queued());
-  CHECK_FALSE(cfg.routes[3].queued());
+  CHECK_FALSE(cfg.routes[4].queued());
   CHECK(cfg.server.tickets_path == "/_floodgate/tickets/");
   CHECK(cfg.pressure.queue_depth == 50000);
   CHECK(cfg.redis.wait_replicas == 0);
@@ -304,11 +310,13 @@ TEST_CASE("the shipped conf/floodgate.toml loads", "[config]") {
   CHECK(retry.on_connect);
   CHECK(retry.on_timeout);
   CHECK(retry.on_status == std::vector<int>{502, 503, 504});
-  CHECK_FALSE(cfg.routes[3].idempotency.enabled);
+  CHECK_FALSE(cfg.routes[4].idempotency.enabled);
   CHECK(cfg.match_route("POST", "/api/orders") == 0);
   CHECK(cfg.match_route("GET", "/api/products/7") == 1);
   CHECK(cfg.match_route("POST", "/notify/alipay") == 2);
-  CHECK(cfg.match_route("GET", "/anything") == 3);
+  CHECK(cfg.match_route("POST", "/checkout") == 3);
+  CHECK(cfg.match_route("GET", "/checkout") == 4);
+  CHECK(cfg.match_route("GET", "/anything") == 4);
 }
 
 TEST_CASE("load_file reports unreadable files", "[config]") {
@@ -369,7 +377,8 @@ TEST_CASE("keys this build does not have are unknown", "[config]") {
   const std::string msg = load_error(kMinimal + "\n[upstreams.shop.tls]\nverify = true\n\n[redis]\n"
                                      "url = \"redis://127.0.0.1:6379/0\"\nexpected_instances = 2\n"
                                      "sentinels = [\"10.0.0.5:26379\"]\n\n[pressure]\ncpu = 0.9\n");
-  CHECK_THAT(msg, Contains("test.toml:12:17: upstreams.shop.tls: unknown key"));
+  // tls exists on upstreams now, as a flag (docs/configuration.md "TLS").
+  CHECK_THAT(msg, Contains("test.toml:12:1: upstreams.shop.tls: expected true or false, got table"));
   CHECK_THAT(msg, !Contains("expected_instances"));
   CHECK_THAT(msg, Contains("test.toml:18:1: redis.sentinels: unknown key"));
   CHECK_THAT(msg, Contains("test.toml:21:1: pressure.cpu: unknown key"));
@@ -378,7 +387,7 @@ TEST_CASE("keys this build does not have are unknown", "[config]") {
   CHECK_THAT(load_error(route_with("hedge_after = \"50ms\"\n")),
              StartsWith("test.toml:11:1: routes[0].hedge_after: unknown key"));
   CHECK(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\nresolve = \"30s\"\n") ==
-        "test.toml:14:1: upstreams.b.resolve: unknown key");
+        "test.toml:14:1: upstreams.b.resolve: unknown key (did you mean \"resolver\"?)");
   CHECK(load_error(kMinimal + "\n[upstreams.b]\nservers = [\"1.2.3.4:80\"]\nhealth = { port = 9000 }\n") ==
         "test.toml:14:12: upstreams.b.health.port: unknown key");
 }
@@ -392,7 +401,7 @@ TEST_CASE("IPv6 and any-address listeners", "[config]") {
 
 TEST_CASE("wrong types name the key and position", "[config]") {
   CHECK(load_error(with_server("listen = 8080")) ==
-        "test.toml:2:10: server.listen: expected a string or an array of strings, got integer");
+        "test.toml:2:10: server.listen: expected a string, a { address, tls } table or an array of them, got integer");
   CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nmax_connections = \"many\"")) ==
         "test.toml:3:19: server.max_connections: expected an integer, got string");
   CHECK(load_error(with_server("listen = \"127.0.0.1:1\"\nheader_timeout = 10")) ==

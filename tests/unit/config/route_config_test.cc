@@ -163,3 +163,13 @@ TEST_CASE("route on_unavailable", "[config][resilience]") {
     CHECK_THAT(msg, Contains("\ntest.toml:12:18: routes[0].on_unavailable: expected \"error\""));
   }
 }
+
+TEST_CASE("a route's request_buffering overrides the server's", "[config]") {
+  CHECK_FALSE(load_ok(route_with(""))->routes[0].request_buffering.has_value());
+  auto off = load_ok(route_with("request_buffering = 0\n"));
+  REQUIRE(off->routes[0].request_buffering.has_value());
+  CHECK(*off->routes[0].request_buffering == 0);
+  CHECK(*load_ok(route_with("request_buffering = \"8MiB\"\n"))->routes[0].request_buffering == 8 * 1024 * 1024);
+  CHECK(load_error(route_with("request_buffering = \"2GiB\"\n")) ==
+        "test.toml:11:21: routes[0].request_buffering: must be between 0 and 1073741824 bytes, got 2147483648");
+}

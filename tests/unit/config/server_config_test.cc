@@ -155,8 +155,30 @@ TEST_CASE("server request-hardening keys are validated", "[config]") {
         "test.toml:3:30: server.max_connections_per_client: must not exceed server.max_connections (20000)");
   CHECK(load_error(with_server(listen + "merge_slash = true")) ==
         "test.toml:3:1: server.merge_slash: unknown key (did you mean \"merge_slashes\"?)");
-  CHECK(load_error(with_server(listen + "request_buffering = \"1MiB\"")) ==
-        "test.toml:3:1: server.request_buffering: unknown key");
+}
+
+TEST_CASE("server buffering keys take their defaults, parse and are validated", "[config]") {
+  auto cfg = load_ok(kMinimal);
+  CHECK(cfg->server.request_buffering == 1024 * 1024);
+  CHECK(cfg->server.request_buffering_total == 256 * 1024 * 1024);
+  CHECK(cfg->server.response_buffering == 1024 * 1024);
+  CHECK(cfg->server.response_buffering_total == 256 * 1024 * 1024);
+
+  auto set = load_ok(with_server("listen = \"127.0.0.1:8080\"\nrequest_buffering = \"64KiB\"\n"
+                                 "response_buffering = 0\nresponse_buffering_total = \"2GiB\"\n"
+                                 "request_buffering_total = \"1GiB\"\n"));
+  CHECK(set->server.request_buffering_total == 1024 * 1024 * 1024);
+  CHECK(set->server.request_buffering == 64 * 1024);
+  CHECK(set->server.response_buffering == 0);
+  CHECK(set->server.response_buffering_total == 2048ULL * 1024 * 1024);
+
+  const std::string listen = "listen = \"127.0.0.1:8080\"\n";
+  CHECK(load_error(with_server(listen + "request_buffering = \"2GiB\"")) ==
+        "test.toml:3:21: server.request_buffering: must be between 0 and 1073741824 bytes, got 2147483648");
+  CHECK(load_error(with_server(listen + "response_buffering = -1")) ==
+        "test.toml:3:22: server.response_buffering: invalid size -1: must not be negative");
+  CHECK(load_error(with_server(listen + "request_bufering = 1")) ==
+        "test.toml:3:1: server.request_bufering: unknown key (did you mean \"request_buffering\"?)");
 }
 
 TEST_CASE("log.level and log.access_sample", "[config]") {
@@ -170,4 +192,62 @@ TEST_CASE("log.level and log.access_sample", "[config]") {
         "test.toml:12:9: log.level: must be \"debug\", \"info\", \"warn\" or \"error\", got \"loud\"");
   CHECK(load_error(kMinimal + "[log]\naccess_sample = 1.5\n") ==
         "test.toml:12:17: log.access_sample: must be between 0 and 1, got 1.5");
+}
+
+TEST_CASE("server.trusted_proxies, real_ip_header and proxy_protocol", "[config][real_ip]") {
+  auto def = load_ok(kMinimal);
+  CHECK(def->server.trusted_proxies.empty());
+  CHECK(def->server.real_ip_header == "X-Forwarded-For");
+  CHECK_FALSE(def->server.proxy_protocol);
+  CHECK(def->server.proxy_protocol_timeout_ms == 5000);
+
+  auto cfg = load_ok(with_server("listen = \"127.0.0.1:8080\"\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\", "
+                                 "\"192.0.2.7\"]\nreal_ip_header = \"CF-Connecting-IP\"\nproxy_protocol = true\n"
+                                 "proxy_protocol_timeout = \"2s\"\n"));
+  CHECK(cfg->server.trusted_proxies.blocks.size() == 3);
+  CHECK(cfg->server.trusted_proxies.contains("10.9.8.7"));
+  CHECK(cfg->server.trusted_proxies.contains("2001:db8::1"));
+  CHECK_FALSE(cfg->server.trusted_proxies.contains("192.0.2.8"));
+  CHECK(cfg->server.real_ip_header == "CF-Connecting-IP");
+  CHECK(cfg->server.proxy_protocol);
+  CHECK(cfg->server.proxy_protocol_timeout_ms == 2000);
+
+  const std::pair<const char*, const char*> bad[] = {
+      {"trusted_proxies = \"10.0.0.0/8\"",
+       "test.toml:3:19: server.trusted_proxies: expected an array of CIDR blocks, e.g. [\"10.0.0.0/8\", "
+       "\"2001:db8::/32\"], got string"},
+      {"trusted_proxies = [\"10.0.0.1/8\"]",
+       "test.toml:3:20: server.trusted_proxies[0]: \"10.0.0.1/8\" has host bits set below its /8 prefix; write "
+       "the block's first address"},
+      {"trusted_proxies = [\"cdn.example\"]",
+       "test.toml:3:20: server.trusted_proxies[0]: \"cdn.example\" is not an IPv4 or IPv6 address or CIDR block "
+       "(e.g. \"10.0.0.0/8\", \"2001:db8::/32\")"},
+      {"real_ip_header = \"X Forwarded\"",
+       "test.toml:3:18: server.real_ip_header: must be a header name, e.g. \"X-Forwarded-For\" or "
+       "\"CF-Connecting-IP\""},
+      {"proxy_protocol = \"v2\"", "test.toml:3:18: server.proxy_protocol: expected true or false, got string"},
+  };
+  for (const auto& [line, message] : bad) {
+    CHECK(load_error(with_server("listen = \"127.0.0.1:8080\"\n" + std::string(line))) == message);
+  }
+}
+
+TEST_CASE("log.access_fields selects access-line fields", "[config][log]") {
+  auto def = load_ok(kMinimal);
+  for (int f = 0; f < fg::kAccessFieldCount; f++) CHECK(def->log.has_field(static_cast<fg::AccessField>(f)));
+  auto cfg = load_ok(kMinimal + "[log]\naccess_fields = [\"ts\", \"client\", \"status\"]\n");
+  CHECK(cfg->log.has_field(fg::kFieldClient));
+  CHECK(cfg->log.has_field(fg::kFieldStatus));
+  CHECK_FALSE(cfg->log.has_field(fg::kFieldPath));
+  const std::pair<const char*, const char*> bad[] = {
+      {"[\"ts\", \"agent\"]",
+       "test.toml:12:24: log.access_fields[1]: unknown access-log field \"agent\"; known: ts, request_id, client, "
+       "method, path, route, status, outcome, upstream, upstream_ms, total_ms"},
+      {"[]",
+       "test.toml:12:17: log.access_fields: expected a non-empty array of field names, e.g. [\"ts\", \"client\", "
+       "\"path\", \"status\"]"},
+  };
+  for (const auto& [value, message] : bad) {
+    CHECK(load_error(kMinimal + "[log]\naccess_fields = " + value + "\n") == message);
+  }
 }

@@ -259,3 +259,19 @@ TEST_CASE("upstream health checks", "[config][resilience]") {
           "test.toml:6:10: upstreams.shop.health: expected a table, got string");
   }
 }
+
+TEST_CASE("upstream resolve_every and resolver", "[config][resolver]") {
+  auto def = load_ok(kMinimal);
+  CHECK(def->upstreams[0].resolve_every_ms == 30000);
+  CHECK(def->upstreams[0].resolver.empty());
+  auto cfg = load_ok(with_upstream("resolve_every = \"5s\"\nresolver = [\"127.0.0.1:5353\", \"[::1]:53\"]\n"));
+  CHECK(cfg->upstreams[0].resolve_every_ms == 5000);
+  REQUIRE(cfg->upstreams[0].resolver.size() == 2);
+  CHECK(cfg->upstreams[0].resolver[0].port == 5353);
+  CHECK(cfg->upstreams[0].resolver[1].host == "::1");
+  CHECK(load_error(with_upstream("resolve_every = \"100ms\"\n")) ==
+        "test.toml:6:17: upstreams.shop.resolve_every: must be between 1s and 1d, got \"100ms\"");
+  CHECK(load_error(with_upstream("resolver = [\"dns.example:53\"]\n")) ==
+        "test.toml:6:13: upstreams.shop.resolver[0]: invalid address \"dns.example:53\": expected a literal IPv4 "
+        "address or [IPv6] address");
+}

@@ -201,6 +201,27 @@ TEST_CASE("store_and_forward acknowledges every duplicate, even a different copy
   CHECK(x.claimed(r, rules, true).status == 503);
 }
 
+TEST_CASE("store_and_forward does not acknowledge a copy while the key is only claimed") {
+  // Another copy claimed the key but has no ticket yet (its enqueue may still fail, or
+  // its claim may have been written although its gateway saw a timeout): an ack now
+  // would promise a callback that nobody holds. 409 with Retry-After: the provider
+  // sends it again.
+  Rules rules;
+  rules.store_and_forward = true;
+  for (Kind kind : {Kind::kInFlight, Kind::kMismatch}) {
+    Exchange x = prepared(rules);
+    ClaimResult r = answer(kind);
+    r.claimed_only = true;
+    r.retry_after_ms = 2500;
+    Decision d = x.claimed(r, rules, true);
+    CHECK(d.next == Next::kRefuse);
+    CHECK(d.status == 409);
+    CHECK(d.code == std::string("in_flight"));
+    CHECK(d.retry_after_s == 3);
+    CHECK(d.counted == fg::idempotency::kInFlight);
+  }
+}
+
 TEST_CASE("without a claim or a Redis connection, completion and release do nothing") {
   Link link;  // no client
   Rules rules;

@@ -2,6 +2,7 @@
 // the CSP nonce on every script and style, and pass an HTML structure check.
 #include <catch2/catch.hpp>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -12,6 +13,7 @@
 
 #include "pages/pages_config.h"
 #include "pages/strings.h"
+#include "temp_dir.h"
 
 namespace fs = std::filesystem;
 using fg::pages::Language;
@@ -19,29 +21,9 @@ using fg::pages::load_pages;
 using fg::pages::Page;
 using fg::pages::PagesConfig;
 using fg::pages::PageValues;
+using fg::pages_test::TempDir;
 
 namespace {
-
-// A fresh directory under the system temp dir, removed at scope exit.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static int counter = 0;
-    path = fs::temp_directory_path() /
-           ("fg_pages_" + std::to_string(::getpid()) + "_" + std::to_string(++counter));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string write(const std::string& name, const std::string& text) const {
-    const fs::path p = path / name;
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << text;
-    return p.string();
-  }
-};
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -108,13 +90,15 @@ TEST_CASE("the waiting page renders every value it needs", "[pages]") {
   CHECK(out.find("<dd id=\"wait\">about 3 min</dd>") != std::string::npos);
   CHECK(out.find("data-ticket=\"/_floodgate/tickets/TICKET1\"") != std::string::npos);
   CHECK(out.find("data-poll=\"/_floodgate/tickets/POLL1\"") != std::string::npos);
+  CHECK(out.find("data-wait=\"125\"") != std::string::npos);
   CHECK(out.find("Tea &amp; &lt;Cakes&gt;") != std::string::npos);
   CHECK(out.find("<Cakes>") == std::string::npos);
   CHECK(out.find("aria-live=\"polite\"") != std::string::npos);
   CHECK(out.find("<meta http-equiv=\"refresh\" content=\"5;url=/_floodgate/tickets/TICKET1\">") !=
         std::string::npos);
   CHECK(out.find("fetch(url, { headers: { Accept: 'application/json' }") != std::string::npos);
-  CHECK(out.find("'wait=25'") != std::string::npos);
+  CHECK(out.find("'wait=' + waitFor") != std::string::npos);
+  CHECK(out.find("Math.min(25, Math.max(2, s))") != std::string::npos);
   CHECK(out.find("method: 'DELETE'") != std::string::npos);
   CHECK(out.find("TICKET1</p>") != std::string::npos);
 }
@@ -241,4 +225,17 @@ TEST_CASE("[pages] errors: every problem, one per line", "[pages]") {
   CHECK(too_long.message() == "f.toml: pages.shop_name: longer than 200 bytes");
   long_name.shop_name.resize(200);
   CHECK(load_pages(long_name, "f.toml").is_ok());
+
+  // Not a regular file: refused before it is opened (a FIFO would block the loader).
+  const std::string fifo = base + "/pipe.html";
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  PagesConfig odd;
+  odd.waiting = fifo;
+  odd.degraded = "/dev/null";
+  odd.error = base;
+  auto refused = load_pages(odd, config);
+  REQUIRE_FALSE(refused.is_ok());
+  CHECK(refused.message() == config + ": pages.waiting: cannot read \"" + fifo + "\": not a regular file\n" + config +
+                                 ": pages.degraded: cannot read \"/dev/null\": not a regular file\n" + config +
+                                 ": pages.error: cannot read \"" + base + "\": not a regular file");
 }

@@ -394,3 +394,46 @@ TEST_CASE("on_failure_webhook is parsed once into host, port and path", "[config
   CHECK(named.host == "hooks.internal");
   CHECK(named.path == "/?x=1");
 }
+
+TEST_CASE("retry_schedule and retry_jitter", "[config][queue]") {
+  using J = fg::queue::RetrySchedule::Jitter;
+  SECTION("store_and_forward routes get the day-long default") {
+    auto cfg = load_ok(sf_route(""));
+    const auto& r = cfg->routes.at(0);
+    REQUIRE(r.retry_schedule);
+    CHECK(r.retry_schedule->delays_ms.size() == 9);
+    CHECK(r.retry_schedule->total_ms() > 24ULL * 3600 * 1000);
+    CHECK(r.retry_schedule->jitter == J::kEqual);
+  }
+  SECTION("other queued routes keep retry.attempts unless a schedule is written") {
+    CHECK_FALSE(load_ok(queue_route(""))->routes.at(0).retry_schedule);
+    auto cfg = load_ok(queue_route("retry_schedule = [\"200ms\", \"1m\"]\nretry_jitter = \"none\"\n"));
+    const auto& r = cfg->routes.at(0);
+    REQUIRE(r.retry_schedule);
+    CHECK(r.retry_schedule->delays_ms == std::vector<uint64_t>{200, 60000});
+    CHECK(r.retry_schedule->jitter == J::kNone);
+  }
+  SECTION("retry_jitter alone keeps the default steps") {
+    auto cfg = load_ok(sf_route("retry_jitter = \"full\"\n"));
+    REQUIRE(cfg->routes.at(0).retry_schedule);
+    CHECK(cfg->routes.at(0).retry_schedule->delays_ms.size() == 9);
+    CHECK(cfg->routes.at(0).retry_schedule->jitter == J::kFull);
+  }
+  SECTION("each bad step is reported at the step") {
+    const std::string msg = load_error(queue_route("retry_schedule = [\"1s\", \"0s\", \"8d\"]\n"));
+    CHECK_THAT(msg, Contains("test.toml:13:25: routes[0].retry_schedule[1]: \"0s\" is shorter than the minimum of 100ms"));
+    CHECK_THAT(msg, Contains("test.toml:13:31: routes[0].retry_schedule[2]: \"8d\" is longer than the maximum of 7d"));
+  }
+  SECTION("types, jitter names and routes without a queue") {
+    CHECK(load_error(queue_route("retry_schedule = \"1m\"\n")) ==
+          "test.toml:13:18: routes[0].retry_schedule: expected an array of durations, e.g. [\"15s\", \"1m\", \"1h\"], "
+          "got string");
+    CHECK_THAT(load_error(queue_route("retry_schedule = []\n")),
+               Contains("routes[0].retry_schedule: must list at least one delay"));
+    CHECK_THAT(load_error(sf_route("retry_jitter = \"half\"\n")),
+               Contains("routes[0].retry_jitter: \"half\" is not one of \"none\", \"full\", \"equal\""));
+    CHECK_THAT(load_error(route_with("retry_schedule = [\"1m\"]\n")),
+               Contains("routes[0].retry_schedule: only queued routes"));
+    CHECK_THAT(load_error(sf_route("retry_schedul = [\"1m\"]\n")), Contains("retry_schedule"));
+  }
+}
