@@ -119,13 +119,13 @@ void load_route_admission(Reader& rd, const Table& route, bool store_and_forward
   if (const toml::node* n = t.get("scope")) {
     const std::string p = path + ".scope";
     std::string v;
-    if (rd.read_string(*n, p, &v) && v != "instance") {
+    if (rd.read_string(*n, p, &v)) {
       if (v == "cluster") {
-        rd.error(*n, p,
-              "scope = \"cluster\" (one budget shared between instances through Redis) is not available "
-              "in this build; use \"instance\"");
-      } else {
-        rd.error(*n, p, "expected \"instance\", got \"" + v + "\"");
+        // The [redis] table it needs is checked with the other Redis users in load_root.
+        r.cluster_scope = true;
+        if (!has_rate) needs(*n, "scope", "rate (scope says who shares the route budget)");
+      } else if (v != "instance") {
+        rd.error(*n, p, "expected \"instance\" or \"cluster\", got \"" + v + "\"");
       }
     }
   }

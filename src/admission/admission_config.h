@@ -26,6 +26,7 @@ struct AdmissionConfig {
   Overflow overflow = Overflow::kReject;
   bool dry_run = false;          // decide and count, but forward anyway
   bool core = true;              // false: shed first under [pressure]
+  bool cluster_scope = false;    // scope = "cluster": one budget for every instance sharing the Redis
 };
 
 struct DegradeConfig {

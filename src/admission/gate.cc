@@ -31,8 +31,8 @@ Verdict Gate::decide(const Request& r) const {
   // the dispatcher draws from.
   bool queue = rc.overflow == Overflow::kQueue && !rc.dry_run;
   bool park = rc.store_and_forward || (queue && r.queue_waiting);
-  if (budget_ && !park) {
-    Decision d = budget_->try_acquire(r.now_ns);
+  if ((budget_ || shared_) && !park) {
+    Decision d = take(r.now_ns);
     v.headers = ratelimit_headers(policy_header_, rc.name, d);
     if (!d.admitted && queue) {
       park = true;
@@ -49,6 +49,19 @@ Verdict Gate::decide(const Request& r) const {
   }
   v.kind = park ? Verdict::Kind::kPark : Verdict::Kind::kAdmit;
   return v;
+}
+
+Decision Gate::take(uint64_t now_ns) const {
+  if (!shared_) return budget_->try_acquire(now_ns);
+  // A cluster budget knows what this instance holds, not the whole bucket: the
+  // remaining quota is what this instance can still admit at once, the reset one second
+  // (leases are refilled well within it).
+  Decision d;
+  d.admitted = shared_->try_take(now_ns);
+  d.remaining = shared_->available();
+  d.reset_ns = 1000000000ULL;
+  if (!d.admitted) d.retry_after_ns = shared_->retry_after_ns();
+  return d;
 }
 
 std::string Gate::ratelimit_headers(std::string_view policy_header, std::string_view route, const Decision& d) {

@@ -14,6 +14,7 @@
 
 #include "admission/budget.h"
 #include "admission/client_limiter.h"
+#include "admission/shared_budget.h"
 #include "floodgate/config.h"
 
 namespace fg::admission {
@@ -40,8 +41,11 @@ class Gate {
  public:
   // Any of budget / clients may be null (the route has no rate / no client_rate).
   // `policy_header` is the route's precomputed "RateLimit-Policy: ...\r\n" line.
-  Gate(const RouteConfig& route, Budget* budget, ClientLimiter* clients, std::string_view policy_header)
-      : route_(route), budget_(budget), clients_(clients), policy_header_(policy_header) {}
+  // `shared`, when not null, is the route's cluster budget: it judges instead of
+  // `budget` (scope = "cluster").
+  Gate(const RouteConfig& route, Budget* budget, ClientLimiter* clients, std::string_view policy_header,
+       SharedBudget* shared = nullptr)
+      : route_(route), budget_(budget), clients_(clients), policy_header_(policy_header), shared_(shared) {}
 
   Verdict decide(const Request& r) const;
 
@@ -53,6 +57,9 @@ class Gate {
   Budget* budget_;
   ClientLimiter* clients_;
   std::string_view policy_header_;
+  SharedBudget* shared_;
+
+  Decision take(uint64_t now_ns) const;
 };
 
 }  // namespace fg::admission

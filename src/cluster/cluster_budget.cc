@@ -17,7 +17,8 @@
 //
 // Overshoot: tokens only leave the shared bucket through leases (which the GCRA bounds
 // by rate * T + burst + 1 over any interval T) and debt (charged unconditionally with
-// the next lease). Requests admitted in an interval T are those leased in it, plus the
+// the next lease; credit is given again only after a lease granted a token, i.e. after
+// the charge fit in the bucket). Requests admitted in an interval T are those leased in it, plus the
 // tokens each instance held when it began (H = min(max_lease, burst + 1) each: a lease
 // never exceeds what the bucket holds), plus the debt not yet charged (at most max_debt
 // each), plus the relaxed-atomic error below (one per instance), so with N instances:
@@ -97,6 +98,7 @@ ClusterBudget::ClusterBudget(uv_loop_t* loop, redis::Client* redis, const Member
       key_(options_.prefix + "budget:{" + options_.route + "}"),
       local_(options_.rate, options_.burst, uv_hrtime()) {
   max_lease_ = options_.max_lease != 0 ? options_.max_lease : default_max_lease(options_.rate, options_.horizon_ms);
+  publish_rate();
   timer_ = std::make_unique<Timer>(loop, [this] { tick(); });
   retry_ = std::make_unique<Timer>(loop, [this] {
     next_lease_ms_ = 0;
@@ -141,7 +143,8 @@ bool ClusterBudget::try_take(uint64_t now_ns) {
   }
   want_refill();
   int64_t owed = debt_.load(std::memory_order_relaxed);
-  while (owed < static_cast<int64_t>(options_.max_debt)) {
+  bool credit = credit_.load(std::memory_order_relaxed);
+  while (credit && owed < static_cast<int64_t>(options_.max_debt)) {
     if (debt_.compare_exchange_weak(owed, owed + 1, std::memory_order_relaxed)) {
       admitted_on_debt_.fetch_add(1, std::memory_order_relaxed);
       return true;
@@ -180,8 +183,32 @@ void ClusterBudget::set_rate(double rate, double burst) {
   options_.rate = rate;
   options_.burst = burst;
   if (options_.max_lease == 0) max_lease_ = default_max_lease(rate, options_.horizon_ms);
+  publish_rate();
   uint32_t n = fallback_share_of_ ? fallback_share_of_ : 1;
   local_.set_rate(rate / n, burst / n, uv_hrtime());
+}
+
+void ClusterBudget::publish_rate() {
+  rate_.store(options_.rate, std::memory_order_relaxed);
+  burst_.store(options_.burst, std::memory_order_relaxed);
+  max_lease_seen_.store(max_lease_, std::memory_order_relaxed);
+}
+
+uint64_t ClusterBudget::available() const {
+  if (fallback_.load(std::memory_order_relaxed)) return local_.peek(uv_hrtime()).remaining;
+  return static_cast<uint64_t>(std::max<int64_t>(0, tokens_.load(std::memory_order_relaxed)));
+}
+
+uint64_t ClusterBudget::retry_after_ns() const {
+  double n = membership_ ? membership_->live_instances() : 1;
+  double rate = std::max(rate_.load(std::memory_order_relaxed), 1e-9);
+  return static_cast<uint64_t>(std::max(1e9, std::ceil(n / rate) * 1e9));
+}
+
+uint64_t ClusterBudget::per_instance_slack() const {
+  double held = std::min<double>(max_lease_seen_.load(std::memory_order_relaxed),
+                                 std::floor(burst_.load(std::memory_order_relaxed)) + 1);
+  return static_cast<uint64_t>(held) + options_.max_debt + 1;
 }
 
 int64_t ClusterBudget::target() const {
@@ -271,6 +298,12 @@ void ClusterBudget::on_lease(redis::Failure failure, const redis::Reply& reply, 
     debt_.fetch_sub(debt_sent, std::memory_order_relaxed);
   }
   tokens_.fetch_add(granted, std::memory_order_relaxed);
+  // Credit only while the bucket covers what was charged: a grant of at least one token
+  // means the debt just charged fit in the bucket. A lease that granted nothing may have
+  // charged debt beyond it, and credit given again then would be paid by nobody: a
+  // steady max_debt per lease round trip on top of the rate, whatever the rate (a queue
+  // dispatcher asking every few ms drew 3x a rate of 10/s that way).
+  credit_.store(granted > 0, std::memory_order_relaxed);
   lease_expires_ms_ = now + options_.lease_ttl_ms;
   // A short grant means the bucket is (nearly) empty: asking again at once would only
   // cost Redis calls, so ask again when about what is missing has refilled, and no later

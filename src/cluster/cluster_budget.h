@@ -13,6 +13,7 @@
 #include <string>
 
 #include "admission/budget.h"
+#include "admission/shared_budget.h"
 #include "cluster/loop_handles.h"
 #include "cluster/membership.h"
 #include "redis/redis_client.h"
@@ -57,11 +58,11 @@ struct ClusterBudgetStats {
 // Owned by the instance (one per cluster-scope route), driven by the loop of `redis`;
 // `redis` and `membership` must outlive it. try_take() may be called from any thread
 // (every worker of the instance) until stop() starts; everything else on the owner loop.
-class ClusterBudget {
+class ClusterBudget : public admission::SharedBudget {
  public:
   ClusterBudget(uv_loop_t* loop, redis::Client* redis, const Membership* membership,
                 ClusterBudgetOptions options);
-  ~ClusterBudget();  // stop() if still running
+  ~ClusterBudget() override;  // stop() if still running
   ClusterBudget(const ClusterBudget&) = delete;
   ClusterBudget& operator=(const ClusterBudget&) = delete;
 
@@ -76,13 +77,23 @@ class ClusterBudget {
   // besides only on credit or refusal, and the loop is woken (uv_async_send, once until
   // it runs) only when the lease falls below its low-water mark.
   // `now_ns` is the monotonic clock (uv_hrtime), used by the local fallback budget.
-  bool try_take(uint64_t now_ns);
+  bool try_take(uint64_t now_ns) override;
+  // Any thread: the tokens of the current lease (or of the local share in fallback).
+  uint64_t available() const override;
+  // Any thread: a refused request may retry when its instance's share of the rate has
+  // a token again, live instances / rate seconds, and not before one second.
+  uint64_t retry_after_ns() const override;
 
   // Owner loop: a reload changed the route's rate or burst. Applies to the next lease
   // and to the fallback share at once.
   void set_rate(double rate, double burst);
 
   ClusterBudgetStats stats() const;
+  double rate() const { return rate_.load(std::memory_order_relaxed); }
+  double burst() const { return burst_.load(std::memory_order_relaxed); }
+  // The most tokens one instance holds at once, plus its debt and the relaxed-atomic
+  // slack: the per-instance term of the overshoot bound (cluster_budget.cc).
+  uint64_t per_instance_slack() const;
   bool in_fallback() const { return fallback_.load(std::memory_order_relaxed); }
   const std::string& key() const { return key_; }
 
@@ -92,6 +103,7 @@ class ClusterBudget {
   void on_lease(redis::Failure failure, const redis::Reply& reply, int64_t debt_sent);
   void enter_fallback();
   int64_t target() const;
+  void publish_rate();
   void want_refill();
   bool take_local(uint64_t now_ns);
   uint64_t attempts() const;
@@ -112,7 +124,11 @@ class ClusterBudget {
   std::atomic<uint64_t> refused_{0};   // written only when a request is refused
   std::atomic<bool> refill_wanted_{false};
   std::atomic<bool> fallback_{false};
+  std::atomic<bool> credit_{true};     // admitting on credit allowed (the last lease granted)
   admission::Budget local_;            // the fallback share
+  std::atomic<double> rate_{0};        // options_.rate, for other threads
+  std::atomic<double> burst_{0};
+  std::atomic<uint32_t> max_lease_seen_{1};  // max_lease_, for other threads
 
   // Owner loop only.
   uint32_t max_lease_ = 1;  // options_.max_lease, or derived from the rate

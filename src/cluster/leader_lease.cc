@@ -101,6 +101,10 @@ void LeaderLease::start() {
   timer_->start(0, std::max<uint64_t>(1, options_.ttl_ms / 3));
 }
 
+void LeaderLease::try_now() {
+  if (alive_ && !in_flight_) attempt();
+}
+
 void LeaderLease::stop(bool release) {
   if (!alive_) return;
   alive_.reset();

@@ -60,6 +60,9 @@ class LeaderLease {
   // runs after stop(); the object may be destroyed right after.
   void start();
   void stop(bool release);
+  // Owner loop: an attempt now instead of at the next ttl/3 tick (e.g. the connection
+  // just came up, so the first attempt, made before it was up, failed).
+  void try_now();
 
   // Any thread. The fencing token while this instance leads (and its local deadline has
   // not passed), else 0.

@@ -45,11 +45,20 @@ void Membership::start() {
   timer_->start(0, std::max<uint64_t>(1, options_.heartbeat_ms));
 }
 
-void Membership::stop(bool leave) {
-  if (!alive_) return;
+void Membership::stop(bool leave, std::function<void()> on_left) {
+  if (!alive_) {
+    if (on_left) on_left();
+    return;
+  }
   alive_.reset();
   timer_->stop();
-  if (leave) redis_->command({"ZREM", key_, options_.instance_id}, [](redis::Failure, redis::Reply&) {});
+  if (!leave) {
+    if (on_left) on_left();
+    return;
+  }
+  redis_->command({"ZREM", key_, options_.instance_id}, [on_left = std::move(on_left)](redis::Failure, redis::Reply&) {
+    if (on_left) on_left();
+  });
 }
 
 uint32_t Membership::live_instances() const {

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -37,9 +38,11 @@ class Membership {
   // Loop thread. start() beats at once, then every heartbeat_ms. stop(leave) ends the
   // heartbeat; with leave the member is removed at once (clean shutdown), without it
   // the member expires by TTL like a crashed instance. No callback touches the object
-  // after stop(); it may be destroyed right after.
+  // after stop(); it may be destroyed right after. `on_left` (optional) runs once the
+  // removal was answered or failed (at once without leave): close the client after it,
+  // or the removal may never leave the process.
   void start();
-  void stop(bool leave);
+  void stop(bool leave, std::function<void()> on_left = nullptr);
 
   // Any thread. The live count of the last answered heartbeat (at least 1: this
   // instance), or expected_instances while none was ever answered. When Redis stops

@@ -125,6 +125,11 @@ void load_root(Reader& rd, const toml::table& root, Config& cfg) {
         rd.error(*mode, Reader::index("routes", i) + ".mode",
               "the ticket queue lives in Redis: add a [redis] table (url = \"redis://host:port/db\")");
       }
+      const toml::node* scope = rt ? rt->get("scope") : nullptr;
+      if (scope != nullptr && scope->value<std::string>() == "cluster") {
+        rd.error(*scope, Reader::index("routes", i) + ".scope",
+              "a cluster budget lives in Redis: add a [redis] table (url = \"redis://host:port/db\")");
+      }
       const toml::node* unavailable = rt ? rt->get("on_unavailable") : nullptr;
       if (unavailable != nullptr && unavailable->value<std::string>() == "queue") {
         rd.error(*unavailable, Reader::index("routes", i) + ".on_unavailable",

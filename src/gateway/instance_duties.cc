@@ -1,17 +1,31 @@
 // What the instance does once (see instance_duties.h).
 #include "gateway/instance_duties.h"
 
+#include "cluster/leader_lease.h"
+#include "cluster/node.h"
 #include "core/log.h"
 #include "proxy/worker_state.h"
 #include "proxy/dispatcher.h"
 #include "proxy/health_checker.h"
 
 namespace fg::gateway {
+namespace {
+
+// The dispatch lease: a dead leader is replaced within ttl + ttl/3 (4 s). The new leader
+// reclaims the entries the old one left idle for ttl/3 during the 2 ttl after it took
+// over (the old one died at most ttl/3 after its last renewal, so its entries are that
+// idle by the time its key expired).
+constexpr uint64_t kLeaderTtlMs = 3000;
+
+}  // namespace
 
 InstanceDuties::InstanceDuties(proxy::WorkerState* home, std::function<void()> on_idle)
-    : home_(home), on_idle_(std::move(on_idle)) {}
+    : home_(home), on_idle_(std::move(on_idle)), instance_id_(cluster::make_instance_id()) {}
 
-InstanceDuties::~InstanceDuties() = default;
+InstanceDuties::~InstanceDuties() {
+  // Not released: a process that ends without stop() leaves its leases to expire.
+  for (auto& [route, lease] : leases_) lease->stop(false);
+}
 
 void InstanceDuties::start() {
   sync_dispatchers();
@@ -29,15 +43,31 @@ void InstanceDuties::pressure_changed(bool on, const char* condition) {
              [&](log::Line& l) { l.str("condition", condition); });
 }
 
-void InstanceDuties::tick() { evaluate_breakers(); }
+void InstanceDuties::tick() {
+  evaluate_breakers();
+  // The leases' first attempt may have gone out before the connection was up: try again
+  // as soon as it is, not a third of the TTL later.
+  redis::Client* redis = home_->redis();
+  bool up = redis != nullptr && redis->connected();
+  if (up && !redis_was_up_)
+    for (auto& [route, lease] : leases_)
+      if (!lease->is_leader()) lease->try_now();
+  redis_was_up_ = up;
+}
 
 void InstanceDuties::drain() {
   // Dispatchers stop taking tickets; deliveries on the wire finish (the rest stay
-  // pending in Redis and are reclaimed later).
+  // pending in Redis and are reclaimed later). The leases are released once they are
+  // done, so the next leader does not reclaim a delivery still on the wire.
   draining_ = true;
   std::vector<std::unique_ptr<proxy::Dispatcher>> stopping = std::move(dispatchers_);
   dispatchers_.clear();
   for (auto& d : stopping) stop_dispatcher(std::move(d));
+  if (dispatchers_busy_ == 0) release_leases();
+}
+
+void InstanceDuties::release_leases() {
+  for (auto& [route, lease] : leases_) lease->stop(true);
 }
 
 void InstanceDuties::drain_expired() {
@@ -53,31 +83,84 @@ void InstanceDuties::drain_expired() {
 
 void InstanceDuties::stop() {
   if (health_) health_->stop();
+  // Released, then destroyed: their timers close now, so the loop can end.
+  release_leases();
+  leases_.clear();
 }
 
 void InstanceDuties::sync_dispatchers() {
   if (draining_) return;
   const Config& cfg = home_->config();
-  // Keep dispatchers of routes still queued, start new ones, stop the others.
+  auto queued = [&](const std::string& name) {
+    for (const auto& r : cfg.routes)
+      if (r.name == name && r.queued() && cfg.redis.enabled) return true;
+    return false;
+  };
+  // Keep dispatchers and leases of routes still queued, stop the others.
   std::vector<std::unique_ptr<proxy::Dispatcher>> keep;
   for (auto& d : dispatchers_) {
-    bool wanted = false;
-    for (const auto& r : cfg.routes) wanted = wanted || (r.name == d->route() && r.queued() && cfg.redis.enabled);
-    if (wanted) {
+    if (queued(d->route())) {
       keep.push_back(std::move(d));
     } else {
       stop_dispatcher(std::move(d));
     }
   }
   dispatchers_ = std::move(keep);
-  // One dispatcher per instance: deliveries leave in queue order, the route budget is
-  // shared with live traffic either way.
+  for (auto it = leases_.begin(); it != leases_.end();) {
+    if (queued(it->first)) {
+      ++it;
+      continue;
+    }
+    it->second->stop(true);
+    it = leases_.erase(it);
+  }
+  // Every instance keeps a dispatcher per queued route, for the queue depth it samples
+  // for its workers; only the one holding the route's lease reads and delivers.
   if (!cfg.redis.enabled) return;
   for (const auto& r : cfg.routes) {
     if (!r.queued() || dispatcher(r.name)) continue;
     dispatchers_.push_back(std::make_unique<proxy::Dispatcher>(home_, r.name));
+    dispatchers_.back()->set_leading(leads(r.name));
     dispatchers_.back()->start();
   }
+  // One dispatching dispatcher per queued route in the cluster: the holder of the
+  // route's lease (leadership_changed turns reading on and off).
+  redis::Client* redis = home_->redis();
+  if (!cfg.redis.enabled || redis == nullptr) return;
+  for (const auto& r : cfg.routes) {
+    if (!r.queued() || leases_.count(r.name)) continue;
+    cluster::LeaderLeaseOptions o;
+    o.prefix = cfg.redis.prefix;
+    o.name = "dispatch:" + r.name;
+    o.holder_id = instance_id_;
+    o.ttl_ms = kLeaderTtlMs;
+    o.on_change = [this, route = r.name](bool leader, uint64_t token) { leadership_changed(route, leader, token); };
+    auto lease = std::make_unique<cluster::LeaderLease>(home_->loop(), redis, std::move(o));
+    cluster::LeaderLease* raw = lease.get();
+    leases_.emplace(r.name, std::move(lease));
+    raw->start();
+  }
+}
+
+void InstanceDuties::leadership_changed(const std::string& route, bool leader, uint64_t token) {
+  log::event("info", leader ? "dispatch_lead" : "dispatch_lead_lost", [&](log::Line& l) {
+    l.str("route", route).num("token", static_cast<int64_t>(token)).str("instance", instance_id_);
+  });
+  const Config& cfg = home_->config();
+  for (size_t i = 0; i < cfg.routes.size(); i++) {
+    const auto& queue = home_->snapshot()->routes[i].queue;
+    if (cfg.routes[i].name == route && queue) queue->leader_token.store(leader ? token : 0, std::memory_order_relaxed);
+  }
+  proxy::Dispatcher* d = dispatcher(route);
+  auto it = leases_.find(route);
+  if (d == nullptr || it == leases_.end()) return;  // draining, or the route is gone
+  d->set_leading(leader, queue::Fence{it->second->keys().fence, leader ? token : 0});
+  if (leader) d->take_over(kLeaderTtlMs / 3, 2 * kLeaderTtlMs);
+}
+
+bool InstanceDuties::leads(const std::string& route) const {
+  auto it = leases_.find(route);
+  return it != leases_.end() && it->second->is_leader();
 }
 
 void InstanceDuties::stop_dispatcher(std::unique_ptr<proxy::Dispatcher> d) {
@@ -97,6 +180,7 @@ void InstanceDuties::dispatcher_idle(proxy::Dispatcher* d) {
     break;
   }
   dispatchers_busy_--;
+  if (draining_ && dispatchers_busy_ == 0) release_leases();
   if (on_idle_) on_idle_();
 }
 

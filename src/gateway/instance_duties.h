@@ -1,5 +1,6 @@
 // What one instance does once rather than once per worker: queue dispatch (one
-// dispatcher per queued route, so that deliveries leave in queue order), circuit
+// dispatcher per queued route, reading only while this instance holds the route's
+// dispatch lease in Redis, so that deliveries leave in queue order cluster-wide), circuit
 // breaker evaluation (every breaker of the instance moves through its states in one
 // place), active health checks, and the pressure_on/pressure_off log line. They run on one worker's loop (worker 0, chosen
 // in net/worker.cc where this object is created); this class is their one home, so
@@ -15,6 +16,10 @@
 #include <vector>
 
 #include "breaker/breaker.h"
+
+namespace fg::cluster {
+class LeaderLease;
+}
 
 namespace fg::proxy {
 class Dispatcher;
@@ -52,11 +57,15 @@ class InstanceDuties {
   // Stopped dispatchers still finishing deliveries.
   bool busy() const { return dispatchers_busy_ > 0; }
 
-  // The dispatcher of a queued route, or null.
+  // The dispatcher of a queued route, or null (also while another instance leads it).
   proxy::Dispatcher* dispatcher(const std::string& route);
+  // Whether this instance holds the route's dispatch lease (any thread).
+  bool leads(const std::string& route) const;
 
  private:
   void sync_dispatchers();
+  void leadership_changed(const std::string& route, bool leader, uint64_t token);
+  void release_leases();
   void stop_dispatcher(std::unique_ptr<proxy::Dispatcher> d);
   void dispatcher_idle(proxy::Dispatcher* d);
   void evaluate_breakers();
@@ -68,6 +77,11 @@ class InstanceDuties {
   // Stopped, waiting for their deliveries on the wire; retired to the reaper when idle.
   std::vector<std::unique_ptr<proxy::Dispatcher>> stopping_dispatchers_;
   size_t dispatchers_busy_ = 0;
+  // One lease per queued route, in Redis: only the holder in the whole cluster runs the
+  // route's dispatcher, so tickets leave in queue order whichever instance stored them.
+  std::string instance_id_;
+  bool redis_was_up_ = false;
+  std::unordered_map<std::string, std::unique_ptr<cluster::LeaderLease>> leases_;
   std::unique_ptr<proxy::HealthChecker> health_;
   std::unordered_map<const breaker::Breaker*, breaker::State> breaker_seen_;  // last logged state
 };

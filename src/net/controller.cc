@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "cluster/node.h"
 #include "core/log.h"
 #include "floodgate_version.h"
 #include "http/serialize.h"
@@ -43,7 +44,8 @@ Controller::Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr
                        TlsContexts tls, std::shared_ptr<tls::TicketKeyRing> ticket_keys, ServiceFactory make_service)
     : loop_(loop), config_path_(std::move(config_path)), make_service_(std::move(make_service)),
       ticket_keys_(std::move(ticket_keys)) {
-  snapshot_ = Snapshot::build(std::move(config), nullptr, mono_ns(), std::move(tls));
+  ensure_cluster(*config);
+  snapshot_ = Snapshot::build(std::move(config), nullptr, mono_ns(), std::move(tls), cluster_.get());
   loaded_at_ms_ = snapshot_->loaded_at_ms;
   auto& reg = metrics::Registry::get();
   reloads_ok_ = reg.counter("floodgate_config_reloads_total", "Configuration reloads by result.",
@@ -60,12 +62,26 @@ Controller::Controller(uv_loop_t* loop, std::string config_path, std::shared_ptr
     auto* self = static_cast<Controller*>(a->data);
     if (self->joiner_.joinable()) self->joiner_.join();
     uv_close(reinterpret_cast<uv_handle_t*>(&self->stopped_async_), nullptr);
+    // Every worker has stopped taking from the cluster budgets.
+    if (self->cluster_) self->cluster_->close(nullptr);
     if (self->on_stopped_) self->on_stopped_();
   });
   stopped_async_.data = this;
 }
 
 Controller::~Controller() { join(); }
+
+void Controller::ensure_cluster(const Config& config) {
+  if (cluster_ || !config.redis.enabled) return;
+  bool wanted = false;
+  for (const auto& r : config.routes) wanted = wanted || r.cluster_scope;
+  if (!wanted) return;
+  // The connection is the one of the config that first needed it: a reload that moves
+  // [redis] elsewhere applies to the cluster node at the next restart.
+  cluster_ = std::make_unique<cluster::Node>(loop_, config.redis, cluster::make_instance_id());
+  cluster_->start();
+  log::event("info", "cluster_joined", [&](log::Line& l) { l.str("instance", cluster_->instance_id()); });
+}
 
 Status Controller::start() {
   int n = snapshot_->config->server.workers;
@@ -112,7 +128,8 @@ Status Controller::reload(const char* trigger) {
           .str("note", "server.workers applies at the next restart");
     });
   }
-  snapshot_ = Snapshot::build(loaded.value(), snapshot_.get(), mono_ns(), std::move(tls.value()));
+  ensure_cluster(next);
+  snapshot_ = Snapshot::build(loaded.value(), snapshot_.get(), mono_ns(), std::move(tls.value()), cluster_.get());
   schedule_ticket_rotation();
   loaded_at_ms_ = snapshot_->loaded_at_ms;
   for (auto& w : workers_) w->post_snapshot(snapshot_);
@@ -339,6 +356,18 @@ std::string Controller::metrics_text() const {
                        std::to_string(q->depth.load(std::memory_order_relaxed)) + "\n";
     out += line;
   }
+  out += "# HELP floodgate_dispatch_leader 1 while this instance runs the route's dispatcher for the whole cluster.\n";
+  out += "# TYPE floodgate_dispatch_leader gauge\n";
+  out += "# HELP floodgate_dispatch_leader_token The fencing token of the route's dispatch lease held here (0: not held).\n";
+  out += "# TYPE floodgate_dispatch_leader_token gauge\n";
+  for (size_t i = 0; i < snapshot_->routes.size(); i++) {
+    const auto& q = snapshot_->routes[i].queue;
+    if (!q) continue;
+    uint64_t token = q->leader_token.load(std::memory_order_relaxed);
+    std::string label = "{" + metrics::label("route", snapshot_->config->routes[i].name) + "} ";
+    out += "floodgate_dispatch_leader" + label + (token ? "1\n" : "0\n");
+    out += "floodgate_dispatch_leader_token" + label + std::to_string(token) + "\n";
+  }
   auto queue_gauge = [&](const char* name, const char* help, auto value) {
     out.append("# HELP ").append(name).append(" ").append(help).append("\n# TYPE ").append(name).append(" gauge\n");
     for (size_t i = 0; i < snapshot_->routes.size(); i++) {
@@ -387,6 +416,7 @@ std::string Controller::metrics_text() const {
                   static_cast<double>(instance_.loop_lag_ns[i].load(std::memory_order_relaxed)) / 1e9);
     out += buf;
   }
+  if (cluster_) out += cluster_->metrics_text();
   return out;
 }
 

@@ -15,6 +15,10 @@
 #include "net/service.h"
 #include "net/worker.h"
 
+namespace fg::cluster {
+class Node;
+}
+
 namespace fg::net {
 
 class Controller {
@@ -58,6 +62,8 @@ class Controller {
   static void on_fs_event(uv_fs_event_t* h, const char* filename, int events, int status);
   static void on_debounce(uv_timer_t* t);
   static void on_rate_sample(uv_timer_t* t);
+  // Creates the cluster node (main loop) once a config has a scope = "cluster" route.
+  void ensure_cluster(const Config& config);
   static void on_ticket_rotation(uv_timer_t* t);
   void schedule_ticket_rotation();
 
@@ -67,6 +73,8 @@ class Controller {
   ServiceFactory make_service_;
   Instance instance_;
   std::vector<std::unique_ptr<Worker>> workers_;
+  // The instance's membership and cluster budgets; null while no route needs them.
+  std::unique_ptr<cluster::Node> cluster_;
   bool stopping_ = false;
   uv_async_t stopped_async_;
   std::thread joiner_;

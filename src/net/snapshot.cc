@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "cluster/node.h"
 #include "core/log.h"
 #include "http/proxy_protocol.h"
 #include "tls/session.h"
@@ -82,7 +83,7 @@ std::string format_number(double v) {
 }  // namespace
 
 std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> config, const Snapshot* prev,
-                                                uint64_t now_ns, TlsContexts tls) {
+                                                uint64_t now_ns, TlsContexts tls, cluster::Node* cluster) {
   auto snap = std::make_shared<Snapshot>();
   snap->tls = std::move(tls);
   {
@@ -129,6 +130,7 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
       } else {
         rt.budget = std::make_shared<admission::Budget>(r.rate, r.burst, now_ns);
       }
+      if (r.cluster_scope && cluster) rt.shared = cluster->budget(r.name, r.rate, r.burst);
       rt.policy_header = "RateLimit-Policy: \"" + r.name + "\";q=" + format_number(r.rate) +
                          ";w=1\r\n";
     }

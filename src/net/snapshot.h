@@ -12,12 +12,17 @@
 
 #include "admission/budget.h"
 #include "admission/client_limiter.h"
+#include "admission/shared_budget.h"
 #include "breaker/latency_window.h"
 #include "floodgate/config.h"
 #include "idempotency/exchange.h"
 #include "metrics/registry.h"
 #include "breaker/server_counters.h"
 #include "net/tls_contexts.h"
+
+namespace fg::cluster {
+class Node;
+}
 
 namespace fg::net {
 
@@ -51,6 +56,9 @@ const char* ticket_state_name(int s);
 struct QueueState {
   std::atomic<int64_t> depth{0};
   std::atomic<double> rate{0};  // tickets leaving the queue per second, smoothed
+  // The fencing token of the route's dispatch lease while this instance holds it, else
+  // 0 (written by the instance duties, read by /metrics).
+  std::atomic<uint64_t> leader_token{0};
   std::atomic<int64_t> dead{0};    // dead letters of the route (cluster-wide), sampled
   std::atomic<int64_t> parked{0};  // tickets in the route's retry set, sampled
   int64_t last_taken = -1;      // sampler only
@@ -72,6 +80,10 @@ enum DryRun : int { kWouldReject = 0, kWouldDegrade, kWouldClientLimit, kWouldSh
 
 struct RouteRuntime {
   std::shared_ptr<admission::Budget> budget;          // null: the route has no rate
+  // scope = "cluster": the budget shared by every instance, which judges instead of
+  // `budget`. Owned by the instance's cluster::Node, which outlives every snapshot's use
+  // (it is closed after the workers stopped).
+  admission::SharedBudget* shared = nullptr;
   std::shared_ptr<admission::ClientLimiter> clients;  // null: no client_rate
   std::array<metrics::CellId, kOutcomeCount> requests{};
   std::array<metrics::CellId, kDryRunCount> dry_run{};
@@ -118,9 +130,11 @@ struct Snapshot {
   std::array<metrics::CellId, kProxyRejectReasons> proxy_protocol_rejected{};
 
   // Main thread. Carries budgets (keeping their fill ratio), limiters and counters over
-  // from `prev` by route/upstream name when their shape allows it.
+  // from `prev` by route/upstream name when their shape allows it. `cluster` (main loop)
+  // provides the budgets of scope = "cluster" routes; without it they judge locally.
   static std::shared_ptr<const Snapshot> build(std::shared_ptr<const Config> config, const Snapshot* prev,
-                                               uint64_t now_ns, TlsContexts tls = {});
+                                               uint64_t now_ns, TlsContexts tls = {},
+                                               cluster::Node* cluster = nullptr);
   // The TLS context of listener `i` (server.listen order), or null for plain HTTP.
   std::shared_ptr<const tls::ServerContext> listener_tls(size_t i) const {
     return i < tls.listeners.size() ? tls.listeners[i] : nullptr;

@@ -443,7 +443,7 @@ void ClientConn::on_request_head(http::RequestHead& head) {
       if (h && !h->value.empty()) ar.client_key = h->value;
     }
   }
-  admission::Verdict v = admission::Gate(rc, rt.budget.get(), rt.clients.get(), rt.policy_header).decide(ar);
+  admission::Verdict v = admission::Gate(rc, rt.budget.get(), rt.clients.get(), rt.policy_header, rt.shared).decide(ar);
   if (rc.dry_run) {
     auto& reg = metrics::Registry::get();
     int wid = worker_->id();

@@ -25,6 +25,7 @@ constexpr uint64_t kSampleMs = 1000;       // depth and dispatch-rate sampling
 constexpr uint64_t kPromoteMs = 1000;      // retry set: looked at least this often
 constexpr uint64_t kPromoteMinMs = 20;     // ... and at most this often
 constexpr size_t kMaxStoredResponse = 4 * 1024 * 1024;
+constexpr uint64_t kSharedBudgetRetryMs = 5;  // a cluster budget refused: its lease refill is on the way
 
 double uniform01() {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
@@ -46,7 +47,7 @@ std::string json_escape(std::string_view s) {
 class Delivery final : public UpstreamUser {
  public:
   Delivery(Dispatcher* d, std::string entry, std::string ticket, bool reclaimed)
-      : d_(d), entry_(std::move(entry)), ticket_(std::move(ticket)), reclaimed_(reclaimed) {
+      : d_(d), entry_(std::move(entry)), ticket_(std::move(ticket)), reclaimed_(reclaimed), fence_(d->fence()) {
     timer_ = new_timer(d_->worker()->loop(), this);
     snap_ = d_->worker()->snapshot();
   }
@@ -89,7 +90,15 @@ class Delivery final : public UpstreamUser {
       return;
     }
     const auto& rt = d_->worker()->snapshot()->routes[static_cast<size_t>(idx)];
-    if (rt.budget) {
+    if (rt.shared) {
+      // The cluster budget: a token from this instance's lease (no Redis call here). The
+      // lease is refilled within a few ms of running low; until then, look again soon.
+      if (!rt.shared->try_take(net::mono_ns())) {
+        uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->wait_budget(); },
+                       kSharedBudgetRetryMs, 0);
+        return;
+      }
+    } else if (rt.budget) {
       // A timer wakes us a little late (whole milliseconds); judging the wake-up at the
       // instant it was due keeps a drain at exactly `rate` even with burst = 0, where
       // every late arrival would otherwise lose its lateness from the budget.
@@ -131,7 +140,7 @@ class Delivery final : public UpstreamUser {
                    // is still on its way: the entry stays pending and is reclaimed later.
                    if (Delivery* self = g.get()) self->on_started(del);
                  },
-                 reclaimed_);
+                 reclaimed_, fence_);
   }
 
   void on_started(queue::Delivery& del) {
@@ -156,6 +165,11 @@ class Delivery final : public UpstreamUser {
           return;
         }
         redis_backoff([](Delivery* self) { self->start_ticket(); });
+        return;
+      case queue::Delivery::Kind::kFenced:
+        // Another instance leads the route now and may already deliver this entry:
+        // leave it to that one.
+        deposed();
         return;
       case queue::Delivery::Kind::kSkip:
         d_->delivery_done(this);
@@ -365,13 +379,17 @@ class Delivery final : public UpstreamUser {
     };
     if (move_.how == Move::kBury)
       queue::bury(*redis, d_->worker()->retry_scripts(), keys, d_->route(), entry_, ticket_, fin_reason_, move_.now_ms,
-                  std::move(cb));
+                  std::move(cb), fence_);
     else
       queue::park(*redis, d_->worker()->retry_scripts(), keys, d_->route(), entry_, ticket_, fin_reason_, move_.now_ms,
-                  move_.due_ms, std::move(cb));
+                  move_.due_ms, std::move(cb), fence_);
   }
 
   void on_moved(queue::MoveResult r) {
+    if (r == queue::MoveResult::kFenced) {
+      deposed();
+      return;
+    }
     if (r == queue::MoveResult::kUnavailable) {
       if (d_->worker()->redis() == nullptr || (d_->stopping_ && !d_->worker()->redis()->connected())) {
         abandon();  // stays pending; reclaimed and attempted again later
@@ -435,14 +453,28 @@ class Delivery final : public UpstreamUser {
     queue::finish(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, d_->route(),
                   entry_, ticket_, fin_state_, fin_blob_, fin_reason_, log::wall_ms(), rc->queue.ticket_ttl_ms,
                   fin_store_idem_, rc->idempotency.ttl_ms,
-                  [g = anchor_.guard(), hold = d_->worker()->hold_redis()](bool ok) {
+                  [g = anchor_.guard(), hold = d_->worker()->hold_redis()](queue::Written w) {
                     hold();
-                    if (Delivery* self = g.get()) self->on_final_written(ok);
-                  });
+                    if (Delivery* self = g.get()) self->on_final_written(w);
+                  },
+                  fence_);
   }
 
-  void on_final_written(bool ok) {
-    if (!ok) {
+  // A write was refused for a stale fencing token: this instance was deposed. Nothing
+  // was written; the entry belongs to the new leader, which delivers it again.
+  void deposed() {
+    log::event("warn", "dispatch_fenced", [&](log::Line& l) {
+      l.str("route", d_->route()).str("ticket", ticket_).num("token", static_cast<int64_t>(fence_.token));
+    });
+    abandon();
+  }
+
+  void on_final_written(queue::Written w) {
+    if (w == queue::Written::kFenced) {
+      deposed();
+      return;
+    }
+    if (w != queue::Written::kOk) {
       if (d_->worker()->redis() == nullptr) {
         abandon();
         return;
@@ -486,6 +518,7 @@ class Delivery final : public UpstreamUser {
   std::string entry_;
   std::string ticket_;
   bool reclaimed_;
+  queue::Fence fence_;  // the dispatch lease's token when this delivery began
   bool started_ = false;
   uv_timer_t* timer_;
   std::shared_ptr<const net::Snapshot> snap_;
@@ -553,6 +586,21 @@ void Dispatcher::start() {
   uv_timer_start(reclaim_timer_, on_reclaim_timer, every, every);
   uv_timer_start(sample_timer_, on_sample_timer, 0, kSampleMs);
   uv_timer_start(promote_timer_, on_promote_timer, 0, 0);
+}
+
+void Dispatcher::set_leading(bool leading, queue::Fence fence) {
+  fence_ = std::move(fence);
+  if (leading_ == leading) return;
+  leading_ = leading;
+  if (leading) schedule_read(0);
+}
+
+void Dispatcher::take_over(uint64_t min_idle_ms, uint64_t window_ms) {
+  takeover_idle_ms_ = std::max<uint64_t>(min_idle_ms, 100);
+  takeover_until_ms_ = net::mono_ns() / 1000000 + window_ms;
+  const RouteConfig* rc = route_config();
+  uint64_t every = rc ? std::max<uint64_t>(rc->queue.processing_timeout_ms / 2, 200) : 1000;
+  uv_timer_start(reclaim_timer_, on_reclaim_timer, 100, std::min(every, takeover_idle_ms_ / 2));
 }
 
 void Dispatcher::stop(std::function<void()> on_idle) {
@@ -665,7 +713,7 @@ void Dispatcher::on_group_created(redis::Failure f, redis::Reply& r) {
 }
 
 void Dispatcher::read() {
-  if (stopping_ || reading_) return;
+  if (stopping_ || reading_ || !leading_) return;
   const RouteConfig* rc = route_config();
   redis::Client* redis = worker_->redis();
   if (rc == nullptr) return;
@@ -687,9 +735,9 @@ void Dispatcher::read() {
   int idx = route_index();
   if (idx >= 0) {
     const auto& rt = worker_->snapshot()->routes[static_cast<size_t>(idx)];
-    if (rt.budget) {
-      admission::Decision peek = rt.budget->peek(net::mono_ns());
-      size_t ready = static_cast<size_t>(peek.remaining) + 1;
+    if (rt.budget || rt.shared) {
+      uint64_t remaining = rt.shared ? rt.shared->available() : rt.budget->peek(net::mono_ns()).remaining;
+      size_t ready = static_cast<size_t>(remaining) + 1;
       size_t waiting = 0;
       for (auto* d : deliveries_)
         if (!d->sending()) waiting++;
@@ -750,12 +798,16 @@ void Dispatcher::handle_entries(const void* entries_reply, bool reclaimed) {
 void Dispatcher::reclaim() {
   const RouteConfig* rc = route_config();
   redis::Client* redis = worker_->redis();
-  if (stopping_ || rc == nullptr || redis == nullptr || !redis->connected() || !group_ready_) return;
+  if (!leading_ || stopping_ || rc == nullptr || redis == nullptr || !redis->connected() || !group_ready_) return;
   if (deliveries_.size() >= rc->queue.concurrency) return;
   queue::Keys keys{worker_->config().redis.prefix};
   size_t want = rc->queue.concurrency - deliveries_.size();
+  // Right after a leader change the previous dispatcher's entries are reclaimed as soon
+  // as they have been idle for the takeover's min idle: that instance is gone.
+  uint64_t min_idle = rc->queue.processing_timeout_ms;
+  if (net::mono_ns() / 1000000 < takeover_until_ms_) min_idle = std::min(min_idle, takeover_idle_ms_);
   redis->command({"XAUTOCLAIM", keys.stream(route_), queue::kGroup, consumer_,
-                  std::to_string(rc->queue.processing_timeout_ms), "0-0", "COUNT", std::to_string(want)},
+                  std::to_string(min_idle), "0-0", "COUNT", std::to_string(want)},
                  [g = anchor_.guard(), want](redis::Failure f, redis::Reply& r) {
                    Dispatcher* self = g.get();
                    if (self == nullptr || self->stopping_ || f != redis::Failure::kNone || r.is_error()) return;

@@ -1,4 +1,5 @@
-// Queue dispatch: one Dispatcher per instance (gateway::InstanceDuties) and queued route feeds
+// Queue dispatch: one Dispatcher per instance (gateway::InstanceDuties) and queued route,
+// reading only on the instance that holds the route's dispatch lease in the cluster, feeds
 // parked tickets to the upstream in queue order at the route budget's spare capacity
 // (the same budget live requests draw from), with a concurrency cap; retries retryable failures with
 // exponential backoff and full jitter, or, on a route with a retry_schedule, parks them
@@ -49,6 +50,18 @@ class Dispatcher {
   void force_stop();
   // A ticket was just parked on this worker: read without waiting for the next poll.
   void nudge();
+  // This instance just became the route's dispatcher in the cluster (leader lease): for
+  // the next `window_ms`, entries another consumer left idle for `min_idle_ms` are
+  // reclaimed (checked every min_idle_ms / 2), not only after processing_timeout.
+  void take_over(uint64_t min_idle_ms, uint64_t window_ms);
+  // Whether this dispatcher reads and reclaims tickets (true unless set otherwise): an
+  // instance that does not hold the route's dispatch lease keeps its dispatcher for the
+  // depth sampling only. Turning it off lets deliveries in flight finish.
+  // `fence`: the lease's fence key and token, carried by every start and finish of the
+  // deliveries begun from now on (a deposed leader's late writes are refused).
+  void set_leading(bool leading, queue::Fence fence = {});
+  bool leading() const { return leading_; }
+  const queue::Fence& fence() const { return fence_; }
 
   const std::string& route() const { return route_; }
   size_t in_flight() const { return deliveries_.size(); }
@@ -90,6 +103,10 @@ class Dispatcher {
   bool reclaim_more_ = false;  // the last XAUTOCLAIM left idle entries behind
   bool reading_ = false;
   bool group_ready_ = false;
+  bool leading_ = true;
+  queue::Fence fence_;
+  uint64_t takeover_idle_ms_ = 0;    // take_over(): reclaim sooner ...
+  uint64_t takeover_until_ms_ = 0;   // ... until then (monotonic ms)
   bool stopping_ = false;
   bool closed_ = false;
   std::function<void()> on_idle_;

@@ -127,6 +127,7 @@ constexpr size_t kListFields = 7;
 constexpr uint64_t kMaxPage = 1000;
 
 MoveResult move_result(redis::Failure f, const redis::Reply& r) {
+  if (f == redis::Failure::kNone && is_fenced(r)) return MoveResult::kFenced;
   if (!reply_ok(f, r)) return MoveResult::kUnavailable;
   if (r.str == "ok") return MoveResult::kMoved;
   if (r.str == "late") return MoveResult::kLate;
@@ -136,10 +137,12 @@ MoveResult move_result(redis::Failure f, const redis::Reply& r) {
 
 void move(redis::Client& c, RetryScripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
           std::string_view ticket_id, std::string_view reason, uint64_t now_ms, uint64_t score, const char* state,
-          const std::string& set, std::function<void(MoveResult)> done) {
-  c.eval(&s.move, {k.ticket(ticket_id), k.stream(route), set},
-         {std::string(entry_id), std::to_string(now_ms), std::to_string(score), std::string(reason), k.channel(),
-          std::string(ticket_id), state},
+          const std::string& set, std::function<void(MoveResult)> done, const Fence& fence) {
+  std::vector<std::string> keys{k.ticket(ticket_id), k.stream(route), set};
+  std::vector<std::string> args{std::string(entry_id), std::to_string(now_ms), std::to_string(score),
+                                std::string(reason), k.channel(), std::string(ticket_id), state};
+  redis::Script* script = fenced(&s.move, &s.move_fenced, fence, keys, args);
+  c.eval(script, std::move(keys), std::move(args),
          [done = std::move(done)](redis::Failure f, redis::Reply& r) { done(move_result(f, r)); });
 }
 
@@ -183,6 +186,7 @@ std::string dead_set_key(const Keys& k, std::string_view route) {
 
 RetryScripts::RetryScripts() {
   move.source = std::string(kWrites) + kMove;
+  move_fenced.source = std::string(kWrites) + kFencePrelude + kMove;
   promote.source = std::string(kWrites) + kRequeue + kPromote;
   redeliver.source = std::string(kWrites) + kRequeue + kRedeliver;
   list.source = kList;
@@ -190,15 +194,16 @@ RetryScripts::RetryScripts() {
 
 void park(redis::Client& c, RetryScripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
           std::string_view ticket_id, std::string_view reason, uint64_t now_ms, uint64_t due_ms,
-          std::function<void(MoveResult)> done) {
+          std::function<void(MoveResult)> done, const Fence& fence) {
   move(c, s, k, route, entry_id, ticket_id, reason, now_ms, due_ms, "retry", retry_set_key(k, route),
-       std::move(done));
+       std::move(done), fence);
 }
 
 void bury(redis::Client& c, RetryScripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
           std::string_view ticket_id, std::string_view reason, uint64_t now_ms,
-          std::function<void(MoveResult)> done) {
-  move(c, s, k, route, entry_id, ticket_id, reason, now_ms, now_ms, "dead", dead_set_key(k, route), std::move(done));
+          std::function<void(MoveResult)> done, const Fence& fence) {
+  move(c, s, k, route, entry_id, ticket_id, reason, now_ms, now_ms, "dead", dead_set_key(k, route), std::move(done),
+       fence);
 }
 
 void promote(redis::Client& c, RetryScripts& s, const Keys& k, std::string_view route, uint64_t now_ms,

@@ -30,6 +30,7 @@ std::string dead_set_key(const Keys& k, std::string_view route);
 struct RetryScripts {
   RetryScripts();
   redis::Script move, promote, redeliver, list;
+  redis::Script move_fenced;  // move behind the dispatch lease's fencing token
 };
 
 enum class MoveResult {
@@ -37,6 +38,7 @@ enum class MoveResult {
   kLate,         // not "processing" (already final, parked, or taken over by a reclaim): nothing changed
   kUnknown,      // no such ticket (its entry, if still there, is acknowledged)
   kUnavailable,  // Redis down, timed out or answered with an error: nothing is known to have changed
+  kFenced,       // the fence holds a newer dispatch lease token: nothing changed (queue::Fence)
 };
 
 // processing → retry: stores `reason` and `due_ms`, removes the ticket's expiry (and
@@ -47,14 +49,14 @@ enum class MoveResult {
 // over and finished with it: kLate, nothing changes.
 void park(redis::Client& c, RetryScripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
           std::string_view ticket_id, std::string_view reason, uint64_t now_ms, uint64_t due_ms,
-          std::function<void(MoveResult)> done);
+          std::function<void(MoveResult)> done, const Fence& fence = {});
 
 // processing → dead: like park, but into the route's dead-letter set (score now_ms).
 // The hash keeps its body and never expires; the idempotency record stays (without
 // expiry) and keeps pointing at the ticket, so repeats are acknowledged, not queued.
 void bury(redis::Client& c, RetryScripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
           std::string_view ticket_id, std::string_view reason, uint64_t now_ms,
-          std::function<void(MoveResult)> done);
+          std::function<void(MoveResult)> done, const Fence& fence = {});
 
 struct Promoted {
   bool ok = false;            // false: Redis unavailable or error; nothing is known to have moved

@@ -188,7 +188,32 @@ int64_t elem_int(const redis::Reply& r, size_t i) {
 
 }  // namespace
 
+// Put before a dispatcher script: the fence key and the token are the last key and
+// argument, removed here so that the script reads its own as before.
+const char* const kFencePrelude = R"LUA(
+local fence_token = tonumber(table.remove(ARGV))
+local fence_key = table.remove(KEYS)
+local fence_now = tonumber(redis.call('GET', fence_key) or '0')
+if fence_token < fence_now then
+  return redis.error_reply('FENCED token ' .. fence_token .. ' < ' .. fence_now)
+end
+if fence_token > fence_now then redis.call('SET', fence_key, fence_token) end
+)LUA";
+
+bool is_fenced(const redis::Reply& r) { return r.is_error() && r.str.rfind("FENCED", 0) == 0; }
+
+// `keys` and `args` with the fence appended, and the script to run them with.
+redis::Script* fenced(redis::Script* plain, redis::Script* with_fence, const Fence& fence,
+                      std::vector<std::string>& keys, std::vector<std::string>& args) {
+  if (fence.token == 0) return plain;
+  keys.push_back(fence.key);
+  args.push_back(std::to_string(fence.token));
+  return with_fence;
+}
+
 Scripts::Scripts() {
+  start_fenced.source = std::string(kFencePrelude) + kStart;
+  finish_fenced.source = std::string(kFencePrelude) + kFinish;
   enqueue.source = kEnqueue;
   start.source = kStart;
   finish.source = kFinish;
@@ -225,15 +250,19 @@ void enqueue(redis::Client& c, Scripts& s, const Keys& k, const NewTicket& t, ui
 
 void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
            std::string_view ticket_id, uint64_t now_ms, uint64_t max_wait_ms, std::function<void(Delivery&)> done,
-           bool reclaimed) {
+           bool reclaimed, const Fence& fence) {
   // The ticket's lifetime once finished is set again by finish(); an hour covers the
   // expired case here.
-  c.eval(&s.start, {k.ticket(ticket_id), k.stream(route), k.taken(route)},
-         {std::string(entry_id), std::to_string(now_ms), std::to_string(max_wait_ms), "3600000", k.channel(),
-          std::string(ticket_id), reclaimed ? "1" : "0"},
+  std::vector<std::string> keys{k.ticket(ticket_id), k.stream(route), k.taken(route)};
+  std::vector<std::string> args{std::string(entry_id), std::to_string(now_ms), std::to_string(max_wait_ms), "3600000",
+                                k.channel(), std::string(ticket_id), reclaimed ? "1" : "0"};
+  redis::Script* script = fenced(&s.start, &s.start_fenced, fence, keys, args);
+  c.eval(script, std::move(keys), std::move(args),
          [done = std::move(done)](redis::Failure f, redis::Reply& r) {
            Delivery d;
-           if (ok_reply(f, r) && r.type == redis::Reply::Type::kArray && !r.elements.empty()) {
+           if (f == redis::Failure::kNone && is_fenced(r)) {
+             d.kind = Delivery::Kind::kFenced;
+           } else if (ok_reply(f, r) && r.type == redis::Reply::Type::kArray && !r.elements.empty()) {
              const std::string& tag = elem_str(r, 0);
              if (tag == "go") {
                d.kind = Delivery::Kind::kGo;
@@ -270,14 +299,18 @@ void keep_claimed(redis::Client& c, const Keys& k, std::string_view route, std::
 void finish(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
             std::string_view ticket_id, std::string_view state, std::string_view response,
             std::string_view reason, uint64_t now_ms, uint64_t ticket_ttl_ms, bool store_idem,
-            uint64_t idem_ttl_ms, std::function<void(bool ok)> done) {
-  c.eval(&s.finish, {k.ticket(ticket_id), k.stream(route)},
-         {std::string(entry_id), std::string(state), std::string(response), std::string(reason),
-          std::to_string(now_ms), std::to_string(ticket_ttl_ms), store_idem ? "1" : "0",
-          std::to_string(idem_ttl_ms), k.channel(), std::string(ticket_id)},
-         [done = std::move(done)](redis::Failure f, redis::Reply& r) {
-           if (done) done(ok_reply(f, r));
-         });
+            uint64_t idem_ttl_ms, std::function<void(Written)> done, const Fence& fence) {
+  std::vector<std::string> keys{k.ticket(ticket_id), k.stream(route)};
+  std::vector<std::string> args{std::string(entry_id), std::string(state), std::string(response),
+                                std::string(reason), std::to_string(now_ms), std::to_string(ticket_ttl_ms),
+                                store_idem ? "1" : "0", std::to_string(idem_ttl_ms), k.channel(),
+                                std::string(ticket_id)};
+  redis::Script* script = fenced(&s.finish, &s.finish_fenced, fence, keys, args);
+  c.eval(script, std::move(keys), std::move(args), [done = std::move(done)](redis::Failure f, redis::Reply& r) {
+    if (!done) return;
+    if (f == redis::Failure::kNone && is_fenced(r)) done(Written::kFenced);
+    else done(ok_reply(f, r) ? Written::kOk : Written::kFailed);
+  });
 }
 
 void poll(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id,

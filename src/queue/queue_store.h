@@ -34,7 +34,29 @@ struct Keys {
 struct Scripts {
   Scripts();
   redis::Script enqueue, start, finish, poll, cancel, expire, retry;
+  redis::Script start_fenced, finish_fenced;  // the same, behind a fencing token
 };
+
+// The dispatcher's writes (start, finish) carry the fencing token of the route's
+// dispatch lease (cluster::LeaderLease): `key` is the lease's fence key, which holds
+// the highest token seen. A write with a lower token is refused before it changes
+// anything (a deposed leader's late write); a higher one raises the fence. token 0:
+// unfenced (a single dispatcher without a lease, tests).
+struct Fence {
+  std::string key;
+  uint64_t token = 0;
+};
+
+// The Lua put before a dispatcher script (after its shebang line) to fence it: it takes
+// the fence key and the token off the end of KEYS and ARGV and answers an error
+// starting "FENCED" for a token below the fence.
+extern const char* const kFencePrelude;
+// Whether `r` is that refusal.
+bool is_fenced(const redis::Reply& r);
+// Appends the fence to `keys` and `args` and returns `with_fence`; token 0: `plain`,
+// unchanged arguments.
+redis::Script* fenced(redis::Script* plain, redis::Script* with_fence, const Fence& fence,
+                      std::vector<std::string>& keys, std::vector<std::string>& args);
 
 // What a request becomes when it is parked.
 struct NewTicket {
@@ -59,7 +81,8 @@ void enqueue(redis::Client& c, Scripts& s, const Keys& k, const NewTicket& t, ui
 
 // A ticket taken out of the stream for delivery.
 struct Delivery {
-  enum class Kind { kGo, kSkip, kExpired, kUnavailable } kind = Kind::kUnavailable;
+  // kFenced: a newer dispatcher exists; nothing was written, the entry is left to it.
+  enum class Kind { kGo, kSkip, kExpired, kUnavailable, kFenced } kind = Kind::kUnavailable;
   int64_t attempts = 0;
   std::string method, target, header_lines, body, forward_key;
   int64_t created_ms = 0;
@@ -74,7 +97,7 @@ struct Delivery {
 // failed/expired (kExpired).
 void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
            std::string_view ticket_id, uint64_t now_ms, uint64_t max_wait_ms, std::function<void(Delivery&)> done,
-           bool reclaimed = false);
+           bool reclaimed = false, const Fence& fence = {});
 
 // Claims a stream entry again for `consumer`, resetting its idle time, so that no other
 // consumer reclaims it while this one still works on it (waiting for a server or for
@@ -91,10 +114,11 @@ void count_retry(redis::Client& c, Scripts& s, const Keys& k, std::string_view r
 // Final state: "done" with the stored response, or "failed" with a reason. Acks and
 // deletes the stream entry, updates the idempotency record (stores the answer when
 // `store_idem`, else releases it), and publishes the change.
+enum class Written { kOk, kFailed, kFenced };
 void finish(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
             std::string_view ticket_id, std::string_view state, std::string_view response,
             std::string_view reason, uint64_t now_ms, uint64_t ticket_ttl_ms, bool store_idem,
-            uint64_t idem_ttl_ms, std::function<void(bool ok)> done);
+            uint64_t idem_ttl_ms, std::function<void(Written)> done, const Fence& fence = {});
 
 struct TicketView {
   enum class Kind { kUnknown, kQueued, kProcessing, kDone, kFailed, kCancelled, kUnavailable } kind =

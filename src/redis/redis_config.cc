@@ -11,12 +11,14 @@ using config::Reader;
 using config::Table;
 
 constexpr int64_t kMaxWaitReplicas = 16;
+constexpr int64_t kMaxInstances = 1000;
 
 }  // namespace
 
 void load_config(Reader& rd, const Table& table, RedisConfig& r) {
   const toml::table& t = table.toml();
-  rd.check_keys(t, "redis", {"url", "prefix", "timeout", "on_failure", "wait_replicas", "wait_timeout"});
+  rd.check_keys(t, "redis", {"url", "prefix", "timeout", "on_failure", "wait_replicas", "wait_timeout",
+                         "expected_instances"});
   r.enabled = true;
   if (const toml::node* n = t.get("url")) {
     if (rd.read_string(*n, "redis.url", &r.url)) {
@@ -48,6 +50,8 @@ void load_config(Reader& rd, const Table& table, RedisConfig& r) {
       else rd.error(*n, "redis.on_failure", "expected \"closed\" (503 where Redis is needed) or \"open\" (forward without dedupe), got \"" + v + "\"");
     }
   }
+  if (const toml::node* n = t.get("expected_instances"))
+    rd.read_int(*n, "redis.expected_instances", 1, kMaxInstances, &r.expected_instances);
   const toml::node* replicas = t.get("wait_replicas");
   if (replicas != nullptr) rd.read_int(*replicas, "redis.wait_replicas", 0, kMaxWaitReplicas, &r.wait_replicas);
   if (const toml::node* n = t.get("wait_timeout")) {

@@ -19,6 +19,9 @@ struct RedisConfig {
   bool fail_open = false;        // on_failure = "open": forward without dedupe when Redis is down
   uint64_t wait_replicas = 0;    // >0: a ticket is acknowledged only after WAIT n replicas
   uint64_t wait_timeout_ms = 100; // how long WAIT may take before the enqueue counts as failed
+  // Cluster-scope budgets divide their rate by the live instance count (heartbeats in
+  // Redis) when Redis is unreachable; this is the count until a heartbeat was answered.
+  uint64_t expected_instances = 1;
 };
 
 namespace redis {

@@ -12,6 +12,7 @@ import time
 from harness import (scrape, Conn, ConnectionClosed, free_port, gateway_config, http, run_tests,
                      start_gateway, start_shop, test, wait_until)
 from harness import metric as harness_metric
+from load import Load
 
 shop = start_shop(name="adm", threads=2)
 
@@ -32,85 +33,9 @@ def gateway(routes, extra="", **kw):
     return gw, admin
 
 
-
-
-
-
 def metric(samples, name, **labels):
     """The value of the one series of `name` whose labels include `labels` (0 if none)."""
     return harness_metric(samples, name, **labels) or 0.0
-
-
-class Load:
-    """`conns` keep-alive connections, each sending GET `path` at rate/conns per second
-    (paced against a schedule, so the offered rate holds even after a slow response),
-    for `duration` seconds. Records every status, the first responses of each status,
-    and every transport error."""
-
-    def __init__(self, port, path, *, conns, rate, duration, headers=None):
-        self.port, self.path, self.conns = port, path, conns
-        self.interval = conns / float(rate)
-        self.duration = duration
-        self.headers = headers or {}
-        self.lock = threading.Lock()
-        self.status = collections.Counter()
-        self.samples = collections.defaultdict(list)
-        self.errors = []
-        self.first_sent = self.last_sent = None
-
-    def _record(self, resp):
-        with self.lock:
-            self.status[resp.status] += 1
-            if len(self.samples[resp.status]) < 20:
-                self.samples[resp.status].append(resp)
-
-    def _worker(self, i, t0):
-        conn = None
-        k = 0
-        end = t0 + self.duration
-        while True:
-            due = t0 + (k + i / self.conns) * self.interval
-            if due >= end:
-                break
-            now = time.monotonic()
-            if due > now:
-                time.sleep(due - now)
-            k += 1
-            try:
-                if conn is None:
-                    conn = Conn(self.port, timeout=5)
-                now = time.monotonic()
-                with self.lock:
-                    self.first_sent = now if self.first_sent is None else min(self.first_sent, now)
-                    self.last_sent = now if self.last_sent is None else max(self.last_sent, now)
-                conn.request("GET", self.path, self.headers)
-                self._record(conn.recv_response())
-            except (OSError, ConnectionClosed, ValueError) as e:
-                with self.lock:
-                    self.errors.append(repr(e))
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    def run(self):
-        t0 = time.monotonic() + 0.05
-        threads = [threading.Thread(target=self._worker, args=(i, t0), daemon=True)
-                   for i in range(self.conns)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(self.duration + 30)
-        assert not any(t.is_alive() for t in threads), "load threads did not finish"
-        return self
-
-    @property
-    def window(self):
-        return (self.last_sent - self.first_sent) if self.first_sent else 0.0
-
-    def ok(self):
-        return sum(n for s, n in self.status.items() if 200 <= s < 300)
 
 
 def check_ratelimit_headers(resp, route, rate):

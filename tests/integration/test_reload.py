@@ -12,6 +12,7 @@ import time
 
 from harness import (Conn, ConnectionClosed, fnv1a64, free_port, gateway_config, http,
                      run_tests, start_gateway, start_shop, test, wait_until)
+from load import paced
 
 shop = start_shop(name="first", threads=2)
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -88,16 +89,7 @@ class Load:
 
     def _worker(self, i, t0):
         conn = None
-        k = 0
-        end = t0 + self.duration
-        while not self._stop.is_set():
-            due = t0 + (k + i / self.conns) * self.interval
-            if due >= end:
-                break
-            now = time.monotonic()
-            if due > now:
-                time.sleep(due - now)
-            k += 1
+        for _ in paced(t0, i, self.conns, self.interval, self.duration, self._stop.is_set):
             try:
                 if conn is None:
                     conn = Conn(self.port, timeout=5)

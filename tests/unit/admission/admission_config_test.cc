@@ -148,10 +148,19 @@ TEST_CASE("overflow, scope and client_key values", "[config][admission]") {
   CHECK(load_error(route_with("rate = 10\noverflow = \"drop\"\n")) ==
         "test.toml:12:12: routes[0].overflow: expected \"reject\", \"degrade\" or \"queue\", got \"drop\"");
   CHECK(load_error(route_with("rate = 10\nscope = \"cluster\"\n")) ==
-        "test.toml:12:9: routes[0].scope: scope = \"cluster\" (one budget shared between instances through Redis) "
-        "is not available in this build; use \"instance\"");
+        "test.toml:12:9: routes[0].scope: a cluster budget lives in Redis: add a [redis] table "
+        "(url = \"redis://host:port/db\")");
+  auto cluster = load_ok(route_with("rate = 10\nscope = \"cluster\"\n") + "[redis]\nexpected_instances = 3\n");
+  CHECK(cluster->routes[0].cluster_scope);
+  CHECK(cluster->redis.expected_instances == 3);
+  CHECK_FALSE(load_ok(route_with("rate = 10\n") + "[redis]\n")->routes[0].cluster_scope);
+  CHECK(load_ok(route_with("rate = 10\n") + "[redis]\n")->redis.expected_instances == 1);
+  CHECK(load_error(route_with("scope = \"cluster\"\n") + "[redis]\n") ==
+        "test.toml:11:9: routes[0].scope: only valid together with rate (scope says who shares the route budget)");
+  CHECK_THAT(load_error(route_with("rate = 10\n") + "[redis]\nexpected_instances = 0\n"),
+             StartsWith("test.toml:13:22: redis.expected_instances: must be between 1 and 1000"));
   CHECK(load_error(route_with("rate = 10\nscope = \"global\"\n")) ==
-        "test.toml:12:9: routes[0].scope: expected \"instance\", got \"global\"");
+        "test.toml:12:9: routes[0].scope: expected \"instance\" or \"cluster\", got \"global\"");
   CHECK(load_error(route_with("client_rate = 5\nclient_key = \"cookie:sid\"\n")) ==
         "test.toml:12:14: routes[0].client_key: expected \"ip\" or \"header:NAME\", got \"cookie:sid\"");
   CHECK(load_error(route_with("client_rate = 5\nclient_key = \"IP\"\n")) ==
@@ -171,7 +180,7 @@ TEST_CASE("several admission errors are all reported", "[config][admission]") {
   CHECK_THAT(msg, Contains("test.toml:11:9: routes[0].burst: must be between 0"));
   CHECK_THAT(msg, Contains("test.toml:12:16: routes[0].client_burst: only valid together with client_rate"));
   CHECK_THAT(msg, Contains("test.toml:13:12: routes[0].overflow: expected \"reject\""));
-  CHECK_THAT(msg, Contains("test.toml:14:9: routes[0].scope: scope = \"cluster\""));
+  CHECK_THAT(msg, Contains("test.toml:14:9: routes[0].scope: only valid together with rate"));
 }
 
 TEST_CASE("[degrade] is validated", "[config]") {

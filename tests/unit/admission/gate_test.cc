@@ -136,3 +136,52 @@ TEST_CASE("a dry-run route always goes on and reports what would have happened")
   CHECK(v.kind == Verdict::Kind::kAdmit);
   CHECK(v.would_reject);
 }
+
+namespace {
+
+// A budget of a fixed number of tokens standing in for the cluster's leased ones.
+class FixedShared : public fg::admission::SharedBudget {
+ public:
+  explicit FixedShared(uint64_t tokens) : tokens_(tokens) {}
+  bool try_take(uint64_t) override {
+    takes++;
+    if (tokens_ == 0) return false;
+    tokens_--;
+    return true;
+  }
+  uint64_t available() const override { return tokens_; }
+  uint64_t retry_after_ns() const override { return 2'000'000'000ULL; }
+  int takes = 0;
+
+ private:
+  uint64_t tokens_;
+};
+
+}  // namespace
+
+TEST_CASE("a cluster-scope route is judged by its shared budget, not the local one") {
+  RouteConfig rc = route(Overflow::kReject);
+  Budget local(1000, 1000, kT0);
+  FixedShared shared(2);
+  Gate gate(rc, &local, nullptr, kPolicy, &shared);
+  Verdict first = gate.decide(at(kT0));
+  CHECK(first.kind == Verdict::Kind::kAdmit);
+  CHECK(first.headers == kPolicy + "RateLimit: \"orders\";r=1;t=1\r\n");
+  CHECK(gate.decide(at(kT0)).kind == Verdict::Kind::kAdmit);
+  Verdict third = gate.decide(at(kT0));
+  CHECK(third.kind == Verdict::Kind::kRateLimited);
+  CHECK(third.retry_after_ns == 2'000'000'000ULL);
+  CHECK(shared.takes == 3);
+  // The local budget was not touched: it still has its whole burst.
+  CHECK(local.peek(kT0).remaining == 1001);
+
+  RouteConfig queued = route(Overflow::kQueue);
+  FixedShared none(0);
+  Gate park(queued, nullptr, nullptr, kPolicy, &none);
+  CHECK(park.decide(at(kT0)).kind == Verdict::Kind::kPark);
+  RouteConfig dry = route(Overflow::kReject, true);
+  Gate shadow(dry, nullptr, nullptr, kPolicy, &none);
+  Verdict v = shadow.decide(at(kT0));
+  CHECK(v.kind == Verdict::Kind::kAdmit);
+  CHECK(v.would_reject);
+}

@@ -184,6 +184,31 @@ TEST_CASE("uneven demand on three instances admits rate * T + burst", "[cluster]
   REQUIRE(f.shutdown());
 }
 
+TEST_CASE("a low rate under steady excess demand stays within the bound: no credit on an empty bucket",
+          "[cluster]") {
+  ClusterFixture f;
+  f.connect(1);
+  constexpr double kRate = 10;
+  constexpr double kBurst = 1;
+  std::vector<Instance> is(1);
+  is[0].demand = 200;  // a queue dispatcher asking every 5 ms
+  start_instances(f, is, kRate, kBurst, false);
+  uint64_t t0 = uv_hrtime();
+  {
+    Load load(f, is);
+    f.run_for(3000);
+  }
+  double seconds = static_cast<double>(uv_hrtime() - t0) / 1e9;
+  uint64_t on_debt = is[0].budget->stats().admitted_on_debt;
+  std::printf("rate 10, demand 200/s: admitted %llu in %.2f s (bound %.0f), %llu on credit\n",
+              static_cast<unsigned long long>(is[0].admitted), seconds, window_bound(kRate, kBurst, 1, seconds),
+              static_cast<unsigned long long>(on_debt));
+  CHECK(static_cast<double>(is[0].admitted) <= window_bound(kRate, kBurst, 1, seconds));
+  CHECK(static_cast<double>(is[0].admitted) >= kRate * seconds * 0.8);
+  stop_instances(is);
+  REQUIRE(f.shutdown());
+}
+
 TEST_CASE("an idle instance holds at most one small lease, and not for long", "[cluster]") {
   ClusterFixture f;
   f.connect(2);

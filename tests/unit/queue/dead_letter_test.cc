@@ -148,12 +148,15 @@ class Rig {
     return entry;
   }
 
-  q::MoveResult park(const std::string& entry, const std::string& id, uint64_t due, const char* reason = "timeout") {
-    return wait_for<q::MoveResult>([&](auto cb) { q::park(*client_, retry, keys, kRoute, entry, id, reason, kNow, due, cb); });
+  q::MoveResult park(const std::string& entry, const std::string& id, uint64_t due, const char* reason = "timeout",
+                     const q::Fence& fence = {}) {
+    return wait_for<q::MoveResult>(
+        [&](auto cb) { q::park(*client_, retry, keys, kRoute, entry, id, reason, kNow, due, cb, fence); });
   }
   q::MoveResult bury(const std::string& entry, const std::string& id, uint64_t now = kNow,
-                     const char* reason = "connect") {
-    return wait_for<q::MoveResult>([&](auto cb) { q::bury(*client_, retry, keys, kRoute, entry, id, reason, now, cb); });
+                     const char* reason = "connect", const q::Fence& fence = {}) {
+    return wait_for<q::MoveResult>(
+        [&](auto cb) { q::bury(*client_, retry, keys, kRoute, entry, id, reason, now, cb, fence); });
   }
   q::Promoted promote(uint64_t now, uint64_t max = 100) {
     return wait_for<q::Promoted>([&](auto cb) { q::promote(*client_, retry, keys, kRoute, now, max, cb); });
@@ -185,9 +188,9 @@ class Rig {
     });
   }
   bool finish_done(const std::string& entry, const std::string& id, const char* state = "done") {
-    return wait_for<bool>([&](auto cb) {
+    return wait_for<q::Written>([&](auto cb) {
       q::finish(*client_, scripts, keys, kRoute, entry, id, state, "resp", "", kNow, kTtl, true, kTtl, cb);
-    });
+    }) == q::Written::kOk;
   }
 
   q::Keys keys{"fgdl:"};
@@ -533,6 +536,34 @@ TEST_CASE("redeliver_all moves a route's dead letters in bounded batches; other 
   CHECK(rig.depth() == 3);
   for (auto& id : ids) CHECK(rig.field(id, "st") == "queued");
   CHECK(rig.finish());
+}
+
+// ---- fencing (one dispatcher per route in the cluster) ----
+
+TEST_CASE("a deposed dispatcher's fenced park and bury are refused; the leader's go through", "[queue]") {
+  Rig rig;
+  const std::string fence_key = "fg:leader:{dispatch:" + std::string(kRoute) + "}:fence";
+  q::Fence old_leader{fence_key, 4};
+  q::Fence new_leader{fence_key, 5};
+  rig.raw({"SET", fence_key, "5"});
+  std::string id = rig.add();
+  std::string entry = rig.take(id);
+  CHECK(rig.park(entry, id, kNow + 5, "timeout", old_leader) == q::MoveResult::kFenced);
+  CHECK(rig.bury(entry, id, kNow, "connect", old_leader) == q::MoveResult::kFenced);
+  // Nothing changed: still processing, entry pending, both sets empty.
+  CHECK(rig.field(id, "st") == "processing");
+  CHECK(rig.raw({"XPENDING", rig.keys.stream(kRoute), q::kGroup}).elements[0].integer == 1);
+  CHECK(rig.num({"ZCARD", q::retry_set_key(rig.keys, kRoute)}) == 0);
+  CHECK(rig.count().second == 0);
+  CHECK(rig.park(entry, id, kNow + 5, "timeout", new_leader) == q::MoveResult::kMoved);
+  CHECK(rig.field(id, "st") == "retry");
+  CHECK(rig.raw({"GET", fence_key}).str == "5");
+  // A newer token raises the fence.
+  std::string id2 = rig.add();
+  std::string entry2 = rig.take(id2);
+  CHECK(rig.bury(entry2, id2, kNow, "connect", q::Fence{fence_key, 6}) == q::MoveResult::kMoved);
+  CHECK(rig.raw({"GET", fence_key}).str == "6");
+  CHECK(rig.count().second == 1);
 }
 
 // ---- wrong states ----

@@ -247,16 +247,22 @@ struct Fixture : fg::test::LoopFixture {
     return await<q::EnqueueResult>(
         [&](auto cb) { q::enqueue(*c, scripts, keys, t, max_depth, kHashTtl, client_max, cb); });
   }
-  q::Delivery start(const Entry& e, const std::string& route, uint64_t now, uint64_t max_wait = kMaxWait) {
+  q::Delivery start(const Entry& e, const std::string& route, uint64_t now, uint64_t max_wait = kMaxWait,
+                    const q::Fence& fence = {}) {
     return await<q::Delivery>(
-        [&](auto cb) { q::start(*c, scripts, keys, route, e.id, e.ticket, now, max_wait, cb); });
+        [&](auto cb) { q::start(*c, scripts, keys, route, e.id, e.ticket, now, max_wait, cb, false, fence); });
+  }
+  q::Written finish_as(const Entry& e, const std::string& route, const std::string& state,
+                       const std::string& response, const std::string& reason, bool store_idem,
+                       uint64_t now = kT0 + 5000, const q::Fence& fence = {}) {
+    return await<q::Written>([&](auto cb) {
+      q::finish(*c, scripts, keys, route, e.id, e.ticket, state, response, reason, now, kTicketTtl, store_idem,
+                kIdemTtl, cb, fence);
+    });
   }
   bool finish(const Entry& e, const std::string& route, const std::string& state, const std::string& response,
               const std::string& reason, bool store_idem, uint64_t now = kT0 + 5000) {
-    return await<bool>([&](auto cb) {
-      q::finish(*c, scripts, keys, route, e.id, e.ticket, state, response, reason, now, kTicketTtl, store_idem,
-                kIdemTtl, cb);
-    });
+    return finish_as(e, route, state, response, reason, store_idem, now) == q::Written::kOk;
   }
   q::TicketView poll(const std::string& id) {
     return await<q::TicketView>([&](auto cb) { q::poll(*c, scripts, keys, id, cb); });
@@ -590,6 +596,36 @@ TEST_CASE("start moves a queued ticket to processing and returns what to send", 
   CHECK(f.pending("checkout") == 1);
   CHECK(f.hgetall(f.keys.ticket(t.id))["st"] == "processing");
   REQUIRE(f.shutdown());
+}
+
+TEST_CASE("a dispatcher's fenced start and finish are refused once a newer token exists", "[queue]") {
+  Fixture f;
+  f.connect();
+  f.create_group("checkout");
+  const std::string fence_key = "fg:leader:{dispatch:checkout}:fence";
+  q::Fence old_leader{fence_key, 4};
+  q::Fence new_leader{fence_key, 5};
+  auto t = make_ticket("checkout", kT0);
+  Entry e = park(f, t);
+
+  // The first holder starts the delivery; its token becomes the fence.
+  REQUIRE(f.start(e, "checkout", kT0 + 10, kMaxWait, old_leader).kind == q::Delivery::Kind::kGo);
+  CHECK(f.cmd({"GET", fence_key}).str == "4");
+  CHECK(f.hgetall(f.keys.ticket(t.id))["a"] == "1");
+  // A new holder takes over (its start raises the fence) ...
+  REQUIRE(f.start(e, "checkout", kT0 + 20, kMaxWait, new_leader).kind == q::Delivery::Kind::kGo);
+  CHECK(f.cmd({"GET", fence_key}).str == "5");
+  CHECK(f.hgetall(f.keys.ticket(t.id))["a"] == "2");
+  // ... and the old one's late writes change nothing.
+  CHECK(f.start(e, "checkout", kT0 + 30, kMaxWait, old_leader).kind == q::Delivery::Kind::kFenced);
+  CHECK(f.hgetall(f.keys.ticket(t.id))["a"] == "2");
+  CHECK(f.finish_as(e, "checkout", "done", "late", "", false, kT0 + 40, old_leader) == q::Written::kFenced);
+  CHECK(f.hgetall(f.keys.ticket(t.id))["st"] == "processing");
+  CHECK(f.pending("checkout") == 1);
+  // The current holder's finish goes through; unfenced calls (token 0) are not checked.
+  CHECK(f.finish_as(e, "checkout", "done", "answer", "", false, kT0 + 50, new_leader) == q::Written::kOk);
+  CHECK(f.hgetall(f.keys.ticket(t.id))["st"] == "done");
+  CHECK(f.pending("checkout") == 0);
 }
 
 TEST_CASE("start skips cancelled, finished and vanished tickets and acknowledges their entries", "[queue]") {
