@@ -323,8 +323,10 @@ def slow_readers_do_not_hold_the_upstream_pool_and_memory_comes_back():
         # The answers really were held by the gateway (not by the upstream)...
         assert a["peak"] > SLOW_READERS * 400_000, a
         assert a["during"] > a["before"] + 50 * 1024, a
-        # ...and that memory went back once the slow readers left.
-        assert a["after"] <= a["before"] + 32 * 1024, a
+        # ...and that memory went back once the slow readers left (not measurable under
+        # AddressSanitizer, whose allocator quarantines what is freed).
+        if not gw.address_sanitized():
+            assert a["after"] <= a["before"] + 32 * 1024, a
         assert gw.alive()
     finally:
         gw.stop()

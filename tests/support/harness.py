@@ -948,6 +948,12 @@ class Gateway:
                     return int(line.split()[1])
         raise RuntimeError("no VmRSS in /proc status")
 
+    def address_sanitized(self):
+        """True when the process runs with AddressSanitizer's allocator, which keeps
+        freed memory in its quarantine: RSS then says nothing about memory given back."""
+        with open(f"/proc/{self.pid}/maps") as f:
+            return "libasan" in f.read()
+
     def fd_count(self):
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
