@@ -47,10 +47,14 @@ void UpstreamConn::connect(UpstreamUser* user) {
     // Report asynchronously-equivalent: the caller expects a callback, never a
     // re-entrant one from inside acquire(); a zero timer defers it.
     timeout_ms_ = 0;
+    read_deadline_ms_ = 0;
+    armed_for_ms_ = uv_now(loop);
     uv_timer_start(&timer_, on_timer, 0, 0);
     complete_ = true;  // marks "connect failed immediately" for on_timer
     return;
   }
+  read_deadline_ms_ = 0;
+  armed_for_ms_ = uv_now(loop) + pool_->config().connect_timeout_ms;
   uv_timer_start(&timer_, on_timer, pool_->config().connect_timeout_ms, 0);
 }
 
@@ -58,6 +62,12 @@ void UpstreamConn::on_connect(uv_connect_t* req, int status) {
   auto* self = static_cast<UpstreamConn*>(req->data);
   if (self->state_ == State::kClosing) return;
   uv_timer_stop(&self->timer_);
+  if (self->read_deadline_ms_ != 0) {
+    // A response was already expected while connecting: its clock keeps running.
+    const uint64_t now = uv_now(self->timer_.loop);
+    self->armed_for_ms_ = std::max(now, self->read_deadline_ms_);
+    uv_timer_start(&self->timer_, on_timer, self->armed_for_ms_ - now, 0);
+  }
   if (status < 0) {
     self->fail(UpstreamError::kConnect);
     return;
@@ -167,19 +177,27 @@ void UpstreamConn::expect_response(bool request_was_head, uint64_t timeout_ms) {
   parser_.begin(request_was_head);
   complete_ = false;
   timeout_ms_ = timeout_ms;
+  arm_read_timer();
+}
+
+void UpstreamConn::arm_read_timer() {
+  const uint64_t now = uv_now(timer_.loop);
+  read_deadline_ms_ = now + timeout_ms_;
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)) && armed_for_ms_ <= read_deadline_ms_) return;
+  armed_for_ms_ = read_deadline_ms_;
   uv_timer_start(&timer_, on_timer, timeout_ms_, 0);
 }
 
 void UpstreamConn::touch_timer() {
-  if (state_ == State::kBusy && timeout_ms_ > 0) uv_timer_start(&timer_, on_timer, timeout_ms_, 0);
+  if (state_ == State::kBusy && timeout_ms_ > 0) arm_read_timer();
 }
 
 void UpstreamConn::pause_reading() {
   if (reading_ && state_ == State::kBusy) {
     uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp_));
     reading_ = false;
-    // No timer while the client is the slow side: its send_timeout governs.
-    uv_timer_stop(&timer_);
+    // No read deadline while the client is the slow side: its send_timeout governs.
+    read_deadline_ms_ = 0;
   }
 }
 
@@ -187,8 +205,7 @@ void UpstreamConn::resume_reading() {
   if (!reading_ && (state_ == State::kBusy || state_ == State::kIdle)) {
     uv_read_start(reinterpret_cast<uv_stream_t*>(&tcp_), on_alloc, on_read);
     reading_ = true;
-    if (state_ == State::kBusy && timeout_ms_ > 0 && !complete_)
-      uv_timer_start(&timer_, on_timer, timeout_ms_, 0);
+    if (state_ == State::kBusy && timeout_ms_ > 0 && !complete_) arm_read_timer();
   }
 }
 
@@ -232,7 +249,7 @@ void UpstreamConn::on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
 }
 
 void UpstreamConn::handle_data(const char* data, size_t len) {
-  if (timeout_ms_ > 0) uv_timer_start(&timer_, on_timer, timeout_ms_, 0);
+  if (timeout_ms_ > 0) arm_read_timer();
   auto out = parser_.execute(data, len);
   if (state_ != State::kBusy) return;
   if (out.state == http::ResponseParser::State::kError) {
@@ -265,7 +282,7 @@ void UpstreamConn::on_response_body(const char* data, size_t len) {
 
 void UpstreamConn::on_response_complete() {
   complete_ = true;
-  uv_timer_stop(&timer_);
+  read_deadline_ms_ = 0;  // an armed timer fires into nothing
   requests_++;
 }
 
@@ -276,6 +293,12 @@ void UpstreamConn::on_timer(uv_timer_t* t) {
     self->complete_ = false;
     self->fail(UpstreamError::kConnect, !immediate);
   } else if (self->state_ == State::kBusy) {
+    if (self->read_deadline_ms_ == 0) return;  // no response is awaited (or reading is paused)
+    if (const uint64_t now = uv_now(t->loop); now < self->read_deadline_ms_) {
+      self->armed_for_ms_ = self->read_deadline_ms_;
+      uv_timer_start(t, on_timer, self->read_deadline_ms_ - now, 0);
+      return;
+    }
     self->fail(UpstreamError::kTimeout);
   }
 }
@@ -602,7 +625,7 @@ void UpstreamPool::release(UpstreamConn* conn, bool reusable) {
   conn->user_ = nullptr;
   conn->timeout_ms_ = 0;
   conn->idle_since_ms_ = worker_->now_ms();
-  uv_timer_stop(&conn->timer_);
+  conn->read_deadline_ms_ = 0;
   conn->resume_reading();
   s.idle.push_back(conn);
 }

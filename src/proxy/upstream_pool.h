@@ -67,6 +67,9 @@ class UpstreamConn final : public http::ResponseParser::Handler {
   void expect_response(bool request_was_head, uint64_t timeout_ms);
   // Restarts the first-byte timer (called while request body bytes still flow).
   void touch_timer();
+  // Moves the read deadline to timeout_ms_ from now. The libuv timer is restarted only
+  // when it would fire too late; firing early re-arms it for what is left (on_timer).
+  void arm_read_timer();
 
   void pause_reading();
   void resume_reading();
@@ -113,6 +116,10 @@ class UpstreamConn final : public http::ResponseParser::Handler {
   std::string tls_plain_;              // decrypted response bytes of one read
   bool tls_saved_ = false;             // this connection's ticket went to the server's slot
   uint64_t timeout_ms_ = 0;
+  // The read timeout re-arms lazily (see arm_read_timer): the loop time by which the
+  // next byte must arrive (0: none), and the loop time the libuv timer is set for.
+  uint64_t read_deadline_ms_ = 0;
+  uint64_t armed_for_ms_ = 0;
   uint64_t requests_ = 0;
   uint64_t idle_since_ms_ = 0;
   uint64_t address_gen_ = 0;  // the server's address generation it connected to
