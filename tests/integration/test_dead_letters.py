@@ -6,6 +6,7 @@ delivered exactly once when re-delivered; one that fails a few times is delivere
 the shop recovers; polls of such tickets answer 202 processing, never expired."""
 
 import json
+import socket
 import time
 
 from harness import (http, metric, scrape, test, wait_until, run_tests)
@@ -190,6 +191,15 @@ def dead_letter_endpoints_check_the_token_the_route_and_the_ticket():
 
     g = TokenGW([notify_route(retry_schedule=["200ms"]), orders_route(5), other_route()],
                 wait_redis=False)
+
+    def admin_listening():
+        try:
+            socket.create_connection(("127.0.0.1", g.admin), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    # Without waiting for Redis nothing else waits for the admin listener to be up.
+    wait_until(admin_listening, 10, message="the admin listener did not open")
     r, _ = admin(g, "GET", "/dead-letters?route=notify")
     assert r.status == 401, r
     r, _ = admin(g, "POST", "/dead-letters/redeliver?route=notify")

@@ -91,10 +91,16 @@ def backup_serves_when_primaries_are_stopped_and_primary_returns():
     wait_until(lambda: all(get(gw).header("x-shop") == "a" for _ in range(5)), 5, interval=0.1,
                message="traffic did not settle on the primary")
     before = c.stats()["requests"]
+    shops = []
     for i in range(10):
         r = get(gw, f"/api/products/{i % 4 + 1}")
-        assert r.status == 200 and r.header("x-shop") == "a", (i, r)
-    assert c.stats()["requests"] == before, (before, c.stats())
+        assert r.status == 200, (i, r)
+        shops.append(r.header("x-shop"))
+    # B is still down: when its breaker goes half-open during these requests, the one
+    # that probes it fails to connect and is retried, and on a slow (sanitizer) build it
+    # has been seen to land on the backup. Everything else stays on A.
+    assert shops.count("a") >= 9, shops
+    assert c.stats()["requests"] - before <= 1, (before, c.stats())
 
 @test(timeout=40)
 def unavailable_routes_answer_cache_degrade_or_error():
