@@ -326,27 +326,26 @@ std::string Controller::metrics_text() const {
   out += "# TYPE floodgate_build_info gauge\n";
   out += "floodgate_build_info{" + metrics::label("version", FLOODGATE_VERSION) + "} 1\n";
   append_process_metrics(out);
-  out += "# HELP floodgate_connections_active Open client connections.\n";
-  out += "# TYPE floodgate_connections_active gauge\n";
-  std::snprintf(buf, sizeof buf, "floodgate_connections_active %" PRId64 "\n",
-                instance_.connections.load(std::memory_order_relaxed));
-  out += buf;
-  out += "# HELP floodgate_connections_refused_total Client connections closed at once because their address "
-         "was at server.max_connections_per_client.\n";
-  out += "# TYPE floodgate_connections_refused_total counter\n";
-  std::snprintf(buf, sizeof buf, "floodgate_connections_refused_total{reason=\"per_client\"} %" PRIu64 "\n",
-                instance_.refused_per_client.load(std::memory_order_relaxed));
-  out += buf;
-  out += "# HELP floodgate_request_buffer_bytes Request body bytes read ahead under server.request_buffering.\n";
-  out += "# TYPE floodgate_request_buffer_bytes gauge\n";
-  std::snprintf(buf, sizeof buf, "floodgate_request_buffer_bytes %" PRId64 "\n",
-                instance_.request_buffered.load(std::memory_order_relaxed));
-  out += buf;
-  out += "# HELP floodgate_response_buffer_bytes Response bytes queued towards clients.\n";
-  out += "# TYPE floodgate_response_buffer_bytes gauge\n";
-  std::snprintf(buf, sizeof buf, "floodgate_response_buffer_bytes %" PRId64 "\n",
-                instance_.response_buffered.load(std::memory_order_relaxed));
-  out += buf;
+  // One series read from the instance's counters: HELP, TYPE, then `series value`.
+  auto instance_series = [&](const char* name, const char* type, const char* help, const char* series,
+                             int64_t value) {
+    out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+    out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+    std::snprintf(buf, sizeof buf, "%s %" PRId64 "\n", series, value);
+    out += buf;
+  };
+  instance_series("floodgate_connections_active", "gauge", "Open client connections.",
+                  "floodgate_connections_active", instance_.connections.load(std::memory_order_relaxed));
+  instance_series("floodgate_connections_refused_total", "counter",
+                  "Client connections closed at once because their address was at "
+                  "server.max_connections_per_client.",
+                  "floodgate_connections_refused_total{reason=\"per_client\"}",
+                  static_cast<int64_t>(instance_.refused_per_client.load(std::memory_order_relaxed)));
+  instance_series("floodgate_request_buffer_bytes", "gauge",
+                  "Request body bytes read ahead under server.request_buffering.", "floodgate_request_buffer_bytes",
+                  instance_.request_buffered.load(std::memory_order_relaxed));
+  instance_series("floodgate_response_buffer_bytes", "gauge", "Response bytes queued towards clients.",
+                  "floodgate_response_buffer_bytes", instance_.response_buffered.load(std::memory_order_relaxed));
   out += "# HELP floodgate_queue_depth Tickets waiting in each queued route (cluster-wide, sampled each second).\n";
   out += "# TYPE floodgate_queue_depth gauge\n";
   for (size_t i = 0; i < snapshot_->routes.size(); i++) {
