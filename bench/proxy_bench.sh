@@ -14,6 +14,9 @@
 #   IDLE_CONNS  idle keep-alive connections for the RSS check       default 10000
 #               (0 skips the check)
 #   KEEPALIVE   idle upstream connections each proxy keeps          default 64
+#   ACCESS_LOG  1 = both proxies write an access log to a file (Floodgate's
+#               JSON lines, nginx `combined` with `buffer=64k`), 0 = both off
+#                                                                   default 0
 #   BUILD       1 = run `ninja -C build` first, 0 = use the binaries as they are
 #                                                                   default 1
 #
@@ -37,9 +40,10 @@ WARMUP="${WARMUP:-2}"
 IDLE_CONNS="${IDLE_CONNS:-10000}"
 BUILD="${BUILD:-1}"
 KEEPALIVE="${KEEPALIVE:-64}"
+ACCESS_LOG="${ACCESS_LOG:-0}"
 PATH_UNDER_TEST="/api/products"
 
-for v in ROUNDS DUR WARMUP IDLE_CONNS KEEPALIVE; do
+for v in ROUNDS DUR WARMUP IDLE_CONNS KEEPALIVE ACCESS_LOG; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "proxy_bench: $v must be a whole number, got '${!v}'" >&2; exit 2; }
 done
 (( ROUNDS >= 1 && DUR >= 1 )) || { echo "proxy_bench: ROUNDS and DUR must be >= 1" >&2; exit 2; }
@@ -168,7 +172,17 @@ shop_pid=$!
 pids+=("$shop_pid")
 wait_http shop "$shop_pid" "http://127.0.0.1:$shop_port$PATH_UNDER_TEST"
 
-# Floodgate: one worker, one route, access log off (as nginx below).
+# Floodgate: one worker, one route, access log as nginx's below. The access logs
+# go to files that are not copied to the results (they grow by ~100 MB a run).
+if [[ "$ACCESS_LOG" == 1 ]]; then
+  fg_log_file="$work/floodgate-access.jsonl"
+  fg_access=true
+  ngx_access="access_log $work/nginx-access.txt combined buffer=64k;"
+else
+  fg_log_file="$work/floodgate.log"
+  fg_access=false
+  ngx_access="access_log off;"
+fi
 cat >"$work/floodgate.toml" <<EOF
 [server]
 listen = "127.0.0.1:$fg_port"
@@ -188,8 +202,8 @@ match = { prefix = "/" }
 upstream = "shop"
 
 [log]
-file = "$work/floodgate.log"
-access = false
+file = "$fg_log_file"
+access = $fg_access
 EOF
 "$floodgate_bin" --check -c "$work/floodgate.toml" >&2 || die "the generated Floodgate config is rejected"
 "$floodgate_bin" -c "$work/floodgate.toml" >>"$work/floodgate.log" 2>&1 &
@@ -199,7 +213,7 @@ wait_http floodgate "$fg_pid" "http://127.0.0.1:$fg_port$PATH_UNDER_TEST"
 
 # nginx: one worker process, its own prefix, upstream keep-alive pool of
 # KEEPALIVE (64),
-# access log off. keepalive_requests is raised on both sides because nginx
+# access log as Floodgate's. keepalive_requests is raised on both sides because nginx
 # otherwise closes every client and upstream connection after 1000 requests
 # (Floodgate has no such limit), which would cost nginx reconnects that have
 # nothing to do with proxying speed.
@@ -214,7 +228,7 @@ events {
     worker_connections 20000;
 }
 http {
-    access_log off;
+    $ngx_access
     client_body_temp_path $work/nginx-body;
     proxy_temp_path $work/nginx-proxy;
     fastcgi_temp_path $work/nginx-fastcgi;
@@ -426,7 +440,7 @@ R_LOAD_START="$load_start"
 R_LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
 R_IDLE_FG="$idle_fg"
 R_IDLE_NGX="$idle_ngx"
-R_SETTINGS="ROUNDS=$ROUNDS DUR=${DUR}s CONNS=\"$CONNS\" WARMUP=${WARMUP}s KEEPALIVE=$KEEPALIVE"
+R_SETTINGS="ROUNDS=$ROUNDS DUR=${DUR}s CONNS=\"$CONNS\" WARMUP=${WARMUP}s KEEPALIVE=$KEEPALIVE ACCESS_LOG=$ACCESS_LOG"
 R_DATE="$(date '+%Y-%m-%d %H:%M:%S %Z')"
 R_MACHINE="$(nproc) cores${R_CPU:+ ($R_CPU)}, $(uname -sr)"
 R_BUILDTYPE="$buildtype"
@@ -478,7 +492,7 @@ w(f"- machine: {E['R_MACHINE']}; wrk, the proxy and the shop share the cores")
 w(f"- floodgate: {E['R_FG_VERSION'] or '?'}, git {E['R_GIT']}, build type {E['R_BUILDTYPE']}")
 w(f"- nginx: {E['R_NGINX_VERSION']}; wrk: {E['R_WRK_VERSION']}")
 w(f"- settings: {E['R_SETTINGS']}; wrk -t1 --latency GET /api/products; "
-  "1 proxy worker, 1 shop thread, access logs off")
+  "1 proxy worker, 1 shop thread, access logs " + ("on, to files" if E['R_SETTINGS'].endswith("ACCESS_LOG=1") else "off"))
 w(f"- load average (1/5/15 min) before the start: {E['R_LOAD_START']}; at the end: {E['R_LOAD_END']} "
   "(the benchmark itself adds about 2)")
 w("")
