@@ -33,7 +33,8 @@ Verdict Gate::decide(const Request& r) const {
   bool park = rc.store_and_forward || (queue && r.queue_waiting);
   if ((budget_ || shared_) && !park) {
     Decision d = take(r.now_ns);
-    v.headers = ratelimit_headers(policy_header_, rc.name, d);
+    v.rated = true;
+    v.budget = d;
     if (!d.admitted && queue) {
       park = true;
     } else if (!d.admitted) {
@@ -64,22 +65,22 @@ Decision Gate::take(uint64_t now_ns) const {
   return d;
 }
 
-std::string Gate::ratelimit_headers(std::string_view policy_header, std::string_view route, const Decision& d) {
+void Gate::append_headers(const Verdict& v, std::string& out) const {
+  if (!v.rated) return;
   // The policy (quota per 1 s window) and the current state (remaining quota, seconds
   // until it is whole again).
+  const Decision& d = v.budget;
   uint64_t reset = (d.reset_ns + 999999999ULL) / 1000000000ULL;
-  std::string out;
-  out.reserve(policy_header.size() + route.size() + 48);
-  out.append(policy_header);
+  out.reserve(out.size() + policy_header_.size() + route_.name.size() + 48);
+  out.append(policy_header_);
   out += "RateLimit: \"";
-  out.append(route);
+  out.append(route_.name);
   char num[24];
   out += "\";r=";
   out.append(num, static_cast<size_t>(std::to_chars(num, num + sizeof num, d.remaining).ptr - num));
   out += ";t=";
   out.append(num, static_cast<size_t>(std::to_chars(num, num + sizeof num, reset).ptr - num));
   out += "\r\n";
-  return out;
 }
 
 }  // namespace fg::admission

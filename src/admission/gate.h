@@ -22,7 +22,8 @@ namespace fg::admission {
 struct Verdict {
   enum class Kind { kAdmit, kPark, kDegrade, kClientLimited, kRateLimited } kind = Kind::kAdmit;
   uint64_t retry_after_ns = 0;  // kClientLimited, kRateLimited
-  std::string headers;          // RateLimit-Policy / RateLimit lines, when the route budget was asked
+  bool rated = false;           // the route budget was asked: `budget` is its answer
+  Decision budget;              // for the RateLimit headers (Gate::append_headers)
   // Dry-run routes: what would have happened (the caller counts each).
   bool would_shed = false;
   bool would_client_limit = false;
@@ -49,8 +50,15 @@ class Gate {
 
   Verdict decide(const Request& r) const;
 
-  // draft-ietf-httpapi-ratelimit-headers: the policy and the current state.
-  static std::string ratelimit_headers(std::string_view policy_header, std::string_view route, const Decision& d);
+  // draft-ietf-httpapi-ratelimit-headers: appends the RateLimit-Policy and RateLimit
+  // lines of a verdict for which the route budget was asked (nothing otherwise), so a
+  // refusal can build its extra headers in a reused buffer.
+  void append_headers(const Verdict& v, std::string& out) const;
+  std::string headers(const Verdict& v) const {
+    std::string out;
+    append_headers(v, out);
+    return out;
+  }
 
  private:
   const RouteConfig& route_;

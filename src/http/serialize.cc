@@ -219,8 +219,15 @@ void append_chunk_header(std::string& out, size_t len) {
 std::string make_error_response(int status, std::string_view code, std::string_view message,
                                 std::string_view request_id, bool keep_alive, bool http10,
                                 std::string_view extra) {
+  std::string out;
+  append_error_response(out, status, code, message, request_id, keep_alive, http10, extra);
+  return out;
+}
+
+void append_error_response(std::string& out, int status, std::string_view code, std::string_view message,
+                           std::string_view request_id, bool keep_alive, bool http10, std::string_view extra) {
   // The body is built first (its length goes into the head) in a per-thread scratch
-  // string that keeps its capacity, so an error answer costs one allocation: `out`.
+  // string that keeps its capacity.
   thread_local std::string body;
   body.clear();
   body.append("{\"error\":\"");
@@ -231,8 +238,7 @@ std::string make_error_response(int status, std::string_view code, std::string_v
   append_json_escaped(body, request_id);
   body.append("\"}");
 
-  std::string out;
-  out.reserve(160 + extra.size() + request_id.size() + body.size());
+  out.reserve(out.size() + 160 + extra.size() + request_id.size() + body.size());
   out.append(http10 ? "HTTP/1.0 " : "HTTP/1.1 ");
   append_uint(out, static_cast<uint64_t>(status));
   out.push_back(' ');
@@ -247,7 +253,6 @@ std::string make_error_response(int status, std::string_view code, std::string_v
   out.append(extra);
   out.append(kCrlf);
   out.append(body);
-  return out;
 }
 
 std::string_view reason_phrase(int status) {

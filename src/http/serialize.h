@@ -61,6 +61,11 @@ inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
 std::string make_error_response(int status, std::string_view code, std::string_view message,
                                 std::string_view request_id, bool keep_alive, bool http10 = false,
                                 std::string_view extra = {});
+// The same, appended to `out` (a caller's reused buffer: no allocation once it is large
+// enough).
+void append_error_response(std::string& out, int status, std::string_view code, std::string_view message,
+                           std::string_view request_id, bool keep_alive, bool http10 = false,
+                           std::string_view extra = {});
 
 // Standard reason phrase for a status code ("OK", "Bad Gateway", ...; "Unknown" otherwise).
 std::string_view reason_phrase(int status);

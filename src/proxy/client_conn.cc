@@ -316,7 +316,8 @@ void ClientConn::on_request_head(http::RequestHead& head) {
       if (h && !h->value.empty()) ar.client_key = h->value;
     }
   }
-  admission::Verdict v = admission::Gate(rc, rt.budget.get(), rt.clients.get(), rt.policy_header, rt.shared).decide(ar);
+  admission::Gate gate(rc, rt.budget.get(), rt.clients.get(), rt.policy_header, rt.shared);
+  admission::Verdict v = gate.decide(ar);
   if (rc.dry_run) {
     auto& reg = metrics::Registry::get();
     int wid = worker_->id();
@@ -332,15 +333,18 @@ void ClientConn::on_request_head(http::RequestHead& head) {
       respond_degrade();
       return;
     case admission::Verdict::Kind::kClientLimited:
-      session_.record_local(snap, std::move(head), route, now, std::move(request_id), 429, net::kRejected);
-      respond_error(429, "client_rate_limited", "too many requests from this client", true,
-                    retry_after_header(v.retry_after_ns));
-      return;
     case admission::Verdict::Kind::kRateLimited: {
+      // The refusal's extra headers are built in a buffer that keeps its capacity: a
+      // 429 under a storm allocates nothing for them.
+      thread_local std::string extra;
+      extra.clear();
+      append_retry_after(extra, v.retry_after_ns);
+      gate.append_headers(v, extra);
       session_.record_local(snap, std::move(head), route, now, std::move(request_id), 429, net::kRejected);
-      std::string extra = retry_after_header(v.retry_after_ns);
-      extra += v.headers;
-      respond_error(429, "rate_limited", "the route is over its admission rate", true, extra);
+      if (v.kind == admission::Verdict::Kind::kClientLimited)
+        respond_error(429, "client_rate_limited", "too many requests from this client", true, extra);
+      else
+        respond_error(429, "rate_limited", "the route is over its admission rate", true, extra);
       return;
     }
     case admission::Verdict::Kind::kAdmit:
@@ -348,7 +352,7 @@ void ClientConn::on_request_head(http::RequestHead& head) {
       break;
   }
   bool park = v.kind == admission::Verdict::Kind::kPark;
-  std::string extra = std::move(v.headers);
+  std::string extra = gate.headers(v);
 
   if (head.expect_continue && head.version_minor >= 1 && head.body != http::BodyKind::kNone) {
     uv_buf_t b = net::buf_of(kContinue.data(), kContinue.size());
@@ -359,21 +363,21 @@ void ClientConn::on_request_head(http::RequestHead& head) {
   session_.start(snap, std::move(head), route, now, std::move(request_id), std::move(extra), park);
 }
 
-std::string ClientConn::retry_after_header(uint64_t retry_after_ns) {
+void ClientConn::append_retry_after(std::string& out, uint64_t retry_after_ns) {
   uint64_t secs = (retry_after_ns + 999999999ULL) / 1000000000ULL;
   if (secs == 0) secs = 1;
   char num[24];
-  std::string out("Retry-After: ");
+  out += "Retry-After: ";
   out.append(num, static_cast<size_t>(std::to_chars(num, num + sizeof num, secs).ptr - num));
   out += "\r\n";
-  return out;
 }
 
 void ClientConn::respond_degrade() {
   const Config& cfg = worker_->config();
   const auto& head = session_.head();
   bool keep_alive = !draining_ && head.keep_alive;
-  const std::string retry_after = retry_after_header(cfg.degrade.retry_after_ms * 1000000ULL);
+  std::string retry_after;
+  append_retry_after(retry_after, cfg.degrade.retry_after_ms * 1000000ULL);
   std::string out;
   if (const pages::PageSet* ps = pages::page_set_for(cfg.pages.get(), head)) {
     pages::PageValues v = pages::request_values(head, session_.request_id());
@@ -520,9 +524,12 @@ void ClientConn::respond_error(int status, std::string_view code, std::string_vi
   const auto& head = session_.head();
   bool http10 = in_request_ && head.version_minor == 0;
   keep_alive = keep_alive && !draining_ && in_request_ && head.keep_alive;
-  std::string rid = in_request_ ? session_.request_id() : std::string();
-  if (rid.empty()) worker_->next_request_id(rid);
-  std::string resp;
+  std::string fresh_id;
+  if (!in_request_ || session_.request_id().empty()) worker_->next_request_id(fresh_id);
+  const std::string& rid = fresh_id.empty() ? session_.request_id() : fresh_id;
+  // The answer is assembled in a buffer that keeps its capacity (write() copies what
+  // the socket does not take at once).
+  thread_local std::string resp;
   const pages::PageSet* ps = nullptr;
   if (in_request_ && (status == 429 || status == 503)) {
     // Floodgate's own refusals become the error page for a browser navigation.
@@ -535,7 +542,8 @@ void ClientConn::respond_error(int status, std::string_view code, std::string_vi
     v.message = pages::refusal_message(status, code, v.lang);
     resp = pages::page_answer(*ps, pages::Page::kError, v, {status, http10, keep_alive, head.is_head(), rid, extra});
   } else {
-    resp = http::make_error_response(status, code, message, rid, keep_alive, http10, extra);
+    resp.clear();
+    http::append_error_response(resp, status, code, message, rid, keep_alive, http10, extra);
   }
   if (session_.status() == 0 || !in_request_) session_.set_status(status, session_.outcome());
   uv_buf_t b = net::buf_of(resp.data(), resp.size());

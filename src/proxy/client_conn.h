@@ -93,7 +93,8 @@ class ClientConn final : public http::RequestParser::Handler {
   void write_access_log();
   // Brings this connection's share of the queued response bytes up to date.
   void count_queued();
-  static std::string retry_after_header(uint64_t retry_after_ns);
+  // Appends "Retry-After: <whole seconds, at least 1>\r\n".
+  static void append_retry_after(std::string& out, uint64_t retry_after_ns);
 
   static void on_alloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
   static void on_read(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);

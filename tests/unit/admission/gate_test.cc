@@ -42,11 +42,11 @@ TEST_CASE("the route budget admits, then rejects with Retry-After and RateLimit 
   Gate gate(rc, &budget, nullptr, kPolicy);
   Verdict first = gate.decide(at(kT0));
   CHECK(first.kind == Verdict::Kind::kAdmit);
-  CHECK(first.headers == kPolicy + "RateLimit: \"orders\";r=0;t=1\r\n");
+  CHECK(gate.headers(first) == kPolicy + "RateLimit: \"orders\";r=0;t=1\r\n");
   Verdict second = gate.decide(at(kT0));
   CHECK(second.kind == Verdict::Kind::kRateLimited);
   CHECK(second.retry_after_ns > 0);
-  CHECK(second.headers.find("RateLimit: \"orders\";r=0") != std::string::npos);
+  CHECK(gate.headers(second).find("RateLimit: \"orders\";r=0") != std::string::npos);
 }
 
 TEST_CASE("over budget, overflow decides: degrade, or park on a queued route") {
@@ -71,7 +71,8 @@ TEST_CASE("while tickets wait, arrivals on a queued route park without touching 
   r.queue_waiting = true;
   Verdict v = gate.decide(r);
   CHECK(v.kind == Verdict::Kind::kPark);
-  CHECK(v.headers.empty());
+  CHECK(!v.rated);
+  CHECK(gate.headers(v).empty());
   CHECK(budget.peek(kT0).remaining == 1);  // the token is still there for the dispatcher
 
   RouteConfig saf = route(Overflow::kReject);
@@ -166,7 +167,7 @@ TEST_CASE("a cluster-scope route is judged by its shared budget, not the local o
   Gate gate(rc, &local, nullptr, kPolicy, &shared);
   Verdict first = gate.decide(at(kT0));
   CHECK(first.kind == Verdict::Kind::kAdmit);
-  CHECK(first.headers == kPolicy + "RateLimit: \"orders\";r=1;t=1\r\n");
+  CHECK(gate.headers(first) == kPolicy + "RateLimit: \"orders\";r=1;t=1\r\n");
   CHECK(gate.decide(at(kT0)).kind == Verdict::Kind::kAdmit);
   Verdict third = gate.decide(at(kT0));
   CHECK(third.kind == Verdict::Kind::kRateLimited);
