@@ -372,8 +372,14 @@ def loop_lag_pressure_sheds_non_core_routes_only():
     assert 503 not in core_statuses, core_statuses
     gw.wait_log(lambda l: l.get("event") == "pressure_on" and l.get("condition") == "loop_lag")
     gw.wait_log(lambda l: l.get("event") == "pressure_off")
-    # Once the lag is gone the route is served again.
-    assert http("GET", gw.port, "/api/products/2").status == 200
+    # Once the lag is gone the route is served again. Each worker judges its own lag,
+    # and on a loaded machine a late tick may set pressure again for a moment: wait.
+    def served():
+        r = http("GET", gw.port, "/api/products/2")
+        if r.status == 503:
+            degraded.append(r)
+        return r.status == 200
+    wait_until(served, 10, interval=0.2, message="the non-core route was not served again after the lag ended")
     wait_until(lambda: metric(scrape(admin), "floodgate_requests_total", route="extras",
                               outcome="degraded") == len(degraded), 3)
 
