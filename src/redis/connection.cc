@@ -405,8 +405,13 @@ void Client::Impl::on_handshake_reply(redisAsyncContext* ac, void* r, void* priv
     }
     const std::string role = role_of(head);
     if (role != "master") {
-      self->lose_connection(Failure::kDisconnected,
-                            "not the master (ROLE says " + (role.empty() ? std::string("nothing") : role) + ")");
+      const std::string why = "not the master (ROLE says " + (role.empty() ? std::string("nothing") : role) + ")";
+      // Every refusal is logged (not once per outage): it means the Sentinels name a
+      // server that is not writable, which an operator should see.
+      log::event("warn", "redis_not_master", [&](log::Line& l) {
+        l.str("client", self->opt_.name).str("endpoint", self->where_).str("reason", why);
+      });
+      self->lose_connection(Failure::kDisconnected, why);
       return;
     }
   }

@@ -149,7 +149,13 @@ Client::Options SentinelWatch::Impl::options_for(const SentinelSet::Address& a) 
 
 void SentinelWatch::Impl::run() {
   for (size_t i = 0; i < set.addresses.size(); ++i) {
-    Client* q = new Client(&loop, options_for(set.addresses[i]));
+    Client::Options qo = options_for(set.addresses[i]);
+    // A Sentinel that (re)connects is asked at once: the first answer comes as soon as
+    // one Sentinel is reachable, not a tick later.
+    qo.on_state = [this](bool up) {
+      if (up && !stopping.load()) discover();
+    };
+    Client* q = new Client(&loop, std::move(qo));
     q->start();
     queries.push_back(q);
     Client::Options so = options_for(set.addresses[i]);
@@ -176,7 +182,6 @@ void SentinelWatch::Impl::run() {
   uv_timer_init(&loop, &tick);
   tick.data = this;
   uv_timer_start(&tick, [](uv_timer_t* t) { static_cast<Impl*>(t->data)->discover(); }, kRefreshMs, kRefreshMs);
-  discover();
   uv_run(&loop, UV_RUN_DEFAULT);
 }
 
