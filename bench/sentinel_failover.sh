@@ -67,7 +67,8 @@ med = lambda i: statistics.median(r[i] for r in rows)
 worst_switch = max(r[1] for r in rows)
 lost = sum(r[6] for r in rows)
 print(f"| median | {med(0):.2f} s | {med(1):.0f} ms | {med(2):.2f} s | {med(3):.0f} | {med(4):.0f} | {med(5):.0f} | "
-      f"{lost:.0f} | {sum(r[7] for r in rows):.0f} |")
+      f"{med(6):.0f} | {med(7):.0f} |")
+print(f"| total | | | | {sum(r[3] for r in rows):.0f} | | | {lost:.0f} | {sum(r[7] for r in rows):.0f} |")
 print()
 print(f"every worker on the new master within 2 s of the announcement: "
       f"{'met' if worst_switch <= 2000 else 'missed'} (worst {worst_switch:.0f} ms); "
