@@ -208,6 +208,23 @@ struct Loop : fg::test::LoopFixture {
   }
 };
 
+// Options of a client that asks the Sentinel on `port` where master "m" is.
+Client::Options via_sentinel(uint16_t port) {
+  Client::Options o = plain(0);
+  o.name = "via sentinel";
+  o.endpoint.host = "m";
+  o.endpoint.sentinel.addresses.push_back({"127.0.0.1", port});
+  o.endpoint.sentinel.master_name = "m";
+  return o;
+}
+
+// A primary and its replica (the Sentinel is the test's own: what it watches differs).
+struct Pair {
+  RedisServer primary;
+  RedisServer replica{RedisServer::Options{{}, {"--replicaof", "127.0.0.1", std::to_string(primary.port())}}};
+  bool ok() const { return primary.ok() && replica.ok(); }
+};
+
 std::string config_port(Loop& l, Client& c) {
   Reply r = l.ask(c, {"CONFIG", "GET", "port"});
   return r.type == Reply::Type::kArray && r.elements.size() == 2 ? r.elements[1].str : std::string();
@@ -216,10 +233,10 @@ std::string config_port(Loop& l, Client& c) {
 }  // namespace
 
 TEST_CASE("a client through Sentinel writes to the master and follows a failover", "[redis][sentinel]") {
-  RedisServer primary;
-  REQUIRE(primary.ok());
-  RedisServer replica(RedisServer::Options{{}, {"--replicaof", "127.0.0.1", std::to_string(primary.port())}});
-  REQUIRE(replica.ok());
+  Pair servers;
+  REQUIRE(servers.ok());
+  RedisServer& primary = servers.primary;
+  RedisServer& replica = servers.replica;
   SentinelProcess sentinel(free_port(), primary.port(), "m");
   REQUIRE(sentinel.started());
   Loop l;
@@ -235,12 +252,7 @@ TEST_CASE("a client through Sentinel writes to the master and follows a failover
       },
       20000));
 
-  Client::Options o = plain(0);
-  o.name = "via sentinel";
-  o.endpoint.host = "m";
-  o.endpoint.sentinel.addresses.push_back({"127.0.0.1", sentinel.port()});
-  o.endpoint.sentinel.master_name = "m";
-  Client& c = l.add(std::move(o));
+  Client& c = l.add(via_sentinel(sentinel.port()));
   REQUIRE(l.run_until([&] { return c.connected(); }, 10000));
   CHECK(config_port(l, c) == std::to_string(primary.port()));
   CHECK(fg::redis::role_of(l.ask(c, {"ROLE"})) == "master");
@@ -260,19 +272,13 @@ TEST_CASE("a client through Sentinel writes to the master and follows a failover
 }
 
 TEST_CASE("a client through Sentinel refuses a server that is not the master", "[redis][sentinel]") {
-  RedisServer primary;
-  REQUIRE(primary.ok());
-  RedisServer replica(RedisServer::Options{{}, {"--replicaof", "127.0.0.1", std::to_string(primary.port())}});
-  REQUIRE(replica.ok());
+  Pair servers;
+  REQUIRE(servers.ok());
   // The Sentinel is told the replica is the master (as a stale one may say around a failover).
-  SentinelProcess sentinel(free_port(), replica.port(), "m");
+  SentinelProcess sentinel(free_port(), servers.replica.port(), "m");
   REQUIRE(sentinel.started());
   Loop l;
-  Client::Options o = plain(0);
-  o.endpoint.host = "m";
-  o.endpoint.sentinel.addresses.push_back({"127.0.0.1", sentinel.port()});
-  o.endpoint.sentinel.master_name = "m";
-  Client& c = l.add(std::move(o));
+  Client& c = l.add(via_sentinel(sentinel.port()));
   Client& to_sentinel = l.add(plain(sentinel.port()));
   std::string host;
   uint16_t port = 0;
@@ -282,7 +288,7 @@ TEST_CASE("a client through Sentinel refuses a server that is not the master", "
                                             &port);
       },
       10000));
-  REQUIRE(port == replica.port());
+  REQUIRE(port == servers.replica.port());
   // Connected and answered, but ROLE says "slave": never counted as up.
   l.run_for(1500);
   CHECK_FALSE(c.connected());
