@@ -68,18 +68,18 @@ DeadLetterAdmin::~DeadLetterAdmin() { close(); }
 
 void DeadLetterAdmin::configure(const Config& cfg) {
   std::string url = cfg.redis.enabled ? cfg.redis.url : std::string();
-  if (url == redis_url_ && (redis_ != nullptr) == !url.empty()) return;
+  const redis::SentinelSet& sentinels = cfg.redis.endpoint.sentinel;
+  if (url == redis_url_ && sentinels == sentinels_ && (redis_ != nullptr) == !url.empty()) return;
   close();
   if (url.empty()) return;
-  auto ep = redis::parse_url(url);
-  if (!ep) return;  // the loader validated it
   redis::Client::Options opt;
-  opt.endpoint = ep.value();
+  opt.endpoint = cfg.redis.endpoint;  // parsed by the loader, with the Sentinels if any
   opt.command_timeout_ms = cfg.redis.timeout_ms;
   opt.name = "admin";
   redis_ = std::make_unique<redis::Client>(loop_, std::move(opt));
   redis_->start();
   redis_url_ = url;
+  sentinels_ = sentinels;
 }
 
 void DeadLetterAdmin::close() {

@@ -49,6 +49,7 @@ class DeadLetterAdmin {
   std::function<void(const std::string&, int64_t)> on_redelivered_;
   std::unique_ptr<redis::Client> redis_;
   std::string redis_url_;
+  redis::SentinelSet sentinels_;
   queue::RetryScripts scripts_;
 };
 

@@ -143,6 +143,7 @@ void WorkerState::on_snapshot(const net::Snapshot& old) {
   const RedisConfig& old_redis = old_cfg.redis;
   const RedisConfig& new_redis = cfg.redis;
   bool redis_changed = old_redis.enabled != new_redis.enabled || old_redis.url != new_redis.url ||
+                       old_redis.endpoint.sentinel != new_redis.endpoint.sentinel ||
                        old_redis.timeout_ms != new_redis.timeout_ms;
   if (redis_changed) {
     close_redis();
@@ -223,10 +224,8 @@ Dispatcher* WorkerState::dispatcher(const std::string&) { return nullptr; }
 void WorkerState::open_redis() {
   const RedisConfig& rc = config().redis;
   if (!rc.enabled) return;
-  auto ep = redis::parse_url(rc.url);
-  if (!ep) return;  // the loader validated it
   redis::Client::Options opt;
-  opt.endpoint = ep.value();
+  opt.endpoint = rc.endpoint;  // parsed by the loader, with the Sentinels if any
   opt.command_timeout_ms = rc.timeout_ms;
   opt.name = "worker " + std::to_string(id());
   int wid = id();

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "redis/redis_client.h"
+#include "redis/sentinel.h"
 
 namespace fg::redis {
 
@@ -227,6 +228,7 @@ struct Client::Impl {
   static constexpr intptr_t kStepAuth = 1;
   static constexpr intptr_t kStepSelect = 2;
   static constexpr intptr_t kStepPing = 3;
+  static constexpr intptr_t kStepRole = 4;
 
   bool send_internal(redisAsyncContext* ac, redisCallbackFn* fn, intptr_t step, Argv& a);
 
@@ -239,6 +241,18 @@ struct Client::Impl {
   void schedule_reconnect();
 
   static void on_conn_timer(uv_timer_t* t);
+
+  // ---- Sentinel (endpoint.via_sentinel()) ------------------------------------
+
+  // Picks the address to connect to: the endpoint's, or the master the Sentinels
+  // name (false while none is known).
+  bool pick_target();
+  // The Sentinels named another master: leave the current one at once.
+  static void on_master_moved(uv_async_t* a);
+  // Something says the server is not (or no longer) the master: ask the Sentinels.
+  void suspect_master();
+  // A reply that only a replica gives (READONLY): drop this connection.
+  void check_readonly(const redisReply* reply);
 
   // ---- subscriber mode -------------------------------------------------------
 
@@ -298,6 +312,10 @@ struct Client::Impl {
   Options opt_;
   std::string where_;  // endpoint for log lines (never the password)
   bool numeric_host_ = false;
+  std::string host_;    // the address of the current attempt (the master with Sentinel)
+  uint16_t port_ = 0;
+  std::shared_ptr<SentinelWatch> sentinel_;  // null without Sentinel
+  uv_async_t moved_;                         // signalled by sentinel_ (Sentinel only)
   State state_ = State::kIdle;
   bool closed_ = false;
   bool finished_ = false;

@@ -161,9 +161,11 @@ void Client::Impl::on_command_reply(redisAsyncContext*, void* r, void* privdata)
     return;
   }
   --op->hiredis_refs;
+  Impl* self = op->impl;
   Reply reply;
   convert_reply(static_cast<redisReply*>(r), reply);
-  op->impl->finish_op(op, Failure::kNone, reply);
+  self->check_readonly(static_cast<const redisReply*>(r));
+  self->finish_op(op, Failure::kNone, reply);
 }
 
 // SCRIPT LOAD answers with the sha, which the EVALSHA that follows needs: the
@@ -213,6 +215,7 @@ void Client::Impl::on_evalsha_reply(redisAsyncContext*, void* r, void* privdata)
   }
   Reply out;
   convert_reply(reply, out);
+  self->check_readonly(reply);
   self->finish_op(op, Failure::kNone, out);
 }
 

@@ -29,11 +29,15 @@ Client::Impl::Impl(Client* owner, uv_loop_t* loop, Options options)
   open_handles_ = 3;
   if (opt_.endpoint.unix_socket) {
     where_ = "unix:" + opt_.endpoint.path;
+  } else if (opt_.endpoint.via_sentinel()) {
+    where_ = "master " + opt_.endpoint.sentinel.master_name;
+    sentinel_ = SentinelWatch::acquire(opt_.endpoint.sentinel);
+    uv_async_init(loop_, &moved_, on_master_moved);
+    moved_.data = this;
+    ++open_handles_;
+    sentinel_->listen(&moved_);
   } else {
     where_ = opt_.endpoint.host + ":" + std::to_string(opt_.endpoint.port);
-    unsigned char buf[sizeof(struct in6_addr)];
-    numeric_host_ = inet_pton(AF_INET, opt_.endpoint.host.c_str(), buf) == 1 ||
-                    inet_pton(AF_INET6, opt_.endpoint.host.c_str(), buf) == 1;
   }
 }
 
@@ -72,6 +76,10 @@ void Client::Impl::close(std::function<void()> on_closed) {
   uv_close(reinterpret_cast<uv_handle_t*>(&conn_timer_), on_handle_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&cmd_timer_), on_handle_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&sweep_), on_handle_closed);
+  if (sentinel_) {
+    sentinel_->unlisten(&moved_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&moved_), on_handle_closed);
+  }
 }
 
 void Client::Impl::on_handle_closed(uv_handle_t* h) {
@@ -87,6 +95,7 @@ void Client::Impl::maybe_finish() {
   if (doomed_ && depth_ == 0) free_doomed();
   if (live_watches_ > 0 || live_resolves_ > 0) return;
   finished_ = true;
+  sentinel_.reset();  // the last client of a Sentinel set stops its watch
   // Whatever the subscriber callbacks captured is released here, never while one of
   // them runs (this is only reached from loop callbacks).
   on_message_ = nullptr;
@@ -99,9 +108,13 @@ void Client::Impl::maybe_finish() {
 
 void Client::Impl::connect_now() {
   state_ = State::kConnecting;
+  if (!pick_target()) {
+    lose_connection(Failure::kDisconnected, "no master known yet (the sentinels have not answered)");
+    return;
+  }
   uv_timer_start(&conn_timer_, on_conn_timer, opt_.connect_timeout_ms, 0);
   if (opt_.endpoint.unix_socket || numeric_host_) {
-    open_context(opt_.endpoint.unix_socket ? nullptr : opt_.endpoint.host.c_str());
+    open_context(opt_.endpoint.unix_socket ? nullptr : host_.c_str());
     return;
   }
   // hiredis would resolve a name with a blocking getaddrinfo(); do it on the
@@ -117,7 +130,7 @@ void Client::Impl::connect_now() {
   std::memset(&hints, 0, sizeof hints);
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  int rc = uv_getaddrinfo(loop_, &r->req, on_resolved, opt_.endpoint.host.c_str(), nullptr, &hints);
+  int rc = uv_getaddrinfo(loop_, &r->req, on_resolved, host_.c_str(), nullptr, &hints);
   if (rc < 0) {
     delete r;
     lose_connection(Failure::kDisconnected, std::string("resolve: ") + uv_strerror(rc));
@@ -163,7 +176,7 @@ void Client::Impl::on_resolved(uv_getaddrinfo_t* req, int status, struct addrinf
   }
   if (ip[0] == '\0') {
     self->lose_connection(Failure::kDisconnected,
-                          std::string("resolve ") + self->opt_.endpoint.host + ": " +
+                          std::string("resolve ") + self->host_ + ": " +
                               (status < 0 ? uv_strerror(status) : "no address"));
     return;
   }
@@ -180,7 +193,7 @@ void Client::Impl::abandon_resolve() {
 
 // Creates the hiredis context (non-blocking connect) and attaches it to the loop.
 void Client::Impl::open_context(const char* ip) {
-  redisAsyncContext* ac = ip ? redisAsyncConnect(ip, opt_.endpoint.port)
+  redisAsyncContext* ac = ip ? redisAsyncConnect(ip, port_)
                              : redisAsyncConnectUnix(opt_.endpoint.path.c_str());
   if (ac == nullptr) {
     lose_connection(Failure::kDisconnected, "out of memory");
@@ -344,7 +357,13 @@ void Client::Impl::on_connect(const redisAsyncContext* cac, int status) {
     a.add(db);
     ok = ok && self->send_internal(ac, on_handshake_reply, kStepSelect, a);
   }
-  if (self->handshake_left_ == 0) {
+  if (self->sentinel_) {
+    // Nothing is written to a replica: the connection only counts once ROLE says
+    // "master" (the Sentinels may be behind, or the old master back as one).
+    Argv a;
+    a.add("ROLE");
+    ok = ok && self->send_internal(ac, on_handshake_reply, kStepRole, a);
+  } else if (self->handshake_left_ == 0) {
     Argv a;
     a.add("PING");
     ok = ok && self->send_internal(ac, on_handshake_reply, kStepPing, a);
@@ -367,10 +386,34 @@ void Client::Impl::on_handshake_reply(redisAsyncContext* ac, void* r, void* priv
   const redisReply* reply = static_cast<const redisReply*>(r);
   intptr_t step = reinterpret_cast<intptr_t>(privdata);
   if (reply->type == REDIS_REPLY_ERROR) {
-    std::string why = step == kStepAuth ? "AUTH failed: " : step == kStepSelect ? "SELECT failed: " : "PING failed: ";
+    std::string why = step == kStepAuth     ? "AUTH failed: "
+                      : step == kStepSelect ? "SELECT failed: "
+                      : step == kStepRole   ? "ROLE failed: "
+                                            : "PING failed: ";
     why.append(reply->str, reply->len);
     self->lose_connection(Failure::kDisconnected, why);
     return;
+  }
+  if (step == kStepRole) {
+    // Only the first element matters (the rest is replication detail).
+    Reply head;
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 && is_str(reply->element[0])) {
+      head.type = Reply::Type::kArray;
+      head.elements.resize(1);
+      head.elements[0].type = Reply::Type::kString;
+      head.elements[0].str.assign(view(reply->element[0]));
+    }
+    const std::string role = role_of(head);
+    if (role != "master") {
+      const std::string why = "not the master (ROLE says " + (role.empty() ? std::string("nothing") : role) + ")";
+      // Every refusal is logged (not once per outage): it means the Sentinels name a
+      // server that is not writable, which an operator should see.
+      log::event("warn", "redis_not_master", [&](log::Line& l) {
+        l.str("client", self->opt_.name).str("endpoint", self->where_).str("reason", why);
+      });
+      self->lose_connection(Failure::kDisconnected, why);
+      return;
+    }
   }
   if (--self->handshake_left_ > 0) return;
   self->went_up();
@@ -411,6 +454,7 @@ void Client::Impl::lose_connection(Failure reason, const std::string& why) {
     });
   }
   failure_logged_ = true;
+  suspect_master();
   fail_list(inflight_, reason);
   if (closed_) return;
   if (was_up && opt_.on_state) {
@@ -448,6 +492,62 @@ void Client::Impl::on_conn_timer(uv_timer_t* t) {
     ++self->owner_->timeouts_;
     self->lose_connection(Failure::kTimeout, "subscribe timeout");
   }
+}
+
+}  // namespace fg::redis
+
+namespace fg::redis {
+
+// ---- Sentinel ----------------------------------------------------------------
+
+bool Client::Impl::pick_target() {
+  if (opt_.endpoint.unix_socket) return true;
+  std::string host = opt_.endpoint.host;
+  uint16_t port = opt_.endpoint.port;
+  if (sentinel_ && !sentinel_->master(&host, &port)) return false;
+  if (host == host_ && port == port_) return true;
+  host_ = std::move(host);
+  port_ = port;
+  unsigned char buf[sizeof(struct in6_addr)];
+  numeric_host_ = inet_pton(AF_INET, host_.c_str(), buf) == 1 || inet_pton(AF_INET6, host_.c_str(), buf) == 1;
+  where_ = host_ + ":" + std::to_string(port_);
+  if (sentinel_) where_ += " (master " + opt_.endpoint.sentinel.master_name + ")";
+  return true;
+}
+
+void Client::Impl::on_master_moved(uv_async_t* a) {
+  Impl* self = static_cast<Impl*>(a->data);
+  if (self->closed_ || self->state_ == State::kIdle) return;
+  std::string host;
+  uint16_t port = 0;
+  if (!self->sentinel_->master(&host, &port)) return;
+  const bool same = host == self->host_ && port == self->port_;
+  if (self->state_ != State::kBackoff) {
+    if (same) return;  // already there, or on the way
+    // Commands in flight fail now (kDisconnected): whether they ran on the old
+    // master is unknown, so none is replayed here.
+    self->lose_connection(Failure::kDisconnected, "the sentinels name another master: " + host + ":" +
+                                                      std::to_string(port));
+    if (self->closed_) return;
+  }
+  if (self->state_ != State::kBackoff) return;
+  // No backoff towards a master just announced.
+  uv_timer_stop(&self->conn_timer_);
+  self->backoff_ = std::max<uint64_t>(self->opt_.backoff_min_ms, 1);
+  ++self->owner_->reconnects_;
+  self->connect_now();
+}
+
+void Client::Impl::suspect_master() {
+  if (sentinel_) sentinel_->suspect();
+}
+
+void Client::Impl::check_readonly(const redisReply* reply) {
+  if (!sentinel_ || reply->type != REDIS_REPLY_ERROR || reply->len < 8 || std::memcmp(reply->str, "READONLY", 8) != 0) {
+    return;
+  }
+  // Inside hiredis: the connection is dropped on the next loop turn.
+  poll_failed("READONLY: the server is a replica now");
 }
 
 }  // namespace fg::redis

@@ -2,6 +2,7 @@
 // the config library does not link the client.
 #include "redis/redis_config.h"
 
+#include "config/host_port.h"
 #include "config/reader.h"
 
 namespace fg::redis {
@@ -13,12 +14,54 @@ using config::Table;
 constexpr int64_t kMaxWaitReplicas = 16;
 constexpr int64_t kMaxInstances = 1000;
 
+// redis.sentinels, master_name, sentinel_password. With Sentinel the url still gives
+// the password and the database, and its host must name the master, so a url that
+// points at one server is never silently ignored.
+void load_sentinels(Reader& rd, const toml::table& t, RedisConfig& r) {
+  const toml::node* list = t.get("sentinels");
+  const toml::node* name = t.get("master_name");
+  const toml::node* password = t.get("sentinel_password");
+  if (list == nullptr) {
+    if (name != nullptr) rd.error(*name, "redis.master_name", "only valid together with redis.sentinels");
+    if (password != nullptr) rd.error(*password, "redis.sentinel_password", "only valid together with redis.sentinels");
+    return;
+  }
+  std::vector<HostPort> addresses;
+  rd.read_address_list(*list, "redis.sentinels", false, true, &addresses);
+  SentinelSet& set = r.endpoint.sentinel;
+  for (const HostPort& hp : addresses) set.addresses.push_back({hp.host, hp.port});
+  if (name == nullptr) {
+    rd.error(*list, "redis.sentinels", "needs redis.master_name, the name the Sentinels monitor the master under");
+  } else if (rd.read_string(*name, "redis.master_name", &set.master_name)) {
+    bool printable = !set.master_name.empty();
+    for (char c : set.master_name) printable = printable && c > ' ' && c < 127;
+    if (!printable) rd.error(*name, "redis.master_name", "expected a non-empty name without spaces");
+  }
+  if (password != nullptr && rd.read_string(*password, "redis.sentinel_password", &set.password) &&
+      set.password.empty()) {
+    rd.error(*password, "redis.sentinel_password", "empty password (leave the key out when the Sentinels need none)");
+  }
+  const toml::node* url = t.get("url");
+  if (url == nullptr || set.master_name.empty()) {
+    r.endpoint.host = set.master_name;
+    return;
+  }
+  if (r.endpoint.unix_socket) {
+    rd.error(*url, "redis.url", "a unix socket cannot be combined with redis.sentinels; use redis://[:password@]" +
+                                    set.master_name + "[/db]");
+  } else if (r.endpoint.host != set.master_name) {
+    rd.error(*url, "redis.url",
+             "with redis.sentinels the url gives only the password and database, and its host names the master: "
+             "expected redis://[:password@]" + set.master_name + "[/db], got host \"" + r.endpoint.host + "\"");
+  }
+}
+
 }  // namespace
 
 void load_config(Reader& rd, const Table& table, RedisConfig& r) {
   const toml::table& t = table.toml();
   rd.check_keys(t, "redis", {"url", "prefix", "timeout", "on_failure", "wait_replicas", "wait_timeout",
-                         "expected_instances"});
+                         "expected_instances", "sentinels", "master_name", "sentinel_password"});
   r.enabled = true;
   if (const toml::node* n = t.get("url")) {
     if (rd.read_string(*n, "redis.url", &r.url)) {
@@ -40,6 +83,7 @@ void load_config(Reader& rd, const Table& table, RedisConfig& r) {
       }
     }
   }
+  load_sentinels(rd, t, r);
   if (const toml::node* n = t.get("prefix")) rd.read_string(*n, "redis.prefix", &r.prefix);
   if (const toml::node* n = t.get("timeout")) rd.read_duration(*n, "redis.timeout", &r.timeout_ms);
   if (const toml::node* n = t.get("on_failure")) {

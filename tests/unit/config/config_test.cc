@@ -380,7 +380,8 @@ TEST_CASE("keys this build does not have are unknown", "[config]") {
   // tls exists on upstreams now, as a flag (docs/configuration.md "TLS").
   CHECK_THAT(msg, Contains("test.toml:12:1: upstreams.shop.tls: expected true or false, got table"));
   CHECK_THAT(msg, !Contains("expected_instances"));
-  CHECK_THAT(msg, Contains("test.toml:18:1: redis.sentinels: unknown key"));
+  // sentinels exists now (docs/configuration.md "Redis with Sentinel"), with master_name.
+  CHECK_THAT(msg, Contains("test.toml:18:13: redis.sentinels: needs redis.master_name"));
   CHECK_THAT(msg, Contains("test.toml:21:1: pressure.cpu: unknown key"));
   CHECK_THAT(load_error(route_with("retry_budget = 0.1\n")),
              StartsWith("test.toml:11:1: routes[0].retry_budget: unknown key"));
