@@ -65,8 +65,10 @@ if not f[1] then
   redis.call('XDEL', KEYS[2], ARGV[1])
   return {'skip'}
 end
+local note = ARGV[6]
 if f[1] == 'queued' then
-  redis.call('INCR', KEYS[3])
+  -- Published with the change: the route's progress, for positions held in memory.
+  note = ARGV[6] .. ' ' .. ARGV[8] .. ' ' .. redis.call('INCR', KEYS[3])
   -- max_wait is about a ticket nobody dispatched; one back from the retry schedule or
   -- a re-delivered dead letter (q set) was dispatched before and is owed a delivery.
   if not f[3] and tonumber(ARGV[2]) - tonumber(f[2]) > tonumber(ARGV[3]) then
@@ -79,7 +81,7 @@ if f[1] == 'queued' then
     local iv = ik[1] and ik[1] ~= '' and redis.pcall('GET', ik[1])
     local ic = type(iv) == 'string' and string.byte(iv)
     if (ic == 105 or ic == 116) and string.sub(iv, 2, #ik[2] + 2) == ik[2] .. '\n' then redis.call('DEL', ik[1]) end
-    redis.call('PUBLISH', ARGV[5], ARGV[6])
+    redis.call('PUBLISH', ARGV[5], note)
     return {'expired'}
   end
   redis.call('HSET', KEYS[1], 'st', 'processing', 'd', ARGV[2])
@@ -90,7 +92,7 @@ elseif f[1] ~= 'processing' then
 end
 local a = redis.call('HINCRBY', KEYS[1], 'a', 1)
 local g = redis.call('HMGET', KEYS[1], 'm', 'u', 'h', 'b', 'fk', 'c', 'q')
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call('PUBLISH', ARGV[5], note)
 return {'go', a, g[1] or '', g[2] or '', g[3] or '', g[4] or '', g[5] or '', tonumber(g[6] or '0'),
         tonumber(g[7] or '0')}
 )LUA";
@@ -147,7 +149,7 @@ if not f[1] then return {'unknown'} end
 local taken = 0
 if f[1] == 'queued' then taken = tonumber(redis.call('GET', ARGV[1] .. f[2] .. ':taken') or '0') end
 return {f[1], f[2] or '', tonumber(f[3] or '0'), tonumber(f[4] or '0'), tonumber(f[5] or '0'), f[6] or '',
-        f[7] or '', taken, tonumber(f[8] or '0'), tonumber(f[9] or '0')}
+        f[7] or '', taken, tonumber(f[8] or '0'), tonumber(f[9] or '0'), redis.call('PTTL', KEYS[1])}
 )LUA";
 
 // expire and cancel: ARGV[6] is the new state ('failed' with reason 'expired', or
@@ -158,7 +160,7 @@ local st = redis.call('HMGET', KEYS[1], 'st', 'q')
 if not st[1] then return 'unknown' end
 if st[1] ~= 'queued' or st[2] then return 'late' end
 local r = redis.call('HGET', KEYS[1], 'r')
-redis.call('INCR', ARGV[5] .. r .. ':taken')
+local taken = redis.call('INCR', ARGV[5] .. r .. ':taken')
 redis.call('HSET', KEYS[1], 'st', ARGV[6], 'rs', ARGV[7], 'fin', ARGV[1])
 redis.call('HDEL', KEYS[1], 'b')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -166,7 +168,7 @@ local ik = redis.call('HMGET', KEYS[1], 'ik', 'io')
 local iv = ik[1] and ik[1] ~= '' and redis.pcall('GET', ik[1])
 local ic = type(iv) == 'string' and string.byte(iv)
 if (ic == 105 or ic == 116) and string.sub(iv, 2, #ik[2] + 2) == ik[2] .. '\n' then redis.call('DEL', ik[1]) end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. r .. ' ' .. taken)
 return {'ok', r}
 )LUA";
 
@@ -255,7 +257,8 @@ void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, 
   // expired case here.
   std::vector<std::string> keys{k.ticket(ticket_id), k.stream(route), k.taken(route)};
   std::vector<std::string> args{std::string(entry_id), std::to_string(now_ms), std::to_string(max_wait_ms), "3600000",
-                                k.channel(), std::string(ticket_id), reclaimed ? "1" : "0"};
+                                k.channel(), std::string(ticket_id), reclaimed ? "1" : "0",
+                                std::string(route)};
   redis::Script* script = fenced(&s.start, &s.start_fenced, fence, keys, args);
   c.eval(script, std::move(keys), std::move(args),
          [done = std::move(done)](redis::Failure f, redis::Reply& r) {
@@ -342,6 +345,7 @@ void poll(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_i
                v.reason = elem_str(r, 5);
                v.response = elem_str(r, 6);
                v.taken = elem_int(r, 7);
+               v.ttl_ms = elem_int(r, 10);
              }
            }
            done(v);
