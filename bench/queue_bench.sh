@@ -21,7 +21,8 @@
 #   DRAIN_WORKERS  Floodgate worker counts to drain with, one run each     default "1 2"
 #   SAMPLE         seconds between samples of the drain rate               default 10
 #   PHASES         which runs: any of "enqueue poll plain drain"           default all four
-#                  (plain: GET /api/products proxied by the same instance, the poll target)
+#                  (plain: GET /api/products proxied by the same instance, the poll target);
+#                  commas may separate them: PHASES=enqueue,poll,plain
 #   BUILD          1 = run `ninja -C build` first, 0 = use the binaries as they are
 #                                                                          default 1
 #
@@ -48,6 +49,7 @@ DRAIN_TICKETS="${DRAIN_TICKETS:-}"
 DRAIN_WORKERS="${DRAIN_WORKERS:-1 2}"
 SAMPLE="${SAMPLE:-10}"
 PHASES="${PHASES:-enqueue poll plain drain}"
+PHASES="${PHASES//,/ }"   # commas too (compare.sh's BENCH_ENV splits on spaces)
 BUILD="${BUILD:-1}"
 PATH_UNDER_TEST="/api/orders"
 BODY='{"sku":"card-10"}'

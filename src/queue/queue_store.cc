@@ -1,7 +1,7 @@
 // The queue and ticket scripts. Ticket hash fields: r route, st state (queued |
 // processing | done | failed | cancelled), seq enqueue sequence, c created ms, m method,
 // u target, h header lines, b body, ck client key, ik/io idempotency record key and
-// owner, fk Idempotency-Key sent upstream, a attempts, d dispatched ms, fin finished
+// owner (these three only when set), fk Idempotency-Key sent upstream, a attempts, d dispatched ms, fin finished
 // ms, resp stored response, rs failure reason. The durable retry schedule
 // (queue/dead_letter.cc) adds the states retry and dead and the fields due (retry: when
 // it is promoted back into the queue), pk (parked ms), x (dead since ms), q (ms it
@@ -11,6 +11,7 @@
 
 #include <uv.h>
 
+#include <cstring>
 #include <random>
 
 namespace fg::queue {
@@ -20,7 +21,8 @@ constexpr const char* kEnqueue = R"LUA(#!lua
 -- Declared with a shebang so that Redis checks maxmemory before the script runs:
 -- without one it checks only at the first write that can grow memory, and with
 -- client_max_tickets the first write is an SREM, after which the rest would run.
-local depth = tonumber(redis.call('GET', KEYS[3]) or '0') - tonumber(redis.call('GET', KEYS[4]) or '0')
+local counts = redis.call('MGET', KEYS[3], KEYS[4])
+local depth = tonumber(counts[1] or '0') - tonumber(counts[2] or '0')
 if depth >= tonumber(ARGV[12]) then return {'full', depth} end
 local cmax = tonumber(ARGV[14])
 if cmax > 0 then
@@ -31,8 +33,13 @@ if cmax > 0 then
   if n >= cmax then return {'too_many', n} end
 end
 local seq = redis.call('INCR', KEYS[3])
-redis.call('HSET', KEYS[2], 'r', ARGV[2], 'st', 'queued', 'seq', seq, 'c', ARGV[3], 'm', ARGV[4], 'u', ARGV[5],
-           'h', ARGV[6], 'b', ARGV[7], 'ck', ARGV[8], 'ik', ARGV[9], 'io', ARGV[10], 'fk', ARGV[11], 'a', 0)
+-- The client key and the idempotency record only when there is one: every reader
+-- takes a missing field as empty, and a smaller hash is cheaper to write and keep.
+local f = {'r', ARGV[2], 'st', 'queued', 'seq', seq, 'c', ARGV[3], 'm', ARGV[4], 'u', ARGV[5], 'h', ARGV[6],
+           'b', ARGV[7], 'fk', ARGV[11], 'a', 0}
+if ARGV[8] ~= '' then f[#f + 1] = 'ck'; f[#f + 1] = ARGV[8] end
+if ARGV[9] ~= '' then f[#f + 1] = 'ik'; f[#f + 1] = ARGV[9]; f[#f + 1] = 'io'; f[#f + 1] = ARGV[10] end
+redis.call('HSET', KEYS[2], unpack(f))
 redis.call('PEXPIRE', KEYS[2], ARGV[13])
 redis.call('XADD', KEYS[1], '*', 't', ARGV[1])
 if cmax > 0 then
@@ -379,12 +386,22 @@ void cancel(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket
 }
 
 std::string new_ticket_id() {
-  unsigned char buf[16];
-  if (uv_random(nullptr, nullptr, buf, sizeof buf, 0, nullptr) != 0) {
-    // uv_random reads the OS CSPRNG (getrandom); it failing means the OS is broken.
-    std::random_device rd;
-    for (auto& b : buf) b = static_cast<unsigned char>(rd());
+  // The OS CSPRNG (getrandom) read 64 ids at a time rather than one system call per
+  // ticket; the bytes are this thread's alone and each is used once.
+  static thread_local unsigned char pool[16 * 64];
+  static thread_local size_t used = sizeof pool;
+  if (used == sizeof pool) {
+    if (uv_random(nullptr, nullptr, pool, sizeof pool, 0, nullptr) != 0) {
+      // uv_random failing means the OS is broken.
+      std::random_device rd;
+      for (auto& b : pool) b = static_cast<unsigned char>(rd());
+    }
+    used = 0;
   }
+  unsigned char buf[16];
+  std::memcpy(buf, pool + used, sizeof buf);
+  std::memset(pool + used, 0, sizeof buf);
+  used += sizeof buf;
   static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   std::string out;
   out.reserve(22);
