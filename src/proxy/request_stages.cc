@@ -377,7 +377,9 @@ void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http:
     net::Guard<ProxySession> g = anchor_.guard();
     const Config& cfg = *snap_->config;
     queue::cancel(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, log::wall_ms(), 3600 * 1000,
-                  [g, w](queue::CancelResult r, const std::string& route) {
+                  [g, w, ticket = ticket_](queue::CancelResult r, const std::string& route) {
+                    // This worker's next poll must not wait for the published change.
+                    if (r == queue::CancelResult::kCancelled) w->ticket_memory().changed(ticket);
                     ProxySession* s = live(g);
                     if (s == nullptr) return;
                     if (r == queue::CancelResult::kCancelled) {

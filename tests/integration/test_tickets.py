@@ -384,6 +384,9 @@ def polls_of_a_seen_ticket_are_answered_from_memory_and_follow_the_queue():
 
     # The queue moves (tickets ahead leave): positions follow without reading Redis per poll.
     assert g.delete_ticket(tickets[1]).status == 200
+    # Cancelled through this worker: never answered as waiting afterwards, not even
+    # before the published change arrives.
+    assert g.get_ticket(tickets[1]).status == 410
     wait_until(lambda: position(tickets[4]) == 2, 5, message="position did not follow a cancel")
     assert [position(t) for t in tickets[2:]] == [0, 1, 2]
     assert g.delete_ticket(tickets[2]).status == 200
