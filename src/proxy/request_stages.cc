@@ -228,14 +228,8 @@ void ProxySession::enqueue() {
   std::string id = t.id;
   std::string ikey = idem_.key(), iowner = idem_.owner();
   uint64_t replicas = cfg.redis.wait_replicas, wait_ms = cfg.redis.wait_timeout_ms;
-  // The worker knows the ticket it wrote: its first polls need no read.
-  w->ticket_memory().begin_read(id);
   queue::enqueue(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, t, rc.queue.max_depth, hash_ttl,
-                 rc.client_max_tickets,
-                 [g, id, w, ikey, iowner, replicas, wait_ms, hash_ttl, route = t.route,
-                  created = t.created_ms](queue::EnqueueResult& r) {
-                   w->ticket_memory().end_read(id, queue::TicketMemory::enqueued(route, created, r),
-                                               static_cast<int64_t>(hash_ttl), w->now_ms());
+                 rc.client_max_tickets, [g, id, w, ikey, iowner, replicas, wait_ms](queue::EnqueueResult& r) {
                    ProxySession* s = live(g);
                    bool alive = s != nullptr;
                    if (r.kind != queue::EnqueueResult::Kind::kOk) {

@@ -62,18 +62,6 @@ void TicketMemory::end_read(const std::string& ticket, const TicketView& v, int6
   bytes_ += bytes;
 }
 
-TicketView TicketMemory::enqueued(const std::string& route, uint64_t created_ms, const EnqueueResult& r) {
-  TicketView v;
-  if (r.kind != EnqueueResult::Kind::kOk) return v;
-  v.kind = TicketView::Kind::kQueued;
-  v.state = "queued";
-  v.route = route;
-  v.seq = r.seq;
-  v.taken = r.seq - r.depth;  // depth = enqueued - taken, this one included
-  v.created_ms = static_cast<int64_t>(created_ms);
-  return v;
-}
-
 void TicketMemory::changed(std::string_view payload) {
   size_t sp = payload.find(' ');
   std::string ticket(payload.substr(0, sp));

@@ -49,10 +49,6 @@ class TicketMemory {
   // channel was up all along.
   void end_read(const std::string& ticket, const TicketView& v, int64_t ttl_ms, uint64_t now_ms);
 
-  // What a poll would read of a ticket just enqueued as `r` on `route` at `created_ms`
-  // (kUnavailable unless r is kOk), for end_read() once the enqueue is answered.
-  static TicketView enqueued(const std::string& route, uint64_t created_ms, const EnqueueResult& r);
-
   // A change published on the ticket channel: "<ticket>", optionally followed by
   // " <route> <taken>" (the route's taken counter after the change).
   void changed(std::string_view payload);

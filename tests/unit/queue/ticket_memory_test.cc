@@ -186,25 +186,3 @@ TEST_CASE("memory is bounded by entries and bytes, least recently used out first
   CHECK_FALSE(n.find("q0", 0, &out));
   CHECK(n.find("q" + std::to_string(TicketMemory::kMaxEntries + 9), 0, &out));
 }
-
-TEST_CASE("a ticket this worker enqueued is known without a read", "[queue]") {
-  TicketMemory m;
-  m.set_live(true);
-  TicketView out;
-  fg::queue::EnqueueResult r;
-  r.kind = fg::queue::EnqueueResult::Kind::kOk;
-  r.seq = 12;
-  r.depth = 4;  // 3 ahead of it
-  m.begin_read("t1");
-  m.end_read("t1", TicketMemory::enqueued("orders", 5000, r), 60000, 0);
-  REQUIRE(m.find("t1", 0, &out));
-  CHECK(out.kind == K::kQueued);
-  CHECK(out.route == "orders");
-  CHECK(out.created_ms == 5000);
-  CHECK(fg::queue::position(out) == 3);
-  // A refused enqueue leaves nothing.
-  r.kind = fg::queue::EnqueueResult::Kind::kFull;
-  m.begin_read("t2");
-  m.end_read("t2", TicketMemory::enqueued("orders", 5000, r), 60000, 0);
-  CHECK_FALSE(m.find("t2", 0, &out));
-}
