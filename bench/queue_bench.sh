@@ -174,13 +174,13 @@ now() { date +%s.%N; }
 # Redis's command counters (INFO commandstats: commands run inside scripts count too),
 # as "command calls usec" lines; cmd_delta BEFORE AFTER ITEMS prints, per item, the
 # calls of scripts (EVAL/EVALSHA), the calls of every other command, the microseconds
-# Redis spent in scripts, and the other commands per item.
+# Redis spent in scripts, and the other commands per item (those of 0.005 or more).
 cmd_stats() { rcli info commandstats 2>/dev/null | tr -d '\r' |
   sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),usec=\([0-9]*\),.*/\1 \2 \3/p'; }
 cmd_delta() {
   awk -v n="$3" 'FNR == NR { c[$1] = $2; u[$1] = $3; next }
     { dc = $2 - c[$1]; du = $3 - u[$1]
-      if ($1 ~ /^eval/) { sc += dc; su += du } else { oc += dc; if (dc > 0) list = list sprintf("%s%s:%.2f", (list == "" ? "" : ","), $1, dc / n) } }
+      if ($1 ~ /^eval/) { sc += dc; su += du } else { oc += dc; if (dc / n >= 0.005) list = list sprintf("%s%s:%.2f", (list == "" ? "" : ","), $1, dc / n) } }
     END { if (n <= 0) { print "NA NA NA -"; exit }
           printf "%.3f %.3f %.2f %s\n", sc / n, oc / n, su / n, (list == "" ? "-" : list) }' "$1" "$2"
 }
