@@ -109,10 +109,21 @@ rows = []
 for f in sorted(glob.glob(os.path.join(d, "*.tsv"))):
     with open(f) as fh:
         rows += list(csv.DictReader(fh, delimiter="\t"))
+# A benchmark that writes its figures as phase/key/value lines (queue): one row per
+# revision, round and phase.
+if rows and "key" in rows[0] and "value" in rows[0]:
+    wide = {}
+    for r in rows:
+        w = wide.setdefault((r["rev"], r["ab_round"], r["phase"]),
+                            {"rev": r["rev"], "ab_round": r["ab_round"], "phase": r["phase"]})
+        w[r["key"]] = r["value"]
+    rows = list(wide.values())
 # Only the targets that run the revision under test; nginx and the shop alone are
 # the same binary in both and serve as a check of the machine's steadiness.
 keys = [k for k in ("target", "conns", "route", "phase") if rows and k in rows[0]]
-figures = [f for f in ("rps", "p50_ms", "p99_ms", "fg_cpu_us_per_req", "proxy_cpu_us_per_req") if rows and f in rows[0]]
+figures = [f for f in ("rps", "tickets_per_s", "polls_per_s", "p50_ms", "p99_ms", "fg_cpu_us_per_req",
+                       "proxy_cpu_us_per_req", "fg_us", "redis_us", "redis_scripts", "redis_cmds", "redis_script_us")
+           if any(f in r for r in rows)]
 groups = {}
 for r in rows:
     g = tuple(r[k] for k in keys)

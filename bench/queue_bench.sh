@@ -20,7 +20,9 @@
 #   DRAIN_TICKETS  tickets queued before each drain run                    default RATE * (DRAIN + 20)
 #   DRAIN_WORKERS  Floodgate worker counts to drain with, one run each     default "1 2"
 #   SAMPLE         seconds between samples of the drain rate               default 10
-#   PHASES         which runs: any of "enqueue poll drain"                 default all three
+#   PHASES         which runs: any of "enqueue poll plain drain"           default all four
+#                  (plain: GET /api/products proxied by the same instance, the poll target);
+#                  commas may separate them: PHASES=enqueue,poll,plain
 #   BUILD          1 = run `ninja -C build` first, 0 = use the binaries as they are
 #                                                                          default 1
 #
@@ -46,7 +48,8 @@ DRAIN="${DRAIN:-60}"
 DRAIN_TICKETS="${DRAIN_TICKETS:-}"
 DRAIN_WORKERS="${DRAIN_WORKERS:-1 2}"
 SAMPLE="${SAMPLE:-10}"
-PHASES="${PHASES:-enqueue poll drain}"
+PHASES="${PHASES:-enqueue poll plain drain}"
+PHASES="${PHASES//,/ }"   # commas too (compare.sh's BENCH_ENV splits on spaces)
 BUILD="${BUILD:-1}"
 PATH_UNDER_TEST="/api/orders"
 BODY='{"sku":"card-10"}'
@@ -67,7 +70,7 @@ for w in $DRAIN_WORKERS; do
   [[ "$w" =~ ^[0-9]+$ ]] && (( w >= 1 )) || die "DRAIN_WORKERS must list worker counts >= 1, got '$DRAIN_WORKERS'"
 done
 for ph in $PHASES; do
-  [[ "$ph" =~ ^(enqueue|poll|drain)$ ]] || die "PHASES may list enqueue, poll and drain, got '$PHASES'"
+  [[ "$ph" =~ ^(enqueue|poll|plain|drain)$ ]] || die "PHASES may list enqueue, poll, plain and drain, got '$PHASES'"
 done
 phase() { [[ " $PHASES " == *" $1 "* ]]; }
 (( DRAIN_TICKETS > RATE * (DRAIN + SETTLE) )) ||
@@ -168,6 +171,19 @@ enq_count() { counter "${PREFIX}q:$1:enq"; }
 taken_count() { counter "${PREFIX}q:$1:taken"; }
 redis_mem() { rcli info memory 2>/dev/null | tr -d '\r' | awk -F: '/^used_memory:/ { print $2 }'; }
 now() { date +%s.%N; }
+# Redis's command counters (INFO commandstats: commands run inside scripts count too),
+# as "command calls usec" lines; cmd_delta BEFORE AFTER ITEMS prints, per item, the
+# calls of scripts (EVAL/EVALSHA), the calls of every other command, the microseconds
+# Redis spent in scripts, and the other commands per item (those of 0.005 or more).
+cmd_stats() { rcli info commandstats 2>/dev/null | tr -d '\r' |
+  sed -n 's/^cmdstat_\([^:]*\):calls=\([0-9]*\),usec=\([0-9]*\),.*/\1 \2 \3/p'; }
+cmd_delta() {
+  awk -v n="$3" 'FNR == NR { c[$1] = $2; u[$1] = $3; next }
+    { dc = $2 - c[$1]; du = $3 - u[$1]
+      if ($1 ~ /^eval/) { sc += dc; su += du } else { oc += dc; if (dc / n >= 0.005) list = list sprintf("%s%s:%.2f", (list == "" ? "" : ","), $1, dc / n) } }
+    END { if (n <= 0) { print "NA NA NA -"; exit }
+          printf "%.3f %.3f %.2f %s\n", sc / n, oc / n, su / n, (list == "" ? "-" : list) }' "$1" "$2"
+}
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 per() {  # per TICKS COUNT -> microseconds of CPU per item
   awk -v t="$1" -v n="$2" -v hz="$clk_tck" 'BEGIN { if (n > 0) printf "%.2f", t / hz * 1e6 / n; else print "NA" }'
@@ -247,7 +263,7 @@ measure_end() {  # measure_end WRK_USER WRK_SYS
 # rate = 1, burst 0: about one request per second is forwarded live (or one
 # ticket dispatched); everything else is parked. The poll run uses the same
 # instance and route.
-if phase enqueue || phase poll; then
+if phase enqueue || phase poll || phase plain; then
 fg_conf floodgate-enqueue 1 tickets 1 0
 fg_run floodgate-enqueue
 
@@ -283,12 +299,14 @@ fi
 
 log "enqueue run: ${DUR}s, $CONNS connections"
 enq0="$(enq_count tickets)"; taken0="$(taken_count tickets)"; shop0="$(shop_requests)"; mem0="$(redis_mem)"
+cmd_stats >"$work/cmdstats-enqueue-0.txt"
 measure_start
 run_wrk "$DUR" "$work/wrk-enqueue.txt" "$work/enqueue.lua"
 read -r wrk_user wrk_sys <"$work/wrk-enqueue.txt.time" || { wrk_user=0; wrk_sys=0; }
 measure_end "$wrk_user" "$wrk_sys"
 sleep 0.2
 enq1="$(enq_count tickets)"; taken1="$(taken_count tickets)"; shop1="$(shop_requests)"; mem1="$(redis_mem)"
+cmd_stats >"$work/cmdstats-enqueue-1.txt"
 read -r rps p50 p99 reqs non2xx sockerr secs < <(parse_wrk "$work/wrk-enqueue.txt")
 tickets=$(( enq1 - enq0 ))
 [[ "$secs" == NA ]] && secs="$DUR"
@@ -300,6 +318,10 @@ for kv in "seconds $secs" "tickets $tickets" "tickets_per_s $tps" "wrk_rps $rps"
   "fg_us $(per $(( m_fg1 - m_fg0 )) "$tickets")" "redis_us $(per $(( m_redis1 - m_redis0 )) "$tickets")" \
   "redis_bytes_per_ticket $(awk -v a="$mem0" -v b="$mem1" -v n="$tickets" 'BEGIN { if (n > 0) printf "%.0f", (b - a) / n; else print "NA" }')" \
   "redis_mib $(awk -v b="$mem1" 'BEGIN { printf "%.1f", b / 1048576 }')" "other $m_other"; do
+  rec enqueue "${kv%% *}" "${kv#* }"
+done
+read -r e_scripts e_cmds e_rus e_list < <(cmd_delta "$work/cmdstats-enqueue-0.txt" "$work/cmdstats-enqueue-1.txt" "$tickets")
+for kv in "redis_scripts $e_scripts" "redis_cmds $e_cmds" "redis_script_us $e_rus" "redis_cmd_list $e_list"; do
   rec enqueue "${kv%% *}" "${kv#* }"
 done
 log "enqueue: $tickets tickets in ${secs}s = $tps tickets/s (wrk: $rps req/s, $reqs requests, non-2xx $non2xx, socket errors $sockerr); dispatched during the run: $(( taken1 - taken0 )); p99 ${p99} ms; Floodgate $(per $(( m_fg1 - m_fg0 )) "$tickets") us/ticket, redis $(per $(( m_redis1 - m_redis0 )) "$tickets") us/ticket; other load $m_other cores"
@@ -338,11 +360,14 @@ curl -s -i --max-time 5 "http://127.0.0.1:$fg_port$TICKETS_PATH$first_id" | tr -
 log "a poll answers: $(head -n1 "$work/ticket-poll.txt"), $(tail -n1 "$work/ticket-poll.txt")"
 
 log "poll run: ${DUR}s, $CONNS connections, $POLL_TICKETS tickets round robin"
+cmd_stats >"$work/cmdstats-poll-0.txt"
 measure_start
 run_wrk "$DUR" "$work/wrk-poll.txt" "$work/poll.lua" "$work/ticket-ids.txt" "$TICKETS_PATH"
 read -r wrk_user wrk_sys <"$work/wrk-poll.txt.time" || { wrk_user=0; wrk_sys=0; }
 measure_end "$wrk_user" "$wrk_sys"
 read -r rps p50 p99 reqs non2xx sockerr secs < <(parse_wrk "$work/wrk-poll.txt")
+cmd_stats >"$work/cmdstats-poll-1.txt"
+read -r p_scripts p_cmds p_rus p_list < <(cmd_delta "$work/cmdstats-poll-0.txt" "$work/cmdstats-poll-1.txt" "$reqs")
 # After the run every ticket must still be known: 202 while queued or
 # processing, the shop's own answer (201 here) replayed once done.
 poll_codes="$(python3 - "$fg_port" "$TICKETS_PATH" "$work/ticket-ids.txt" <<'PY'
@@ -360,7 +385,8 @@ PY
 for kv in "seconds $secs" "polls_per_s $rps" "p50_ms $p50" "p99_ms $p99" "requests $reqs" "non2xx $non2xx" \
   "socket_errors $sockerr" "tickets $(sort -u "$work/ticket-ids.txt" | wc -l)" "after_codes $poll_codes" \
   "fg_us $(per $(( m_fg1 - m_fg0 )) "$reqs")" "redis_us $(per $(( m_redis1 - m_redis0 )) "$reqs")" "other $m_other" \
-  "answer $(head -n1 "$work/ticket-poll.txt") $(tail -n1 "$work/ticket-poll.txt")"; do
+  "answer $(head -n1 "$work/ticket-poll.txt") $(tail -n1 "$work/ticket-poll.txt")" \
+  "redis_scripts $p_scripts" "redis_cmds $p_cmds" "redis_script_us $p_rus" "redis_cmd_list $p_list"; do
   rec poll "${kv%% *}" "${kv#* }"
 done
 log "poll: $rps polls/s ($reqs in ${secs}s), p99 ${p99} ms, non-2xx $non2xx, socket errors $sockerr; afterwards the tickets answer $poll_codes; Floodgate $(per $(( m_fg1 - m_fg0 )) "$reqs") us/poll, redis $(per $(( m_redis1 - m_redis0 )) "$reqs") us/poll; other load $m_other cores"
@@ -368,6 +394,31 @@ log "poll: $rps polls/s ($reqs in ${secs}s), p99 ${p99} ms, non-2xx $non2xx, soc
 [[ "$poll_codes" =~ ^(2[0-9][0-9]:[0-9]+\ ?)+$ ]] || note "poll run: after the run the tickets answered $poll_codes (expected only 2xx: 202, or the shop's 201 once done)"
 [[ "$rps" == NA ]] && note "poll run: wrk gave no result: $(tr '\n' ' ' <"$work/wrk-poll.txt" | cut -c1-300)"
 cp "$work/wrk-poll.txt" "$logs_dir/"
+fi
+
+# ------------------------------------------------------------ 2b. plain proxy
+
+# The same instance, load and connections, GET /api/products proxied to the shop
+# (route "rest", no Redis): the req/s a poll is measured against.
+if phase plain; then
+log "plain proxy run: ${DUR}s, $CONNS connections, GET /api/products"
+cat >"$work/plain.lua" <<'LUA'
+local req
+function init(args) req = wrk.format("GET", "/api/products") end
+function request() return req end
+LUA
+measure_start
+run_wrk "$DUR" "$work/wrk-plain.txt" "$work/plain.lua"
+read -r wrk_user wrk_sys <"$work/wrk-plain.txt.time" || { wrk_user=0; wrk_sys=0; }
+measure_end "$wrk_user" "$wrk_sys"
+read -r rps p50 p99 reqs non2xx sockerr secs < <(parse_wrk "$work/wrk-plain.txt")
+for kv in "seconds $secs" "rps $rps" "p50_ms $p50" "p99_ms $p99" "requests $reqs" "non2xx $non2xx" \
+  "socket_errors $sockerr" "fg_us $(per $(( m_fg1 - m_fg0 )) "$reqs")" "other $m_other"; do
+  rec plain "${kv%% *}" "${kv#* }"
+done
+log "plain proxy: $rps req/s, p99 ${p99} ms, non-2xx $non2xx; Floodgate $(per $(( m_fg1 - m_fg0 )) "$reqs") us/request"
+(( non2xx > 0 || sockerr > 0 )) && note "plain run: $non2xx non-2xx answers, $sockerr socket errors"
+cp "$work/wrk-plain.txt" "$logs_dir/"
 fi
 fg_stop
 
@@ -499,15 +550,26 @@ if e or p:
   w("")
   w("| run | per second | target | met? | p50 ms | p99 ms | non-2xx | socket errors | Floodgate CPU us | redis CPU us | other load |")
   w("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-  tps, pps = num(e.get("tickets_per_s")), num(p.get("polls_per_s"))
+  pl = d.get("plain", {})
+  tps, pps, plr = num(e.get("tickets_per_s")), num(p.get("polls_per_s")), num(pl.get("rps"))
   if e:
-    w(f"| enqueue (tickets) | {f(tps)} | 20,000 | {'n/a' if tps is None else ('yes' if tps >= 20000 else 'no')} | "
+    w(f"| enqueue (tickets) | {f(tps)} | 50,000 | {'n/a' if tps is None else ('yes' if tps >= 50000 else 'no')} | "
       f"{f(e.get('p50_ms'), 2)} | {f(e.get('p99_ms'), 2)} | {e.get('non2xx', 'n/a')} | {e.get('socket_errors', 'n/a')} | "
       f"{f(e.get('fg_us'), 2)} | {f(e.get('redis_us'), 2)} | {f(e.get('other'), 2)} |")
   if p:
-    w(f"| poll | {f(pps)} | 30,000 | {'n/a' if pps is None else ('yes' if pps >= 30000 else 'no')} | "
+    w(f"| poll | {f(pps)} | plain: {f(plr)} | {'n/a' if pps is None or plr is None else ('yes' if pps >= plr else 'no')} | "
       f"{f(p.get('p50_ms'), 2)} | {f(p.get('p99_ms'), 2)} | {p.get('non2xx', 'n/a')} | {p.get('socket_errors', 'n/a')} | "
       f"{f(p.get('fg_us'), 2)} | {f(p.get('redis_us'), 2)} | {f(p.get('other'), 2)} |")
+  if pl:
+    w(f"| plain proxy (GET /api/products) | {f(plr)} | | | "
+      f"{f(pl.get('p50_ms'), 2)} | {f(pl.get('p99_ms'), 2)} | {pl.get('non2xx', 'n/a')} | {pl.get('socket_errors', 'n/a')} | "
+      f"{f(pl.get('fg_us'), 2)} | | {f(pl.get('other'), 2)} |")
+  w("")
+  for name, r in (("enqueue, per ticket", e), ("poll, per poll", p)):
+    if r.get("redis_scripts"):
+      w(f"- Redis work {name} (INFO commandstats): {r.get('redis_scripts')} scripts (EVALSHA) taking "
+        f"{r.get('redis_script_us')} us, and {r.get('redis_cmds')} other commands ({r.get('redis_cmd_list')}; "
+        "commands run inside a script count here too)")
   w("")
   if e:
       w(f"- enqueue: {f(e.get('tickets'))} tickets in {e.get('seconds')} s; wrk answers {f(e.get('requests'))} "

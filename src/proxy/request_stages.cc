@@ -371,7 +371,9 @@ void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http:
     net::Guard<ProxySession> g = anchor_.guard();
     const Config& cfg = *snap_->config;
     queue::cancel(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, log::wall_ms(), 3600 * 1000,
-                  [g, w](queue::CancelResult r, const std::string& route) {
+                  [g, w, ticket = ticket_](queue::CancelResult r, const std::string& route) {
+                    // This worker's next poll must not wait for the published change.
+                    if (r == queue::CancelResult::kCancelled) w->ticket_memory().changed(ticket);
                     ProxySession* s = live(g);
                     if (s == nullptr) return;
                     if (r == queue::CancelResult::kCancelled) {
@@ -401,31 +403,44 @@ void ProxySession::poll_ticket(bool final) {
     send_reply(queue::unavailable_reply());
     return;
   }
+  queue::TicketMemory& memory = w->ticket_memory();
+  queue::TicketView seen;
+  if (memory.find(ticket_, w->now_ms(), &seen)) {
+    ticket_read(seen, final, true);
+    return;
+  }
   net::Guard<ProxySession> g = anchor_.guard();
+  memory.begin_read(ticket_);
   queue::poll(*redis, w->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, ticket_,
-              [g, final, w](queue::TicketView& v) {
-                ProxySession* s = live(g);
-                if (s == nullptr) return;
-                bool first = s->ticket_first_kind_ < 0;
-                int kind = static_cast<int>(v.kind);
-                if (!queue::keep_waiting(v, final, &s->ticket_first_kind_)) {
-                  s->answer_ticket(v);
-                  return;
-                }
-                // Long-poll: wait for a published change (or the deadline).
-                w->tickets().wait(s->ticket_, s->ticket_deadline_ms_, [g] {
-                  if (ProxySession* s2 = g.get()) s2->ticket_changed();
-                });
-                // A change published between our read and the wait's registration
-                // would be missed: read once more now that the wait is in place.
-                if (first && w->redis()) {
-                  queue::poll(*w->redis(), w->queue_scripts(), queue::Keys{s->snap_->config->redis.prefix}, s->ticket_,
-                              [g, kind](queue::TicketView& v2) {
-                                ProxySession* s2 = g.get();
-                                if (s2 && static_cast<int>(v2.kind) != kind) s2->ticket_changed();
-                              });
-                }
+              [g, final, w, ticket = ticket_](queue::TicketView& v) {
+                w->ticket_memory().end_read(ticket, v, v.ttl_ms, w->now_ms());
+                if (ProxySession* s = live(g)) s->ticket_read(v, final, false);
               });
+}
+
+void ProxySession::ticket_read(queue::TicketView& v, bool final, bool from_memory) {
+  WorkerState* w = client_->worker();
+  bool first = ticket_first_kind_ < 0;
+  int kind = static_cast<int>(v.kind);
+  if (!queue::keep_waiting(v, final, &ticket_first_kind_)) {
+    answer_ticket(v);
+    return;
+  }
+  // Long-poll: wait for a published change (or the deadline).
+  net::Guard<ProxySession> g = anchor_.guard();
+  w->tickets().wait(ticket_, ticket_deadline_ms_, [g] {
+    if (ProxySession* s2 = g.get()) s2->ticket_changed();
+  });
+  // A change published between a read from Redis and the wait's registration would be
+  // missed: read once more now that the wait is in place. (Memory is current up to the
+  // last change received, and the wait was registered in the same turn.)
+  if (first && !from_memory && w->redis()) {
+    queue::poll(*w->redis(), w->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, ticket_,
+                [g, kind](queue::TicketView& v2) {
+                  ProxySession* s2 = g.get();
+                  if (s2 && static_cast<int>(v2.kind) != kind) s2->ticket_changed();
+                });
+  }
 }
 
 void ProxySession::answer_ticket(queue::TicketView& v) {
@@ -450,6 +465,7 @@ void ProxySession::answer_ticket(queue::TicketView& v) {
                         d->post_webhook(webhook, queue::expired_webhook_body(ticket, route));
                     });
     }
+    w->ticket_memory().forget(ticket_);
     v.kind = queue::TicketView::Kind::kFailed;
     v.reason = "expired";
   }

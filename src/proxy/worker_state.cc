@@ -233,18 +233,30 @@ void WorkerState::open_redis() {
   // The client logs redis_up/redis_down itself; the worker only tracks the gauge.
   opt.on_state = [wid, inst](bool up) { inst->redis_up[wid].store(up, std::memory_order_relaxed); };
   redis::Client::Options sub_opt = opt;
-  sub_opt.on_state = nullptr;
+  // Without the change channel the ticket memory cannot know what changed: it answers
+  // nothing until the channel is subscribed again.
+  sub_opt.on_state = [this](bool up) {
+    if (!up) ticket_memory_.set_live(false);
+  };
   sub_opt.name = "worker " + std::to_string(id()) + " notifications";
   redis_ = std::make_unique<redis::Client>(loop(), std::move(opt));
   redis_->start();
   idem_link_.client = redis_.get();
-  // A second connection in subscribe mode wakes ticket long-polls; after a reconnect
-  // every waiter re-reads its ticket, in case a change was missed meanwhile.
+  // A second connection in subscribe mode wakes ticket long-polls and keeps the ticket
+  // memory current; after a reconnect every waiter re-reads its ticket and the memory
+  // starts empty, in case a change was missed meanwhile.
   subscriber_ = std::make_unique<redis::Client>(loop(), std::move(sub_opt));
   subscriber_->subscribe(
       {queue::Keys{rc.prefix}.channel()},
-      [this](std::string_view, std::string_view payload) { tickets_.notify(payload, now_ms()); },
-      [this] { tickets_.notify_all(now_ms()); });
+      [this](std::string_view, std::string_view payload) {
+        ticket_memory_.changed(payload);
+        tickets_.notify(payload.substr(0, payload.find(' ')), now_ms());
+      },
+      [this] {
+        ticket_memory_.set_live(false);
+        ticket_memory_.set_live(true);
+        tickets_.notify_all(now_ms());
+      });
   subscriber_->start();
 }
 
@@ -268,6 +280,7 @@ std::function<void()> WorkerState::hold_redis() {
 }
 
 void WorkerState::close_redis() {
+  ticket_memory_.set_live(false);
   if (subscriber_) {
     redis::Client* sub = subscriber_.release();
     sub->close([sub] { delete sub; });

@@ -20,6 +20,7 @@
 #include "proxy/upstream_pool.h"
 #include "queue/dead_letter.h"
 #include "queue/queue_store.h"
+#include "queue/ticket_memory.h"
 #include "queue/ticket_service.h"
 #include "redis/redis_client.h"
 
@@ -69,6 +70,8 @@ class WorkerState : public net::Service {
   // The dispatcher of a queued route on this worker, or null (instance duties).
   virtual Dispatcher* dispatcher(const std::string& route);
   queue::TicketService& tickets() { return tickets_; }
+  // Tickets whose state this worker has read, kept current by the change channel.
+  queue::TicketMemory& ticket_memory() { return ticket_memory_; }
   cache::Stage& cache_stage() { return cache_stage_; }
   // Retry budget: live retries stay under 20% of requests (per worker, over a rolling
   // ten-second period, with a floor of 10 so a quiet worker can still retry).
@@ -127,6 +130,7 @@ class WorkerState : public net::Service {
   int64_t queued_ = 0;       // response bytes queued towards this worker's clients
   int64_t queued_peak_ = 0;  // their highest total since memory was last handed back
   queue::TicketService tickets_;
+  queue::TicketMemory ticket_memory_;
   cache::Stage cache_stage_;
   std::string id_prefix_;
   uint64_t id_counter_ = 0;

@@ -1,7 +1,7 @@
 // The queue and ticket scripts. Ticket hash fields: r route, st state (queued |
 // processing | done | failed | cancelled), seq enqueue sequence, c created ms, m method,
 // u target, h header lines, b body, ck client key, ik/io idempotency record key and
-// owner, fk Idempotency-Key sent upstream, a attempts, d dispatched ms, fin finished
+// owner (these three only when set), fk Idempotency-Key sent upstream, a attempts, d dispatched ms, fin finished
 // ms, resp stored response, rs failure reason. The durable retry schedule
 // (queue/dead_letter.cc) adds the states retry and dead and the fields due (retry: when
 // it is promoted back into the queue), pk (parked ms), x (dead since ms), q (ms it
@@ -11,6 +11,7 @@
 
 #include <uv.h>
 
+#include <cstring>
 #include <random>
 
 namespace fg::queue {
@@ -20,7 +21,8 @@ constexpr const char* kEnqueue = R"LUA(#!lua
 -- Declared with a shebang so that Redis checks maxmemory before the script runs:
 -- without one it checks only at the first write that can grow memory, and with
 -- client_max_tickets the first write is an SREM, after which the rest would run.
-local depth = tonumber(redis.call('GET', KEYS[3]) or '0') - tonumber(redis.call('GET', KEYS[4]) or '0')
+local counts = redis.call('MGET', KEYS[3], KEYS[4])
+local depth = tonumber(counts[1] or '0') - tonumber(counts[2] or '0')
 if depth >= tonumber(ARGV[12]) then return {'full', depth} end
 local cmax = tonumber(ARGV[14])
 if cmax > 0 then
@@ -31,8 +33,13 @@ if cmax > 0 then
   if n >= cmax then return {'too_many', n} end
 end
 local seq = redis.call('INCR', KEYS[3])
-redis.call('HSET', KEYS[2], 'r', ARGV[2], 'st', 'queued', 'seq', seq, 'c', ARGV[3], 'm', ARGV[4], 'u', ARGV[5],
-           'h', ARGV[6], 'b', ARGV[7], 'ck', ARGV[8], 'ik', ARGV[9], 'io', ARGV[10], 'fk', ARGV[11], 'a', 0)
+-- The client key and the idempotency record only when there is one: every reader
+-- takes a missing field as empty, and a smaller hash is cheaper to write and keep.
+local f = {'r', ARGV[2], 'st', 'queued', 'seq', seq, 'c', ARGV[3], 'm', ARGV[4], 'u', ARGV[5], 'h', ARGV[6],
+           'b', ARGV[7], 'fk', ARGV[11], 'a', 0}
+if ARGV[8] ~= '' then f[#f + 1] = 'ck'; f[#f + 1] = ARGV[8] end
+if ARGV[9] ~= '' then f[#f + 1] = 'ik'; f[#f + 1] = ARGV[9]; f[#f + 1] = 'io'; f[#f + 1] = ARGV[10] end
+redis.call('HSET', KEYS[2], unpack(f))
 redis.call('PEXPIRE', KEYS[2], ARGV[13])
 redis.call('XADD', KEYS[1], '*', 't', ARGV[1])
 if cmax > 0 then
@@ -65,8 +72,10 @@ if not f[1] then
   redis.call('XDEL', KEYS[2], ARGV[1])
   return {'skip'}
 end
+local note = ARGV[6]
 if f[1] == 'queued' then
-  redis.call('INCR', KEYS[3])
+  -- Published with the change: the route's progress, for positions held in memory.
+  note = ARGV[6] .. ' ' .. ARGV[8] .. ' ' .. redis.call('INCR', KEYS[3])
   -- max_wait is about a ticket nobody dispatched; one back from the retry schedule or
   -- a re-delivered dead letter (q set) was dispatched before and is owed a delivery.
   if not f[3] and tonumber(ARGV[2]) - tonumber(f[2]) > tonumber(ARGV[3]) then
@@ -79,7 +88,7 @@ if f[1] == 'queued' then
     local iv = ik[1] and ik[1] ~= '' and redis.pcall('GET', ik[1])
     local ic = type(iv) == 'string' and string.byte(iv)
     if (ic == 105 or ic == 116) and string.sub(iv, 2, #ik[2] + 2) == ik[2] .. '\n' then redis.call('DEL', ik[1]) end
-    redis.call('PUBLISH', ARGV[5], ARGV[6])
+    redis.call('PUBLISH', ARGV[5], note)
     return {'expired'}
   end
   redis.call('HSET', KEYS[1], 'st', 'processing', 'd', ARGV[2])
@@ -90,7 +99,7 @@ elseif f[1] ~= 'processing' then
 end
 local a = redis.call('HINCRBY', KEYS[1], 'a', 1)
 local g = redis.call('HMGET', KEYS[1], 'm', 'u', 'h', 'b', 'fk', 'c', 'q')
-redis.call('PUBLISH', ARGV[5], ARGV[6])
+redis.call('PUBLISH', ARGV[5], note)
 return {'go', a, g[1] or '', g[2] or '', g[3] or '', g[4] or '', g[5] or '', tonumber(g[6] or '0'),
         tonumber(g[7] or '0')}
 )LUA";
@@ -147,7 +156,7 @@ if not f[1] then return {'unknown'} end
 local taken = 0
 if f[1] == 'queued' then taken = tonumber(redis.call('GET', ARGV[1] .. f[2] .. ':taken') or '0') end
 return {f[1], f[2] or '', tonumber(f[3] or '0'), tonumber(f[4] or '0'), tonumber(f[5] or '0'), f[6] or '',
-        f[7] or '', taken, tonumber(f[8] or '0'), tonumber(f[9] or '0')}
+        f[7] or '', taken, tonumber(f[8] or '0'), tonumber(f[9] or '0'), redis.call('PTTL', KEYS[1])}
 )LUA";
 
 // expire and cancel: ARGV[6] is the new state ('failed' with reason 'expired', or
@@ -158,7 +167,7 @@ local st = redis.call('HMGET', KEYS[1], 'st', 'q')
 if not st[1] then return 'unknown' end
 if st[1] ~= 'queued' or st[2] then return 'late' end
 local r = redis.call('HGET', KEYS[1], 'r')
-redis.call('INCR', ARGV[5] .. r .. ':taken')
+local taken = redis.call('INCR', ARGV[5] .. r .. ':taken')
 redis.call('HSET', KEYS[1], 'st', ARGV[6], 'rs', ARGV[7], 'fin', ARGV[1])
 redis.call('HDEL', KEYS[1], 'b')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -166,7 +175,7 @@ local ik = redis.call('HMGET', KEYS[1], 'ik', 'io')
 local iv = ik[1] and ik[1] ~= '' and redis.pcall('GET', ik[1])
 local ic = type(iv) == 'string' and string.byte(iv)
 if (ic == 105 or ic == 116) and string.sub(iv, 2, #ik[2] + 2) == ik[2] .. '\n' then redis.call('DEL', ik[1]) end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
+redis.call('PUBLISH', ARGV[3], ARGV[4] .. ' ' .. r .. ' ' .. taken)
 return {'ok', r}
 )LUA";
 
@@ -255,7 +264,8 @@ void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, 
   // expired case here.
   std::vector<std::string> keys{k.ticket(ticket_id), k.stream(route), k.taken(route)};
   std::vector<std::string> args{std::string(entry_id), std::to_string(now_ms), std::to_string(max_wait_ms), "3600000",
-                                k.channel(), std::string(ticket_id), reclaimed ? "1" : "0"};
+                                k.channel(), std::string(ticket_id), reclaimed ? "1" : "0",
+                                std::string(route)};
   redis::Script* script = fenced(&s.start, &s.start_fenced, fence, keys, args);
   c.eval(script, std::move(keys), std::move(args),
          [done = std::move(done)](redis::Failure f, redis::Reply& r) {
@@ -342,6 +352,7 @@ void poll(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_i
                v.reason = elem_str(r, 5);
                v.response = elem_str(r, 6);
                v.taken = elem_int(r, 7);
+               v.ttl_ms = elem_int(r, 10);
              }
            }
            done(v);
@@ -375,12 +386,22 @@ void cancel(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket
 }
 
 std::string new_ticket_id() {
-  unsigned char buf[16];
-  if (uv_random(nullptr, nullptr, buf, sizeof buf, 0, nullptr) != 0) {
-    // uv_random reads the OS CSPRNG (getrandom); it failing means the OS is broken.
-    std::random_device rd;
-    for (auto& b : buf) b = static_cast<unsigned char>(rd());
+  // The OS CSPRNG (getrandom) read 64 ids at a time rather than one system call per
+  // ticket; the bytes are this thread's alone and each is used once.
+  static thread_local unsigned char pool[16 * 64];
+  static thread_local size_t used = sizeof pool;
+  if (used == sizeof pool) {
+    if (uv_random(nullptr, nullptr, pool, sizeof pool, 0, nullptr) != 0) {
+      // uv_random failing means the OS is broken.
+      std::random_device rd;
+      for (auto& b : pool) b = static_cast<unsigned char>(rd());
+    }
+    used = 0;
   }
+  unsigned char buf[16];
+  std::memcpy(buf, pool + used, sizeof buf);
+  std::memset(pool + used, 0, sizeof buf);
+  used += sizeof buf;
   static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   std::string out;
   out.reserve(22);

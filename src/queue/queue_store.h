@@ -3,7 +3,9 @@
 // two counters per route (enqueued, taken out of the queued state) from which depth
 // and positions are derived. Each state change is one Lua script, so it is atomic.
 // Ticket state changes are published on one channel ("<prefix>tickets") so that
-// long-polls wake without polling Redis.
+// long-polls wake and workers' ticket memories (ticket_memory.h) stay current without
+// polling Redis. The message is the ticket id; a change that takes a ticket out of the
+// queued state appends " <route> <taken>", the route's taken counter after it.
 #pragma once
 
 #include <cstdint>
@@ -135,6 +137,7 @@ struct TicketView {
   std::string state;
   int64_t due_ms = 0;       // retry: when the ticket goes back into the queue
   int64_t requeued_ms = 0;  // >0: queued again after a retry or a re-delivery (max_wait no longer applies)
+  int64_t ttl_ms = -1;      // the hash's PTTL when read (-1: none)
 };
 void poll(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id,
           std::function<void(TicketView&)> done);

@@ -313,5 +313,100 @@ def redis_down_queued_and_store_and_forward_answer_503_never_a_promise():
     assert resp.status == 200 and resp.body == b"success", resp
 
 
+# ------------------------------------------------------------------ polls from memory
+
+
+def redis_calls(r, command):
+    """How many times `command` ran in Redis (scripts' calls included)."""
+    for line in r.cmd("INFO", "commandstats").decode().splitlines():
+        if line.startswith(f"cmdstat_{command}:"):
+            return int(line.split("calls=", 1)[1].split(",", 1)[0])
+    return 0
+
+
+def same_answer(a, b):
+    """Status, headers (but the request id) and body byte for byte."""
+    def strip(r):
+        return [(n, v) for n, v in r.header_list if n.lower() != "x-request-id"]
+    return a.status == b.status and strip(a) == strip(b) and a.body == b.body
+
+
+@test(timeout=60)
+def polls_of_a_seen_ticket_are_answered_from_memory_and_follow_the_queue():
+    # A private Redis: every HMGET counted below is this test's. The poll read is one
+    # HMGET; with the shop hanging nothing else runs one while the polls are counted.
+    fresh_shop()
+    r = start_redis()
+    q = {"concurrency": 1, "processing_timeout": "60s"}
+    g = GW([orders_route(1, queue=q), other_route()], r=r, workers=1,
+           upstream={"timeout": "30s"})
+    assert g.post(key="mem-primer").status == 201
+    done_ticket = check_queued_answer(g.post(key="mem-done"))
+    first, _ = g.wait_final(done_ticket, timeout=10)
+    assert first.status == 201 and first.header("ticket-status") == "done", first
+
+    # A done ticket: the same bytes from memory as from Redis, on another instance that
+    # never saw it (it reads Redis), and no Redis read per poll.
+    other = GW([orders_route(1, queue=q), other_route()], r=r, prefix=g.prefix, workers=1)
+    fresh = http("GET", other.port, TICKETS + done_ticket)
+    assert same_answer(fresh, first), (fresh, first)
+    g.get_ticket(done_ticket)
+    before = redis_calls(r, "hmget")
+    for _ in range(40):
+        again = g.get_ticket(done_ticket)
+        assert same_answer(again, first), (again, first)
+    assert redis_calls(r, "hmget") - before <= 2
+
+    # Queued tickets: the first is dispatched and hangs in the shop; the rest wait.
+    shop.config(hang=True)
+    tickets = park_tickets(g, 5, "mem-{}", rate_primer=False)
+    wait_until(lambda: g.ticket_state(tickets[0]) == "processing", 10,
+               message="the first ticket was not dispatched")
+
+    def position(t):
+        resp = g.get_ticket(t)
+        assert resp.status == 202, resp
+        body = resp.json()
+        assert body["status"] == "queued", body
+        return body["position"]
+
+    assert [position(t) for t in tickets[1:]] == [0, 1, 2, 3]
+
+    def refreshes(n_tickets, since):
+        # A waiting ticket is read again every 2 s (the memory's bound for a change that
+        # could have been missed): allowed, however slow the machine is.
+        return n_tickets * (int((time.monotonic() - since) / 2) + 1)
+
+    before, t0 = redis_calls(r, "hmget"), time.monotonic()
+    polls = 0
+    for _ in range(25):
+        for t in tickets[1:]:
+            position(t)
+            polls += 1
+    served_by_redis = redis_calls(r, "hmget") - before
+    assert served_by_redis <= refreshes(4, t0), f"{served_by_redis} Redis reads for {polls} polls"
+
+    # The queue moves (tickets ahead leave): positions follow without reading Redis per poll.
+    assert g.delete_ticket(tickets[1]).status == 200
+    # Cancelled through this worker: never answered as waiting afterwards, not even
+    # before the published change arrives.
+    assert g.get_ticket(tickets[1]).status == 410
+    wait_until(lambda: position(tickets[4]) == 2, 5, message="position did not follow a cancel")
+    assert [position(t) for t in tickets[2:]] == [0, 1, 2]
+    assert g.delete_ticket(tickets[2]).status == 200
+    wait_until(lambda: position(tickets[4]) == 1, 5, message="position did not follow a cancel")
+    assert [position(t) for t in tickets[3:]] == [0, 1]
+    # A cancelled ticket is never answered as waiting again, from memory or not.
+    for _ in range(20):
+        gone = g.get_ticket(tickets[1])
+        assert gone.status == 410 and gone.json()["status"] == "cancelled", gone
+    g.get_ticket(tickets[2])
+    before, t0 = redis_calls(r, "hmget"), time.monotonic()
+    for _ in range(20):
+        assert position(tickets[4]) == 1
+        assert g.get_ticket(tickets[2]).status == 410
+    assert redis_calls(r, "hmget") - before <= refreshes(1, t0)
+
+
 if __name__ == "__main__":
     run_tests()

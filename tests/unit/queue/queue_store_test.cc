@@ -335,14 +335,14 @@ TEST_CASE("enqueue writes the ticket hash and a stream entry; seq and depth coun
   CHECK(f.counter(f.keys.enq("checkout")) == 3);
   CHECK(f.counter(f.keys.taken("checkout")) == 0);
 
-  // The hash holds everything needed to deliver and report the ticket.
+  // The hash holds everything needed to deliver and report the ticket; the client key
+  // and the idempotency record only when there is one (here none).
   const q::NewTicket& t = ts[1];  // the second ticket, checked field by field
   auto h = f.hgetall(f.keys.ticket(t.id));
   std::map<std::string, std::string> want = {
       {"r", "checkout"},   {"st", "queued"},         {"seq", "2"},         {"c", std::to_string(kT0 + 1)},
       {"m", t.method},     {"u", t.target},          {"h", t.header_lines}, {"b", t.body},
-      {"ck", ""},          {"ik", ""},               {"io", ""},            {"fk", t.forward_key},
-      {"a", "0"},
+      {"fk", t.forward_key}, {"a", "0"},
   };
   CHECK(h == want);
   int64_t ttl = f.pttl(f.keys.ticket(t.id));
@@ -568,7 +568,8 @@ TEST_CASE("start moves a queued ticket to processing and returns what to send", 
   CHECK(f.pending("checkout") == 1);
   CHECK(f.xlen("checkout") == 1);
   REQUIRE(f.seen(1));
-  CHECK(f.messages[0] == std::make_pair(f.keys.channel(), t.id));
+  // The change carries the route's progress (the taken counter after it).
+  CHECK(f.messages[0] == std::make_pair(f.keys.channel(), t.id + " checkout 1"));
 
   // Reclaimed by another worker and started again: one more attempt, same counter.
   Reply claimed = f.cmd({"XCLAIM", f.keys.stream("checkout"), q::kGroup, "w2", "0", e.id});
@@ -709,7 +710,7 @@ TEST_CASE("start after max_wait fails the ticket as expired", "[queue]") {
   CHECK(f.xlen("checkout") == 1);
   CHECK(f.pending("checkout") == 1);
   REQUIRE(f.seen(before + 1));
-  CHECK(f.messages.back().second == t.id);
+  CHECK(f.messages.back().second == t.id + " checkout 2");
 
   auto v = f.poll(t.id);
   CHECK(v.kind == q::TicketView::Kind::kFailed);
@@ -774,6 +775,9 @@ TEST_CASE("finish done stores the response, answers the idempotency record and p
   CHECK(v.kind == q::TicketView::Kind::kDone);
   CHECK(v.response == resp);
   CHECK(v.attempts == 1);
+  // The hash's remaining lifetime comes with the read (how long memory may keep it).
+  CHECK(v.ttl_ms > 0);
+  CHECK(v.ttl_ms <= static_cast<int64_t>(kTicketTtl));
   REQUIRE(f.shutdown());
 }
 
@@ -977,7 +981,7 @@ TEST_CASE("cancel takes a queued ticket out once; later it is too late", "[queue
   CHECK(f.counter(f.keys.taken("checkout")) == 1);
   CHECK_FALSE(f.exists(t.idem_key));
   REQUIRE(f.seen(1));
-  CHECK(f.messages[0] == std::make_pair(f.keys.channel(), t.id));
+  CHECK(f.messages[0] == std::make_pair(f.keys.channel(), t.id + " checkout 1"));
 
   CHECK(f.cancel(t.id) == q::CancelResult::kTooLate);
   CHECK(f.counter(f.keys.taken("checkout")) == 1);
