@@ -183,7 +183,7 @@ def tickets_keys_and_ticket_limits_are_the_same_on_every_instance():
         assert time.monotonic() - start < 12, seen
     returned_ms = time.time() * 1000
     assert r.status == 201 and r.header("ticket-status") == "done", r
-    fin = int(redis.cmd("HGET", "c5:t:" + t1, "fin"))
+    fin = int(redis.cmd("HGET", "c5:t:{orders}:" + t1, "fin"))
     print(f"ticket stored on A, long-polled on B: answered {returned_ms - fin:.0f} ms after it finished")
     assert returned_ms - fin <= 100, (returned_ms - fin, seen)
     for gw in (a, b, c):
@@ -227,7 +227,7 @@ def final(gw, ticket, timeout):
 
 def leader(prefix, route):
     """The holder id (host:pid:start) of a route's dispatch lease, or None."""
-    v = redis.cmd("GET", f"{prefix}leader:{{dispatch:{route}}}")
+    v = redis.cmd("GET", f"{prefix}leader:{{{route}}}:dispatch")
     return v.decode().rsplit(":", 1)[0] if v else None
 
 
