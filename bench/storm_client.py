@@ -373,7 +373,8 @@ def scan_tickets(r, prefix):
     out = {}
     for k, v in zip(keys, vals):
         if isinstance(v, list):
-            out[k[len(prefix) + 2:]] = dict(zip(fields, v))
+            # "<prefix>t:{<route>}:<id>": the id after the route's hash tag.
+            out[k.split("}:", 1)[1]] = dict(zip(fields, v))
     return out
 
 
