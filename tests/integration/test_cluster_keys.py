@@ -163,13 +163,18 @@ def every_script_call_touches_keys_of_one_hash_slot():
     first = g.post(key="k0", headers=user)
     assert first.status == 201, first
     assert g.post(key="k0", headers=user).status == 201  # replayed from the record
-    tickets = []
-    for i in range(1, 4):
+    tickets, keys = [], []
+    for i in range(1, 10):
+        if len(tickets) == 3:
+            break
         r = g.post(key=f"k{i}", headers=user)
-        assert r.status == 202, r
-        tickets.append(r.json()["ticket"])
-    assert tickets[0].endswith(".orders"), tickets
-    assert g.post(key="k1", headers=user).json()["ticket"] == tickets[0]
+        assert r.status in (201, 202), r  # 201: admitted on the budget's credit
+        if r.status == 202:
+            tickets.append(r.json()["ticket"])
+            keys.append(f"k{i}")
+    assert len(tickets) == 3 and tickets[0].endswith(".orders"), tickets
+    again = g.post(key=keys[0], headers=user)  # the same ticket, or its answer once delivered
+    assert (again.status == 202 and again.json()["ticket"] == tickets[0]) or again.status == 201, again
     # Cancel the last one while it is queued; poll the others to the end (fenced start and
     # finish by the route's dispatch leader).
     assert g.delete_ticket(tickets[2]).status == 200
