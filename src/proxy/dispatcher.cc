@@ -216,7 +216,8 @@ class Delivery final : public UpstreamUser {
       // No server can take it now (breakers open, health checks down, all busy): wait
       // for one without spending an attempt, keeping the entry claimed meanwhile.
       if (redis::Client* redis = d_->worker()->redis())
-        queue::keep_claimed(*redis, queue::Keys{snap_->config->redis.prefix}, d_->route(), entry_, d_->consumer());
+        queue::keep_claimed(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix},
+                            d_->route(), entry_, d_->consumer(), fence_);
       uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->send(); }, 250, 0);
       return;
     }
@@ -496,7 +497,8 @@ class Delivery final : public UpstreamUser {
   void redis_backoff(void (*next)(Delivery*)) {
     redis_backoff_ms_ = redis_backoff_ms_ == 0 ? 100 : std::min<uint64_t>(redis_backoff_ms_ * 2, 2000);
     if (redis::Client* redis = d_->worker()->redis(); redis && redis->connected())
-      queue::keep_claimed(*redis, queue::Keys{snap_->config->redis.prefix}, d_->route(), entry_, d_->consumer());
+      queue::keep_claimed(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix},
+                          d_->route(), entry_, d_->consumer(), fence_);
     backoff_next_ = next;
     uv_timer_start(timer_, [](uv_timer_t* t) {
       auto* self = static_cast<Delivery*>(t->data);

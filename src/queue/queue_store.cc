@@ -153,6 +153,11 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.pcall('HINCRBY', KEYS[1], 'a', 
 return 1
 )LUA";
 
+constexpr const char* kKeepClaimed = R"LUA(
+redis.call('XCLAIM', KEYS[1], 'fg', ARGV[2], 0, ARGV[1], 'JUSTID')
+return 1
+)LUA";
+
 constexpr const char* kPoll = R"LUA(
 local f = redis.call('HMGET', KEYS[1], 'st', 'r', 'seq', 'c', 'a', 'rs', 'resp', 'due', 'q')
 if not f[1] then return {'unknown'} end
@@ -228,6 +233,7 @@ Scripts::Scripts() {
   finish_fenced.source = std::string(kFencePrelude) + kFinish;
   retry.source = kCountRetry;
   retry_fenced.source = std::string(kFencePrelude) + kCountRetry;
+  claim_fenced.source = std::string(kFencePrelude) + kKeepClaimed;
   enqueue.source = kEnqueue;
   start.source = kStart;
   finish.source = kFinish;
@@ -307,10 +313,17 @@ void count_retry(redis::Client& c, Scripts& s, const Keys& k, std::string_view r
   c.eval(script, std::move(keys), std::move(args), [](redis::Failure, redis::Reply&) {});
 }
 
-void keep_claimed(redis::Client& c, const Keys& k, std::string_view route, std::string_view entry_id,
-                  std::string_view consumer) {
-  c.command({"XCLAIM", k.stream(route), kGroup, std::string(consumer), "0", std::string(entry_id), "JUSTID"},
-            [](redis::Failure, redis::Reply&) {});
+void keep_claimed(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
+                  std::string_view consumer, const Fence& fence) {
+  if (fence.token == 0) {
+    c.command({"XCLAIM", k.stream(route), kGroup, std::string(consumer), "0", std::string(entry_id), "JUSTID"},
+              [](redis::Failure, redis::Reply&) {});
+    return;
+  }
+  std::vector<std::string> keys{k.stream(route)};
+  std::vector<std::string> args{std::string(entry_id), std::string(consumer)};
+  redis::Script* script = fenced(nullptr, &s.claim_fenced, fence, keys, args);
+  c.eval(script, std::move(keys), std::move(args), [](redis::Failure, redis::Reply&) {});
 }
 
 void finish(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,

@@ -49,11 +49,12 @@ struct Keys {
 struct Scripts {
   Scripts();
   redis::Script enqueue, start, finish, poll, cancel, expire, retry;
-  redis::Script start_fenced, finish_fenced, retry_fenced;  // the same, behind a fencing token
+  // Behind a fencing token: the same, and keep_claimed's XCLAIM.
+  redis::Script start_fenced, finish_fenced, retry_fenced, claim_fenced;
 };
 
-// The dispatcher's writes (start, count_retry, finish; park, bury and promote in
-// queue/dead_letter.h) carry the fencing token of the route's
+// The dispatcher's writes (start, keep_claimed, count_retry, finish; park, bury and
+// promote in queue/dead_letter.h) carry the fencing token of the route's
 // dispatch lease (cluster::LeaderLease): `key` is the lease's fence key, which holds
 // the highest token seen. A write with a lower token is refused before it changes
 // anything (a deposed leader's late write); a higher one raises the fence. token 0:
@@ -118,8 +119,10 @@ void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, 
 // Claims a stream entry again for `consumer`, resetting its idle time, so that no other
 // consumer reclaims it while this one still works on it (waiting for a server or for
 // Redis). XCLAIM is allowed while Redis refuses writes that grow memory. Fire and forget.
-void keep_claimed(redis::Client& c, const Keys& k, std::string_view route, std::string_view entry_id,
-                  std::string_view consumer);
+// With a fence, a deposed dispatcher's claim is refused, so that it cannot keep the new
+// leader from reclaiming the entry.
+void keep_claimed(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
+                  std::string_view consumer, const Fence& fence = {});
 
 // Counts one more attempt of a ticket being retried, and claims its stream entry
 // again for `consumer` (resetting its idle time) so that no other worker reclaims it

@@ -164,6 +164,10 @@ class Rig {
     q::count_retry(*client_, scripts, keys, kRoute, entry, consumer, id, fence);
     raw({"PING"});
   }
+  void keep_claimed(const std::string& entry, const std::string& consumer, const q::Fence& fence) {
+    q::keep_claimed(*client_, scripts, keys, kRoute, entry, consumer, fence);
+    raw({"PING"});
+  }
   q::Promoted promote(uint64_t now, uint64_t max = 100, const q::Fence& fence = {}) {
     return wait_for<q::Promoted>([&](auto cb) { q::promote(*client_, retry, keys, kRoute, now, max, cb, fence); });
   }
@@ -582,7 +586,8 @@ TEST_CASE("a deposed dispatcher's fenced park and bury are refused; the leader's
   CHECK(rig.count().second == 1);
 }
 
-TEST_CASE("a deposed dispatcher's fenced promote and retry count are refused; the leader's go through", "[queue]") {
+TEST_CASE("a deposed dispatcher's fenced promote, retry count and claim are refused; the leader's go through",
+          "[queue]") {
   Rig rig;
   Leaders leaders(rig, 8);
   std::string id = rig.add();
@@ -603,6 +608,14 @@ TEST_CASE("a deposed dispatcher's fenced promote and retry count are refused; th
   CHECK(owner() == "other-consumer");
   // Unfenced (a single dispatcher without a lease) as before.
   count_retry({});
+  CHECK(rig.field(id, "a") == "3");
+  // Keeping the entry claimed: the deposed leader cannot take it back.
+  rig.keep_claimed(entry, "deposed", leaders.old_leader);
+  CHECK(owner() == "other-consumer");
+  rig.keep_claimed(entry, "leader", leaders.new_leader);
+  CHECK(owner() == "leader");
+  rig.keep_claimed(entry, "single", {});
+  CHECK(owner() == "single");
   CHECK(rig.field(id, "a") == "3");
 
   REQUIRE(rig.park(entry, id, kNow + 5, "timeout", leaders.new_leader) == q::MoveResult::kMoved);
