@@ -167,8 +167,8 @@ shop_requests() {
     python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])'
 }
 counter() { local v; v="$(rcli get "$1" 2>/dev/null || true)"; echo "${v:-0}"; }
-enq_count() { counter "${PREFIX}q:$1:enq"; }
-taken_count() { counter "${PREFIX}q:$1:taken"; }
+enq_count() { counter "${PREFIX}q:{$1}:enq"; }
+taken_count() { counter "${PREFIX}q:{$1}:taken"; }
 redis_mem() { rcli info memory 2>/dev/null | tr -d '\r' | awk -F: '/^used_memory:/ { print $2 }'; }
 now() { date +%s.%N; }
 # Redis's command counters (INFO commandstats: commands run inside scripts count too),
@@ -544,7 +544,7 @@ e, p = d.get("enqueue", {}), d.get("poll", {})
 if e or p:
   w(f"## Enqueue and poll (1 worker, route rate = 1, {E['R_CONNS']} connections, {E['R_DUR']} s)")
   w("")
-  w("tickets/s = tickets written to Redis during the run (`INCR`ed `fg:q:tickets:enq` counter) per second of "
+  w("tickets/s = tickets written to Redis during the run (`INCR`ed `fg:q:{tickets}:enq` counter) per second of "
     "wrk's run, i.e. 202 answers/s; polls/s = wrk's req/s. CPU per item = user+system time of the process "
     "divided by the tickets (or polls). other load = CPU taken by processes outside the benchmark, in cores.")
   w("")

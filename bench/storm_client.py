@@ -89,7 +89,7 @@ def to_int(v):
 
 def queue_state(r, prefix, route):
     """(depth, pending): tickets waiting in the stream, entries being delivered."""
-    enq, taken = r.pipeline([["GET", f"{prefix}q:{route}:enq"], ["GET", f"{prefix}q:{route}:taken"]])
+    enq, taken = r.pipeline([["GET", f"{prefix}q:{{{route}}}:enq"], ["GET", f"{prefix}q:{{{route}}}:taken"]])
     try:
         p = r.cmd("XPENDING", f"{prefix}q:{route}:s", "fg")
         pending = to_int(p[0]) if isinstance(p, list) and p else 0
@@ -100,7 +100,7 @@ def queue_state(r, prefix, route):
 
 def parked(r, prefix, route):
     """Tickets of the route waiting in its retry set for their next attempt."""
-    return to_int(r.cmd("ZCARD", f"{prefix}q:{route}:retry"))
+    return to_int(r.cmd("ZCARD", f"{prefix}q:{{{route}}}:retry"))
 
 
 # ---------------------------------------------------------------- /proc
@@ -373,7 +373,8 @@ def scan_tickets(r, prefix):
     out = {}
     for k, v in zip(keys, vals):
         if isinstance(v, list):
-            out[k[len(prefix) + 2:]] = dict(zip(fields, v))
+            # "<prefix>t:{<route>}:<id>": the id after the route's hash tag.
+            out[k.split("}:", 1)[1]] = dict(zip(fields, v))
     return out
 
 

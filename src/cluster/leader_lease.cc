@@ -84,13 +84,13 @@ redis::Script fenced_set_script() {
   return fenced_script("return redis.call('SET', KEYS[2], ARGV[2])\n");
 }
 
-LeaderKeys::LeaderKeys(const std::string& prefix, const std::string& name)
-    : lock(prefix + "leader:{" + name + "}"),
-      epoch(prefix + "leader:{" + name + "}:epoch"),
-      fence(prefix + "leader:{" + name + "}:fence") {}
+LeaderKeys::LeaderKeys(const std::string& prefix, const std::string& name, const std::string& tag)
+    : lock(prefix + "leader:{" + (tag.empty() ? name + "}" : tag + "}:" + name)),
+      epoch(lock + ":epoch"),
+      fence(lock + ":fence") {}
 
 LeaderLease::LeaderLease(uv_loop_t* loop, redis::Client* redis, LeaderLeaseOptions options)
-    : redis_(redis), options_(std::move(options)), keys_(options_.prefix, options_.name) {
+    : redis_(redis), options_(std::move(options)), keys_(options_.prefix, options_.name, options_.tag) {
   timer_ = std::make_unique<Timer>(loop, [this] { attempt(); });
 }
 

@@ -21,16 +21,21 @@ namespace fg::cluster {
 struct LeaderLeaseOptions {
   std::string prefix = "fg:";
   std::string name;       // what is led, e.g. "queue:orders"
+  // The hash tag of the keys; empty: the name. The dispatcher's lease of a queued route
+  // is tagged with the route, so that its fence key shares the queue's hash slot
+  // (queue/queue_store.h Keys) and a fenced queue script touches one slot.
+  std::string tag;
   std::string holder_id;  // this instance's id (the Membership id)
   uint64_t ttl_ms = 3000;
   // Owner loop: leadership gained (true, token) or lost (false, the old token).
   std::function<void(bool leader, uint64_t token)> on_change;
 };
 
-// Keys of one name; every key carries the hash tag {name} so that a later Redis Cluster
-// mode keeps them (and a fenced write's own keys, when they use the same tag) in one slot.
+// Keys of one name; every key carries the hash tag {name}, or {tag} when one is given
+// ("<prefix>leader:{<tag>}:<name>"), so that Redis Cluster keeps them (and a fenced
+// write's own keys, when they use the same tag) in one slot.
 struct LeaderKeys {
-  LeaderKeys(const std::string& prefix, const std::string& name);
+  LeaderKeys(const std::string& prefix, const std::string& name, const std::string& tag = "");
   std::string lock;   // "<holder>:<token>", with the TTL
   std::string epoch;  // INCR counter of tokens
   std::string fence;  // the highest token that wrote or took the lead

@@ -131,7 +131,8 @@ void InstanceDuties::sync_dispatchers() {
     if (!r.queued() || leases_.count(r.name)) continue;
     cluster::LeaderLeaseOptions o;
     o.prefix = cfg.redis.prefix;
-    o.name = "dispatch:" + r.name;
+    o.name = "dispatch";
+    o.tag = r.name;  // the queue's hash slot (queue::Keys): its fenced scripts touch one slot
     o.holder_id = instance_id_;
     o.ttl_ms = kLeaderTtlMs;
     o.on_change = [this, route = r.name](bool leader, uint64_t token) { leadership_changed(route, leader, token); };

@@ -65,10 +65,12 @@ Decision Exchange::begin(const Rules& rules, const std::vector<KeySource>& sourc
 
 void Exchange::prepare(const Rules& rules, std::string_view prefix, std::string_view route,
                        std::string_view client_key, std::string owner) {
+  // The route's hash tag (queue/queue_store.h Keys): the queue's scripts update the
+  // record together with the ticket it was parked as, in one slot.
   pending_key_.assign(prefix);
-  pending_key_ += "idem:";
+  pending_key_ += "idem:{";
   pending_key_.append(route);
-  pending_key_ += ':';
+  pending_key_ += "}:";
   if (rules.per_client) {
     pending_key_.append(client_key);
     pending_key_ += ':';

@@ -83,8 +83,8 @@ class Exchange {
   // is the answer (park: the request becomes a ticket, whose refusals say "queue").
   Decision begin(const Rules& rules, const std::vector<KeySource>& sources, const http::RequestHead& head,
                  std::string_view body, bool park, bool redis_up);
-  // Builds the Redis key ("<prefix>idem:<route>:[<client>:]<key>") and takes `owner`
-  // as this attempt's token. After begin() answered kClaim.
+  // Builds the Redis key ("<prefix>idem:{<route>}:[<client>:]<key>", in the route's hash
+  // slot) and takes `owner` as this attempt's token. After begin() answered kClaim.
   void prepare(const Rules& rules, std::string_view prefix, std::string_view route, std::string_view client_key,
                std::string owner);
   // Claims the prepared key; `done` gets Redis's answer (pass it to claimed(), or to

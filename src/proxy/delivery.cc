@@ -192,7 +192,8 @@ void Delivery::connect() {
     // No server can take it now (breakers open, health checks down, all busy): wait
     // for one without spending an attempt, keeping the entry claimed meanwhile.
     if (redis::Client* redis = d_->worker()->redis())
-      queue::keep_claimed(*redis, queue::Keys{snap_->config->redis.prefix}, d_->route(), entry_, d_->consumer());
+      queue::keep_claimed(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix},
+                            d_->route(), entry_, d_->consumer(), fence_);
     uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->send(); }, 250, 0);
     return;
   }
@@ -304,7 +305,7 @@ void Delivery::retry_or_fail(const std::string& reason) {
   redis::Client* redis = d_->worker()->redis();
   if (redis)
     queue::count_retry(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, d_->route(),
-                       entry_, d_->consumer(), ticket_);
+                       entry_, d_->consumer(), ticket_, fence_);
   uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->wait_budget(); }, wait, 0);
 }
 
@@ -326,7 +327,7 @@ void Delivery::retry_on_schedule(const RouteConfig& rc, const std::string& reaso
   del_.attempts++;
   if (redis::Client* redis = d_->worker()->redis())
     queue::count_retry(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, d_->route(),
-                       entry_, d_->consumer(), ticket_);
+                       entry_, d_->consumer(), ticket_, fence_);
   uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->wait_budget(); }, wait, 0);
 }
 
@@ -459,7 +460,8 @@ void Delivery::on_final_written(queue::Written w) {
 void Delivery::redis_backoff(void (*next)(Delivery*)) {
   redis_backoff_ms_ = redis_backoff_ms_ == 0 ? 100 : std::min<uint64_t>(redis_backoff_ms_ * 2, 2000);
   if (redis::Client* redis = d_->worker()->redis(); redis && redis->connected())
-    queue::keep_claimed(*redis, queue::Keys{snap_->config->redis.prefix}, d_->route(), entry_, d_->consumer());
+    queue::keep_claimed(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix},
+                        d_->route(), entry_, d_->consumer(), fence_);
   backoff_next_ = next;
   uv_timer_start(timer_, [](uv_timer_t* t) {
     auto* self = static_cast<Delivery*>(t->data);

@@ -134,18 +134,22 @@ void Dispatcher::promote() {
   const RouteConfig* rc = route_config();
   redis::Client* redis = worker_->redis();
   if (stopping_ || promoting_) return;
-  if (rc == nullptr || redis == nullptr || !redis->connected()) {
+  // Only the route's dispatch leader promotes, behind its fencing token (a deposed
+  // leader's promotion is refused).
+  if (rc == nullptr || redis == nullptr || !redis->connected() || !leading_) {
     uv_timer_start(promote_timer_, on_promote_timer, kPromoteMs, 0);
     return;
   }
   // Every route is looked at, also one without a schedule now: tickets parked under an
-  // earlier config are still owed their delivery. The script is atomic, so several
-  // workers or instances promoting the same route move each ticket once.
+  // earlier config are still owed their delivery. The script is atomic, so two
+  // dispatchers promoting the same route (a leader change) move each ticket once.
   promoting_ = true;
-  queue::promote(*redis, worker_->retry_scripts(), queue::Keys{worker_->config().redis.prefix}, route_,
-                 log::wall_ms(), kBatch, [g = anchor_.guard()](const queue::Promoted& p) {
-                   if (Dispatcher* self = g.get()) self->on_promoted(p.ok, p.moved, p.next_due_ms);
-                 });
+  queue::promote(
+      *redis, worker_->retry_scripts(), queue::Keys{worker_->config().redis.prefix}, route_, log::wall_ms(), kBatch,
+      [g = anchor_.guard()](const queue::Promoted& p) {
+        if (Dispatcher* self = g.get()) self->on_promoted(p.ok, p.moved, p.next_due_ms);
+      },
+      fence_);
 }
 
 void Dispatcher::on_promoted(bool ok, int64_t moved, int64_t next_due_ms) {

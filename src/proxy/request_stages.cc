@@ -188,7 +188,7 @@ void ProxySession::enqueue() {
   const Config& cfg = *snap_->config;
   const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
   queue::NewTicket t;
-  t.id = queue::new_ticket_id();
+  t.id = queue::new_ticket_id(rc.name);
   t.route = rc.name;
   t.created_ms = log::wall_ms();
   t.method = head_.method;

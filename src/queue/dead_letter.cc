@@ -1,6 +1,7 @@
 // The retry and dead-letter scripts. Key layout (under the prefix, next to the route's
-// stream and counters): q:<route>:retry (sorted set, ticket id scored by due ms) and
-// q:<route>:dead (sorted set, ticket id scored by the ms it died). Ticket fields added
+// stream and counters, in the route's hash slot): q:{<route>}:retry (sorted set, ticket
+// id scored by due ms) and q:{<route>}:dead (sorted set, ticket id scored by the ms it
+// died). The scripts reach a ticket by its id as <ticket prefix of the route><id>. Ticket fields added
 // here: due, pk, x, q, rd (see queue_store.cc).
 //
 // Failures, what the caller sees, what happens next:
@@ -159,7 +160,7 @@ void requeue_from_dead(redis::Client& c, RetryScripts& s, const Keys& k, std::st
                        std::string_view ticket_id, uint64_t now_ms, uint64_t max,
                        std::function<void(const Redelivered&)> done) {
   c.eval(&s.redeliver, {dead_set_key(k, route), k.stream(route), k.enq(route)},
-         {std::to_string(now_ms), k.prefix + "t:", std::string(ticket_id), k.channel(),
+         {std::to_string(now_ms), k.ticket_prefix(route), std::string(ticket_id), k.channel(),
           std::to_string(std::clamp<uint64_t>(max, 1, kMaxPage))},
          [done = std::move(done)](redis::Failure f, redis::Reply& r) {
            Redelivered res;
@@ -177,17 +178,14 @@ void count_set(redis::Client& c, std::string key, std::function<void(bool, int64
 
 }  // namespace
 
-std::string retry_set_key(const Keys& k, std::string_view route) {
-  return k.prefix + "q:" + std::string(route) + ":retry";
-}
-std::string dead_set_key(const Keys& k, std::string_view route) {
-  return k.prefix + "q:" + std::string(route) + ":dead";
-}
+std::string retry_set_key(const Keys& k, std::string_view route) { return k.route_base(route) + ":retry"; }
+std::string dead_set_key(const Keys& k, std::string_view route) { return k.route_base(route) + ":dead"; }
 
 RetryScripts::RetryScripts() {
   move.source = std::string(kWrites) + kMove;
   move_fenced.source = std::string(kWrites) + kFencePrelude + kMove;
   promote.source = std::string(kWrites) + kRequeue + kPromote;
+  promote_fenced.source = std::string(kWrites) + kFencePrelude + kRequeue + kPromote;
   redeliver.source = std::string(kWrites) + kRequeue + kRedeliver;
   list.source = kList;
 }
@@ -207,21 +205,23 @@ void bury(redis::Client& c, RetryScripts& s, const Keys& k, std::string_view rou
 }
 
 void promote(redis::Client& c, RetryScripts& s, const Keys& k, std::string_view route, uint64_t now_ms,
-             uint64_t max, std::function<void(const Promoted&)> done) {
-  c.eval(&s.promote, {retry_set_key(k, route), k.stream(route), k.enq(route)},
-         {std::to_string(now_ms), std::to_string(std::clamp<uint64_t>(max, 1, kMaxPage)), k.prefix + "t:",
-          k.channel()},
-         [done = std::move(done)](redis::Failure f, redis::Reply& r) {
-           Promoted p;
-           p.ok = two_counts(f, r, &p.moved, &p.next_due_ms);
-           done(p);
-         });
+             uint64_t max, std::function<void(const Promoted&)> done, const Fence& fence) {
+  std::vector<std::string> keys{retry_set_key(k, route), k.stream(route), k.enq(route)};
+  std::vector<std::string> args{std::to_string(now_ms), std::to_string(std::clamp<uint64_t>(max, 1, kMaxPage)),
+                                k.ticket_prefix(route), k.channel()};
+  redis::Script* script = fenced(&s.promote, &s.promote_fenced, fence, keys, args);
+  c.eval(script, std::move(keys), std::move(args), [done = std::move(done)](redis::Failure f, redis::Reply& r) {
+    Promoted p;
+    p.fenced = f == redis::Failure::kNone && is_fenced(r);
+    p.ok = two_counts(f, r, &p.moved, &p.next_due_ms);
+    done(p);
+  });
 }
 
 void list_dead(redis::Client& c, RetryScripts& s, const Keys& k, std::string_view route, uint64_t offset,
                uint64_t count, std::function<void(DeadPage&)> done) {
   c.eval(&s.list, {dead_set_key(k, route)},
-         {std::to_string(offset), std::to_string(std::clamp<uint64_t>(count, 1, kMaxPage)), k.prefix + "t:"},
+         {std::to_string(offset), std::to_string(std::clamp<uint64_t>(count, 1, kMaxPage)), k.ticket_prefix(route)},
          [done = std::move(done)](redis::Failure f, redis::Reply& r) {
            DeadPage page;
            if (reply_ok(f, r) && r.type == redis::Reply::Type::kArray && !r.elements.empty() &&

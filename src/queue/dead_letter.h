@@ -30,7 +30,7 @@ std::string dead_set_key(const Keys& k, std::string_view route);
 struct RetryScripts {
   RetryScripts();
   redis::Script move, promote, redeliver, list;
-  redis::Script move_fenced;  // move behind the dispatch lease's fencing token
+  redis::Script move_fenced, promote_fenced;  // behind the dispatch lease's fencing token
 };
 
 enum class MoveResult {
@@ -60,6 +60,7 @@ void bury(redis::Client& c, RetryScripts& s, const Keys& k, std::string_view rou
 
 struct Promoted {
   bool ok = false;            // false: Redis unavailable or error; nothing is known to have moved
+  bool fenced = false;        // refused: a newer dispatch lease token exists (nothing moved)
   int64_t moved = 0;          // tickets queued again by this call
   int64_t next_due_ms = -1;   // earliest due time still in the set, -1 when empty
 };
@@ -68,9 +69,10 @@ struct Promoted {
 // positions keep following the enq/taken counters) and state "queued" again, which
 // max_wait, cancel and lazy expiry no longer apply to. Members whose ticket is not in
 // "retry" any more are dropped from the set. The queue's max_depth does not apply:
-// these tickets were accepted long ago.
+// these tickets were accepted long ago. With a fence (the route's dispatch leader), a
+// deposed leader's promotion is refused (fenced) before anything moves.
 void promote(redis::Client& c, RetryScripts& s, const Keys& k, std::string_view route, uint64_t now_ms,
-             uint64_t max, std::function<void(const Promoted&)> done);
+             uint64_t max, std::function<void(const Promoted&)> done, const Fence& fence = {});
 
 struct DeadLetter {
   std::string id;

@@ -5,8 +5,11 @@
 // ms, resp stored response, rs failure reason. The durable retry schedule
 // (queue/dead_letter.cc) adds the states retry and dead and the fields due (retry: when
 // it is promoted back into the queue), pk (parked ms), x (dead since ms), q (ms it
-// re-entered the queue after a retry or a re-delivery) and rd (re-deliveries). Keys of a route's counters are derived
-// inside the scripts from the ticket's route (a single Redis deployment, not Cluster).
+// re-entered the queue after a retry or a re-delivery) and rd (re-deliveries). Every key a
+// script touches is one of the ticket's route (hash tag {<route>}, queue_store.h Keys):
+// the ticket, the route's stream, counters and sets, the dispatch lease's fence key, and
+// the idempotency record named in the ticket (idem:{<route>}:...), so each script runs in
+// one hash slot of a Redis Cluster.
 #include "queue/queue_store.h"
 
 #include <uv.h>
@@ -150,25 +153,39 @@ redis.call('PUBLISH', ARGV[9], ARGV[10])
 return 1
 )LUA";
 
+// count_retry: the claim first, since XCLAIM is allowed while Redis refuses writes that
+// grow memory and HINCRBY is not (pcall: the claim stands either way). A ticket hash
+// that is gone (finished and expired) is not created again.
+constexpr const char* kCountRetry = R"LUA(
+redis.call('XCLAIM', KEYS[2], 'fg', ARGV[2], 0, ARGV[1], 'JUSTID')
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.pcall('HINCRBY', KEYS[1], 'a', 1) end
+return 1
+)LUA";
+
+constexpr const char* kKeepClaimed = R"LUA(
+redis.call('XCLAIM', KEYS[1], 'fg', ARGV[2], 0, ARGV[1], 'JUSTID')
+return 1
+)LUA";
+
 constexpr const char* kPoll = R"LUA(
 local f = redis.call('HMGET', KEYS[1], 'st', 'r', 'seq', 'c', 'a', 'rs', 'resp', 'due', 'q')
 if not f[1] then return {'unknown'} end
 local taken = 0
-if f[1] == 'queued' then taken = tonumber(redis.call('GET', ARGV[1] .. f[2] .. ':taken') or '0') end
+if f[1] == 'queued' then taken = tonumber(redis.call('GET', KEYS[2]) or '0') end
 return {f[1], f[2] or '', tonumber(f[3] or '0'), tonumber(f[4] or '0'), tonumber(f[5] or '0'), f[6] or '',
         f[7] or '', taken, tonumber(f[8] or '0'), tonumber(f[9] or '0'), redis.call('PTTL', KEYS[1])}
 )LUA";
 
-// expire and cancel: ARGV[6] is the new state ('failed' with reason 'expired', or
-// 'cancelled'). A ticket queued again after a retry or a re-delivery (q set) was
+// expire and cancel: KEYS[2] is the route's taken counter; ARGV[5] is the new state
+// ('failed' with reason 'expired', or 'cancelled'). A ticket queued again after a retry or a re-delivery (q set) was
 // already sent to the shop: too late for either.
 constexpr const char* kLeave = R"LUA(
 local st = redis.call('HMGET', KEYS[1], 'st', 'q')
 if not st[1] then return 'unknown' end
 if st[1] ~= 'queued' or st[2] then return 'late' end
 local r = redis.call('HGET', KEYS[1], 'r')
-local taken = redis.call('INCR', ARGV[5] .. r .. ':taken')
-redis.call('HSET', KEYS[1], 'st', ARGV[6], 'rs', ARGV[7], 'fin', ARGV[1])
+local taken = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'st', ARGV[5], 'rs', ARGV[6], 'fin', ARGV[1])
 redis.call('HDEL', KEYS[1], 'b')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local ik = redis.call('HMGET', KEYS[1], 'ik', 'io')
@@ -223,6 +240,9 @@ redis::Script* fenced(redis::Script* plain, redis::Script* with_fence, const Fen
 Scripts::Scripts() {
   start_fenced.source = std::string(kFencePrelude) + kStart;
   finish_fenced.source = std::string(kFencePrelude) + kFinish;
+  retry.source = kCountRetry;
+  retry_fenced.source = std::string(kFencePrelude) + kCountRetry;
+  claim_fenced.source = std::string(kFencePrelude) + kKeepClaimed;
   enqueue.source = kEnqueue;
   start.source = kStart;
   finish.source = kFinish;
@@ -233,11 +253,12 @@ Scripts::Scripts() {
 
 void enqueue(redis::Client& c, Scripts& s, const Keys& k, const NewTicket& t, uint64_t max_depth,
              uint64_t hash_ttl_ms, uint64_t client_max, std::function<void(EnqueueResult&)> done) {
-  std::string cset = client_max > 0 ? k.client_set(t.route, t.client_key) : k.prefix + "q:_";
+  // Unused without a limit, but declared in the route's slot like every other key.
+  std::string cset = client_max > 0 ? k.client_set(t.route, t.client_key) : k.route_base(t.route) + ":c";
   c.eval(&s.enqueue, {k.stream(t.route), k.ticket(t.id), k.enq(t.route), k.taken(t.route), cset},
          {t.id, t.route, std::to_string(t.created_ms), t.method, t.target, t.header_lines, t.body, t.client_key,
           t.idem_key, t.idem_owner, t.forward_key, std::to_string(max_depth), std::to_string(hash_ttl_ms),
-          std::to_string(client_max), k.prefix + "t:"},
+          std::to_string(client_max), k.ticket_prefix(t.route)},
          [done = std::move(done)](redis::Failure f, redis::Reply& r) {
            EnqueueResult res;
            if (ok_reply(f, r) && r.type == redis::Reply::Type::kArray && !r.elements.empty()) {
@@ -294,16 +315,25 @@ void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, 
          });
 }
 
-void count_retry(redis::Client& c, Scripts&, const Keys& k, std::string_view route, std::string_view entry_id,
-                 std::string_view consumer, std::string_view ticket_id) {
-  c.command({"HINCRBY", k.ticket(ticket_id), "a", "1"}, [](redis::Failure, redis::Reply&) {});
-  keep_claimed(c, k, route, entry_id, consumer);
+void count_retry(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
+                 std::string_view consumer, std::string_view ticket_id, const Fence& fence) {
+  std::vector<std::string> keys{k.ticket(ticket_id), k.stream(route)};
+  std::vector<std::string> args{std::string(entry_id), std::string(consumer)};
+  redis::Script* script = fenced(&s.retry, &s.retry_fenced, fence, keys, args);
+  c.eval(script, std::move(keys), std::move(args), [](redis::Failure, redis::Reply&) {});
 }
 
-void keep_claimed(redis::Client& c, const Keys& k, std::string_view route, std::string_view entry_id,
-                  std::string_view consumer) {
-  c.command({"XCLAIM", k.stream(route), kGroup, std::string(consumer), "0", std::string(entry_id), "JUSTID"},
-            [](redis::Failure, redis::Reply&) {});
+void keep_claimed(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
+                  std::string_view consumer, const Fence& fence) {
+  if (fence.token == 0) {
+    c.command({"XCLAIM", k.stream(route), kGroup, std::string(consumer), "0", std::string(entry_id), "JUSTID"},
+              [](redis::Failure, redis::Reply&) {});
+    return;
+  }
+  std::vector<std::string> keys{k.stream(route)};
+  std::vector<std::string> args{std::string(entry_id), std::string(consumer)};
+  redis::Script* script = fenced(nullptr, &s.claim_fenced, fence, keys, args);
+  c.eval(script, std::move(keys), std::move(args), [](redis::Failure, redis::Reply&) {});
 }
 
 void finish(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
@@ -325,7 +355,7 @@ void finish(redis::Client& c, Scripts& s, const Keys& k, std::string_view route,
 
 void poll(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id,
           std::function<void(TicketView&)> done) {
-  c.eval(&s.poll, {k.ticket(ticket_id)}, {k.prefix + "q:"},
+  c.eval(&s.poll, {k.ticket(ticket_id), k.taken(ticket_route(ticket_id))}, {},
          [done = std::move(done)](redis::Failure f, redis::Reply& r) {
            TicketView v;
            if (ok_reply(f, r) && r.type == redis::Reply::Type::kArray && !r.elements.empty()) {
@@ -361,9 +391,9 @@ void poll(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_i
 
 void expire(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id, uint64_t now_ms,
             uint64_t ticket_ttl_ms, std::function<void(bool)> done) {
-  c.eval(&s.expire, {k.ticket(ticket_id)},
-         {std::to_string(now_ms), std::to_string(ticket_ttl_ms), k.channel(), std::string(ticket_id), k.prefix + "q:",
-          "failed", "expired"},
+  c.eval(&s.expire, {k.ticket(ticket_id), k.taken(ticket_route(ticket_id))},
+         {std::to_string(now_ms), std::to_string(ticket_ttl_ms), k.channel(), std::string(ticket_id), "failed",
+          "expired"},
          [done = std::move(done)](redis::Failure f, redis::Reply& r) {
            bool moved = ok_reply(f, r) && r.type == redis::Reply::Type::kArray && elem_str(r, 0) == "ok";
            if (done) done(moved);
@@ -372,9 +402,9 @@ void expire(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket
 
 void cancel(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id, uint64_t now_ms,
             uint64_t ticket_ttl_ms, std::function<void(CancelResult, const std::string&)> done) {
-  c.eval(&s.cancel, {k.ticket(ticket_id)},
-         {std::to_string(now_ms), std::to_string(ticket_ttl_ms), k.channel(), std::string(ticket_id),
-          k.prefix + "q:", "cancelled", "cancelled"},
+  c.eval(&s.cancel, {k.ticket(ticket_id), k.taken(ticket_route(ticket_id))},
+         {std::to_string(now_ms), std::to_string(ticket_ttl_ms), k.channel(), std::string(ticket_id), "cancelled",
+          "cancelled"},
          [done = std::move(done)](redis::Failure f, redis::Reply& r) {
            static const std::string kNone;
            if (!ok_reply(f, r)) return done(CancelResult::kUnavailable, kNone);
@@ -385,7 +415,7 @@ void cancel(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket
          });
 }
 
-std::string new_ticket_id() {
+std::string new_ticket_id(std::string_view route) {
   // The OS CSPRNG (getrandom) read 64 ids at a time rather than one system call per
   // ticket; the bytes are this thread's alone and each is used once.
   static thread_local unsigned char pool[16 * 64];
@@ -404,7 +434,7 @@ std::string new_ticket_id() {
   used += sizeof buf;
   static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   std::string out;
-  out.reserve(22);
+  out.reserve(23 + route.size());
   uint32_t acc = 0;
   int bits = 0;
   for (unsigned char b : buf) {
@@ -416,17 +446,37 @@ std::string new_ticket_id() {
     }
   }
   if (bits > 0) out += kAlphabet[(acc << (6 - bits)) & 63];
+  out += '.';
+  out.append(route);
   return out;
 }
 
+namespace {
+
+constexpr size_t kRandomChars = 22;
+constexpr size_t kMaxRouteChars = 200;
+
+bool base64url(char ch) {
+  return (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' || ch == '_';
+}
+
+}  // namespace
+
 bool valid_ticket_id(std::string_view id) {
-  if (id.size() != 22) return false;
-  for (char ch : id) {
-    bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '-' ||
-              ch == '_';
-    if (!ok) return false;
+  if (id.size() < kRandomChars + 2 || id.size() > kRandomChars + 1 + kMaxRouteChars || id[kRandomChars] != '.')
+    return false;
+  for (size_t i = 0; i < kRandomChars; i++) {
+    if (!base64url(id[i])) return false;
+  }
+  // The route part: a route name's characters (config/route_config.cc).
+  for (char ch : id.substr(kRandomChars + 1)) {
+    if (!base64url(ch) && ch != '.') return false;
   }
   return true;
+}
+
+std::string_view ticket_route(std::string_view id) {
+  return valid_ticket_id(id) ? id.substr(kRandomChars + 1) : std::string_view();
 }
 
 bool reply_ok(redis::Failure f, const redis::Reply& r) { return ok_reply(f, r); }

@@ -20,26 +20,43 @@ namespace fg::queue {
 
 inline constexpr const char* kGroup = "fg";
 
-// Key names, all under the configured prefix.
+// The route part of a ticket id (new_ticket_id); "" for an id that is not valid.
+std::string_view ticket_route(std::string_view id);
+
+// Key names, all under the configured prefix. Ready for Redis Cluster (SPEC §10): every
+// key of a route carries the hash tag {<route>} (route names cannot contain braces), so
+// that each script, which touches one route's keys only, touches one hash slot. The
+// route's stream, counters, client sets, retry and dead sets, its dispatch lease
+// (cluster::LeaderLease with tag <route>), its budget and its idempotency records
+// (idempotency::Exchange) share that slot. A ticket id carries its route
+// ("<22 random characters>.<route>", new_ticket_id), so that a poll, which knows only
+// the id, finds the ticket's key in the route's slot.
 struct Keys {
   std::string prefix;
-  std::string stream(std::string_view route) const { return prefix + "q:" + std::string(route) + ":s"; }
-  std::string enq(std::string_view route) const { return prefix + "q:" + std::string(route) + ":enq"; }
-  std::string taken(std::string_view route) const { return prefix + "q:" + std::string(route) + ":taken"; }
+  // "<prefix>q:{<route>}", the start of every queue key of the route.
+  std::string route_base(std::string_view route) const { return prefix + "q:{" + std::string(route) + "}"; }
+  std::string stream(std::string_view route) const { return route_base(route) + ":s"; }
+  std::string enq(std::string_view route) const { return route_base(route) + ":enq"; }
+  std::string taken(std::string_view route) const { return route_base(route) + ":taken"; }
   std::string client_set(std::string_view route, std::string_view client) const {
-    return prefix + "q:" + std::string(route) + ":c:" + std::string(client);
+    return route_base(route) + ":c:" + std::string(client);
   }
-  std::string ticket(std::string_view id) const { return prefix + "t:" + std::string(id); }
+  // "<prefix>t:{<route>}:": a ticket's key is this followed by its id. The scripts that
+  // read tickets by the ids in a route's sets are given it.
+  std::string ticket_prefix(std::string_view route) const { return prefix + "t:{" + std::string(route) + "}:"; }
+  // The key of a ticket id made by new_ticket_id (valid_ticket_id).
+  std::string ticket(std::string_view id) const { return ticket_prefix(ticket_route(id)) + std::string(id); }
   std::string channel() const { return prefix + "tickets"; }
 };
-
 struct Scripts {
   Scripts();
   redis::Script enqueue, start, finish, poll, cancel, expire, retry;
-  redis::Script start_fenced, finish_fenced;  // the same, behind a fencing token
+  // Behind a fencing token: the same, and keep_claimed's XCLAIM.
+  redis::Script start_fenced, finish_fenced, retry_fenced, claim_fenced;
 };
 
-// The dispatcher's writes (start, finish) carry the fencing token of the route's
+// The dispatcher's writes (start, keep_claimed, count_retry, finish; park, bury and
+// promote in queue/dead_letter.h) carry the fencing token of the route's
 // dispatch lease (cluster::LeaderLease): `key` is the lease's fence key, which holds
 // the highest token seen. A write with a lower token is refused before it changes
 // anything (a deposed leader's late write); a higher one raises the fence. token 0:
@@ -104,14 +121,18 @@ void start(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, 
 // Claims a stream entry again for `consumer`, resetting its idle time, so that no other
 // consumer reclaims it while this one still works on it (waiting for a server or for
 // Redis). XCLAIM is allowed while Redis refuses writes that grow memory. Fire and forget.
-void keep_claimed(redis::Client& c, const Keys& k, std::string_view route, std::string_view entry_id,
-                  std::string_view consumer);
+// With a fence, a deposed dispatcher's claim is refused, so that it cannot keep the new
+// leader from reclaiming the entry.
+void keep_claimed(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
+                  std::string_view consumer, const Fence& fence = {});
 
 // Counts one more attempt of a ticket being retried, and claims its stream entry
 // again for `consumer` (resetting its idle time) so that no other worker reclaims it
-// while this one is still retrying.
+// while this one is still retrying. One script, fenced like start(): a deposed
+// dispatcher neither counts nor keeps the entry (the new leader reclaims it). Fire and
+// forget; the claim is made also while Redis refuses writes that grow memory.
 void count_retry(redis::Client& c, Scripts& s, const Keys& k, std::string_view route, std::string_view entry_id,
-                 std::string_view consumer, std::string_view ticket_id);
+                 std::string_view consumer, std::string_view ticket_id, const Fence& fence = {});
 
 // Final state: "done" with the stored response, or "failed" with a reason. Acks and
 // deletes the stream entry, updates the idempotency record (stores the answer when
@@ -152,8 +173,10 @@ enum class CancelResult { kCancelled, kTooLate, kUnknown, kUnavailable };
 void cancel(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket_id, uint64_t now_ms,
             uint64_t ticket_ttl_ms, std::function<void(CancelResult, const std::string&)> done);
 
-// 128 bits from the OS CSPRNG as 22 URL-safe base64 characters.
-std::string new_ticket_id();
+// 128 bits from the OS CSPRNG as 22 URL-safe base64 characters, then "." and the
+// route's name: the id names the route whose hash slot holds the ticket (Keys).
+std::string new_ticket_id(std::string_view route);
+// 22 URL-safe base64 characters, ".", and a route name (letters, digits, '_', '-', '.').
 bool valid_ticket_id(std::string_view id);
 
 // Reading script replies, shared with the retry and dead-letter scripts

@@ -40,7 +40,7 @@ def dead_page(g, route="notify", **q):
 def tickets_of(g):
     """Every ticket id under the gateway's prefix."""
     keys = g.redis.cmd("KEYS", g.prefix + "t:*")
-    return sorted(k.decode()[len(g.prefix) + 2:] for k in keys)
+    return sorted(k.decode().split("}:", 1)[1] for k in keys)
 
 
 def ticket_field(g, t, field):
@@ -219,7 +219,8 @@ def dead_letter_endpoints_check_the_token_the_route_and_the_ticket():
         assert r.status == status and body["error"] == code, (path, r)
     r, body = admin(g, "POST", "/dead-letters/redeliver?route=notify&ticket=../x", token="dead-letter-admin-token")
     assert r.status == 400 and body["error"] == "bad_request", r
-    r, body = admin(g, "POST", "/dead-letters/redeliver?route=orders&ticket=" + "A" * 22, token="dead-letter-admin-token")
+    r, body = admin(g, "POST", "/dead-letters/redeliver?route=orders&ticket=" + "A" * 22 + ".orders",
+                    token="dead-letter-admin-token")
     assert r.status == 200 and body == {"moved": 0, "remaining": 0}, (r, body)
     r, _ = admin(g, "GET", "/dead-letters/redeliver?route=notify", token="dead-letter-admin-token")
     assert r.status == 405, r

@@ -82,7 +82,7 @@ def concurrent_duplicates_reach_the_shop_once_then_replay_byte_identical():
     assert again.json()["order_id"] == order["order_id"]
     assert shop.stats()["keys"] == {key: 1}
 
-    # The record lives under prefix + "idem:" + route + ":" + key with the route's ttl.
+    # The record lives under prefix + "idem:{" + route + "}:" + key with the route's ttl.
     rk = g.rkey("orders", key)
     assert redis.cmd("EXISTS", rk) == 1, rk
     ttl = redis.cmd("PTTL", rk)

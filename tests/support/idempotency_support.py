@@ -62,7 +62,7 @@ class GW:
                    message="floodgate_redis_up did not become 1")
 
     def rkey(self, route, key, client=None):
-        return self.prefix + "idem:" + route + ":" + (client + ":" if client else "") + key
+        return self.prefix + "idem:{" + route + "}:" + (client + ":" if client else "") + key
 
     def post(self, path=ORDERS, key=None, body=b'{"item":1}', headers=None, timeout=5.0,
              content_type="application/json"):

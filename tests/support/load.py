@@ -42,10 +42,13 @@ class Load:
         self.samples = collections.defaultdict(list)
         self.errors = []
         self.first_sent = self.last_sent = None
+        self.ok_sent = []  # monotonic send time of every 2xx answer
 
-    def _record(self, resp):
+    def _record(self, resp, sent):
         with self.lock:
             self.status[resp.status] += 1
+            if 200 <= resp.status < 300:
+                self.ok_sent.append(sent)
             if len(self.samples[resp.status]) < 20:
                 self.samples[resp.status].append(resp)
 
@@ -60,7 +63,7 @@ class Load:
                     self.first_sent = now if self.first_sent is None else min(self.first_sent, now)
                     self.last_sent = now if self.last_sent is None else max(self.last_sent, now)
                 conn.request("GET", self.path, self.headers)
-                self._record(conn.recv_response())
+                self._record(conn.recv_response(), now)
             except (OSError, ConnectionClosed, ValueError) as e:
                 with self.lock:
                     self.errors.append(repr(e))
@@ -87,3 +90,7 @@ class Load:
 
     def ok(self):
         return sum(n for s, n in self.status.items() if 200 <= s < 300)
+
+    def ok_between(self, start, end):
+        """2xx answers to requests sent in [start, end) (monotonic seconds)."""
+        return sum(1 for t in self.ok_sent if start <= t < end)

@@ -16,7 +16,8 @@ from shared_redis import (check_retry_after, new_prefix, redis_up)
 ORDERS = "/api/orders"
 TICKETS = "/_floodgate/tickets/"
 KEY_HEADER = "Idempotency-Key"
-TICKET_ID = re.compile(r"[A-Za-z0-9_-]{22}")
+# 128 random bits (22 URL-safe characters), "." and the route (its Redis hash tag).
+TICKET_ID = re.compile(r"[A-Za-z0-9_-]{22}\.[A-Za-z0-9_.-]+")
 
 
 # ------------------------------------------------------------------ helpers
@@ -93,10 +94,11 @@ class GW:
                                  f"({error!r}); last log lines:\n{tail}")
 
     def stream(self, route="orders"):
-        return self.prefix + "q:" + route + ":s"
+        return self.prefix + "q:{" + route + "}:s"
 
     def ticket_key(self, ticket):
-        return self.prefix + "t:" + ticket
+        # The id ends with ".<route>"; the key carries the route's hash tag.
+        return self.prefix + "t:{" + ticket.split(".", 1)[1] + "}:" + ticket
 
     def ticket_state(self, ticket):
         st = self.redis.cmd("HGET", self.ticket_key(ticket), "st")

@@ -100,11 +100,11 @@ TEST_CASE("Redis down: fail open forwards the key, fail closed and parked reques
 TEST_CASE("the Redis key names the route, the client when per_client, and the key") {
   Rules rules;
   Exchange x = prepared(rules);
-  CHECK(x.claiming() == "fg:idem:orders:k1");
+  CHECK(x.claiming() == "fg:idem:{orders}:k1");
   CHECK(x.owner() == "owner1");
   rules.per_client = true;
   Exchange y = prepared(rules);
-  CHECK(y.claiming() == "fg:idem:orders:10.0.0.1:k1");
+  CHECK(y.claiming() == "fg:idem:{orders}:10.0.0.1:k1");
 }
 
 TEST_CASE("a won claim forwards, records the answer and holds the client's copy") {
@@ -114,7 +114,7 @@ TEST_CASE("a won claim forwards, records the answer and holds the client's copy"
   Decision d = x.claimed(r, rules, false);
   CHECK(d.next == Next::kForward);
   CHECK(d.counted == fg::idempotency::kClaimed);
-  CHECK(x.key() == "fg:idem:orders:k1");
+  CHECK(x.key() == "fg:idem:{orders}:k1");
   CHECK(x.capturing());
   CHECK(x.holding());
   x.hold("HTTP/1.1 200 OK\r\n", 17);
@@ -128,7 +128,7 @@ TEST_CASE("a won claim forwards, records the answer and holds the client's copy"
   d = p.claimed(r, rules, true);
   CHECK(d.next == Next::kPark);
   CHECK_FALSE(p.capturing());
-  CHECK(p.key() == "fg:idem:orders:k1");
+  CHECK(p.key() == "fg:idem:{orders}:k1");
   p.hand_over();
   CHECK(p.key().empty());
 }

@@ -144,7 +144,7 @@ struct Rig {
     while (budget.try_acquire(fg::net::mono_ns()).admitted) {
     }
     q::NewTicket t;
-    t.id = q::new_ticket_id();
+    t.id = q::new_ticket_id("orders");
     t.route = "orders";
     t.created_ms = fg::log::wall_ms();
     t.method = "POST";

@@ -104,7 +104,7 @@ class Rig {
   // Stores a ticket (optionally with an idempotency record) like the gateway does.
   std::string add(const std::string& idem = "", const std::string& route = kRoute) {
     q::NewTicket t;
-    t.id = q::new_ticket_id();
+    t.id = q::new_ticket_id(route);
     t.route = route;
     t.created_ms = kCreated;
     t.method = "POST";
@@ -158,8 +158,18 @@ class Rig {
     return wait_for<q::MoveResult>(
         [&](auto cb) { q::bury(*client_, retry, keys, kRoute, entry, id, reason, now, cb, fence); });
   }
-  q::Promoted promote(uint64_t now, uint64_t max = 100) {
-    return wait_for<q::Promoted>([&](auto cb) { q::promote(*client_, retry, keys, kRoute, now, max, cb); });
+  // Fire and forget: a PING after it is answered after it ran.
+  void count_retry(const std::string& entry, const std::string& id, const std::string& consumer,
+                   const q::Fence& fence) {
+    q::count_retry(*client_, scripts, keys, kRoute, entry, consumer, id, fence);
+    raw({"PING"});
+  }
+  void keep_claimed(const std::string& entry, const std::string& consumer, const q::Fence& fence) {
+    q::keep_claimed(*client_, scripts, keys, kRoute, entry, consumer, fence);
+    raw({"PING"});
+  }
+  q::Promoted promote(uint64_t now, uint64_t max = 100, const q::Fence& fence = {}) {
+    return wait_for<q::Promoted>([&](auto cb) { q::promote(*client_, retry, keys, kRoute, now, max, cb, fence); });
   }
   q::DeadPage list(uint64_t offset = 0, uint64_t count = 100) {
     return wait_for<q::DeadPage>(
@@ -540,12 +550,22 @@ TEST_CASE("redeliver_all moves a route's dead letters in bounded batches; other 
 
 // ---- fencing (one dispatcher per route in the cluster) ----
 
+// The route's fence (the key of its dispatch lease, in the route's hash slot) set to
+// `current`; the deposed leader holds current - 1.
+struct Leaders {
+  Leaders(Rig& rig, uint64_t current) : old_leader{fence_key, current - 1}, new_leader{fence_key, current} {
+    rig.raw({"SET", fence_key, std::to_string(current)});
+  }
+  std::string fence_key = "fg:leader:{" + std::string(kRoute) + "}:dispatch:fence";
+  q::Fence old_leader, new_leader;
+};
+
 TEST_CASE("a deposed dispatcher's fenced park and bury are refused; the leader's go through", "[queue]") {
   Rig rig;
-  const std::string fence_key = "fg:leader:{dispatch:" + std::string(kRoute) + "}:fence";
-  q::Fence old_leader{fence_key, 4};
-  q::Fence new_leader{fence_key, 5};
-  rig.raw({"SET", fence_key, "5"});
+  Leaders leaders(rig, 5);
+  const std::string& fence_key = leaders.fence_key;
+  const q::Fence& old_leader = leaders.old_leader;
+  const q::Fence& new_leader = leaders.new_leader;
   std::string id = rig.add();
   std::string entry = rig.take(id);
   CHECK(rig.park(entry, id, kNow + 5, "timeout", old_leader) == q::MoveResult::kFenced);
@@ -564,6 +584,53 @@ TEST_CASE("a deposed dispatcher's fenced park and bury are refused; the leader's
   CHECK(rig.bury(entry2, id2, kNow, "connect", q::Fence{fence_key, 6}) == q::MoveResult::kMoved);
   CHECK(rig.raw({"GET", fence_key}).str == "6");
   CHECK(rig.count().second == 1);
+}
+
+TEST_CASE("a deposed dispatcher's fenced promote, retry count and claim are refused; the leader's go through",
+          "[queue]") {
+  Rig rig;
+  Leaders leaders(rig, 8);
+  std::string id = rig.add();
+  std::string entry = rig.take(id);
+  REQUIRE(rig.field(id, "a") == "1");
+  auto count_retry = [&](const q::Fence& fence) { rig.count_retry(entry, id, "other-consumer", fence); };
+  auto owner = [&] {
+    Reply p = rig.raw({"XPENDING", rig.keys.stream(kRoute), q::kGroup, "-", "+", "10"});
+    REQUIRE(p.elements.size() == 1);
+    return p.elements[0].elements[1].str;
+  };
+  std::string first_owner = owner();
+  count_retry(leaders.old_leader);
+  CHECK(rig.field(id, "a") == "1");
+  CHECK(owner() == first_owner);
+  count_retry(leaders.new_leader);
+  CHECK(rig.field(id, "a") == "2");
+  CHECK(owner() == "other-consumer");
+  // Unfenced (a single dispatcher without a lease) as before.
+  count_retry({});
+  CHECK(rig.field(id, "a") == "3");
+  // Keeping the entry claimed: the deposed leader cannot take it back.
+  rig.keep_claimed(entry, "deposed", leaders.old_leader);
+  CHECK(owner() == "other-consumer");
+  rig.keep_claimed(entry, "leader", leaders.new_leader);
+  CHECK(owner() == "leader");
+  rig.keep_claimed(entry, "single", {});
+  CHECK(owner() == "single");
+  CHECK(rig.field(id, "a") == "3");
+
+  REQUIRE(rig.park(entry, id, kNow + 5, "timeout", leaders.new_leader) == q::MoveResult::kMoved);
+  q::Promoted p = rig.promote(kNow + 10, 100, leaders.old_leader);
+  CHECK_FALSE(p.ok);
+  CHECK(p.fenced);
+  CHECK(rig.field(id, "st") == "retry");
+  CHECK(rig.num({"ZCARD", q::retry_set_key(rig.keys, kRoute)}) == 1);
+  p = rig.promote(kNow + 10, 100, leaders.new_leader);
+  CHECK(p.ok);
+  CHECK_FALSE(p.fenced);
+  CHECK(p.moved == 1);
+  CHECK(rig.field(id, "st") == "queued");
+  CHECK(rig.num({"ZCARD", q::retry_set_key(rig.keys, kRoute)}) == 0);
+  CHECK(rig.raw({"GET", leaders.fence_key}).str == "8");
 }
 
 // ---- wrong states ----

@@ -286,7 +286,7 @@ struct Fixture : fg::test::LoopFixture {
 
 q::NewTicket make_ticket(const std::string& route, uint64_t created = kT0) {
   q::NewTicket t;
-  t.id = q::new_ticket_id();
+  t.id = q::new_ticket_id(route);
   t.route = route;
   t.created_ms = created;
   t.method = "POST";
@@ -948,7 +948,7 @@ TEST_CASE("poll reports every state", "[queue]") {
   v = f.poll(c.id);
   CHECK(v.kind == q::TicketView::Kind::kCancelled);
 
-  v = f.poll(q::new_ticket_id());
+  v = f.poll(q::new_ticket_id("checkout"));
   CHECK(v.kind == q::TicketView::Kind::kUnknown);
   CHECK(v.route.empty());
   CHECK(v.seq == 0);
@@ -999,7 +999,7 @@ TEST_CASE("cancel takes a queued ticket out once; later it is too late", "[queue
   CHECK(f.counter(f.keys.taken("signup")) == 1);
   CHECK(f.counter(f.keys.taken("checkout")) == 1);
 
-  std::string unknown = q::new_ticket_id();
+  std::string unknown = q::new_ticket_id("checkout");
   CHECK(f.cancel(unknown) == q::CancelResult::kUnknown);
   CHECK_FALSE(f.exists(f.keys.ticket(unknown)));
   REQUIRE(f.shutdown());
@@ -1056,7 +1056,7 @@ TEST_CASE("expire (lazy) acts only on queued tickets", "[queue]") {
   CHECK(f.counter(f.keys.taken("checkout")) == 2);
 
   // An unknown id creates nothing.
-  std::string unknown = q::new_ticket_id();
+  std::string unknown = q::new_ticket_id("checkout");
   f.expire(unknown);
   CHECK_FALSE(f.exists(f.keys.ticket(unknown)));
   REQUIRE(f.shutdown());
@@ -1065,17 +1065,19 @@ TEST_CASE("expire (lazy) acts only on queued tickets", "[queue]") {
 // ---------------------------------------------------------------------------
 // ticket ids
 
-TEST_CASE("new_ticket_id makes 22 URL-safe characters, all different", "[queue]") {
+TEST_CASE("new_ticket_id makes 22 URL-safe characters, all different, then the route", "[queue]") {
   const std::string alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   std::set<std::string> ids;
   std::vector<std::set<char>> per_position(22);
   for (int i = 0; i < 10'000; ++i) {
-    std::string id = q::new_ticket_id();
+    std::string id = q::new_ticket_id("v2.orders");
     INFO(id);
-    REQUIRE(id.size() == 22);
-    REQUIRE(id.find_first_not_of(alphabet) == std::string::npos);
+    REQUIRE(id.size() == 32);
+    REQUIRE(id.substr(22) == ".v2.orders");
+    REQUIRE(id.substr(0, 22).find_first_not_of(alphabet) == std::string::npos);
     REQUIRE(q::valid_ticket_id(id));
-    for (size_t p = 0; p < id.size(); ++p) per_position[p].insert(id[p]);
+    REQUIRE(q::ticket_route(id) == "v2.orders");
+    for (size_t p = 0; p < 22; ++p) per_position[p].insert(id[p]);
     ids.insert(std::move(id));
   }
   CHECK(ids.size() == 10'000);
@@ -1088,25 +1090,36 @@ TEST_CASE("new_ticket_id makes 22 URL-safe characters, all different", "[queue]"
 }
 
 TEST_CASE("valid_ticket_id rejects wrong lengths and characters", "[queue]") {
-  CHECK(q::valid_ticket_id(std::string(22, 'A')));
-  CHECK(q::valid_ticket_id(std::string(22, '-')));
-  CHECK(q::valid_ticket_id(std::string(22, '_')));
-  CHECK(q::valid_ticket_id("abcdefghijklmnopqrstuv"));
-  CHECK(q::valid_ticket_id("0123456789ABCDEFGHIJ-_"));
+  CHECK(q::valid_ticket_id(std::string(22, 'A') + ".orders"));
+  CHECK(q::valid_ticket_id(std::string(22, '-') + ".o"));
+  CHECK(q::valid_ticket_id(std::string(22, '_') + ".v1.checkout-EU_2"));
+  CHECK(q::valid_ticket_id("abcdefghijklmnopqrstuv.orders"));
+  CHECK(q::valid_ticket_id("0123456789ABCDEFGHIJ-_.orders"));
+  CHECK(q::ticket_route("0123456789ABCDEFGHIJ-_.orders") == "orders");
 
   CHECK_FALSE(q::valid_ticket_id(""));
-  CHECK_FALSE(q::valid_ticket_id(std::string(21, 'A')));
-  CHECK_FALSE(q::valid_ticket_id(std::string(23, 'A')));
+  // The route is part of the id: a bare 22-character id (the layout before hash tags)
+  // names no route, hence no key.
+  CHECK_FALSE(q::valid_ticket_id(std::string(22, 'A')));
+  CHECK(q::ticket_route(std::string(22, 'A')).empty());
+  CHECK_FALSE(q::valid_ticket_id(std::string(22, 'A') + "."));
+  CHECK_FALSE(q::valid_ticket_id(std::string(21, 'A') + ".orders"));
+  CHECK_FALSE(q::valid_ticket_id(std::string(23, 'A') + ".orders"));
   CHECK_FALSE(q::valid_ticket_id(std::string(44, 'A')));
-  std::string base(22, 'a');
-  for (char bad : std::string("+/=. %?#&\"'\\<>\r\n\t:;,~!@$*()[]{}") + std::string(1, '\0') + "\x7f\x80\xc3\xff") {
-    std::string id = base;
-    id[10] = bad;
+  CHECK_FALSE(q::valid_ticket_id(std::string(22, 'A') + "." + std::string(201, 'r')));
+  std::string base = std::string(22, 'a') + ".orders";
+  for (char bad : std::string("+/= %?#&\"'\\<>\r\n\t:;,~!@$*()[]{}") + std::string(1, '\0') + "\x7f\x80\xc3\xff") {
     INFO("byte " << static_cast<int>(static_cast<unsigned char>(bad)));
-    CHECK_FALSE(q::valid_ticket_id(id));
+    for (size_t at : {size_t{10}, size_t{22}, size_t{25}}) {
+      std::string id = base;
+      id[at] = bad;
+      CHECK_FALSE(q::valid_ticket_id(id));
+    }
   }
+  // A '.' among the random characters.
+  CHECK_FALSE(q::valid_ticket_id(std::string(10, 'a') + "." + std::string(11, 'a') + ".orders"));
   // A 22-byte string of 21 characters (a two-byte UTF-8 letter).
-  CHECK_FALSE(q::valid_ticket_id(std::string(20, 'a') + "\xc3\xa9"));
+  CHECK_FALSE(q::valid_ticket_id(std::string(20, 'a') + "\xc3\xa9.orders"));
   // Key-injection attempts never pass.
   CHECK_FALSE(q::valid_ticket_id("../../fgt:q:checkout:s"));
   CHECK_FALSE(q::valid_ticket_id("abcdefghijk*mnopqrstuv"));
