@@ -193,7 +193,7 @@ void Delivery::connect() {
     // for one without spending an attempt, keeping the entry claimed meanwhile.
     if (redis::Client* redis = d_->worker()->redis())
       queue::keep_claimed(*redis, d_->worker()->queue_scripts(), queue::Keys{snap_->config->redis.prefix},
-                            d_->route(), entry_, d_->consumer(), fence_);
+                          d_->route(), entry_, d_->consumer(), fence_);
     uv_timer_start(timer_, [](uv_timer_t* t) { static_cast<Delivery*>(t->data)->send(); }, 250, 0);
     return;
   }
