@@ -5,7 +5,7 @@ scripted upstream."""
 import time
 
 from harness import (Conn, http, scrape, start_shop, test, run_tests)
-from resilience import (metric, start_gw, get, run_parallel, Origin)
+from resilience import (HEALTH, metric, start_gw, get, run_parallel, wait_down, Origin)
 
 
 # ------------------------------------------------------------------ response cache
@@ -95,6 +95,92 @@ def concurrent_misses_of_one_key_cost_one_upstream_request():
     s = shop.stats()
     assert s["requests"] == 1, f"{s['requests']} upstream requests for 100 concurrent misses"
     assert took < 3.0, took
+
+
+# ------------------------------------------------------------------ one cache per instance
+
+
+def worker_of(r):
+    """The worker that answered, from its request id ("<random>-<2 hex worker><counter>")."""
+    return r.header("x-request-id").split("-")[1][:2]
+
+
+def on_both_workers(gw, path, check, max_tries=200):
+    """Requests `path` on fresh connections until both workers have answered (the kernel
+    spreads connections over the workers' listeners by their address); `check` judges
+    every answer. Returns the workers seen."""
+    seen = set()
+    for i in range(max_tries):
+        r = get(gw, path, timeout=10)
+        check(i, r)
+        seen.add(worker_of(r))
+        if len(seen) == 2:
+            return seen
+    raise AssertionError(f"{max_tries} connections all landed on worker(s) {seen}")
+
+
+@test(timeout=60)
+def a_page_is_fetched_once_per_instance_whichever_worker_answers():
+    shop = start_shop(name="cached")
+    routes = [{"name": "catalog", "match": {"methods": ["GET", "HEAD"], "prefix": "/api/products"},
+               "upstream": "shop", "cache": {"ttl": "60s"}}]
+    gw = start_gw([shop.port], workers=2, routes=routes)
+    first = get(gw, "/api/products/3")
+    assert first.status == 200 and first.header("x-cache") is None, first
+
+    def hit(i, r):
+        assert r.status == 200 and r.header("x-cache") == "HIT" and r.body == first.body, (i, r)
+
+    on_both_workers(gw, "/api/products/3", hit)
+    assert shop.stats()["requests"] == 1, shop.stats()
+    samples = scrape(gw.admin)
+    assert metric(samples, "floodgate_requests_total", route="catalog", outcome="forwarded") == 1
+    assert metric(samples, "floodgate_requests_total", route="catalog", outcome="cached") >= 2
+
+
+@test(timeout=60)
+def concurrent_misses_on_both_workers_cost_one_upstream_request():
+    shop = start_shop(name="slow", latency_ms=500, threads=4)
+    routes = [{"name": "catalog", "match": {"methods": ["GET"], "prefix": "/api/products"},
+               "upstream": "shop", "cache": {"ttl": "60s"}}]
+    gw = start_gw([shop.port], workers=2, routes=routes, server={"max_connections": 1000})
+
+    def one(i):
+        with Conn(gw.port, timeout=20) as c:
+            c.request("GET", "/api/products/4")
+            return c.recv_response()
+
+    results = run_parallel(one, 100, join_timeout=40.0)
+    errors = [r for r in results if not hasattr(r, "status")]
+    assert not errors, errors[:3]
+    assert all(r.status == 200 for r in results), [r for r in results if r.status != 200][:3]
+    assert len({r.body for r in results}) == 1
+    workers = {worker_of(r) for r in results}
+    assert len(workers) == 2, f"100 connections all landed on worker(s) {workers}"
+    s = shop.stats()
+    assert s["requests"] == 1, f"{s['requests']} upstream requests for 100 concurrent misses on 2 workers"
+
+
+@test(timeout=60)
+def a_stale_answer_is_served_by_either_worker():
+    shop = start_shop(name="a")
+    routes = [{"name": "catalog", "match": {"methods": ["GET"], "prefix": "/api/products"},
+               "upstream": "shop", "cache": {"ttl": "1s", "stale_if_error": "60s"},
+               "on_unavailable": "cache"}]
+    gw = start_gw([shop.port], workers=2, routes=routes, upstream={"health": HEALTH},
+                  server={"drain_timeout": "1s"})
+    # Stored by whichever worker took this one connection.
+    first = get(gw, "/api/products/2")
+    assert first.status == 200 and first.header("x-cache") is None, first
+    t_stored = time.monotonic()
+    shop.stop()
+    wait_down(gw, [shop], timeout=10)
+    time.sleep(max(0.0, 1.2 - (time.monotonic() - t_stored)))  # stale now
+
+    def stale(i, r):
+        assert r.status == 200 and r.header("x-cache") == "STALE" and r.body == first.body, (i, r)
+
+    on_both_workers(gw, "/api/products/2", stale)
 
 
 if __name__ == "__main__":
