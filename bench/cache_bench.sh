@@ -258,6 +258,8 @@ target = float(E["R_TARGET"])
 w("")
 w(f"Floodgate/nginx req/s: **{f(ratio, 2)}x** (target >= {target}x: "
   f"{'n/a' if ratio is None else ('met' if ratio >= target else 'missed')})")
+fc, nc = med("floodgate", "cpu_us_per_req"), med("nginx", "cpu_us_per_req")
+w(f"CPU per hit, Floodgate/nginx: {f(fc / nc if fc and nc else None, 2)}x (lower is better)")
 w("")
 w("## Problems")
 w("")
