@@ -4,7 +4,7 @@ scripted upstream."""
 
 import time
 
-from harness import (Conn, http, scrape, start_shop, test, run_tests)
+from harness import (Conn, gateway_config, http, scrape, start_shop, test, run_tests)
 from resilience import (HEALTH, metric, start_gw, get, run_parallel, wait_down, Origin)
 
 
@@ -181,6 +181,56 @@ def a_stale_answer_is_served_by_either_worker():
         assert r.status == 200 and r.header("x-cache") == "STALE" and r.body == first.body, (i, r)
 
     on_both_workers(gw, "/api/products/2", stale)
+
+
+@test(timeout=60)
+def a_reload_keeps_the_instance_cache_and_applies_new_limits_at_once():
+    shop = start_shop(name="cached")
+
+    def routes(cache):
+        r = {"name": "catalog", "match": {"methods": ["GET"], "prefix": "/api/products"},
+             "upstream": "shop"}
+        if cache is not None:
+            r["cache"] = cache
+        return [r]
+
+    gw = start_gw([shop.port], workers=2, routes=routes({"ttl": "60s"}))
+
+    def reload(cache):
+        text = gateway_config([shop.port], gw.port, workers=2, routes=routes(cache),
+                              extra=f'[admin]\nlisten = "127.0.0.1:{gw.admin}"\n')
+        gw.write_config(text)
+        r = http("POST", gw.admin, "/reload", body="")
+        assert r.status == 200, r
+
+    first = get(gw, "/api/products/2")
+    assert first.status == 200 and first.header("x-cache") is None, first
+
+    def hit(i, r):
+        assert r.status == 200 and r.header("x-cache") == "HIT" and r.body == first.body, (i, r)
+
+    # Same route, same cache, another ttl: the entry stays, on every worker.
+    reload({"ttl": "120s"})
+    on_both_workers(gw, "/api/products/2", hit)
+    assert shop.stats()["requests"] == 1, shop.stats()
+    # max_entry_bytes below the entry's size: dropped at once, and the answer is no
+    # longer kept.
+    reload({"ttl": "120s", "max_entry_bytes": "100B"})
+    for n in (2, 3):
+        r = get(gw, "/api/products/2")
+        assert r.status == 200 and r.header("x-cache") is None, r
+        assert shop.stats()["requests"] == n, shop.stats()
+    # Back to the defaults: stored once more, for the whole instance.
+    reload({"ttl": "120s"})
+    assert get(gw, "/api/products/2").header("x-cache") is None
+    on_both_workers(gw, "/api/products/2", hit)
+    assert shop.stats()["requests"] == 4, shop.stats()
+    # The cache removed, then added again: its entries went with it.
+    reload(None)
+    assert get(gw, "/api/products/2").header("x-cache") is None
+    reload({"ttl": "120s"})
+    assert get(gw, "/api/products/2").header("x-cache") is None
+    assert shop.stats()["requests"] == 6, shop.stats()
 
 
 if __name__ == "__main__":
