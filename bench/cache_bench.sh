@@ -13,6 +13,8 @@
 #   THREADS   wrk threads                                                       default 1
 #   WORKERS   Floodgate `server.workers` and nginx `worker_processes`           default 2
 #   WARMUP    seconds of unrecorded load per target first                       default 2
+#   PIN       1 = wrk on CPU 0, the proxies and the shop on the other CPUs
+#             (taskset), so the scheduler cannot put wrk and a proxy on one core  default 0
 #   BUILD     1 = run `ninja -C build` first, 0 = use the binaries as they are  default 1
 #
 # Rounds alternate which proxy goes first, so a change of load on a shared machine
@@ -35,10 +37,11 @@ THREADS="${THREADS:-1}"
 WORKERS="${WORKERS:-2}"
 WARMUP="${WARMUP:-2}"
 BUILD="${BUILD:-1}"
+PIN="${PIN:-0}"
 PATH_UNDER_TEST="/api/products/3"
 TARGET_RATIO="1.5"
 
-for v in ROUNDS DUR CONNS THREADS WORKERS WARMUP; do
+for v in ROUNDS DUR CONNS THREADS WORKERS WARMUP PIN; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
 done
 (( ROUNDS >= 1 && DUR >= 1 && CONNS >= 1 && THREADS >= 1 && WORKERS >= 1 )) ||
@@ -46,13 +49,20 @@ done
 
 bench_prerequisites nginx wrk python3 curl
 bench_binaries
+pin_wrk=() pin_proxy=()
+if [[ "$PIN" == 1 ]]; then
+  command -v taskset >/dev/null 2>&1 || die "PIN=1 needs taskset (util-linux)"
+  (( $(nproc) >= 2 )) || die "PIN=1 needs at least 2 CPUs"
+  pin_wrk=(taskset -c 0)
+  pin_proxy=(taskset -c "1-$(( $(nproc) - 1 ))")
+fi
 bench_workspace
 
 # ------------------------------------------------------------ processes
 
 read -r shop_port fg_port nginx_port <<<"$(free_ports 3)"
 
-bench_start shop "$shop_bin" --listen "127.0.0.1:$shop_port" --threads 1
+bench_start shop "${pin_proxy[@]}" "$shop_bin" --listen "127.0.0.1:$shop_port" --threads 1
 shop_pid=$started_pid
 wait_http shop "$shop_pid" "http://127.0.0.1:$shop_port$PATH_UNDER_TEST"
 
@@ -81,7 +91,7 @@ file = "$work/floodgate.log"
 access = false
 EOF
 "$floodgate_bin" --check -c "$work/floodgate.toml" >&2 || die "the generated Floodgate config is rejected"
-bench_start floodgate "$floodgate_bin" -c "$work/floodgate.toml"
+bench_start floodgate "${pin_proxy[@]}" "$floodgate_bin" -c "$work/floodgate.toml"
 fg_pid=$started_pid
 wait_http floodgate "$fg_pid" "http://127.0.0.1:$fg_port$PATH_UNDER_TEST"
 
@@ -127,7 +137,7 @@ http {
 }
 EOF
 nginx -t -q -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" >&2 || die "nginx rejects the generated config"
-bench_start nginx nginx -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" -g 'daemon off;'
+bench_start nginx "${pin_proxy[@]}" nginx -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" -g 'daemon off;'
 nginx_pid=$started_pid
 wait_http nginx "$nginx_pid" "http://127.0.0.1:$nginx_port$PATH_UNDER_TEST"
 sleep 0.5
@@ -156,7 +166,7 @@ notes="$work/notes.txt"
 
 run_wrk() {  # run_wrk TARGET SECONDS OUTFILE  (wrk's CPU seconds "user sys" go to OUTFILE.time)
   local url="http://127.0.0.1:${target_port[$1]}$PATH_UNDER_TEST" TIMEFORMAT='%3U %3S'
-  { time wrk -t"$THREADS" -c"$CONNS" -d"${2}s" --latency "$url" >"$3" 2>&1 || true; } 2>"$3.time"
+  { time "${pin_wrk[@]}" wrk -t"$THREADS" -c"$CONNS" -d"${2}s" --latency "$url" >"$3" 2>&1 || true; } 2>"$3.time"
 }
 
 if (( WARMUP > 0 )); then
@@ -206,7 +216,7 @@ kill -0 "$nginx_pid" 2>/dev/null || die "nginx is no longer running after the ru
 
 bench_versions
 R_NGINX_VERSION="$(nginx -v 2>&1 | sed 's/^nginx version: //' || true)"
-R_SETTINGS="ROUNDS=$ROUNDS DUR=${DUR}s CONNS=$CONNS THREADS=$THREADS WORKERS=$WORKERS WARMUP=${WARMUP}s"
+R_SETTINGS="ROUNDS=$ROUNDS DUR=${DUR}s CONNS=$CONNS THREADS=$THREADS WORKERS=$WORKERS WARMUP=${WARMUP}s PIN=$PIN"
 R_TARGET="$TARGET_RATIO"
 R_SHOP="$(( shop_after - shop_before ))"
 export R_NGINX_VERSION R_SETTINGS R_TARGET R_SHOP
