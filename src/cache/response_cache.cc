@@ -134,11 +134,16 @@ void set_freshness(CachedResponse& r, const Directives& d, uint64_t now_ms, uint
 
 std::string cache_key(std::string_view method, std::string_view target) {
   std::string key;
-  key.reserve(method.size() + 1 + target.size());
-  key.append(method);
-  key.push_back('\n');
-  key.append(target);
+  cache_key(method, target, &key);
   return key;
+}
+
+void cache_key(std::string_view method, std::string_view target, std::string* out) {
+  out->clear();
+  out->reserve(method.size() + 1 + target.size());
+  out->append(method);
+  out->push_back('\n');
+  out->append(target);
 }
 
 // ---- ResponseCache ----

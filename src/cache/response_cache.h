@@ -71,6 +71,8 @@ inline uint64_t age_seconds(const CachedResponse& r, uint64_t now_ms) {
 // "GET\n/path?query": the method and the full request target, unnormalised (two spellings of
 // one URL are two entries, which costs memory but never serves the wrong answer).
 std::string cache_key(std::string_view method, std::string_view target);
+// The same, written over `*out` (whose capacity is reused from one request to the next).
+void cache_key(std::string_view method, std::string_view target, std::string* out);
 
 // A byte-bounded LRU of responses, single-threaded: one shard of a route's SharedCache
 // (shared_cache.h), used under that shard's lock. Entries are immutable once stored and

@@ -3,6 +3,7 @@
 
 #include <strings.h>
 
+#include <charconv>
 #include <vector>
 
 namespace fg::cache {
@@ -28,8 +29,13 @@ bool Stage::find(SharedCache& cache, const std::string& key, uint64_t now_ms, bo
   if (!e) return false;
   bool fresh = is_fresh(*e, now_ms);
   if (!fresh && !(stale_ok && is_usable_stale(*e, now_ms))) return false;
-  hit->header_lines = "Age: " + std::to_string(age_seconds(*e, now_ms)) + "\r\nX-Cache: " + (fresh ? "HIT" : "STALE") +
-                      "\r\n";
+  char age[24];
+  auto [end, ec] = std::to_chars(age, age + sizeof age, age_seconds(*e, now_ms));
+  (void)ec;  // 24 characters hold any uint64_t
+  std::string& h = hit->header_lines;
+  h.assign("Age: ");
+  h.append(age, static_cast<size_t>(end - age));
+  h.append(fresh ? "\r\nX-Cache: HIT\r\n" : "\r\nX-Cache: STALE\r\n");
   hit->entry = std::move(e);
   hit->fresh = fresh;
   return true;

@@ -512,7 +512,7 @@ cache::SharedCache* ProxySession::route_cache() const {
 
 bool ProxySession::cache_lookup() {
   // HEAD is answered from the GET entry (same representation, no body sent).
-  cache_key_ = cache::cache_key("GET", head_.target);
+  cache::cache_key("GET", head_.target, &cache_key_);
   if (serve_cache(false)) return true;
   cache::Stage& stage = client_->worker()->cache_stage();
   uint64_t waiter = 0;
@@ -555,9 +555,11 @@ void ProxySession::cache_ready() {
 }
 
 bool ProxySession::cache_find(bool stale_ok, cache::Hit* hit) {
+  // Only a GET or HEAD on a cached route has a key (set by cache_lookup() when the
+  // exchange started): another method on the route is never answered from the cache,
+  // nor is a request with the key of an earlier exchange on this connection.
   cache::SharedCache* c = route_cache();
-  if (c == nullptr) return false;
-  if (cache_key_.empty()) cache_key_ = cache::cache_key("GET", head_.target);
+  if (!cache_route_ || c == nullptr) return false;
   WorkerState* w = client_->worker();
   return w->cache_stage().find(*c, cache_key_, w->now_ms(), stale_ok, hit);
 }

@@ -5,7 +5,8 @@ scripted upstream."""
 import time
 
 from harness import (Conn, gateway_config, http, scrape, start_shop, test, run_tests)
-from resilience import (HEALTH, metric, start_gw, get, run_parallel, wait_down, Origin)
+from resilience import (HEALTH, assert_json_error, metric, start_gw, get, run_parallel, wait_down,
+                        Origin)
 
 
 # ------------------------------------------------------------------ response cache
@@ -95,6 +96,31 @@ def concurrent_misses_of_one_key_cost_one_upstream_request():
     s = shop.stats()
     assert s["requests"] == 1, f"{s['requests']} upstream requests for 100 concurrent misses"
     assert took < 3.0, took
+
+
+@test(timeout=40)
+def another_method_is_never_answered_from_the_cache():
+    """A route without `methods` caches its GETs only: with the upstream down, a POST gets
+    on_unavailable's 503, not the stale GET answer of the same target (on a fresh
+    connection, or after that GET on the same one)."""
+    shop = start_shop(name="a")
+    routes = [{"name": "echo", "match": {"prefix": "/echo"}, "upstream": "shop",
+               "cache": {"ttl": "1s", "stale_if_error": "60s"}, "on_unavailable": "cache"}]
+    gw = start_gw([shop.port], workers=1, routes=routes, upstream={"health": HEALTH})
+    first = get(gw, "/echo/x")
+    assert first.status == 200 and first.header("x-cache") is None, first
+    assert get(gw, "/echo/x").header("x-cache") == "HIT"
+    t_stored = time.monotonic()
+    shop.stop()
+    wait_down(gw, [shop], timeout=10)
+    time.sleep(max(0.0, 1.2 - (time.monotonic() - t_stored)))
+    assert_json_error(http("POST", gw.port, "/echo/x", body=b"order"), 503, "upstream_unavailable")
+    with Conn(gw.port, timeout=10) as c:
+        c.request("GET", "/echo/x")
+        r = c.recv_response()
+        assert r.status == 200 and r.header("x-cache") == "STALE" and r.body == first.body, r
+        c.request("POST", "/echo/x", body=b"order")
+        assert_json_error(c.recv_response(), 503, "upstream_unavailable")
 
 
 # ------------------------------------------------------------------ one cache per instance
