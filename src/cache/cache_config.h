@@ -8,12 +8,12 @@
 
 namespace fg {
 
-// Route response cache for GET/HEAD (SPEC §7): per worker, byte-capped LRU.
+// Route response cache for GET/HEAD (SPEC §7): one per route for the instance, byte-capped LRU.
 struct CacheConfig {
   bool enabled = false;
   uint64_t ttl_ms = 0;              // freshness when the upstream gives no max-age
   uint64_t stale_if_error_ms = 0;   // how long a stale entry may serve while the upstream fails
-  uint64_t max_bytes = 64ULL * 1024 * 1024;   // per worker, per route
+  uint64_t max_bytes = 64ULL * 1024 * 1024;   // per route, all workers together
   uint64_t max_entry_bytes = 1024 * 1024;     // larger responses are not cached
 };
 

@@ -134,11 +134,16 @@ void set_freshness(CachedResponse& r, const Directives& d, uint64_t now_ms, uint
 
 std::string cache_key(std::string_view method, std::string_view target) {
   std::string key;
-  key.reserve(method.size() + 1 + target.size());
-  key.append(method);
-  key.push_back('\n');
-  key.append(target);
+  cache_key(method, target, &key);
   return key;
+}
+
+void cache_key(std::string_view method, std::string_view target, std::string* out) {
+  out->clear();
+  out->reserve(method.size() + 1 + target.size());
+  out->append(method);
+  out->push_back('\n');
+  out->append(target);
 }
 
 // ---- ResponseCache ----
@@ -155,14 +160,22 @@ const CachedResponse* ResponseCache::get(const std::string& key) {
   if (found == index_.end()) return nullptr;
   // splice relinks the node in place: iterators (and the index's string_view) stay valid.
   lru_.splice(lru_.begin(), lru_, found->second);
-  return &found->second->response;
+  return found->second->response.get();
 }
 
-bool ResponseCache::put(const std::string& key, CachedResponse r) {
+std::shared_ptr<const CachedResponse> ResponseCache::share(const std::string& key, uint64_t now_ms) {
+  auto found = index_.find(std::string_view(key));
+  if (found == index_.end()) return nullptr;
+  lru_.splice(lru_.begin(), lru_, found->second);
+  found->second->used_ms = now_ms;
+  return found->second->response;
+}
+
+bool ResponseCache::put(const std::string& key, CachedResponse r, uint64_t now_ms) {
   erase(key);
   size_t size = entry_bytes(key, r);
   if (size > max_entry_bytes_ || size > max_bytes_) return false;
-  lru_.push_front(Node{key, std::move(r), size});
+  lru_.push_front(Node{key, std::make_shared<const CachedResponse>(std::move(r)), size, now_ms});
   index_.emplace(std::string_view(lru_.front().key), lru_.begin());
   bytes_ += size;
   // The new entry is at the front and alone fits under max_bytes, so it is never evicted here.
@@ -194,6 +207,17 @@ void ResponseCache::set_limits(uint64_t max_bytes, uint64_t max_entry_bytes) {
   evict_to(max_bytes_);
 }
 
+uint64_t ResponseCache::lru_stamp() const {
+  return lru_.empty() ? std::numeric_limits<uint64_t>::max() : lru_.back().used_ms;
+}
+
+bool ResponseCache::evict_lru() {
+  if (lru_.empty()) return false;
+  remove(std::prev(lru_.end()));
+  ++evictions_;
+  return true;
+}
+
 void ResponseCache::remove(List::iterator it) {
   // The index entry views it->key: erase it before the node that owns the string.
   index_.erase(std::string_view(it->key));
@@ -202,49 +226,8 @@ void ResponseCache::remove(List::iterator it) {
 }
 
 void ResponseCache::evict_to(uint64_t limit) {
-  while (bytes_ > limit && !lru_.empty()) {
-    remove(std::prev(lru_.end()));
-    ++evictions_;
+  while (bytes_ > limit && evict_lru()) {
   }
-}
-
-// ---- PendingMap ----
-
-PendingMap::PendingMap(size_t max_waiters_per_key) : max_waiters_(max_waiters_per_key) {}
-
-PendingMap::Join PendingMap::join(const std::string& key, uint64_t waiter_id) {
-  auto [it, inserted] = pending_.try_emplace(key);
-  if (inserted) return Join::kLeader;
-  if (it->second.size() >= max_waiters_) return Join::kOverflow;
-  it->second.push_back(waiter_id);
-  return Join::kWaiter;
-}
-
-std::vector<uint64_t> PendingMap::finish(const std::string& key) {
-  auto it = pending_.find(key);
-  if (it == pending_.end()) return {};
-  std::vector<uint64_t> waiters = std::move(it->second);
-  pending_.erase(it);
-  return waiters;
-}
-
-bool PendingMap::leave(const std::string& key, uint64_t waiter_id) {
-  auto it = pending_.find(key);
-  if (it == pending_.end()) return false;
-  auto& waiters = it->second;
-  for (auto w = waiters.begin(); w != waiters.end(); ++w) {
-    if (*w == waiter_id) {
-      // Order matters (waiters are woken in join order), so erase rather than swap-and-pop.
-      waiters.erase(w);
-      return true;
-    }
-  }
-  return false;
-}
-
-size_t PendingMap::waiting(const std::string& key) const {
-  auto it = pending_.find(key);
-  return it == pending_.end() ? 0 : it->second.size();
 }
 
 }  // namespace fg::cache

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <list>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -70,10 +71,14 @@ inline uint64_t age_seconds(const CachedResponse& r, uint64_t now_ms) {
 // "GET\n/path?query": the method and the full request target, unnormalised (two spellings of
 // one URL are two entries, which costs memory but never serves the wrong answer).
 std::string cache_key(std::string_view method, std::string_view target);
+// The same, written over `*out` (whose capacity is reused from one request to the next).
+void cache_key(std::string_view method, std::string_view target, std::string* out);
 
-// A byte-bounded LRU of responses. One per worker per route: single-threaded, owned and
-// used by one loop only, no locks. Memory accounting per entry is entry_bytes() below; the
-// sum never exceeds max_bytes after put() or set_limits() returns.
+// A byte-bounded LRU of responses, single-threaded: one shard of a route's SharedCache
+// (shared_cache.h), used under that shard's lock. Entries are immutable once stored and
+// held by shared_ptr, so a reader keeps an entry it was handed after it is replaced or
+// evicted. Memory accounting per entry is entry_bytes() below; the sum never exceeds
+// max_bytes after put() or set_limits() returns.
 class ResponseCache {
  public:
   // Covers the list node, the hash-table slot and the fixed fields of CachedResponse.
@@ -91,12 +96,16 @@ class ResponseCache {
   // A hit becomes the most recently used entry. The pointer stays valid until the next
   // put(), erase(), clear() or set_limits() on this cache.
   const CachedResponse* get(const std::string& key);
+  // The same, as a shared reference that outlives any later change of the cache, and
+  // `now_ms` recorded as the entry's last use (see lru_stamp()).
+  std::shared_ptr<const CachedResponse> share(const std::string& key, uint64_t now_ms);
 
-  // Stores `r` under `key` as the most recently used entry, replacing any entry of that key,
-  // then evicts least recently used entries until bytes() <= max_bytes. Returns false, and
-  // stores nothing, when the entry alone is over max_entry_bytes or max_bytes; an older entry
-  // of the same key is dropped in that case too, since it no longer matches the upstream.
-  bool put(const std::string& key, CachedResponse r);
+  // Stores `r` under `key` as the most recently used entry (last used at `now_ms`),
+  // replacing any entry of that key, then evicts least recently used entries until
+  // bytes() <= max_bytes. Returns false, and stores nothing, when the entry alone is over
+  // max_entry_bytes or max_bytes; an older entry of the same key is dropped in that case
+  // too, since it no longer matches the upstream.
+  bool put(const std::string& key, CachedResponse r, uint64_t now_ms = 0);
 
   // Removes the entry if present; returns whether it was.
   bool erase(const std::string& key);
@@ -105,6 +114,11 @@ class ResponseCache {
   // For a reload: applies new limits at once, dropping entries now over max_entry_bytes and
   // then least recently used entries until bytes() <= max_bytes.
   void set_limits(uint64_t max_bytes, uint64_t max_entry_bytes);
+
+  // When the least recently used entry was last used (UINT64_MAX when empty), and its
+  // eviction (false when empty). A SharedCache evicts across its shards with these.
+  uint64_t lru_stamp() const;
+  bool evict_lru();
 
   size_t bytes() const { return bytes_; }
   size_t entries() const { return lru_.size(); }
@@ -116,8 +130,9 @@ class ResponseCache {
  private:
   struct Node {
     std::string key;
-    CachedResponse response;
+    std::shared_ptr<const CachedResponse> response;
     size_t bytes;
+    uint64_t used_ms;
   };
   using List = std::list<Node>;  // front = most recently used
 
@@ -135,8 +150,10 @@ class ResponseCache {
 
 // Request coalescing: while one request (the leader) fetches a key from the upstream, later
 // requests for the same key wait instead of fetching too, and are woken when it finishes.
-// Single-threaded like ResponseCache; waiter ids are opaque to it (a connection id, say).
-class PendingMap {
+// Single-threaded like ResponseCache (a SharedCache keeps one per shard, under its lock);
+// waiters are opaque to it (a connection id, say, or a worker's inbox and an id).
+template <typename W>
+class BasicPendingMap {
  public:
   static constexpr size_t kDefaultMaxWaiters = 10000;
 
@@ -147,28 +164,57 @@ class PendingMap {
                 // own, uncoalesced, and must not call finish(key) (the leader still owns it)
   };
 
-  explicit PendingMap(size_t max_waiters_per_key = kDefaultMaxWaiters);
+  explicit BasicPendingMap(size_t max_waiters_per_key = kDefaultMaxWaiters) : max_waiters_(max_waiters_per_key) {}
 
-  Join join(const std::string& key, uint64_t waiter_id);
+  Join join(const std::string& key, W waiter) {
+    auto [it, inserted] = pending_.try_emplace(key);
+    if (inserted) return Join::kLeader;
+    if (it->second.size() >= max_waiters_) return Join::kOverflow;
+    it->second.push_back(std::move(waiter));
+    return Join::kWaiter;
+  }
 
   // Called by the leader when its fetch ends, successfully or not. Returns the waiters in
   // join order and forgets the key; the waiters then look the key up in the cache again (on
   // a failed fetch, one of them becomes the next leader). Empty if the key is not in flight.
-  std::vector<uint64_t> finish(const std::string& key);
+  std::vector<W> finish(const std::string& key) {
+    auto it = pending_.find(key);
+    if (it == pending_.end()) return {};
+    std::vector<W> waiters = std::move(it->second);
+    pending_.erase(it);
+    return waiters;
+  }
 
   // A waiter that gives up (client gone, deadline) leaves; returns whether it was waiting.
-  bool leave(const std::string& key, uint64_t waiter_id);
+  bool leave(const std::string& key, const W& waiter) {
+    auto it = pending_.find(key);
+    if (it == pending_.end()) return false;
+    auto& waiters = it->second;
+    for (auto w = waiters.begin(); w != waiters.end(); ++w) {
+      if (*w == waiter) {
+        // Order matters (waiters are woken in join order), so erase rather than swap-and-pop.
+        waiters.erase(w);
+        return true;
+      }
+    }
+    return false;
+  }
 
   bool in_flight(const std::string& key) const { return pending_.count(key) != 0; }
   // Waiters of `key`, not counting the leader.
-  size_t waiting(const std::string& key) const;
+  size_t waiting(const std::string& key) const {
+    auto it = pending_.find(key);
+    return it == pending_.end() ? 0 : it->second.size();
+  }
   // Keys in flight.
   size_t keys() const { return pending_.size(); }
   size_t max_waiters() const { return max_waiters_; }
 
  private:
   size_t max_waiters_;
-  std::unordered_map<std::string, std::vector<uint64_t>> pending_;
+  std::unordered_map<std::string, std::vector<W>> pending_;
 };
+
+using PendingMap = BasicPendingMap<uint64_t>;
 
 }  // namespace fg::cache

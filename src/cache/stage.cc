@@ -1,7 +1,10 @@
-// Per-route caches of a worker: lookups, coalescing, storing.
+// A worker's side of the shared caches: lookups, coalescing, storing, wake-ups.
 #include "cache/stage.h"
 
 #include <strings.h>
+
+#include <charconv>
+#include <vector>
 
 namespace fg::cache {
 
@@ -17,54 +20,45 @@ void Recorded::note(std::string_view name, std::string_view value) {
   }
 }
 
-Stage::RouteCache& Stage::route_cache(const RouteSettings& route) {
-  auto it = routes_.find(route.name);
-  if (it == routes_.end()) it = routes_.emplace(std::string(route.name), nullptr).first;
-  auto& slot = it->second;
-  if (!slot) {
-    slot = std::make_unique<RouteCache>();
-    slot->cache = std::make_unique<ResponseCache>(route.max_bytes, route.max_entry_bytes);
-  } else if (slot->cache->max_bytes() != route.max_bytes || slot->cache->max_entry_bytes() != route.max_entry_bytes) {
-    slot->cache->set_limits(route.max_bytes, route.max_entry_bytes);
-  }
-  return *slot;
-}
+Stage::Stage(std::function<void()> signal) : inbox_(std::make_shared<Inbox>(std::move(signal))) {}
 
-ResponseCache& Stage::cache(const RouteSettings& route) { return *route_cache(route).cache; }
+Stage::~Stage() { close(); }
 
-bool Stage::find(const RouteSettings& route, const std::string& key, uint64_t now_ms, bool stale_ok, Hit* hit) {
-  const CachedResponse* e = cache(route).get(key);
-  if (e == nullptr) return false;
+bool Stage::find(SharedCache& cache, const std::string& key, uint64_t now_ms, bool stale_ok, Hit* hit) {
+  SharedCache::Entry e = cache.get(key, now_ms);
+  if (!e) return false;
   bool fresh = is_fresh(*e, now_ms);
   if (!fresh && !(stale_ok && is_usable_stale(*e, now_ms))) return false;
-  hit->entry = e;
+  char age[24];
+  auto [end, ec] = std::to_chars(age, age + sizeof age, age_seconds(*e, now_ms));
+  (void)ec;  // 24 characters hold any uint64_t
+  std::string& h = hit->header_lines;
+  h.assign("Age: ");
+  h.append(age, static_cast<size_t>(end - age));
+  h.append(fresh ? "\r\nX-Cache: HIT\r\n" : "\r\nX-Cache: STALE\r\n");
+  hit->entry = std::move(e);
   hit->fresh = fresh;
-  hit->header_lines = "Age: " + std::to_string(age_seconds(*e, now_ms)) + "\r\nX-Cache: " + (fresh ? "HIT" : "STALE") +
-                      "\r\n";
   return true;
 }
 
-Stage::Join Stage::join(const RouteSettings& route, const std::string& key, uint64_t* waiter) {
-  RouteCache& c = route_cache(route);
-  *waiter = c.next_waiter++;
-  switch (c.pending.join(key, *waiter)) {
-    case PendingMap::Join::kLeader:
+Stage::Join Stage::join(SharedCache& cache, const std::string& key, uint64_t* waiter) {
+  *waiter = next_waiter_++;
+  switch (cache.join(key, Waiter{inbox_, *waiter})) {
+    case SharedCache::Join::kLeader:
       return Join::kLead;
-    case PendingMap::Join::kWaiter:
+    case SharedCache::Join::kWaiter:
       return Join::kWait;
-    case PendingMap::Join::kOverflow:
+    case SharedCache::Join::kOverflow:
       break;
   }
   return Join::kFetch;
 }
 
-void Stage::wait(const RouteSettings& route, uint64_t waiter, std::function<void()> wake) {
-  route_cache(route).waiters[waiter] = std::move(wake);
-}
+void Stage::wait(uint64_t waiter, std::function<void()> wake) { waiters_[waiter] = std::move(wake); }
 
-bool Stage::store(const RouteSettings& route, const std::string& key, int status, std::string_view reason,
-                  std::string_view header_lines, std::string_view body, const Recorded& rec, bool authorization,
-                  uint64_t now_ms) {
+bool Stage::store(SharedCache& cache, const RouteSettings& route, const std::string& key, int status,
+                  std::string_view reason, std::string_view header_lines, std::string_view body, const Recorded& rec,
+                  bool authorization, uint64_t now_ms) {
   Directives d = parse_cache_control(rec.cache_control);
   if (!storable(status, d, rec.set_cookie, authorization)) return false;
   CachedResponse r;
@@ -73,20 +67,31 @@ bool Stage::store(const RouteSettings& route, const std::string& key, int status
   r.header_lines.assign(header_lines);
   r.body.assign(body);
   set_freshness(r, d, now_ms, route.ttl_ms, route.stale_if_error_ms);
-  return cache(route).put(key, std::move(r));
+  return cache.put(key, std::move(r), now_ms);
 }
 
-void Stage::finish(const RouteSettings& route, const std::string& key) {
-  RouteCache& c = route_cache(route);
-  // Woken after the lists are updated: a waiter may join (and lead) again at once.
-  std::vector<std::function<void()>> wake;
-  for (uint64_t id : c.pending.finish(key)) {
-    auto it = c.waiters.find(id);
-    if (it == c.waiters.end()) continue;
-    wake.push_back(std::move(it->second));
-    c.waiters.erase(it);
+void Stage::finish(SharedCache& cache, const std::string& key) {
+  // Woken after the table is updated: a waiter may join (and lead) again at once.
+  std::vector<uint64_t> mine;
+  for (Waiter& w : cache.finish(key)) {
+    if (w.inbox == inbox_) mine.push_back(w.id);
+    else w.inbox->post(w.id);
   }
-  for (auto& w : wake) w();
+  for (uint64_t id : mine) wake(id);
+}
+
+void Stage::deliver() {
+  for (uint64_t id : inbox_->take()) wake(id);
+}
+
+void Stage::close() { inbox_->close(); }
+
+void Stage::wake(uint64_t waiter) {
+  auto it = waiters_.find(waiter);
+  if (it == waiters_.end()) return;
+  std::function<void()> f = std::move(it->second);
+  waiters_.erase(it);
+  f();
 }
 
 }  // namespace fg::cache

@@ -145,6 +145,17 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
                                                                 config->client_table_size);
       }
     }
+    if (r.cache.enabled) {
+      // One cache per route for the whole instance, kept across reloads by route name
+      // (with the new limits applied at once); a route that drops its cache frees it.
+      if (old && old->cache) {
+        rt.cache = old->cache;
+        if (rt.cache->max_bytes() != r.cache.max_bytes || rt.cache->max_entry_bytes() != r.cache.max_entry_bytes)
+          rt.cache->set_limits(r.cache.max_bytes, r.cache.max_entry_bytes);
+      } else {
+        rt.cache = std::make_shared<cache::SharedCache>(r.cache.max_bytes, r.cache.max_entry_bytes);
+      }
+    }
     std::string route_label = metrics::label("route", r.name);
     for (int o = 0; o < kOutcomeCount; o++) {
       rt.requests[static_cast<size_t>(o)] =

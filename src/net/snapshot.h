@@ -14,6 +14,7 @@
 #include "admission/client_limiter.h"
 #include "admission/shared_budget.h"
 #include "breaker/latency_window.h"
+#include "cache/shared_cache.h"
 #include "floodgate/config.h"
 #include "idempotency/exchange.h"
 #include "metrics/registry.h"
@@ -91,6 +92,8 @@ struct RouteRuntime {
   std::string policy_header;  // "RateLimit-Policy: ..." line, empty without a rate
   std::vector<idempotency::KeySource> idem_sources;  // empty: no idempotency on the route
   std::array<metrics::CellId, idempotency::kResultCount> idem{};  // by idempotency::Result
+  // The route's response cache, shared by every worker (null: no cache on the route).
+  std::shared_ptr<cache::SharedCache> cache;
   std::shared_ptr<QueueState> queue;  // null unless the route is queued
   std::array<metrics::CellId, kTicketStateCount> tickets{};
   metrics::CellId ticket_wait = 0;

@@ -232,8 +232,7 @@ void ProxySession::on_upstream_head(http::ResponseHead& resp) {
   }
   if (auto& lat = snap_->upstreams[upstream_index_].latency) lat->record(upstream_ns / 1000000, client_->worker()->now_ms());
   cache::Hit stale;
-  if (cache_route_ && resp.status >= 500 && conn_ &&
-      client_->worker()->cache_stage().find(cache_settings(), cache_key_, client_->worker()->now_ms(), true, &stale)) {
+  if (cache_route_ && resp.status >= 500 && conn_ && cache_find(true, &stale)) {
     // stale_if_error: a usable stale entry beats the upstream's 5xx.
     UpstreamConn* c = conn_;
     conn_ = nullptr;

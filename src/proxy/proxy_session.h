@@ -124,6 +124,8 @@ class ProxySession final : public UpstreamUser {
   bool cache_lookup();
   void cache_store();
   cache::RouteSettings cache_settings() const;
+  cache::SharedCache* route_cache() const;  // the route's instance-wide cache, or null
+  bool cache_find(bool stale_ok, cache::Hit* hit);
   void cache_release();  // the leading fetch ended: wake the waiters
   void send_request();
   // The body read under server.request_buffering is complete, or outgrew the bound:

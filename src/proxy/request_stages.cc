@@ -519,17 +519,20 @@ void ProxySession::idem_release() { idem_.release(client_->worker()->idem_link()
 
 cache::RouteSettings ProxySession::cache_settings() const {
   const RouteConfig& rc = snap_->config->routes[static_cast<size_t>(route_)];
-  return {rc.name, rc.cache.max_bytes, rc.cache.max_entry_bytes, rc.cache.ttl_ms, rc.cache.stale_if_error_ms};
+  return {rc.cache.ttl_ms, rc.cache.stale_if_error_ms};
+}
+
+cache::SharedCache* ProxySession::route_cache() const {
+  return snap_->routes[static_cast<size_t>(route_)].cache.get();
 }
 
 bool ProxySession::cache_lookup() {
   // HEAD is answered from the GET entry (same representation, no body sent).
-  cache_key_ = cache::cache_key("GET", head_.target);
+  cache::cache_key("GET", head_.target, &cache_key_);
   if (serve_cache(false)) return true;
   cache::Stage& stage = client_->worker()->cache_stage();
-  cache::RouteSettings settings = cache_settings();
   uint64_t waiter = 0;
-  switch (stage.join(settings, cache_key_, &waiter)) {
+  switch (stage.join(*route_cache(), cache_key_, &waiter)) {
     case cache::Stage::Join::kLead:
       cache_leader_ = true;
       capture_status_ = 0;
@@ -538,9 +541,10 @@ bool ProxySession::cache_lookup() {
       capture_overflow_ = false;
       return false;
     case cache::Stage::Join::kWait: {
-      // Another request is fetching this very response: wait for it (coalescing).
+      // Another request, on this worker or another, is fetching this very response:
+      // wait for it (coalescing).
       net::Guard<ProxySession> g = anchor_.guard();
-      stage.wait(settings, waiter, [g] {
+      stage.wait(waiter, [g] {
         if (ProxySession* s = g.get()) s->cache_ready();
       });
       return true;
@@ -566,16 +570,25 @@ void ProxySession::cache_ready() {
   try_connect();
 }
 
-bool ProxySession::serve_cache(bool stale_ok) {
-  if (cache_key_.empty()) cache_key_ = cache::cache_key("GET", head_.target);
-  if (!snap_->config->routes[static_cast<size_t>(route_)].cache.enabled) return false;
+bool ProxySession::cache_find(bool stale_ok, cache::Hit* hit) {
+  // Only a GET or HEAD on a cached route has a key (set by cache_lookup() when the
+  // exchange started): another method on the route is never answered from the cache,
+  // nor is a request with the key of an earlier exchange on this connection.
+  cache::SharedCache* c = route_cache();
+  if (!cache_route_ || c == nullptr) return false;
   WorkerState* w = client_->worker();
+  return w->cache_stage().find(*c, cache_key_, w->now_ms(), stale_ok, hit);
+}
+
+bool ProxySession::serve_cache(bool stale_ok) {
   cache::Hit hit;
-  if (!w->cache_stage().find(cache_settings(), cache_key_, w->now_ms(), stale_ok, &hit)) return false;
+  if (!cache_find(stale_ok, &hit)) return false;
+  // The entry is shared and immutable: it is read here without any lock.
   const cache::CachedResponse& e = *hit.entry;
   active_ = false;
   status_ = e.status;
   outcome_ = net::kCached;
+  WorkerState* w = client_->worker();
   bool keep_alive = head_.keep_alive && !w->draining() && (body_done_ || head_.body == http::BodyKind::kNone);
   respond_stored(e.status, e.reason, e.header_lines, e.body, hit.header_lines, keep_alive);
   return true;
@@ -584,15 +597,15 @@ bool ProxySession::serve_cache(bool stale_ok) {
 void ProxySession::cache_store() {
   if (capture_overflow_) return;
   bool auth = http::find_header(head_.headers, "Authorization") != nullptr;
-  client_->worker()->cache_stage().store(cache_settings(), cache_key_, capture_status_, capture_reason_,
-                                         capture_headers_, capture_body_, cache_rec_, auth,
+  client_->worker()->cache_stage().store(*route_cache(), cache_settings(), cache_key_, capture_status_,
+                                         capture_reason_, capture_headers_, capture_body_, cache_rec_, auth,
                                          client_->worker()->now_ms());
 }
 
 void ProxySession::cache_release() {
   if (!cache_leader_) return;
   cache_leader_ = false;
-  client_->worker()->cache_stage().finish(cache_settings(), cache_key_);
+  client_->worker()->cache_stage().finish(*route_cache(), cache_key_);
 }
 
 bool ProxySession::unavailable(bool busy, bool prepared) {

@@ -42,7 +42,8 @@ bool same_upstream(const UpstreamConfig& a, const UpstreamConfig& b) {
 
 }  // namespace
 
-WorkerState::WorkerState(net::Worker& worker) : worker_(worker) {
+WorkerState::WorkerState(net::Worker& worker)
+    : worker_(worker), cache_stage_([this] { uv_async_send(&cache_async_); }) {
   id_prefix_ = random_hex(6);
   idem_link_.hold = [this] { return hold_redis(); };
 }
@@ -71,7 +72,17 @@ Status WorkerState::on_prepare() {
   return status;
 }
 
-void WorkerState::on_start() { open_redis(); }
+void WorkerState::on_start() {
+  // Before the first request: the stage signals this handle from other threads, and
+  // its inbox is closed (in on_stop) before the handle is.
+  uv_async_init(loop(), &cache_async_, [](uv_async_t* a) {
+    static_cast<WorkerState*>(a->data)->cache_stage_.deliver();
+  });
+  cache_async_.data = this;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&cache_async_));
+  cache_async_open_ = true;
+  open_redis();
+}
 
 void WorkerState::on_accept(uv_stream_t* server) {
   auto* conn = new ClientConn(this);
@@ -217,6 +228,12 @@ void WorkerState::on_stop() {
   for (auto& p : retired_pools_) p->close_idle();
   for (auto& p : kept_pools_) p->stop_lookups();
   close_redis();
+  // Other workers stop posting wake-ups here before the handle they signal goes.
+  cache_stage_.close();
+  if (cache_async_open_) {
+    cache_async_open_ = false;
+    uv_close(reinterpret_cast<uv_handle_t*>(&cache_async_), nullptr);
+  }
 }
 
 Dispatcher* WorkerState::dispatcher(const std::string&) { return nullptr; }

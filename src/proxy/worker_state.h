@@ -72,6 +72,7 @@ class WorkerState : public net::Service {
   queue::TicketService& tickets() { return tickets_; }
   // Tickets whose state this worker has read, kept current by the change channel.
   queue::TicketMemory& ticket_memory() { return ticket_memory_; }
+  // This worker's side of the routes' shared caches (the caches are in the snapshot).
   cache::Stage& cache_stage() { return cache_stage_; }
   // Retry budget: live retries stay under 20% of requests (per worker, over a rolling
   // ten-second period, with a floor of 10 so a quiet worker can still retry).
@@ -131,6 +132,9 @@ class WorkerState : public net::Service {
   int64_t queued_peak_ = 0;  // their highest total since memory was last handed back
   queue::TicketService tickets_;
   queue::TicketMemory ticket_memory_;
+  // Wakes this loop when a fetch on another worker ends with waiters of this one.
+  uv_async_t cache_async_{};
+  bool cache_async_open_ = false;
   cache::Stage cache_stage_;
   std::string id_prefix_;
   uint64_t id_counter_ = 0;

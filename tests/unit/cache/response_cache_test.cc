@@ -177,6 +177,9 @@ TEST_CASE("cache_key is the method and the full target", "[cache]") {
   CHECK(cache_key("GET", "/items?id=7") == "GET\n/items?id=7");
   CHECK(cache_key("HEAD", "/items?id=7") == "HEAD\n/items?id=7");
   CHECK(cache_key("GET", "/items?id=7") != cache_key("GET", "/items?id=8"));
+  std::string reused = "HEAD\n/an/earlier/and/longer/target";
+  cache_key("GET", "/a", &reused);
+  CHECK(reused == "GET\n/a");
   CHECK(cache_key("GET", "/a") != cache_key("GET", "/a?"));
   CHECK(cache_key("GET", "") == "GET\n");
 }
