@@ -84,7 +84,12 @@ void load_config(Reader& rd, const Table& table, RedisConfig& r) {
     }
   }
   load_sentinels(rd, t, r);
-  if (const toml::node* n = t.get("prefix")) rd.read_string(*n, "redis.prefix", &r.prefix);
+  if (const toml::node* n = t.get("prefix")) {
+    // Every key is "<prefix>...{<route>}...": a brace in the prefix would become the
+    // hash tag and put every route's keys in one slot (or split a script's keys).
+    if (rd.read_string(*n, "redis.prefix", &r.prefix) && r.prefix.find_first_of("{}") != std::string::npos)
+      rd.error(*n, "redis.prefix", "must not contain '{' or '}' (the keys' hash tags are the route names)");
+  }
   if (const toml::node* n = t.get("timeout")) rd.read_duration(*n, "redis.timeout", &r.timeout_ms);
   if (const toml::node* n = t.get("on_failure")) {
     std::string v;

@@ -65,6 +65,12 @@ TEST_CASE("[redis] is validated", "[config][redis]") {
           "test.toml:12:7: redis.url: invalid redis url \"redis://:6379\": missing host");
     CHECK(load_error(kMinimal + "[redis]\nurl = 6379\n") == "test.toml:12:7: redis.url: expected a string, got integer");
   }
+  SECTION("prefix") {
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://127.0.0.1:6379\"\nprefix = \"{fg}:\"\n") ==
+          "test.toml:13:10: redis.prefix: must not contain '{' or '}' (the keys' hash tags are the route names)");
+    CHECK(load_error(kMinimal + "[redis]\nurl = \"redis://127.0.0.1:6379\"\nprefix = \"fg}\"\n") ==
+          "test.toml:13:10: redis.prefix: must not contain '{' or '}' (the keys' hash tags are the route names)");
+  }
   SECTION("a password in a bad url is not repeated") {
     const std::string msg = load_error(kMinimal + "[redis]\nurl = \"redis://:hunter2@127.0.0.1:99999/0\"\n");
     CHECK(msg == "test.toml:12:7: redis.url: invalid redis url \"redis://:***@127.0.0.1:99999/0\": invalid port");
