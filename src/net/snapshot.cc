@@ -144,6 +144,8 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
         rt.clients = std::make_shared<admission::ClientLimiter>(r.client_rate, r.client_burst,
                                                                 config->client_table_size);
       }
+      // scope = "cluster": the per-client limit counts across instances too.
+      if (r.cluster_scope && cluster) cluster->client_limits(r.name, rt.clients);
     }
     if (r.cache.enabled) {
       // One cache per route for the whole instance, kept across reloads by route name
