@@ -66,6 +66,11 @@ ClusterBudget* Node::budget(const std::string& route, double rate, double burst)
 
 void Node::client_limits(const std::string& route, std::shared_ptr<admission::ClientLimiter> limiter) {
   auto it = client_syncs_.find(route);
+  if (!limiter) {
+    // Destroyed at once: its timer closes and a call in flight is ignored.
+    if (it != client_syncs_.end()) client_syncs_.erase(it);
+    return;
+  }
   if (it != client_syncs_.end()) {
     it->second->set_limiter(std::move(limiter));
     return;

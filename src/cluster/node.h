@@ -40,8 +40,9 @@ class Node {
   ClusterBudget* budget(const std::string& route, double rate, double burst);
   // Owner loop: count the per-client limit of a cluster-scope route across instances:
   // `limiter` (the route's, shared with the workers) is synced every 100 ms from now
-  // on; a later call with another limiter (a reload resized the table) follows that one.
-  // Kept until close(), like the budgets.
+  // on; a later call with another limiter (a reload resized the table) follows that one,
+  // and one with nullptr (a reload made the route's scope "instance" or dropped its
+  // client_rate) stops the sync.
   void client_limits(const std::string& route, std::shared_ptr<admission::ClientLimiter> limiter);
   // Owner loop, once every worker stopped taking: destroys the budgets (pointers to
   // them are dangling from here on), leaves the membership and closes the connection;

@@ -338,11 +338,11 @@ def client_route(scope):
             "scope": scope, "client_rate": CLIENT_RATE, "client_burst": CLIENT_BURST, "client_key": "header:X-User"}
 
 
-def one_client_over(gws, seconds, per_instance=15):
-    """One client (X-User: alice) sending `per_instance`/s to each instance at once;
+def one_client_over(gws, seconds, per_instance=15, client="alice"):
+    """One client (X-User: `client`) sending `per_instance`/s to each instance at once;
     its admitted requests in all and the window they were sent in."""
     loads = run_together([Load(gw.port, "/api/products/1", conns=1, rate=per_instance, duration=seconds,
-                               headers={"X-User": "alice"}) for gw in gws])
+                               headers={"X-User": client}) for gw in gws])
     assert all(set(l.status) <= {200, 429} and not l.errors for l in loads), \
         [(l.status, l.errors[:3]) for l in loads]
     window = max(l.last_sent for l in loads) - min(l.first_sent for l in loads)
@@ -356,7 +356,8 @@ def a_clients_limit_counts_across_instances_with_scope_cluster_and_per_instance_
     together, within the bound documented in docs/configuration.md (client_rate x T +
     client_burst + (N - 1) x (client_burst + client_rate x D), D = sync interval plus a
     round trip, taken as 1 s here for a loaded or sanitized machine); with
-    scope = "instance" each admits the whole limit, about three times as much."""
+    scope = "instance" each admits the whole limit, about three times as much (also after a
+    reload from "cluster" to "instance", which stops the sync)."""
     seconds = 5
     gws = cluster("c8:", routes=(client_route("cluster"),))
     admitted, window, per = one_client_over(gws, seconds)
@@ -370,6 +371,15 @@ def a_clients_limit_counts_across_instances_with_scope_cluster_and_per_instance_
         assert metric(s, "floodgate_client_limit_sync_failures_total", route="orders") == 0
     # Every instance was charged what the others admitted.
     assert all(metric(s, "floodgate_client_limit_charged_total", route="orders") > 0 for s in samples)
+    # A reload to scope = "instance" stops the sync: each instance judges alone again.
+    for gw in gws:
+        gw.reload(gw.config_text.replace('scope = "cluster"', 'scope = "instance"'))
+    for gw in gws:
+        wait_until(lambda gw=gw: harness_metric(scrape(gw.admin), "floodgate_client_limit_followed_clients",
+                                                route="orders") is None, 10, message="the sync did not stop")
+    reloaded, window, per = one_client_over(gws, 3, client="bob")
+    print(f"reloaded to scope = instance: admitted {reloaded} in {window:.2f}s ({per})")
+    assert reloaded >= 2.5 * CLIENT_RATE * window, (reloaded, window, per)
     for gw in gws:
         gw.stop()
 
