@@ -38,8 +38,6 @@
 namespace fg::cluster {
 namespace {
 
-uint64_t mono_ms() { return uv_hrtime() / 1000000; }
-
 // KEYS[1] the route's bucket; ARGV rate, burst, want, debt. Returns {granted, left in
 // the bucket after the grant, ms until the missing part of `want` would be there}.
 // The hash holds only the theoretical arrival time in microseconds of Redis TIME; it

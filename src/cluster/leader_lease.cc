@@ -17,8 +17,6 @@
 namespace fg::cluster {
 namespace {
 
-uint64_t mono_ms() { return uv_hrtime() / 1000000; }
-
 // KEYS lock, epoch, fence; ARGV holder, ttl ms. Returns the token: a new one when the
 // key was free, the current one when this holder already has it (extended), 0 when
 // another holder has it. A holder renews through the same script: it compares holder

@@ -12,6 +12,9 @@
 
 namespace fg::cluster {
 
+// The monotonic clock in ms, the clock of every cluster timeout.
+inline uint64_t mono_ms() { return uv_hrtime() / 1000000; }
+
 // A repeating (or one-shot) timer. Constructed, started, stopped and destroyed on the
 // loop's thread; the callback never runs after the destructor.
 class Timer {

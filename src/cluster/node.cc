@@ -36,6 +36,7 @@ Node::Node(uv_loop_t* loop, const RedisConfig& redis, std::string instance_id)
 }
 
 Node::~Node() {
+  client_syncs_.clear();
   budgets_.clear();
   membership_.reset();
 }
@@ -63,10 +64,30 @@ ClusterBudget* Node::budget(const std::string& route, double rate, double burst)
   return raw;
 }
 
+void Node::client_limits(const std::string& route, std::shared_ptr<admission::ClientLimiter> limiter) {
+  auto it = client_syncs_.find(route);
+  if (!limiter) {
+    // Destroyed at once: its timer closes and a call in flight is ignored.
+    if (it != client_syncs_.end()) client_syncs_.erase(it);
+    return;
+  }
+  if (it != client_syncs_.end()) {
+    it->second->set_limiter(std::move(limiter));
+    return;
+  }
+  ClientSyncOptions o;
+  o.prefix = prefix_;
+  o.route = route;
+  auto s = std::make_unique<ClientSync>(loop_, redis_.get(), std::move(limiter), std::move(o));
+  if (!closed_) s->start();
+  client_syncs_.emplace(route, std::move(s));
+}
+
 void Node::close(std::function<void()> on_closed) {
   if (closed_) return;
   closed_ = true;
   // Destroyed, not only stopped: their handles close now, so the loop can end.
+  client_syncs_.clear();
   budgets_.clear();
   membership_->stop(/*leave=*/true, [this, on_closed = std::move(on_closed)]() mutable {
     redis_->close(std::move(on_closed));
@@ -118,6 +139,27 @@ std::string Node::metrics_text() const {
       }
       std::snprintf(buf, sizeof buf, " %" PRIu64 "\n", v);
       out += std::string(kFamilies[f].name) + "{" + metrics::label("route", route) + "}" + buf;
+    }
+  }
+  static const Family kClientFamilies[] = {
+      {"floodgate_client_limit_syncs_total", "counter",
+       "Per-client counts exchanged with the other instances (one script call per route per sync)."},
+      {"floodgate_client_limit_sync_failures_total", "counter",
+       "Per-client syncs that failed; the per-client limit is per instance until one succeeds."},
+      {"floodgate_client_limit_reported_total", "counter", "Admissions of this instance reported per client."},
+      {"floodgate_client_limit_charged_total", "counter",
+       "Admissions of the other instances charged to this instance's per-client limits."},
+      {"floodgate_client_limit_followed_clients", "gauge", "Clients whose counts this instance follows now."},
+  };
+  for (size_t f = 0; f < sizeof kClientFamilies / sizeof kClientFamilies[0]; f++) {
+    if (client_syncs_.empty()) break;
+    out += std::string("# HELP ") + kClientFamilies[f].name + " " + kClientFamilies[f].help + "\n";
+    out += std::string("# TYPE ") + kClientFamilies[f].name + " " + kClientFamilies[f].type + "\n";
+    for (const auto& [route, c] : client_syncs_) {
+      ClientSyncStats s = c->stats();
+      const uint64_t values[] = {s.syncs, s.failures, s.reported, s.charged, s.followed};
+      std::snprintf(buf, sizeof buf, " %" PRIu64 "\n", values[f]);
+      out += std::string(kClientFamilies[f].name) + "{" + metrics::label("route", route) + "}" + buf;
     }
   }
   return out;

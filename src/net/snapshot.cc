@@ -145,6 +145,9 @@ std::shared_ptr<const Snapshot> Snapshot::build(std::shared_ptr<const Config> co
                                                                 config->client_table_size);
       }
     }
+    // scope = "cluster": the per-client limit counts across instances too (and no longer
+    // once a reload made the route's scope "instance" or dropped its client_rate).
+    if (cluster) cluster->client_limits(r.name, r.cluster_scope ? rt.clients : nullptr);
     if (r.cache.enabled) {
       // One cache per route for the whole instance, kept across reloads by route name
       // (with the new limits applied at once); a route that drops its cache frees it.

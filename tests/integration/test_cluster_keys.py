@@ -7,7 +7,7 @@ its commands touched (COMMAND GETKEYS, CLUSTER KEYSLOT) must be one. The scenari
 every queue, retry, dead-letter, idempotency and cluster script: enqueue with a client
 limit and an idempotency record, the leader's fenced start/finish, poll, cancel, the
 retry schedule's park/promote, bury, the dead-letter list and re-delivery, idempotency
-claim/complete/release, the budget lease and the heartbeat."""
+claim/complete/release, the budget lease, the per-client sync and the heartbeat."""
 
 import re
 import socket
@@ -150,7 +150,9 @@ def every_script_call_touches_keys_of_one_hash_slot():
     # a one-node cluster) must be found below.
     probe = "return redis.call('GET', 'fgck:probe:other')"
     redis.cmd("EVAL", probe, "1", "fgck:probe:declared")
-    orders = orders_route(1, client_max_tickets=5, client_key="header:X-User", scope="cluster")
+    # client_rate on a cluster route: the per-client counts are synced (never limiting here).
+    orders = orders_route(1, client_max_tickets=5, client_key="header:X-User", scope="cluster",
+                          client_rate=100, client_burst=100)
     notify = notify_route(retry_schedule=["100ms", "200ms"], retry_jitter="none")
     upstream = {"connect_timeout": "500ms", "timeout": "2s",
                 "retry": {"attempts": 1, "backoff": "50ms", "max_backoff": "100ms", "on": ["connect", "500"]}}
@@ -210,7 +212,8 @@ def every_script_call_touches_keys_of_one_hash_slot():
     assert not bad[1:], bad[1:6]
     touched = {k for argv, inner in calls for k in argv[3:3 + int(argv[2])]}
     for fragment in (b"q:{orders}:s", b"t:{orders}:", b"idem:{orders}:", b"leader:{orders}:dispatch:fence",
-                     b"q:{notify}:retry", b"q:{notify}:dead", b"budget:{orders}", b"q:{orders}:c:", b"idem:{live}:"):
+                     b"q:{notify}:retry", b"q:{notify}:dead", b"budget:{orders}", b"q:{orders}:c:", b"idem:{live}:",
+                     b"cl:{orders}"):
         assert any(fragment in k for k in touched), (fragment, sorted(touched)[:40])
 
 

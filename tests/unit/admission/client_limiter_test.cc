@@ -332,3 +332,112 @@ TEST_CASE("hash_key is stable and spreads distinct keys", "[admission]") {
     CHECK(n < 1850);
   }
 }
+
+// Sharing with other instances: the admissions counted per client since the last
+// collect (most active first, bounded), charges of foreign admissions, and their cap.
+TEST_CASE("ClientLimiter counts nothing until sync is enabled", "[client_limiter][sync]") {
+  ClientLimiter l(kRate, kBurst, 4096);
+  REQUIRE(drain(l, "a", kT0) == 10);
+  CHECK_FALSE(l.syncing());
+  CHECK(l.collect(100).empty());
+  l.enable_sync();
+  CHECK(l.memory_bytes() == l.slots() * (ClientLimiter::kBytesPerSlot + 4));
+  CHECK(l.collect(100).empty());  // what came before is not counted
+}
+
+TEST_CASE("ClientLimiter collect returns admissions per client, most active first, and resets",
+          "[client_limiter][sync]") {
+  ClientLimiter l(kRate, kBurst, 4096);
+  l.enable_sync();
+  REQUIRE(drain(l, "busy", kT0) == 10);  // 10 admitted, the 11th refused: not counted
+  for (int i = 0; i < 3; i++) REQUIRE(l.try_acquire("mid", kT0).admitted);
+  REQUIRE(l.try_acquire("once", kT0).admitted);
+  auto d = l.collect(100);
+  REQUIRE(d.size() == 3);
+  CHECK(d[0].key == hash_key("busy"));
+  CHECK(d[0].count == 10);
+  CHECK(d[1].key == hash_key("mid"));
+  CHECK(d[1].count == 3);
+  CHECK(d[2].key == hash_key("once"));
+  CHECK(d[2].count == 1);
+  CHECK(l.collect(100).empty());
+  // The next interval counts anew.
+  REQUIRE(l.try_acquire("mid", kT0).admitted);
+  d = l.collect(100);
+  REQUIRE(d.size() == 1);
+  CHECK(d[0].count == 1);
+
+  // Bounded: only the `max` busiest are returned, the rest is dropped.
+  for (int i = 0; i < 50; i++) {
+    std::string key = "c" + std::to_string(i);
+    for (int k = 0; k <= i % 5; k++) REQUIRE(l.try_acquire(key, kT0).admitted);
+  }
+  d = l.collect(10);
+  REQUIRE(d.size() == 10);
+  for (const auto& x : d) CHECK(x.count == 5);
+  CHECK(l.collect(100).empty());
+}
+
+TEST_CASE("ClientLimiter collect skips a client whose slot was reused", "[client_limiter][sync]") {
+  ClientLimiter l(kRate, kBurst, 1);  // one set per shard: 4 ways
+  l.enable_sync();
+  auto keys = keys_in_set_of(l, "anchor", ClientLimiter::kWays, true);
+  REQUIRE(l.try_acquire("anchor", kT0).admitted);
+  // Four more clients of the same set, later: the anchor's slot (oldest arrival time) is
+  // reused, and its uncollected count goes with it.
+  for (const auto& k : keys) REQUIRE(l.try_acquire(k, kT0 + 5 * kSecond).admitted);
+  auto d = l.collect(100);
+  CHECK(d.size() == ClientLimiter::kWays);
+  for (const auto& x : d) CHECK(x.key != hash_key("anchor"));
+}
+
+TEST_CASE("ClientLimiter charge spends a client's budget, creating its slot, up to the cap",
+          "[client_limiter][sync]") {
+  ClientLimiter l(kRate, kBurst, 4096);
+  // A client never seen here: 4 admissions elsewhere leave 6 of its 10.
+  CHECK(l.charge(hash_key("a"), 4, kT0) == 4);
+  CHECK(drain(l, "a", kT0) == 6);
+  // Charges are not counted as local admissions.
+  l.enable_sync();
+  CHECK(l.charge(hash_key("b"), 2, kT0) == 2);
+  CHECK(l.collect(100).empty());
+  // The cap: client_burst + 1 s of client_rate ahead of now, i.e. 10 + 5 intervals.
+  CHECK(l.charge_cap_ns() == kTolerance + kInterval + kSecond);
+  CHECK(l.charge(hash_key("c"), 1000, kT0) == 15);
+  CHECK(l.charge(hash_key("c"), 1, kT0) == 0);
+  CHECK_FALSE(l.try_acquire("c", kT0).admitted);
+  // Refused for one second exactly (cap minus the tolerance minus one interval)...
+  CHECK_FALSE(l.try_acquire("c", kT0 + kSecond - 1).admitted);
+  CHECK(l.try_acquire("c", kT0 + kSecond + kInterval).admitted);
+  // ...and charged again from where it stands, not from the cap.
+  CHECK(l.charge(hash_key("d"), 3, kT0) == 3);
+  CHECK(l.charge(hash_key("d"), 3, kT0 + kInterval) == 3);
+  CHECK(drain(l, "d", kT0 + kInterval) == 5);  // 10 - 6 + 1 refilled
+  CHECK(l.charge(hash_key("e"), 0, kT0) == 0);
+}
+
+TEST_CASE("ClientLimiter judge, collect and charge from several threads", "[client_limiter][sync]") {
+  ClientLimiter l(1e9, 1e9, 4096);  // never refuses: every admission must be counted
+  l.enable_sync();
+  constexpr int kThreads = 4;
+  constexpr int kEach = 20000;
+  std::atomic<bool> done{false};
+  uint64_t counted = 0;
+  std::thread collector([&] {
+    while (!done.load()) {
+      for (const auto& d : l.collect(1000)) counted += d.count;
+      l.charge(hash_key("k1"), 1, kT0);
+    }
+  });
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; t++) {
+    ts.emplace_back([&l, t] {
+      for (int i = 0; i < kEach; i++) l.try_acquire("k" + std::to_string((i + t) % 8), kT0);
+    });
+  }
+  for (auto& t : ts) t.join();
+  done = true;
+  collector.join();
+  for (const auto& d : l.collect(1000)) counted += d.count;
+  CHECK(counted == uint64_t{kThreads} * kEach);
+}
