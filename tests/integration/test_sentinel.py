@@ -1,10 +1,11 @@
 """Redis high availability with Sentinel (SPEC §10; docs/operations.md "Redis with
 Sentinel"): a primary, two replicas and three sentinels (`redis-server --sentinel`) on
 loopback, and gateway instances that know only the sentinels (three in the failover
-test). Proves discovery, the wait_replicas contract (503 when WAIT does not confirm; the retry with the same key finds
-the same ticket) and a SIGKILL of the primary in the middle of a storm of queued orders
-and acknowledged callbacks: every 202 and every ack reaches "done" at the shop, none is
-lost, none is stored twice; the gap (first failed to first successful enqueue) is printed.
+test). Proves discovery, the wait_replicas contract (503 when WAIT does not confirm; the
+retry with the same key finds the same ticket) and a SIGKILL of the primary in the
+middle of a storm of queued orders and acknowledged callbacks: every 202 and every ack
+reaches "done" at the shop, none is lost, none is stored twice; the gap (first failed to
+first successful enqueue) is printed.
 
 Two replicas: with wait_replicas = 1 the promoted replica needs a replica of its own to
 acknowledge anything after the failover."""
