@@ -86,6 +86,10 @@ class ProxySession final : public UpstreamUser {
   void decide_idempotency();
   void enqueue();
   void answer_parked(const std::string& ticket, int64_t ahead, int outcome = net::kQueued);
+  // answer_parked() for a repeat that found its key's ticket: with redis.wait_replicas,
+  // only once WAIT confirms (else replication_refused()).
+  void answer_replicated(const std::string& ticket, int64_t ahead, int outcome);
+  void replication_refused();
   void poll_ticket(bool final);
   // A ticket's state, read from Redis or from the worker's memory: answered, or waited on.
   void ticket_read(queue::TicketView& v, bool final, bool from_memory);

@@ -161,10 +161,10 @@ void ProxySession::act(idempotency::Decision& d) {
       enqueue();
       return;
     case Next::kAcknowledge:
-      answer_parked(d.ticket, 0, net::kReplayed);
+      answer_replicated(d.ticket, 0, net::kReplayed);
       return;
     case Next::kTicket:
-      answer_parked(d.ticket, -1);
+      answer_replicated(d.ticket, -1, net::kQueued);
       return;
     case Next::kReplay:
       replay(d.stored);
@@ -174,6 +174,48 @@ void ProxySession::act(idempotency::Decision& d) {
                    d.retry_after_s > 0 ? "Retry-After: " + std::to_string(d.retry_after_s) + "\r\n" : std::string());
       return;
   }
+}
+
+void ProxySession::answer_replicated(const std::string& ticket, int64_t ahead, int outcome) {
+  // A repeat that found the key's ticket gets the ticket (or the ack) only under the
+  // promise of a first attempt: with wait_replicas, once enough replicas hold it. The
+  // first attempt may have been refused exactly because WAIT did not confirm it; answering
+  // its repeat without WAIT would acknowledge a ticket a failover can still lose. WAIT
+  // counts the replicas that have this connection's last write, so a small write goes
+  // first: its offset is past the ticket's, whichever connection wrote the ticket.
+  WorkerState* w = client_->worker();
+  const Config& cfg = *snap_->config;
+  uint64_t replicas = cfg.redis.wait_replicas;
+  redis::Client* redis = w->redis();
+  if (replicas == 0) {
+    answer_parked(ticket, ahead, outcome);
+    return;
+  }
+  if (redis == nullptr || !redis->connected()) {
+    local_answer(503, "redis_unavailable", "the queue is unavailable; retry shortly", net::kError,
+                 "Retry-After: 1\r\n");
+    return;
+  }
+  const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
+  redis->command({"SET", cfg.redis.prefix + "sync:{" + rc.name + "}", ticket, "PX", "60000"},
+                 [](redis::Failure, redis::Reply&) {});
+  net::Guard<ProxySession> g = anchor_.guard();
+  redis->command({"WAIT", std::to_string(replicas), std::to_string(cfg.redis.wait_timeout_ms)},
+                 [g, ticket, ahead, outcome, replicas](redis::Failure f, redis::Reply& rep) {
+                   ProxySession* s = live(g);
+                   if (s == nullptr) return;
+                   if (f != redis::Failure::kNone || rep.integer < static_cast<int64_t>(replicas)) {
+                     s->replication_refused();
+                     return;
+                   }
+                   s->answer_parked(ticket, ahead, outcome);
+                 });
+}
+
+void ProxySession::replication_refused() {
+  local_answer(503, "replication_timeout",
+               "the ticket is not yet on enough replicas; retry with the same idempotency key", net::kError,
+               "Retry-After: 1\r\n");
 }
 
 void ProxySession::enqueue() {
@@ -284,9 +326,7 @@ void ProxySession::enqueue() {
                                          ProxySession* s2 = live(g);
                                          if (s2 == nullptr) return;
                                          if (f != redis::Failure::kNone || rep.integer < static_cast<int64_t>(replicas)) {
-                                           s2->local_answer(503, "replication_timeout",
-                                                            "the ticket is not yet on enough replicas; retry with the same idempotency key",
-                                                            net::kError, "Retry-After: 1\r\n");
+                                           s2->replication_refused();
                                            return;
                                          }
                                          s2->answer_parked(id, ahead);
