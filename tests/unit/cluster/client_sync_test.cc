@@ -100,6 +100,10 @@ TEST_CASE("three instances count one client's admissions together", "[cluster][c
   const double seconds = 3;
   uint64_t admitted = 0;
   spread_rate(f, ls, "alice", static_cast<uint64_t>(seconds * 1000), &admitted);
+  // Read while the load has just stopped: a client is followed only for follow_ms after
+  // the instance last reported it, and the wait below may outlast that on a slow build.
+  std::vector<uint64_t> followed;
+  for (auto& s : syncs) followed.push_back(s->stats().followed);
   // The documented bound with D = sync interval + round trip; D taken as 0.5 s for a
   // loaded or sanitized machine: 30 + 3 + 2 x (3 + 5) = 49. Independent instances
   // admit about 3 x (30 + 3) = 99.
@@ -109,8 +113,15 @@ TEST_CASE("three instances count one client's admissions together", "[cluster][c
 
   // Redis holds the client's total: everything the instances admitted (once every
   // instance synced after the load stopped).
-  uint64_t syncs_before = syncs[0]->stats().syncs;
-  f.run_until([&] { return syncs[0]->stats().syncs > syncs_before + 1; }, 2000);
+  std::vector<uint64_t> syncs_before;
+  for (auto& s : syncs) syncs_before.push_back(s->stats().syncs);
+  f.run_until(
+      [&] {
+        for (size_t i = 0; i < syncs.size(); i++)
+          if (syncs[i]->stats().syncs <= syncs_before[i] + 1) return false;
+        return true;
+      },
+      5000);
   char field[17];
   std::snprintf(field, sizeof field, "%016llx", static_cast<unsigned long long>(hash_key("alice")));
   fg::redis::Reply total = f.cmd({"HGET", "fgt:cl:{orders}", field});
@@ -119,9 +130,9 @@ TEST_CASE("three instances count one client's admissions together", "[cluster][c
   for (auto& s : syncs) {
     CHECK(s->stats().failures == 0);
     CHECK(s->stats().syncs >= 10);
-    CHECK(s->stats().followed == 1);
     charged += s->stats().charged;
   }
+  CHECK(followed == std::vector<uint64_t>{1, 1, 1});
   // Each instance was charged (most of) what the two others admitted.
   CHECK(charged >= admitted);
 
