@@ -164,7 +164,7 @@ med = lambda xs: statistics.median(xs)
 c, i = by["c"], by["i"]
 rounds = sorted(set(c) & set(i))
 print("%.0f %.2f %.0f %.2f" % (med(v[0] for v in c.values()), med(v[1] for v in c.values()),
-      med(v[0] for v in i.values()), med(v[1] for v in i.values()))),
+                                med(v[0] for v in i.values()), med(v[1] for v in i.values())),
       "%.3f" % med(c[r][0] / i[r][0] for r in rounds), "%.3f" % med(c[r][1] / i[r][1] for r in rounds))
 PY
 )"
