@@ -41,9 +41,7 @@ PIN="${PIN:-0}"
 PATH_UNDER_TEST="/api/products/3"
 TARGET_RATIO="1.5"
 
-for v in ROUNDS DUR CONNS THREADS WORKERS WARMUP PIN; do
-  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+require_whole_numbers ROUNDS DUR CONNS THREADS WORKERS WARMUP PIN
 (( ROUNDS >= 1 && DUR >= 1 && CONNS >= 1 && THREADS >= 1 && WORKERS >= 1 )) ||
   die "ROUNDS, DUR, CONNS, THREADS and WORKERS must be >= 1"
 

@@ -37,9 +37,7 @@ WARMUP="${WARMUP:-1}"
 CONNS="${CONNS:-50}"
 RATE="${RATE:-3000}"
 BURST="${BURST:-300}"
-for v in DUR FWD_DUR ROUNDS WARMUP CONNS RATE BURST; do
-  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+require_whole_numbers DUR FWD_DUR ROUNDS WARMUP CONNS RATE BURST
 (( CONNS >= 10 && RATE >= 1 && ROUNDS >= 1 )) || die "CONNS must be >= 10, RATE and ROUNDS >= 1"
 
 bench_prerequisites wrk python3 curl redis-server redis-cli

@@ -39,9 +39,7 @@ BUILD="${BUILD:-1}"
 PATH_UNDER_TEST="/api/orders"
 BODY='{"sku":"card-10"}'
 
-for v in ROUNDS DUR CONNS WARMUP; do
-  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+require_whole_numbers ROUNDS DUR CONNS WARMUP
 (( ROUNDS >= 1 && DUR >= 1 && CONNS >= 1 )) || die "ROUNDS, DUR and CONNS must be >= 1"
 
 bench_prerequisites wrk python3 curl redis-server redis-cli

@@ -12,6 +12,13 @@
 
 log() { printf '%s: %s\n' "${BENCH_NAME:-bench}" "$*" >&2; }
 die() { log "$*"; exit 1; }
+# require_whole_numbers VAR...: every named variable holds a whole number (digits only).
+require_whole_numbers() {
+  local v
+  for v in "$@"; do
+    [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
+  done
+}
 
 bench_prerequisites() {
   if [[ -x scripts/setup.sh ]]; then

@@ -57,13 +57,9 @@ TICKETS_PATH="/_floodgate/tickets/"
 PREFIX="fg:"
 SETTLE=2   # seconds after the queue is filled before the drain window starts
 
-for v in RATE DRAIN; do
-  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+require_whole_numbers RATE DRAIN
 DRAIN_TICKETS="${DRAIN_TICKETS:-$(( RATE * (DRAIN + 20) ))}"
-for v in DUR CONNS WARMUP POLL_TICKETS BURST DRAIN_TICKETS SAMPLE; do
-  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+require_whole_numbers DUR CONNS WARMUP POLL_TICKETS BURST DRAIN_TICKETS SAMPLE
 (( DUR >= 1 && CONNS >= 1 && POLL_TICKETS >= 1 && RATE >= 1 && DRAIN >= 1 && DRAIN_TICKETS >= 1 && SAMPLE >= 1 )) ||
   die "DUR, CONNS, POLL_TICKETS, RATE, DRAIN, DRAIN_TICKETS and SAMPLE must be >= 1"
 for w in $DRAIN_WORKERS; do

@@ -41,9 +41,7 @@ WARMUP="${WARMUP:-2}"
 BUILD="${BUILD:-1}"
 PATH_UNDER_TEST="/api/products"
 
-for v in ROUNDS DUR FWD_DUR CONNS RATE BURST WARMUP; do
-  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+require_whole_numbers ROUNDS DUR FWD_DUR CONNS RATE BURST WARMUP
 (( ROUNDS >= 1 && DUR >= 1 && FWD_DUR >= 1 && CONNS >= 1 && RATE >= 1 )) ||
   die "ROUNDS, DUR, FWD_DUR, CONNS and RATE must be >= 1"
 

@@ -32,9 +32,7 @@ source "$repo_root/bench/lib.sh"
 ROUNDS="${ROUNDS:-3}"
 export INSTANCES="${INSTANCES:-3}" CLIENTS="${CLIENTS:-8}" WARM="${WARM:-3}" AFTER="${AFTER:-3}"
 export DOWN_AFTER="${DOWN_AFTER:-1000}"
-for v in ROUNDS INSTANCES CLIENTS WARM AFTER DOWN_AFTER; do
-  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+require_whole_numbers ROUNDS INSTANCES CLIENTS WARM AFTER DOWN_AFTER
 
 bench_prerequisites python3 redis-server redis-cli
 bench_binaries

@@ -37,9 +37,7 @@ DUR="${DUR:-10}"
 CONNS="${CONNS:-50}"
 WARMUP="${WARMUP:-2}"
 PATH_UNDER_TEST="/api/products"
-for v in ROUNDS DUR CONNS WARMUP; do
-  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a whole number, got '${!v}'"
-done
+require_whole_numbers ROUNDS DUR CONNS WARMUP
 (( ROUNDS >= 1 && DUR >= 1 && CONNS >= 1 )) || die "ROUNDS, DUR and CONNS must be >= 1"
 
 bench_prerequisites nginx wrk openssl python3 curl
