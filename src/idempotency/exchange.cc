@@ -1,8 +1,21 @@
 // The idempotency stage: key → claim → decision → held answer → complete or release.
 #include "idempotency/exchange.h"
 
+#include <chrono>
+
 namespace fg::idempotency {
 namespace {
+
+// The completion skips the owner check while the lease has at least this much left: the
+// key then still holds this attempt's claim unless Redis stalls, with the answer's SET
+// unread in its socket, for longer than this margin (docs/operations.md, "Idempotency
+// records").
+constexpr uint64_t kLeaseMarginMs = 2000;
+
+uint64_t steady_ms() {
+  using namespace std::chrono;
+  return static_cast<uint64_t>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
+}
 
 const char* const kKeyReusedMessage = "this idempotency key was used for a different request";
 
@@ -81,8 +94,11 @@ void Exchange::prepare(const Rules& rules, std::string_view prefix, std::string_
 
 void Exchange::claim(Link& link, const http::RequestHead& head, std::string_view body, uint64_t lease_ms,
                      uint64_t deadline_ms, std::function<void(ClaimResult&)> done) {
-  std::string fp = fingerprint(head.method, head.path(), body);
-  idempotency::claim(*link.client, link.scripts, pending_key_, fp, owner_, lease_ms, deadline_ms, std::move(done));
+  fingerprint_ = fingerprint(head.method, head.path(), body);
+  claim_sent_ms_ = steady_ms();
+  lease_ms_ = lease_ms;
+  idempotency::claim(*link.client, link.scripts, pending_key_, fingerprint_, owner_, lease_ms, deadline_ms,
+                     std::move(done));
 }
 
 Decision Exchange::claimed(ClaimResult& r, const Rules& rules, bool park) {
@@ -168,6 +184,10 @@ bool Exchange::complete(Link& link, int status, std::string_view reason, std::st
   if (status >= 500) {
     // A 5xx is not final: release the key so a retry may succeed.
     idempotency::release(*link.client, link.scripts, key, owner_, std::move(done));
+  } else if (steady_ms() - claim_sent_ms_ + kLeaseMarginMs <= lease_ms_) {
+    // The lease cannot have run out yet: one plain SET, no script, no read.
+    std::string record = answer_record(fingerprint_, !overflow, status, reason, header_lines, body);
+    idempotency::record_answer(*link.client, key, record, ttl_ms, std::move(done));
   } else {
     std::string blob = overflow ? std::string() : encode_response(status, reason, header_lines, body);
     idempotency::complete(*link.client, link.scripts, key, owner_, blob, !overflow, ttl_ms, std::move(done));

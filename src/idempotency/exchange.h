@@ -133,6 +133,9 @@ class Exchange {
   std::string pending_key_;  // prepared, not yet claimed
   std::string owner_;
   std::string forward_key_;
+  std::string fingerprint_;     // of the request being claimed
+  uint64_t claim_sent_ms_ = 0;  // steady clock, when the claim left
+  uint64_t lease_ms_ = 0;
   bool capture_ = false;
   bool hold_ = false;
   std::string held_;

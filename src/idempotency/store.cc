@@ -173,17 +173,54 @@ void release(redis::Client& client, Scripts& scripts, const std::string& key, co
   });
 }
 
-std::string encode_response(int status, std::string_view reason, std::string_view header_lines,
-                            std::string_view body) {
-  std::string out;
-  out.reserve(16 + reason.size() + header_lines.size() + body.size());
-  out += std::to_string(status);
-  out += ' ';
+void record_answer(redis::Client& client, const std::string& key, std::string_view record, uint64_t ttl_ms,
+                   std::function<void()> done) {
+  char ttl[24];
+  int n = std::snprintf(ttl, sizeof ttl, "%llu", static_cast<unsigned long long>(ttl_ms));
+  std::string_view argv[] = {"SET", key, record, "PX", std::string_view(ttl, static_cast<size_t>(n))};
+  client.command_view(argv, [done = std::move(done)](redis::Failure, redis::Reply&) {
+    if (done) done();
+  });
+}
+
+namespace {
+
+void append_response(std::string& out, int status, std::string_view reason, std::string_view header_lines,
+                     std::string_view body) {
+  char code[16];
+  int n = std::snprintf(code, sizeof code, "%d ", status);
+  out.append(code, static_cast<size_t>(n));
   out.append(reason);
   out += "\r\n";
   out.append(header_lines);
   out += "\r\n";
   out.append(body);
+}
+
+}  // namespace
+
+std::string answer_record(std::string_view fingerprint, bool stored, int status, std::string_view reason,
+                          std::string_view header_lines, std::string_view body) {
+  std::string out;
+  if (!stored) {
+    out.reserve(1 + fingerprint.size());
+    out += 'u';
+    out.append(fingerprint);
+    return out;
+  }
+  out.reserve(24 + fingerprint.size() + reason.size() + header_lines.size() + body.size());
+  out += 'd';
+  out.append(fingerprint);
+  out += '\n';
+  append_response(out, status, reason, header_lines, body);
+  return out;
+}
+
+std::string encode_response(int status, std::string_view reason, std::string_view header_lines,
+                            std::string_view body) {
+  std::string out;
+  out.reserve(16 + reason.size() + header_lines.size() + body.size());
+  append_response(out, status, reason, header_lines, body);
   return out;
 }
 

@@ -50,8 +50,22 @@ void claim(redis::Client& client, Scripts& scripts, const std::string& key, cons
 // Stores the answer of the owning attempt and keeps it for `ttl_ms`. `response` empty
 // and `stored` false: the answer was too large and is recorded as not replayable.
 // Completion is best effort: if Redis fails here, the claim simply expires.
+// A script: it checks that the key is still this attempt's (used once the lease may
+// have run out; record_answer() is the common case).
 void complete(redis::Client& client, Scripts& scripts, const std::string& key, const std::string& owner,
               const std::string& response, bool stored, uint64_t ttl_ms, std::function<void()> done = nullptr);
+
+// The same answer written with one native SET, without reading the key first: for an
+// attempt whose lease certainly still runs (the caller's clock says so, with a margin),
+// so the key can only hold this attempt's own claim. `record` is built by
+// answer_record(). A key that expired meanwhile is written again, which is what a
+// retry needs (it finds the answer instead of forwarding once more).
+void record_answer(redis::Client& client, const std::string& key, std::string_view record, uint64_t ttl_ms,
+                   std::function<void()> done = nullptr);
+// "d<fingerprint>\n<response>" (stored) or "u<fingerprint>" (too large to keep), the
+// layout described in store.cc, built in one buffer.
+std::string answer_record(std::string_view fingerprint, bool stored, int status, std::string_view reason,
+                          std::string_view header_lines, std::string_view body);
 
 // Drops the owning attempt's claim (5xx answers, upstream failures, aborted requests),
 // so that a retry may proceed.

@@ -17,6 +17,7 @@
 #include "queue/retry_schedule.h"
 #include "tests/support/loop_fixture.h"
 #include "tests/support/redis_server.h"
+#include "tests/support/redis_test_client.h"
 
 namespace {
 
@@ -41,12 +42,8 @@ class Rig {
     REQUIRE(server_.ok());
     auto ep = fg::redis::parse_url(server_.url());
     REQUIRE(ep.is_ok());
-    // Generous command timeout: four other builds share this machine's cores.
-    client_ = std::make_unique<fg::redis::Client>(
-        &fx_.loop, fg::redis::Client::Options{.endpoint = ep.value(), .command_timeout_ms = 2000,
-                                           .connect_timeout_ms = 500, .backoff_min_ms = 20,
-                                           .backoff_max_ms = 100, .name = "dead-letter-test",
-                                           .on_state = nullptr});
+    client_ = std::make_unique<fg::redis::Client>(&fx_.loop,
+                                                  fg::test::test_client_options(ep.value(), "dead-letter-test"));
     client_->start();
     REQUIRE(pump([this] { return client_->connected(); }));
     raw({"XGROUP", "CREATE", keys.stream(kRoute), q::kGroup, "0", "MKSTREAM"});
