@@ -10,7 +10,7 @@
 #   ROUNDS    measured rounds (each runs Floodgate then nginx, or the reverse)   default 5
 #   DUR       seconds per wrk run                                               default 10
 #   CONNS     wrk connections                                                   default 100
-#   THREADS   wrk threads                                                       default 1
+#   THREADS   wrk threads (one thread tops out near 75k req/s here)            default 2
 #   WORKERS   Floodgate `server.workers` and nginx `worker_processes`           default 2
 #   WARMUP    seconds of unrecorded load per target first                       default 2
 #   PIN       1 = wrk on CPU 0, the proxies and the shop on the other CPUs
@@ -33,7 +33,7 @@ source "$repo_root/bench/lib.sh"
 ROUNDS="${ROUNDS:-5}"
 DUR="${DUR:-10}"
 CONNS="${CONNS:-100}"
-THREADS="${THREADS:-1}"
+THREADS="${THREADS:-2}"
 WORKERS="${WORKERS:-2}"
 WARMUP="${WARMUP:-2}"
 BUILD="${BUILD:-1}"
