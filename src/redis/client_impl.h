@@ -163,6 +163,7 @@ struct Client::Impl {
     redisAsyncContext* ac = nullptr;
     Impl* impl = nullptr;
     int events = 0;
+    bool flush_pending = false;  // commands wait for the end of this loop turn (on_flush)
   };
 
   // An asynchronous name lookup; freed by its callback, which always runs (also
@@ -200,8 +201,12 @@ struct Client::Impl {
   static void watch_update(Watch* w, int add, int del);
   static void ev_add_read(void* p) { watch_update(static_cast<Watch*>(p), UV_READABLE, 0); }
   static void ev_del_read(void* p) { watch_update(static_cast<Watch*>(p), 0, UV_READABLE); }
-  static void ev_add_write(void* p) { watch_update(static_cast<Watch*>(p), UV_WRITABLE, 0); }
-  static void ev_del_write(void* p) { watch_update(static_cast<Watch*>(p), 0, UV_WRITABLE); }
+  static void ev_add_write(void* p);
+  static void ev_del_write(void* p) {
+    static_cast<Watch*>(p)->flush_pending = false;
+    watch_update(static_cast<Watch*>(p), 0, UV_WRITABLE);
+  }
+  static void on_flush(uv_check_t* h);
 
   static void ev_cleanup(void* p);
 
@@ -336,6 +341,8 @@ struct Client::Impl {
   uv_timer_t conn_timer_;  // connect timeout, or the backoff before the next attempt
   uv_timer_t cmd_timer_;   // deadline of the oldest op in flight
   uv_idle_t sweep_;        // fails ops queued while down, on the next loop turn
+  uv_check_t flush_;       // writes the commands of this loop turn once its callbacks ran
+  bool flushing_ = false;  // inside on_flush: a write that did not finish waits for POLLOUT
   List<Op> inflight_;
   List<Op> failed_;
   List<Op> sweeping_;
