@@ -9,8 +9,8 @@
 // (queue/queue_store.cc, queue/dead_letter.cc) read and write the same layout.
 #include "idempotency/store.h"
 
+#include <charconv>
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
 
 namespace fg::idempotency {
@@ -176,8 +176,8 @@ void release(redis::Client& client, Scripts& scripts, const std::string& key, co
 void record_answer(redis::Client& client, const std::string& key, std::string_view record, uint64_t ttl_ms,
                    std::function<void()> done) {
   char ttl[24];
-  int n = std::snprintf(ttl, sizeof ttl, "%llu", static_cast<unsigned long long>(ttl_ms));
-  std::string_view argv[] = {"SET", key, record, "PX", std::string_view(ttl, static_cast<size_t>(n))};
+  char* end = std::to_chars(ttl, ttl + sizeof ttl, ttl_ms).ptr;
+  std::string_view argv[] = {"SET", key, record, "PX", std::string_view(ttl, static_cast<size_t>(end - ttl))};
   client.command_view(argv, [done = std::move(done)](redis::Failure, redis::Reply&) {
     if (done) done();
   });
@@ -188,8 +188,9 @@ namespace {
 void append_response(std::string& out, int status, std::string_view reason, std::string_view header_lines,
                      std::string_view body) {
   char code[16];
-  int n = std::snprintf(code, sizeof code, "%d ", status);
-  out.append(code, static_cast<size_t>(n));
+  char* end = std::to_chars(code, code + sizeof code, status).ptr;
+  *end++ = ' ';
+  out.append(code, static_cast<size_t>(end - code));
   out.append(reason);
   out += "\r\n";
   out.append(header_lines);

@@ -66,10 +66,42 @@ void Client::Impl::submit(Op* op, bool (Impl::*send_first)(Op*)) {
   }
 }
 
+// The RESP form of `a` ("*<argc>\r\n" then "$<len>\r\n<bytes>\r\n" per argument) in a
+// buffer reused by every command of the thread: hiredis' own formatter builds it with
+// printf-style calls and a fresh allocation per command.
+namespace {
+std::string_view format_command(Argv& a) {
+  static thread_local std::string buf;
+  buf.clear();
+  auto number = [](char prefix, size_t v) {
+    char tmp[24];
+    char* end = tmp + sizeof tmp;
+    char* p = end;
+    do {
+      *--p = static_cast<char>('0' + v % 10);
+      v /= 10;
+    } while (v != 0);
+    *--p = prefix;
+    buf.append(p, static_cast<size_t>(end - p));
+    buf += "\r\n";
+  };
+  number('*', static_cast<size_t>(a.argc()));
+  const char** argv = a.argv();
+  const size_t* lens = a.lens();
+  for (int i = 0; i < a.argc(); ++i) {
+    number('$', lens[i]);
+    buf.append(argv[i], lens[i]);
+    buf += "\r\n";
+  }
+  return buf;
+}
+}  // namespace
+
 bool Client::Impl::send(Op* op, redisCallbackFn* fn, Argv& a) {
   if (ac_ == nullptr) return false;
+  std::string_view cmd = format_command(a);
   enter();
-  int rc = redisAsyncCommandArgv(ac_, fn, op, a.argc(), a.argv(), a.lens());
+  int rc = redisAsyncFormattedCommand(ac_, fn, op, cmd.data(), cmd.size());
   leave();
   if (rc != REDIS_OK) return false;
   ++op->hiredis_refs;
