@@ -206,7 +206,9 @@ struct Client::Impl {
     static_cast<Watch*>(p)->flush_pending = false;
     watch_update(static_cast<Watch*>(p), 0, UV_WRITABLE);
   }
-  static void on_flush(uv_check_t* h);
+  static void on_flush_check(uv_check_t* h);
+  static void on_flush_prepare(uv_prepare_t* h);
+  void flush_now();
 
   static void ev_cleanup(void* p);
 
@@ -341,8 +343,12 @@ struct Client::Impl {
   uv_timer_t conn_timer_;  // connect timeout, or the backoff before the next attempt
   uv_timer_t cmd_timer_;   // deadline of the oldest op in flight
   uv_idle_t sweep_;        // fails ops queued while down, on the next loop turn
-  uv_check_t flush_;       // writes the commands of this loop turn once its callbacks ran
-  bool flushing_ = false;  // inside on_flush: a write that did not finish waits for POLLOUT
+  // Write the commands of a loop turn (ev_add_write): the check phase catches those of
+  // the turn's I/O callbacks, the prepare phase those of timers, idle and pending
+  // callbacks before the loop blocks in epoll.
+  uv_check_t flush_;
+  uv_prepare_t flush_before_poll_;
+  bool flushing_ = false;  // inside flush_now: a write that did not finish waits for POLLOUT
   List<Op> inflight_;
   List<Op> failed_;
   List<Op> sweeping_;

@@ -24,11 +24,13 @@ Client::Impl::Impl(Client* owner, uv_loop_t* loop, Options options)
   uv_timer_init(loop_, &cmd_timer_);
   uv_idle_init(loop_, &sweep_);
   uv_check_init(loop_, &flush_);
+  uv_prepare_init(loop_, &flush_before_poll_);
   conn_timer_.data = this;
   cmd_timer_.data = this;
   sweep_.data = this;
   flush_.data = this;
-  open_handles_ = 4;
+  flush_before_poll_.data = this;
+  open_handles_ = 5;
   if (opt_.endpoint.unix_socket) {
     where_ = "unix:" + opt_.endpoint.path;
   } else if (opt_.endpoint.via_sentinel()) {
@@ -79,6 +81,7 @@ void Client::Impl::close(std::function<void()> on_closed) {
   uv_close(reinterpret_cast<uv_handle_t*>(&cmd_timer_), on_handle_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&sweep_), on_handle_closed);
   uv_close(reinterpret_cast<uv_handle_t*>(&flush_), on_handle_closed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&flush_before_poll_), on_handle_closed);
   if (sentinel_) {
     sentinel_->unlisten(&moved_);
     uv_close(reinterpret_cast<uv_handle_t*>(&moved_), on_handle_closed);
@@ -253,37 +256,44 @@ void Client::Impl::watch_update(Watch* w, int add, int del) {
 }
 
 // hiredis has output to write. On a connected socket the write waits only for the
-// end of this loop turn (the check phase, after every I/O callback of the turn): the
-// commands issued by all of the turn's requests leave in one write, at once, instead
-// of one turn later after epoll reports the socket writable, which also saves the two
-// epoll_ctl calls of arming and disarming POLLOUT. A write that does not finish (a
-// full socket buffer), and the connect itself, wait for POLLOUT as before.
+// end of this loop turn's callbacks: commands issued by I/O callbacks (requests, Redis
+// replies) leave in the check phase right after them, commands issued by timers and
+// idle callbacks in the prepare phase, before the loop can block in epoll. So the
+// commands of a whole turn leave in one write, at once, instead of one turn later
+// after epoll reports the socket writable, which also saves the two epoll_ctl calls
+// of arming and disarming POLLOUT. A write that does not finish (a full socket
+// buffer), and the connect itself, wait for POLLOUT as before.
 void Client::Impl::ev_add_write(void* p) {
   Watch* w = static_cast<Watch*>(p);
   Impl* self = w->impl;
   if (w->ac != nullptr && (w->ac->c.flags & REDIS_CONNECTED) && !self->flushing_ && !self->closed_) {
     if (!w->flush_pending) {
       w->flush_pending = true;
-      uv_check_start(&self->flush_, on_flush);
+      uv_check_start(&self->flush_, on_flush_check);
+      uv_prepare_start(&self->flush_before_poll_, on_flush_prepare);
     }
     return;
   }
   watch_update(w, UV_WRITABLE, 0);
 }
 
-void Client::Impl::on_flush(uv_check_t* h) {
-  Impl* self = static_cast<Impl*>(h->data);
-  uv_check_stop(h);
-  redisAsyncContext* ac = self->ac_;
-  if (ac == nullptr || self->closed_) return;
+void Client::Impl::on_flush_check(uv_check_t* h) { static_cast<Impl*>(h->data)->flush_now(); }
+
+void Client::Impl::on_flush_prepare(uv_prepare_t* h) { static_cast<Impl*>(h->data)->flush_now(); }
+
+void Client::Impl::flush_now() {
+  uv_check_stop(&flush_);
+  uv_prepare_stop(&flush_before_poll_);
+  redisAsyncContext* ac = ac_;
+  if (ac == nullptr || closed_) return;
   Watch* w = static_cast<Watch*>(ac->ev.data);
   if (w == nullptr || !w->flush_pending) return;
   w->flush_pending = false;
-  self->enter();
-  self->flushing_ = true;
+  enter();
+  flushing_ = true;
   redisAsyncHandleWrite(ac);
-  self->flushing_ = false;
-  self->leave();
+  flushing_ = false;
+  leave();
 }
 
 // hiredis is about to free the context (our redisAsyncFree, or its own after an I/O

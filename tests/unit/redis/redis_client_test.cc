@@ -1086,3 +1086,55 @@ TEST_CASE("command() and eval() on a subscriber fail with kDisconnected", "[redi
   CHECK(cmd->calls == 1);
   REQUIRE(h.shutdown());
 }
+
+// Commands are written at the end of their loop turn. One issued by a timer on an
+// otherwise idle loop must still leave before the loop blocks in epoll: nothing else
+// would wake it before the command's deadline, and the command would time out.
+TEST_CASE("a command issued by a timer on an idle loop is sent at once") {
+  RedisServer srv;
+  REQUIRE_SERVER(srv);
+  uv_loop_t loop;
+  REQUIRE(uv_loop_init(&loop) == 0);
+  Client::Options o = options_for(srv.url());
+  o.command_timeout_ms = 5000;
+  auto client = std::make_unique<Client>(&loop, o);
+  client->start();
+  for (int i = 0; i < 500 && !client->connected(); ++i) uv_run(&loop, UV_RUN_NOWAIT), uv_sleep(2);
+  REQUIRE(client->connected());
+
+  struct State {
+    Client* client;
+    uint64_t sent_ms = 0;
+    uint64_t answered_ms = 0;
+    Failure failure = Failure::kDisconnected;
+  } st{client.get()};
+  uv_timer_t timer;
+  uv_timer_init(&loop, &timer);
+  timer.data = &st;
+  uv_timer_start(
+      &timer,
+      [](uv_timer_t* t) {
+        State* s = static_cast<State*>(t->data);
+        s->sent_ms = uv_now(t->loop);
+        s->client->command({"PING"}, [s, loop = t->loop](Failure f, Reply&) {
+          s->failure = f;
+          s->answered_ms = uv_now(loop);
+          uv_stop(loop);
+        });
+      },
+      10, 0);
+  // Only the client's own handles and this timer keep the loop alive: the loop blocks
+  // in epoll until the reply comes (or, if the PING was not sent, until its deadline).
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(st.failure == Failure::kNone);
+  CHECK(st.answered_ms - st.sent_ms < 1000);
+
+  bool closed = false;
+  client->close([&closed] { closed = true; });
+  uv_close(reinterpret_cast<uv_handle_t*>(&timer), nullptr);
+  for (int i = 0; i < 500 && !closed; ++i) uv_run(&loop, UV_RUN_NOWAIT), uv_sleep(2);
+  REQUIRE(closed);
+  client.reset();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
