@@ -23,6 +23,10 @@
 // stopped is not reported up. Commands are only accepted while up, so nothing of the
 // caller's can reach the wire before AUTH and SELECT.
 //
+// Writes: hiredis appends each command to its output buffer; the client writes the
+// buffer once per loop turn, after the turn's callbacks (connection.cc, ev_add_write),
+// so the commands of many requests share one write.
+//
 // Freeing a hiredis context from inside one of its callbacks is undefined, so every
 // free goes through detach_context(): it frees at once when no hiredis function is on
 // the stack, and otherwise parks the context until the outermost one returns.
