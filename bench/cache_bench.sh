@@ -84,14 +84,9 @@ wait_http floodgate "$fg_pid" "http://127.0.0.1:$fg_port$PATH_UNDER_TEST"
 # nginx: WORKERS worker processes, proxy_cache with the same freshness and size, the
 # cache lock on (one fetch per key, like Floodgate's coalescing), access log off.
 {
-  nginx_conf_head "$WORKERS"
+  nginx_conf_head "$WORKERS" 64
   cat <<EOF
     proxy_cache_path $work/nginx-cache levels=1:2 keys_zone=shop:16m max_size=64m inactive=1h use_temp_path=off;
-    upstream shop {
-        server 127.0.0.1:$shop_port;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
     server {
         listen 127.0.0.1:$nginx_port reuseport;
         location / {

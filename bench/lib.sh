@@ -199,12 +199,14 @@ start_redis() {
   [[ "$(rcli ping 2>/dev/null || true)" == PONG ]] || die "redis-server does not answer PING on port $port"
 }
 
-# nginx_conf_head WORKER_PROCESSES [ACCESS_LOG_DIRECTIVE]: prints the start of
-# a generated nginx.conf, up to and within an open `http {` block: `user root`
-# when the script runs as root; pid file, error log (warn) and temp paths in
-# $work; client keep-alive raised (nginx otherwise closes a client connection
-# after 1000 requests). The access log line defaults to `access_log off;`.
-# The caller prints the rest of the http block and closes it. Sets nothing.
+# nginx_conf_head WORKER_PROCESSES KEEPALIVE [ACCESS_LOG_DIRECTIVE]: prints
+# the start of a generated nginx.conf, up to and within an open `http {`
+# block: `user root` when the script runs as root; pid file, error log (warn)
+# and temp paths in $work; keep-alive requests raised on both sides (nginx
+# otherwise closes a client or upstream connection after 1000 requests); the
+# `upstream shop` block (the demo shop on $shop_port, KEEPALIVE idle
+# connections kept). The access log line defaults to `access_log off;`. The
+# caller prints the rest of the http block and closes it. Sets nothing.
 nginx_conf_head() {
   local user=""
   [[ "$(id -u)" == 0 ]] && user="user root;"
@@ -217,7 +219,7 @@ events {
     worker_connections 20000;
 }
 http {
-    ${2:-access_log off;}
+    ${3:-access_log off;}
     client_body_temp_path $work/nginx-body;
     proxy_temp_path $work/nginx-proxy;
     fastcgi_temp_path $work/nginx-fastcgi;
@@ -225,6 +227,11 @@ http {
     scgi_temp_path $work/nginx-scgi;
     keepalive_timeout 120s;
     keepalive_requests 1000000;
+    upstream shop {
+        server 127.0.0.1:$shop_port;
+        keepalive $2;
+        keepalive_requests 1000000;
+    }
 EOF
 }
 

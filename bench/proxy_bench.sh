@@ -113,13 +113,8 @@ wait_http floodgate "$fg_pid" "http://127.0.0.1:$fg_port$PATH_UNDER_TEST"
 # (Floodgate has no such limit), which would cost nginx reconnects that have
 # nothing to do with proxying speed.
 {
-  nginx_conf_head 1 "$ngx_access"
+  nginx_conf_head 1 "$KEEPALIVE" "$ngx_access"
   cat <<EOF
-    upstream shop {
-        server 127.0.0.1:$shop_port;
-        keepalive $KEEPALIVE;
-        keepalive_requests 1000000;
-    }
     server {
         listen 127.0.0.1:$nginx_port;
         location / {

@@ -94,16 +94,11 @@ wait_http floodgate-plain "${fg_pids[floodgate-plain]}" "http://127.0.0.1:$fgp_p
 # under `error_log ... warn` keeps nginx from writing an error-log line per
 # rejected request (its default), the counterpart of Floodgate's access = false.
 {
-  nginx_conf_head 1
+  nginx_conf_head 1 64
   cat <<EOF
     limit_req_zone \$server_name zone=z:1m rate=${RATE}r/s;
     limit_req_status 429;
     limit_req_log_level info;
-    upstream shop {
-        server 127.0.0.1:$shop_port;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
     server {
         listen 127.0.0.1:$nginx_port;
         server_name bench;

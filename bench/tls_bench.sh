@@ -73,13 +73,8 @@ fg_pid=$started_pid
 wait_http floodgate "$fg_pid" "https://127.0.0.1:$fg_port$PATH_UNDER_TEST" --cacert "$work/bench.pem"
 
 {
-  nginx_conf_head 1
+  nginx_conf_head 1 64
   cat <<EOF
-    upstream shop {
-        server 127.0.0.1:$shop_port;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
     server {
         listen 127.0.0.1:$nginx_port ssl;
         ssl_certificate $work/bench.pem;
