@@ -65,61 +65,28 @@ shop_pid=$started_pid
 wait_http shop "$shop_pid" "http://127.0.0.1:$shop_port$PATH_UNDER_TEST"
 
 # Floodgate: one cached route, an hour of freshness, access log off (as nginx below).
-cat >"$work/floodgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$fg_port"
-workers = $WORKERS
-max_connections = 20000
-idle_timeout = "120s"
-drain_timeout = "2s"
-
-[upstreams.shop]
-servers = ["127.0.0.1:$shop_port"]
-keepalive = 64
-max_connections = 1024
-
+{
+  fg_conf_head "\"127.0.0.1:$fg_port\"" "$WORKERS"
+  cat <<EOF
 [[routes]]
 name = "catalog"
 match = { methods = ["GET", "HEAD"], prefix = "/" }
 upstream = "shop"
 cache = { ttl = "1h", max_bytes = "64MiB" }
 
-[log]
-file = "$work/floodgate.log"
-access = false
 EOF
-"$floodgate_bin" --check -c "$work/floodgate.toml" >&2 || die "the generated Floodgate config is rejected"
+} >"$work/floodgate.toml"
+fg_conf_finish floodgate
 bench_start floodgate "${pin_proxy[@]}" "$floodgate_bin" -c "$work/floodgate.toml"
 fg_pid=$started_pid
 wait_http floodgate "$fg_pid" "http://127.0.0.1:$fg_port$PATH_UNDER_TEST"
 
 # nginx: WORKERS worker processes, proxy_cache with the same freshness and size, the
 # cache lock on (one fetch per key, like Floodgate's coalescing), access log off.
-nginx_user=""
-[[ "$(id -u)" == 0 ]] && nginx_user="user root;"
-cat >"$work/nginx.conf" <<EOF
-$nginx_user
-worker_processes $WORKERS;
-pid $work/nginx.pid;
-error_log $work/nginx.log warn;
-events {
-    worker_connections 20000;
-}
-http {
-    access_log off;
-    client_body_temp_path $work/nginx-body;
-    proxy_temp_path $work/nginx-proxy;
-    fastcgi_temp_path $work/nginx-fastcgi;
-    uwsgi_temp_path $work/nginx-uwsgi;
-    scgi_temp_path $work/nginx-scgi;
-    keepalive_timeout 120s;
-    keepalive_requests 1000000;
+{
+  nginx_conf_head "$WORKERS" 64
+  cat <<EOF
     proxy_cache_path $work/nginx-cache levels=1:2 keys_zone=shop:16m max_size=64m inactive=1h use_temp_path=off;
-    upstream shop {
-        server 127.0.0.1:$shop_port;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
     server {
         listen 127.0.0.1:$nginx_port reuseport;
         location / {
@@ -134,13 +101,9 @@ http {
     }
 }
 EOF
-nginx -t -q -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" >&2 || die "nginx rejects the generated config"
-bench_start nginx "${pin_proxy[@]}" nginx -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" -g 'daemon off;'
-nginx_pid=$started_pid
-wait_http nginx "$nginx_pid" "http://127.0.0.1:$nginx_port$PATH_UNDER_TEST"
-sleep 0.5
-read -r -a ngx_workers <<<"$(pgrep -P "$nginx_pid" 2>/dev/null | tr '\n' ' ')"
-(( ${#ngx_workers[@]} > 0 )) || die "cannot find nginx's worker processes (pgrep -P $nginx_pid)"
+} >"$work/nginx.conf"
+nginx_prefix=("${pin_proxy[@]}")
+start_nginx nginx "http://127.0.0.1:$nginx_port$PATH_UNDER_TEST"
 
 # Both answer the page from their cache now, with the same body.
 declare -A target_port=([floodgate]=$fg_port [nginx]=$nginx_port)
@@ -292,7 +255,4 @@ for r in rows:
 print("\n".join(out))
 EOF
 
-echo
-cat "$report"
-echo
-log "report written to ${report#"$repo_root"/}; wrk outputs and logs in ${logs_dir#"$repo_root"/}/"
+bench_show_report "wrk outputs and logs"

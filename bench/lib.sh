@@ -143,6 +143,121 @@ wait_http() {
   die "$name did not answer 200 on $url (last status '$code'); see $logs_dir/$name.log"
 }
 
+# fg_conf_head LISTEN WORKERS [KEEPALIVE]: prints the first tables of a
+# generated Floodgate config: [server] (LISTEN is the TOML value of `listen`,
+# a quoted address or an inline table; WORKERS workers, 20000 connections,
+# idle timeout 120 s, drain 2 s) and [upstreams.shop] (the demo shop on
+# $shop_port, KEEPALIVE idle connections kept, default 64, at most 1024),
+# followed by a blank line. Sets nothing.
+fg_conf_head() {
+  cat <<EOF
+[server]
+listen = $1
+workers = $2
+max_connections = 20000
+idle_timeout = "120s"
+drain_timeout = "2s"
+
+[upstreams.shop]
+servers = ["127.0.0.1:$shop_port"]
+keepalive = ${3:-64}
+max_connections = 1024
+
+EOF
+}
+
+# fg_conf_finish NAME [LOG_FILE [ACCESS]]: appends the [log] table to
+# $work/NAME.toml (file LOG_FILE, default $work/NAME.log; `access = ACCESS`,
+# default false) and checks the config with `floodgate --check`; dies if it
+# is rejected. Sets nothing.
+fg_conf_finish() {
+  cat >>"$work/$1.toml" <<EOF
+[log]
+file = "${2:-$work/$1.log}"
+access = ${3:-false}
+EOF
+  "$floodgate_bin" --check -c "$work/$1.toml" >&2 || die "the generated config $1.toml is rejected"
+}
+
+# start_redis PORT: a private redis-server on 127.0.0.1:PORT (no persistence,
+# its files in $work/redis, output in $work/redis.log), started through
+# bench_start, and waits until it answers PING. Sets `redis_pid` and
+# `rcli_port` (PORT) and defines rcli ARGS... (redis-cli on that server).
+start_redis() {
+  local port="$1"
+  mkdir -p "$work/redis"
+  bench_start redis redis-server --bind 127.0.0.1 --port "$port" --dir "$work/redis" \
+    --save "" --appendonly no --daemonize no --logfile ""
+  redis_pid=$started_pid
+  rcli_port="$port"
+  rcli() { redis-cli -h 127.0.0.1 -p "$rcli_port" "$@"; }
+  for _ in $(seq 100); do
+    kill -0 "$redis_pid" 2>/dev/null || die "redis-server exited at start; see $logs_dir/redis.log"
+    [[ "$(rcli ping 2>/dev/null || true)" == PONG ]] && break
+    sleep 0.1
+  done
+  [[ "$(rcli ping 2>/dev/null || true)" == PONG ]] || die "redis-server does not answer PING on port $port"
+}
+
+# nginx_conf_head WORKER_PROCESSES KEEPALIVE [ACCESS_LOG_DIRECTIVE]: prints
+# the start of a generated nginx.conf, up to and within an open `http {`
+# block: `user root` when the script runs as root; pid file, error log (warn)
+# and temp paths in $work; keep-alive requests raised on both sides (nginx
+# otherwise closes a client or upstream connection after 1000 requests); the
+# `upstream shop` block (the demo shop on $shop_port, KEEPALIVE idle
+# connections kept). The access log line defaults to `access_log off;`. The
+# caller prints the rest of the http block and closes it. Sets nothing.
+nginx_conf_head() {
+  local user=""
+  [[ "$(id -u)" == 0 ]] && user="user root;"
+  cat <<EOF
+$user
+worker_processes $1;
+pid $work/nginx.pid;
+error_log $work/nginx.log warn;
+events {
+    worker_connections 20000;
+}
+http {
+    ${3:-access_log off;}
+    client_body_temp_path $work/nginx-body;
+    proxy_temp_path $work/nginx-proxy;
+    fastcgi_temp_path $work/nginx-fastcgi;
+    uwsgi_temp_path $work/nginx-uwsgi;
+    scgi_temp_path $work/nginx-scgi;
+    keepalive_timeout 120s;
+    keepalive_requests 1000000;
+    upstream shop {
+        server 127.0.0.1:$shop_port;
+        keepalive $2;
+        keepalive_requests 1000000;
+    }
+EOF
+}
+
+# start_nginx LOGNAME URL [CURL ARGS...]: checks $work/nginx.conf with
+# `nginx -t`, starts nginx on it in the foreground through bench_start (its
+# output in $work/LOGNAME.log; prefixed by the command in the array
+# `nginx_prefix`, e.g. a taskset, when the script sets one), waits until URL
+# answers 200 and until all the worker processes the config asks for have
+# been forked. Sets `nginx_pid` (the master) and the array `ngx_workers`.
+nginx_prefix=()
+start_nginx() {
+  local name="$1" url="$2" want; shift 2
+  nginx -t -q -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" >&2 || die "nginx rejects the generated config"
+  bench_start "$name" "${nginx_prefix[@]}" nginx -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" -g 'daemon off;'
+  nginx_pid=$started_pid
+  wait_http nginx "$nginx_pid" "$url" "$@"
+  want="$(awk '$1 == "worker_processes" { sub(/;$/, "", $2); print $2 + 0; exit }' "$work/nginx.conf")"
+  ngx_workers=()
+  for _ in $(seq 50); do
+    read -r -a ngx_workers <<<"$(pgrep -P "$nginx_pid" 2>/dev/null | tr '\n' ' ')"
+    (( ${#ngx_workers[@]} >= ${want:-1} )) && break
+    sleep 0.1
+  done
+  (( ${#ngx_workers[@]} > 0 )) || die "cannot find nginx's worker processes (pgrep -P $nginx_pid)"
+}
+
 # parse_wrk FILE -> "rps p50_ms p99_ms requests non2xx socket_errors seconds"
 parse_wrk() {
   awk '
@@ -205,4 +320,14 @@ bench_versions() {
   R_LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
   R_BUILDTYPE="$buildtype"
   export R_FG_VERSION R_WRK_VERSION R_GIT R_MACHINE R_DATE R_LOAD_START R_LOAD_END R_BUILDTYPE
+}
+
+# bench_show_report WHAT: prints the finished report ($report) on stdout
+# between blank lines and says where it was written and that WHAT (e.g. "wrk
+# outputs and logs") is in $logs_dir. Sets nothing.
+bench_show_report() {
+  echo
+  cat "$report"
+  echo
+  log "report written to ${report#"$repo_root"/}; $1 in ${logs_dir#"$repo_root"/}/"
 }

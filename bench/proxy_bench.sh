@@ -1,5 +1,4 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2317  # cleanup runs from the EXIT trap
 # Proxy comparison benchmark: Floodgate against nginx in front of the same
 # demo shop, on one machine, with wrk as the load generator.
 #
@@ -32,6 +31,9 @@ set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
+BENCH_NAME=proxy
+# shellcheck source=bench/lib.sh
+source "$repo_root/bench/lib.sh"
 
 ROUNDS="${ROUNDS:-3}"
 DUR="${DUR:-10}"
@@ -53,30 +55,11 @@ for c in "${conn_counts[@]}"; do
 done
 
 log() { printf 'proxy_bench: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
 
 # ------------------------------------------------------------ prerequisites
 
-if [[ -x scripts/setup.sh ]]; then
-  scripts/setup.sh --bench >&2 || die "scripts/setup.sh --bench failed (nginx-light and wrk are needed)"
-fi
-for tool in nginx wrk python3 curl ss; do
-  command -v "$tool" >/dev/null 2>&1 || die "'$tool' is not installed (scripts/setup.sh --bench installs nginx and wrk)"
-done
-
-floodgate_bin="${FG_BIN:-$repo_root/build/src/floodgate}"
-shop_bin="${FG_SHOP_BIN:-$repo_root/build/tools/demo_shop/floodgate-demo-shop}"
-if [[ "$BUILD" == 1 ]]; then
-  if [[ ! -f build/meson-private/coredata.dat ]]; then
-    log "configuring a release build in build/"
-    meson setup build -Dbuildtype=release >&2
-  fi
-  ninja -C build >&2 || die "the build failed"
-fi
-[[ -x "$floodgate_bin" && -x "$shop_bin" ]] || die "build/src/floodgate and build/tools/demo_shop/floodgate-demo-shop are needed (ninja -C build)"
-buildtype="$(meson introspect build --buildoptions 2>/dev/null |
-  python3 -c 'import json,sys; print(next((o["value"] for o in json.load(sys.stdin) if o["name"]=="buildtype"), "?"))' 2>/dev/null || echo "?")"
-[[ "$buildtype" == release ]] || log "warning: build/ is a '$buildtype' build, not release; the figures will not be representative"
+bench_prerequisites nginx wrk python3 curl ss
+bench_binaries
 
 # 10,000 idle connections need more than the usual 1024 open files, in this
 # shell (inherited by the proxies) and in idle_conns.py.
@@ -87,89 +70,14 @@ if (( IDLE_CONNS > 0 )) && [[ "$nofile" != unlimited ]] && (( nofile < IDLE_CONN
   IDLE_CONNS=0
 fi
 
-# Other work on the machine (a compiler, a test suite) skews every figure.
-load_start="$(cut -d' ' -f1-3 /proc/loadavg)"
-if awk -v l="${load_start%% *}" 'BEGIN { exit !(l > 0.5) }'; then
-  log "warning: load average is $load_start before starting; other processes will skew the results"
-fi
-
 # ------------------------------------------------------------ processes
 
-stamp="$(date +%Y%m%d-%H%M%S)"
-results_dir="$repo_root/bench/results"
-report="$results_dir/proxy-$stamp.md"
-logs_dir="$results_dir/proxy-$stamp.logs"
-mkdir -p "$results_dir" "$logs_dir"
-work="$(mktemp -d "${TMPDIR:-/tmp}/floodgate-bench.XXXXXX")"
-chmod 755 "$work"   # nginx workers may run as another user
+bench_workspace
 
-pids=()
-cleanup() {
-  local rc=$? pid
-  trap - EXIT INT TERM
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  cp -f "$work"/*.log "$work"/runs.tsv "$work/floodgate.toml" "$work/nginx.conf" "$logs_dir"/ 2>/dev/null || true
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
-trap 'exit 130' INT
-trap 'exit 143' TERM
+read -r shop_port fg_port nginx_port <<<"$(free_ports 3)"
 
-# Free loopback ports below the ephemeral range (so no client connection of
-# the benchmark can take them), tried at random and checked by binding. A
-# small race is possible but harmless: a taken port makes the start fail.
-free_ports() {
-  python3 - "$1" <<'EOF'
-import random, socket, sys
-lo = 20000
-try:
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
-        hi = int(fh.read().split()[0]) - 1
-except (OSError, ValueError, IndexError):
-    hi = 32767
-if hi - lo < 100:
-    lo, hi = 1025, max(hi, 2048)
-ports = []
-while len(ports) < int(sys.argv[1]):
-    p = random.randint(lo, hi)
-    if p in ports:
-        continue
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p))
-        ports.append(p)
-    except OSError:
-        pass
-    finally:
-        s.close()
-print(" ".join(map(str, ports)))
-EOF
-}
-ports="$(free_ports 3)"
-read -r shop_port fg_port nginx_port <<<"$ports"
-
-# wait_http NAME PID URL: until URL answers 200, or fail if PID died.
-wait_http() {
-  local name="$1" pid="$2" url="$3" code
-  for _ in $(seq 100); do
-    kill -0 "$pid" 2>/dev/null || die "$name exited at start; see $logs_dir/$name.log"
-    code="$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" || true)"
-    [[ "$code" == 200 ]] && return 0
-    sleep 0.1
-  done
-  die "$name did not answer 200 on $url (last status '$code'); see $logs_dir/$name.log"
-}
-
-"$shop_bin" --listen "127.0.0.1:$shop_port" --threads 1 >"$work/shop.log" 2>&1 &
-shop_pid=$!
-pids+=("$shop_pid")
+bench_start shop "$shop_bin" --listen "127.0.0.1:$shop_port" --threads 1
+shop_pid=$started_pid
 wait_http shop "$shop_pid" "http://127.0.0.1:$shop_port$PATH_UNDER_TEST"
 
 # Floodgate: one worker, one route, access log as nginx's below. The access logs
@@ -183,32 +91,19 @@ else
   fg_access=false
   ngx_access="access_log off;"
 fi
-cat >"$work/floodgate.toml" <<EOF
-[server]
-listen = "127.0.0.1:$fg_port"
-workers = 1
-max_connections = 20000
-idle_timeout = "120s"
-drain_timeout = "2s"
-
-[upstreams.shop]
-servers = ["127.0.0.1:$shop_port"]
-keepalive = $KEEPALIVE
-max_connections = 1024
-
+{
+  fg_conf_head "\"127.0.0.1:$fg_port\"" 1 "$KEEPALIVE"
+  cat <<EOF
 [[routes]]
 name = "all"
 match = { prefix = "/" }
 upstream = "shop"
 
-[log]
-file = "$fg_log_file"
-access = $fg_access
 EOF
-"$floodgate_bin" --check -c "$work/floodgate.toml" >&2 || die "the generated Floodgate config is rejected"
-"$floodgate_bin" -c "$work/floodgate.toml" >>"$work/floodgate.log" 2>&1 &
-fg_pid=$!
-pids+=("$fg_pid")
+} >"$work/floodgate.toml"
+fg_conf_finish floodgate "$fg_log_file" "$fg_access"
+bench_start floodgate "$floodgate_bin" -c "$work/floodgate.toml"
+fg_pid=$started_pid
 wait_http floodgate "$fg_pid" "http://127.0.0.1:$fg_port$PATH_UNDER_TEST"
 
 # nginx: one worker process, its own prefix, upstream keep-alive pool of
@@ -217,30 +112,9 @@ wait_http floodgate "$fg_pid" "http://127.0.0.1:$fg_port$PATH_UNDER_TEST"
 # otherwise closes every client and upstream connection after 1000 requests
 # (Floodgate has no such limit), which would cost nginx reconnects that have
 # nothing to do with proxying speed.
-nginx_user=""
-[[ "$(id -u)" == 0 ]] && nginx_user="user root;"
-cat >"$work/nginx.conf" <<EOF
-$nginx_user
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx.log warn;
-events {
-    worker_connections 20000;
-}
-http {
-    $ngx_access
-    client_body_temp_path $work/nginx-body;
-    proxy_temp_path $work/nginx-proxy;
-    fastcgi_temp_path $work/nginx-fastcgi;
-    uwsgi_temp_path $work/nginx-uwsgi;
-    scgi_temp_path $work/nginx-scgi;
-    keepalive_timeout 120s;
-    keepalive_requests 1000000;
-    upstream shop {
-        server 127.0.0.1:$shop_port;
-        keepalive $KEEPALIVE;
-        keepalive_requests 1000000;
-    }
+{
+  nginx_conf_head 1 "$KEEPALIVE" "$ngx_access"
+  cat <<EOF
     server {
         listen 127.0.0.1:$nginx_port;
         location / {
@@ -251,12 +125,8 @@ http {
     }
 }
 EOF
-nginx -t -q -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" >&2 || die "nginx rejects the generated config"
-nginx -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" -g 'daemon off;' >>"$work/nginx-stdout.log" 2>&1 &
-nginx_pid=$!
-pids+=("$nginx_pid")
-wait_http nginx "$nginx_pid" "http://127.0.0.1:$nginx_port$PATH_UNDER_TEST"
-nginx_worker_pids() { pgrep -P "$nginx_pid" 2>/dev/null | tr '\n' ' '; }
+} >"$work/nginx.conf"
+start_nginx nginx-stdout "http://127.0.0.1:$nginx_port$PATH_UNDER_TEST"
 
 # The three must serve the same document, or the comparison is meaningless.
 for t in "shop:$shop_port" "floodgate:$fg_port" "nginx:$nginx_port"; do
@@ -269,56 +139,12 @@ targets=(shop-direct floodgate nginx)
 
 # ------------------------------------------------------------ wrk runs
 
-read -r -a ngx_workers <<<"$(nginx_worker_pids)"
-(( ${#ngx_workers[@]} > 0 )) || die "cannot find nginx's worker process (pgrep -P $nginx_pid)"
 declare -A target_pids=([shop-direct]="" [floodgate]="$fg_pid" [nginx]="$nginx_pid ${ngx_workers[*]}")
-clk_tck="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 
 raw="$work/runs.tsv"
 printf 'target\tconns\tround\trps\tp50_ms\tp99_ms\trequests\tnon2xx\tsocket_errors\tproxy_cpu_us_per_req\tshop_cpu_us_per_req\tother_cpu_cores\tupstream_connects\ttw_total\n' >"$raw"
 notes="$work/notes.txt"    # problems, in order
 : >"$notes"
-
-# parse_wrk FILE -> "rps p50_ms p99_ms requests non2xx socket_errors"
-parse_wrk() {
-  awk '
-    function ms(v,   n, u) {
-      n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
-      if (u == "us") return n / 1000
-      if (u == "ms") return n
-      if (u == "s")  return n * 1000
-      if (u == "m")  return n * 60000
-      if (u == "h")  return n * 3600000
-      return -1
-    }
-    /^ +50%/ { p50 = ms($2) }
-    /^ +99%/ { p99 = ms($2) }
-    /requests in/ { reqs = $1 }
-    /^Requests\/sec:/ { rps = $2 }
-    /Non-2xx or 3xx responses:/ { non2xx = $NF }
-    /Socket errors:/ {
-      line = $0; sub(/.*Socket errors: */, "", line)
-      n = split(line, parts, /, */); se = 0
-      for (i = 1; i <= n; i++) { split(parts[i], kv, / +/); se += kv[2] }
-    }
-    END {
-      printf "%s %s %s %s %d %d\n", (rps == "" ? "NA" : rps), (p50 == "" ? "NA" : p50),
-        (p99 == "" ? "NA" : p99), (reqs == "" ? 0 : reqs), non2xx, se
-    }' "$1"
-}
-
-# CPU time (user + system, in clock ticks) of the given processes, and of the
-# whole machine; the difference over a run, less wrk's own, is what other
-# processes took from the cores during it.
-proc_ticks() {
-  local s=0 p v
-  for p in "$@"; do
-    v="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }')"
-    s=$(( s + ${v:-0} ))
-  done
-  echo "$s"
-}
-machine_busy_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 
 # TCP connections this network namespace opened (connect()s), from
 # /proc/net/snmp: over a proxy run, those beyond wrk's own are the proxy's
@@ -360,7 +186,7 @@ for (( round = 1; round <= ROUNDS; round++ )); do
         opens_t1="$(tcp_active_opens)"
       }
       read -r wrk_user wrk_sys <"$out.time" || { wrk_user=0; wrk_sys=0; }
-      read -r rps p50 p99 reqs non2xx sockerr < <(parse_wrk "$out")
+      read -r rps p50 p99 reqs non2xx sockerr _ < <(parse_wrk "$out")
       read -r proxy_us shop_us other_cores < <(awk -v pt=$(( proxy_t1 - proxy_t0 )) -v st=$(( shop_t1 - shop_t0 )) \
         -v bt=$(( busy_t1 - busy_t0 )) -v wu="$wrk_user" -v ws="$wrk_sys" -v hz="$clk_tck" \
         -v w0="$wall_t0" -v w1="$wall_t1" -v r="$reqs" -v direct="$([[ $t == shop-direct ]] && echo 1 || echo 0)" '
@@ -582,7 +408,4 @@ for r in rows:
 print("\n".join(out))
 EOF
 
-echo
-cat "$report"
-echo
-log "report written to ${report#"$repo_root"/}; wrk outputs and logs in ${logs_dir#"$repo_root"/}/"
+bench_show_report "wrk outputs and logs"

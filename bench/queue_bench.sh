@@ -84,36 +84,16 @@ bench_start shop "$shop_bin" --listen "127.0.0.1:$shop_port" --threads 1
 shop_pid=$started_pid
 wait_http shop "$shop_pid" "http://127.0.0.1:$shop_port/api/products"
 
-mkdir -p "$work/redis"
-bench_start redis redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work/redis" \
-  --save "" --appendonly no --daemonize no --logfile ""
-redis_pid=$started_pid
-rcli() { redis-cli -h 127.0.0.1 -p "$redis_port" "$@"; }
-for _ in $(seq 100); do
-  kill -0 "$redis_pid" 2>/dev/null || die "redis-server exited at start; see $logs_dir/redis.log"
-  [[ "$(rcli ping 2>/dev/null || true)" == PONG ]] && break
-  sleep 0.1
-done
-[[ "$(rcli ping 2>/dev/null || true)" == PONG ]] || die "redis-server does not answer PING on port $redis_port"
+start_redis "$redis_port"
 
 # fg_conf NAME WORKERS ROUTE RATE BURST: one queued route on POST /api/orders
 # and a catch-all route (health check). Every instance listens on $fg_port;
 # only one runs at a time, so no other instance's dispatcher adds requests to
 # the shop's counter.
 fg_conf() {
-  cat >"$work/$1.toml" <<EOF
-[server]
-listen = "127.0.0.1:$fg_port"
-workers = $2
-max_connections = 20000
-idle_timeout = "120s"
-drain_timeout = "2s"
-
-[upstreams.shop]
-servers = ["127.0.0.1:$shop_port"]
-keepalive = 64
-max_connections = 1024
-
+  {
+    fg_conf_head "\"127.0.0.1:$fg_port\"" "$2"
+    cat <<EOF
 [redis]
 url = "redis://127.0.0.1:$redis_port/0"
 prefix = "$PREFIX"
@@ -132,11 +112,9 @@ name = "rest"
 match = { prefix = "/" }
 upstream = "shop"
 
-[log]
-file = "$work/$1.log"
-access = false
 EOF
-  "$floodgate_bin" --check -c "$work/$1.toml" >&2 || die "the generated config $1.toml is rejected"
+  } >"$work/$1.toml"
+  fg_conf_finish "$1"
 }
 
 fg_pid=""
@@ -621,7 +599,4 @@ if busy:
 print("\n".join(out))
 EOF
 
-echo
-cat "$report"
-echo
-log "report written to ${report#"$repo_root"/}; wrk outputs and logs in ${logs_dir#"$repo_root"/}/"
+bench_show_report "wrk outputs and logs"

@@ -61,30 +61,18 @@ wait_http shop "$shop_pid" "http://127.0.0.1:$shop_port$PATH_UNDER_TEST"
 # budget: RATE (the limited runs), 1,000,000 (never reached: the forwarding
 # cost of a budget) and none. Only one of them gets load at a time.
 fg_conf() {  # fg_conf NAME PORT ROUTE_EXTRA
-  cat >"$work/$1.toml" <<EOF
-[server]
-listen = "127.0.0.1:$2"
-workers = 1
-max_connections = 20000
-idle_timeout = "120s"
-drain_timeout = "2s"
-
-[upstreams.shop]
-servers = ["127.0.0.1:$shop_port"]
-keepalive = 64
-max_connections = 1024
-
+  {
+    fg_conf_head "\"127.0.0.1:$2\"" 1
+    cat <<EOF
 [[routes]]
 name = "products"
 match = { prefix = "/" }
 upstream = "shop"
 $3
 
-[log]
-file = "$work/$1.log"
-access = false
 EOF
-  "$floodgate_bin" --check -c "$work/$1.toml" >&2 || die "the generated config $1.toml is rejected"
+  } >"$work/$1.toml"
+  fg_conf_finish "$1"
 }
 fg_conf floodgate "$fg_port" "rate = $RATE
 burst = $BURST
@@ -105,33 +93,12 @@ wait_http floodgate-plain "${fg_pids[floodgate-plain]}" "http://127.0.0.1:$fgp_p
 # nginx: one worker, the same budget with limit_req. `limit_req_log_level info`
 # under `error_log ... warn` keeps nginx from writing an error-log line per
 # rejected request (its default), the counterpart of Floodgate's access = false.
-nginx_user=""
-[[ "$(id -u)" == 0 ]] && nginx_user="user root;"
-cat >"$work/nginx.conf" <<EOF
-$nginx_user
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx.log warn;
-events {
-    worker_connections 20000;
-}
-http {
-    access_log off;
-    client_body_temp_path $work/nginx-body;
-    proxy_temp_path $work/nginx-proxy;
-    fastcgi_temp_path $work/nginx-fastcgi;
-    uwsgi_temp_path $work/nginx-uwsgi;
-    scgi_temp_path $work/nginx-scgi;
-    keepalive_timeout 120s;
-    keepalive_requests 1000000;
+{
+  nginx_conf_head 1 64
+  cat <<EOF
     limit_req_zone \$server_name zone=z:1m rate=${RATE}r/s;
     limit_req_status 429;
     limit_req_log_level info;
-    upstream shop {
-        server 127.0.0.1:$shop_port;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
     server {
         listen 127.0.0.1:$nginx_port;
         server_name bench;
@@ -144,12 +111,8 @@ http {
     }
 }
 EOF
-nginx -t -q -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" >&2 || die "nginx rejects the generated config"
-bench_start nginx-stdout nginx -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" -g 'daemon off;'
-nginx_pid=$started_pid
-wait_http nginx "$nginx_pid" "http://127.0.0.1:$nginx_port$PATH_UNDER_TEST"
-read -r -a ngx_workers <<<"$(pgrep -P "$nginx_pid" 2>/dev/null | tr '\n' ' ')"
-(( ${#ngx_workers[@]} > 0 )) || die "cannot find nginx's worker process (pgrep -P $nginx_pid)"
+} >"$work/nginx.conf"
+start_nginx nginx-stdout "http://127.0.0.1:$nginx_port$PATH_UNDER_TEST"
 
 declare -A target_port=([floodgate]=$fg_port [nginx]=$nginx_port [floodgate-budget]=$fgb_port [floodgate-plain]=$fgp_port)
 declare -A target_pids=([floodgate]="${fg_pids[floodgate]}" [nginx]="$nginx_pid ${ngx_workers[*]}"
@@ -397,7 +360,4 @@ for r in rows:
 print("\n".join(out))
 EOF
 
-echo
-cat "$report"
-echo
-log "report written to ${report#"$repo_root"/}; wrk outputs and logs in ${logs_dir#"$repo_root"/}/"
+bench_show_report "wrk outputs and logs"

@@ -84,17 +84,7 @@ bench_start shop "$shop_bin" --listen "127.0.0.1:$shop_port" --threads 1
 shop_pid=$started_pid
 wait_http shop "$shop_pid" "http://127.0.0.1:$shop_port/api/products"
 
-mkdir -p "$work/redis"
-bench_start redis redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$work/redis" \
-  --save "" --appendonly no --daemonize no --logfile ""
-redis_pid=$started_pid
-rcli() { redis-cli -h 127.0.0.1 -p "$redis_port" "$@"; }
-for _ in $(seq 100); do
-  kill -0 "$redis_pid" 2>/dev/null || die "redis-server exited at start; see $logs_dir/redis.log"
-  [[ "$(rcli ping 2>/dev/null || true)" == PONG ]] && break
-  sleep 0.1
-done
-[[ "$(rcli ping 2>/dev/null || true)" == PONG ]] || die "redis-server does not answer PING on port $redis_port"
+start_redis "$redis_port"
 
 cat >"$work/floodgate.toml" <<EOF
 [server]
@@ -145,11 +135,8 @@ name = "rest"
 match = { methods = ["GET"], prefix = "/" }
 upstream = "shop"
 
-[log]
-file = "$work/floodgate.log"
-access = false
 EOF
-"$floodgate_bin" --check -c "$work/floodgate.toml" >&2 || die "the generated config floodgate.toml is rejected"
+fg_conf_finish floodgate
 bench_start floodgate-stdout "$floodgate_bin" -c "$work/floodgate.toml"
 fg_pid=$started_pid
 wait_http floodgate "$fg_pid" "http://127.0.0.1:$fg_port/api/products"
@@ -290,7 +277,4 @@ fi
 # The per-request records are large: keep them compressed.
 gzip -f "$work"/rec-*.tsv "$work"/poll-r*-*.tsv "$work"/ids-r*.txt 2>/dev/null || true
 
-echo
-cat "$report"
-echo
-log "report written to ${report#"$repo_root"/}; records, samples and logs in ${logs_dir#"$repo_root"/}/"
+bench_show_report "records, samples and logs"

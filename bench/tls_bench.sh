@@ -57,55 +57,24 @@ bench_start shop "$shop_bin" --listen "127.0.0.1:$shop_port" --threads 1
 shop_pid=$started_pid
 wait_http shop "$shop_pid" "http://127.0.0.1:$shop_port$PATH_UNDER_TEST"
 
-cat >"$work/floodgate.toml" <<EOF
-[server]
-listen = { address = "127.0.0.1:$fg_port", tls = { cert = "$work/bench.pem", key = "$work/bench.key", ciphers = "$ciphers" } }
-workers = 1
-max_connections = 20000
-idle_timeout = "120s"
-drain_timeout = "2s"
-
-[upstreams.shop]
-servers = ["127.0.0.1:$shop_port"]
-keepalive = 64
-max_connections = 1024
-
+{
+  fg_conf_head "{ address = \"127.0.0.1:$fg_port\", tls = { cert = \"$work/bench.pem\", key = \"$work/bench.key\", ciphers = \"$ciphers\" } }" 1
+  cat <<EOF
 [[routes]]
 name = "all"
 match = { prefix = "/" }
 upstream = "shop"
 
-[log]
-file = "$work/floodgate.log"
-access = false
 EOF
-"$floodgate_bin" --check -c "$work/floodgate.toml" >&2 || die "the generated Floodgate config is rejected"
+} >"$work/floodgate.toml"
+fg_conf_finish floodgate
 bench_start floodgate-stdout "$floodgate_bin" -c "$work/floodgate.toml"
 fg_pid=$started_pid
 wait_http floodgate "$fg_pid" "https://127.0.0.1:$fg_port$PATH_UNDER_TEST" --cacert "$work/bench.pem"
 
-nginx_user=""
-[[ "$(id -u)" == 0 ]] && nginx_user="user root;"
-cat >"$work/nginx.conf" <<EOF
-$nginx_user
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx.log warn;
-events { worker_connections 20000; }
-http {
-    access_log off;
-    client_body_temp_path $work/nginx-body;
-    proxy_temp_path $work/nginx-proxy;
-    fastcgi_temp_path $work/nginx-fastcgi;
-    uwsgi_temp_path $work/nginx-uwsgi;
-    scgi_temp_path $work/nginx-scgi;
-    keepalive_timeout 120s;
-    keepalive_requests 1000000;
-    upstream shop {
-        server 127.0.0.1:$shop_port;
-        keepalive 64;
-        keepalive_requests 1000000;
-    }
+{
+  nginx_conf_head 1 64
+  cat <<EOF
     server {
         listen 127.0.0.1:$nginx_port ssl;
         ssl_certificate $work/bench.pem;
@@ -123,12 +92,8 @@ http {
     }
 }
 EOF
-nginx -t -q -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" >&2 || die "nginx rejects the generated config"
-bench_start nginx-stdout nginx -p "$work" -e "$work/nginx.log" -c "$work/nginx.conf" -g 'daemon off;'
-nginx_pid=$started_pid
-wait_http nginx "$nginx_pid" "https://127.0.0.1:$nginx_port$PATH_UNDER_TEST" --cacert "$work/bench.pem"
-read -r -a ngx_workers <<<"$(pgrep -P "$nginx_pid" | tr '\n' ' ')"
-(( ${#ngx_workers[@]} > 0 )) || die "cannot find nginx's worker process (pgrep -P $nginx_pid)"
+} >"$work/nginx.conf"
+start_nginx nginx-stdout "https://127.0.0.1:$nginx_port$PATH_UNDER_TEST" --cacert "$work/bench.pem"
 
 declare -A port=([floodgate]=$fg_port [nginx]=$nginx_port)
 declare -A procs=([floodgate]="$fg_pid" [nginx]="$nginx_pid ${ngx_workers[*]}")
@@ -241,7 +206,4 @@ for r in rows:
     w(f"| {r['round']} | {r['target']} | {r['kind']} | {f(num(r['value']))} | {r['p99_ms']} | "
       f"{r['cpu_us_per_unit']} | {r['non2xx']} | {r['socket_errors']} |")
 EOF
-echo
-cat "$report"
-echo
-log "report written to ${report#"$repo_root"/}; outputs and logs in ${logs_dir#"$repo_root"/}/"
+bench_show_report "outputs and logs"
