@@ -92,7 +92,7 @@ class ProxySession final : public UpstreamUser {
   void replication_refused();
   void poll_ticket(bool final);
   // A ticket's state, read from Redis or from the worker's memory: answered, or waited on.
-  void ticket_read(queue::TicketView& v, bool final, bool from_memory);
+  void ticket_read(queue::TicketView& v, bool final, bool from_memory, bool overtaken = false);
   void answer_ticket(queue::TicketView& v);
   // How ticket answers are framed for this request, and writing one (`outcome` >= 0
   // overrides the reply's own).

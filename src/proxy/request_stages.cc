@@ -453,17 +453,23 @@ void ProxySession::poll_ticket(bool final) {
   memory.begin_read(ticket_);
   queue::poll(*redis, w->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, ticket_,
               [g, final, w, ticket = ticket_](queue::TicketView& v) {
-                w->ticket_memory().end_read(ticket, v, v.ttl_ms, w->now_ms());
-                if (ProxySession* s = live(g)) s->ticket_read(v, final, false);
+                bool overtaken = w->ticket_memory().end_read(ticket, v, v.ttl_ms, w->now_ms());
+                if (ProxySession* s = live(g)) s->ticket_read(v, final, false, overtaken);
               });
 }
 
-void ProxySession::ticket_read(queue::TicketView& v, bool final, bool from_memory) {
+void ProxySession::ticket_read(queue::TicketView& v, bool final, bool from_memory, bool overtaken) {
   WorkerState* w = client_->worker();
   bool first = ticket_first_kind_ < 0;
   int kind = static_cast<int>(v.kind);
   if (!queue::keep_waiting(v, final, &ticket_first_kind_)) {
     answer_ticket(v);
+    return;
+  }
+  if (overtaken) {
+    // A change of this ticket was published while the read was out, so this answer
+    // may predate it and its notification has passed: read again instead of waiting.
+    poll_ticket(final);
     return;
   }
   // Long-poll: wait for a published change (or the deadline).

@@ -37,20 +37,21 @@ bool TicketMemory::find(std::string_view ticket, uint64_t now_ms, TicketView* ou
 
 void TicketMemory::begin_read(const std::string& ticket) { reading_[ticket].count++; }
 
-void TicketMemory::end_read(const std::string& ticket, const TicketView& v, int64_t ttl_ms, uint64_t now_ms) {
+bool TicketMemory::end_read(const std::string& ticket, const TicketView& v, int64_t ttl_ms, uint64_t now_ms) {
   auto r = reading_.find(ticket);
-  if (r == reading_.end()) return;  // no begin_read()
+  if (r == reading_.end()) return false;  // no begin_read()
   bool changed = r->second.changed;
   if (--r->second.count == 0) reading_.erase(r);
   using K = TicketView::Kind;
-  if (changed || !live_ || v.kind == K::kUnknown || v.kind == K::kUnavailable) return;
+  if (changed) return true;
+  if (!live_ || v.kind == K::kUnknown || v.kind == K::kUnavailable) return false;
   size_t bytes = entry_bytes(ticket, v);
-  if (bytes > kMaxEntryBytes) return;
+  if (bytes > kMaxEntryBytes) return false;
   uint64_t expires = now_ms + kMaxAgeMs;
   if (final_state(v.kind)) {
     // Final states never change; the hash's own expiry ends them (no TTL: kept until
     // the LRU bound pushes them out).
-    if (ttl_ms == 0 || ttl_ms < -1) return;
+    if (ttl_ms == 0 || ttl_ms < -1) return false;
     expires = ttl_ms > 0 ? now_ms + static_cast<uint64_t>(ttl_ms) : UINT64_MAX;
   }
   auto it = entries_.find(ticket);
@@ -60,6 +61,7 @@ void TicketMemory::end_read(const std::string& ticket, const TicketView& v, int6
   lru_.push_front(ticket);
   entries_.emplace(ticket, Entry{v, expires, bytes, lru_.begin()});
   bytes_ += bytes;
+  return false;
 }
 
 void TicketMemory::changed(std::string_view payload) {

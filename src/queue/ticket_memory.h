@@ -46,8 +46,11 @@ class TicketMemory {
   void begin_read(const std::string& ticket);
   // The read's answer, `ttl_ms` the hash's PTTL then (-1: none). Kept when it is a
   // ticket's state, no change of it was published since begin_read(), and the change
-  // channel was up all along.
-  void end_read(const std::string& ticket, const TicketView& v, int64_t ttl_ms, uint64_t now_ms);
+  // channel was up all along. Returns true when a change of the ticket was published
+  // (or the channel went down) while the read was out: the answer may be older than
+  // that change, whose notification has already passed, so a long-poll must read again
+  // rather than wait on it.
+  bool end_read(const std::string& ticket, const TicketView& v, int64_t ttl_ms, uint64_t now_ms);
 
   // A change published on the ticket channel: "<ticket>", optionally followed by
   // " <route> <taken>" (the route's taken counter after the change).

@@ -97,16 +97,23 @@ TEST_CASE("a change published while a read is in flight keeps that read out of m
   TicketView out;
   m.begin_read("t1");
   m.changed("t1 orders 3");  // e.g. cancelled after Redis answered, before the answer arrived
-  m.end_read("t1", queued("orders", 4, 2), 60000, 0);
+  // The read was overtaken: its caller must not wait on it (the notification passed).
+  CHECK(m.end_read("t1", queued("orders", 4, 2), 60000, 0));
   CHECK_FALSE(m.find("t1", 0, &out));
   // Two reads at once: a change during either keeps both out.
   m.begin_read("t1");
   m.begin_read("t1");
-  m.end_read("t1", queued("orders", 4, 3), 60000, 0);
+  CHECK_FALSE(m.end_read("t1", queued("orders", 4, 3), 60000, 0));
   CHECK(m.find("t1", 0, &out));
   m.changed("t1");
-  m.end_read("t1", queued("orders", 4, 3), 60000, 0);
+  CHECK(m.end_read("t1", queued("orders", 4, 3), 60000, 0));
   CHECK_FALSE(m.find("t1", 0, &out));
+  // A change of another ticket does not overtake this read.
+  m.begin_read("t2");
+  m.changed("t3 orders 3");
+  CHECK_FALSE(m.end_read("t2", queued("orders", 4, 3), 60000, 0));
+  CHECK(m.find("t2", 0, &out));
+  m.forget("t2");
   // A read without begin_read is not trusted.
   m.end_read("t5", queued("orders", 9, 3), 60000, 0);
   CHECK_FALSE(m.find("t5", 0, &out));
