@@ -65,6 +65,10 @@ def tls_gateway(tls, admin=True, **kw):
         return c.replace(f'listen = "127.0.0.1:{p}"',
                          f'listen = {{ address = "127.0.0.1:{p}", tls = {toml_value(tls)} }}')
     gw = start_gateway(text)
+    if admin:
+        # The gateway's own port answering does not mean its admin listener is open
+        # yet (a sanitizer build was seen refusing the first scrape).
+        wait_until(lambda: scrape(admin_port), 10, message="the admin listener did not answer")
     return gw, admin_port
 
 
