@@ -54,6 +54,10 @@ void Client::Impl::submit(Op* op, bool (Impl::*send_first)(Op*)) {
     fail_later(op);
     return;
   }
+  // The loop's cached time is that of the turn's start; a command issued after the
+  // loop sat still (a caller that blocked, a long turn) would get a deadline already
+  // in the past and fail with kTimeout before its reply could be read.
+  uv_update_time(loop_);
   op->deadline = uv_now(loop_) + opt_.command_timeout_ms;
   inflight_.push_back(op);
   if (!(this->*send_first)(op)) {

@@ -1138,3 +1138,39 @@ TEST_CASE("a command issued by a timer on an idle loop is sent at once") {
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
 }
+
+// A deadline counts from when the command is issued, not from the loop's cached time:
+// a caller that kept the loop from running for longer than the command timeout (as a
+// test thread does between steps) must still get the answer.
+TEST_CASE("a command issued after the loop sat still gets its whole timeout") {
+  RedisServer srv;
+  REQUIRE_SERVER(srv);
+  uv_loop_t loop;
+  REQUIRE(uv_loop_init(&loop) == 0);
+  Client::Options o = options_for(srv.url());
+  o.command_timeout_ms = 200;
+  auto client = std::make_unique<Client>(&loop, o);
+  client->start();
+  for (int i = 0; i < 500 && !client->connected(); ++i) uv_run(&loop, UV_RUN_NOWAIT), uv_sleep(2);
+  REQUIRE(client->connected());
+
+  uv_sleep(400);  // the loop's cached time is now 400 ms behind the clock
+  Failure failure = Failure::kDisconnected;
+  bool answered = false;
+  client->command({"PING"}, [&](Failure f, Reply&) {
+    failure = f;
+    answered = true;
+  });
+  for (int i = 0; i < 500 && !answered; ++i) uv_run(&loop, UV_RUN_NOWAIT), uv_sleep(1);
+  REQUIRE(answered);
+  CHECK(failure == Failure::kNone);
+  CHECK(client->timeouts() == 0);
+
+  bool closed = false;
+  client->close([&closed] { closed = true; });
+  for (int i = 0; i < 500 && !closed; ++i) uv_run(&loop, UV_RUN_NOWAIT), uv_sleep(2);
+  REQUIRE(closed);
+  client.reset();
+  uv_run(&loop, UV_RUN_DEFAULT);
+  CHECK(uv_loop_close(&loop) == 0);
+}
