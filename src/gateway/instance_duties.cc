@@ -7,6 +7,7 @@
 #include "proxy/worker_state.h"
 #include "proxy/dispatcher.h"
 #include "proxy/health_checker.h"
+#include "core/random.h"
 
 namespace fg::gateway {
 namespace {
@@ -204,7 +205,7 @@ void InstanceDuties::evaluate_breakers() {
     for (size_t i = 0; i < counters->breakers.size(); i++) {
       breaker::Breaker* b = counters->breakers[i].get();
       uint64_t rnd = 0;
-      uv_random(nullptr, nullptr, &rnd, sizeof rnd, 0, nullptr);
+      random::bytes(reinterpret_cast<unsigned char*>(&rnd), sizeof rnd);
       b->evaluate(now, rnd);
       breaker::State after = b->state();
       auto it = breaker_seen_.find(b);

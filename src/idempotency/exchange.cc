@@ -1,7 +1,7 @@
 // The idempotency stage: key → claim → decision → held answer → complete or release.
 #include "idempotency/exchange.h"
 
-#include <chrono>
+#include "core/clock.h"
 
 namespace fg::idempotency {
 namespace {
@@ -11,11 +11,6 @@ namespace {
 // unread in its socket, for longer than this margin (docs/operations.md, "Idempotency
 // records").
 constexpr uint64_t kLeaseMarginMs = 2000;
-
-uint64_t steady_ms() {
-  using namespace std::chrono;
-  return static_cast<uint64_t>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
-}
 
 const char* const kKeyReusedMessage = "this idempotency key was used for a different request";
 
@@ -95,7 +90,7 @@ void Exchange::prepare(const Rules& rules, std::string_view prefix, std::string_
 void Exchange::claim(Link& link, const http::RequestHead& head, std::string_view body, uint64_t lease_ms,
                      uint64_t deadline_ms, std::function<void(ClaimResult&)> done) {
   fingerprint_ = fingerprint(head.method, head.path(), body);
-  claim_sent_ms_ = steady_ms();
+  claim_sent_ms_ = clock::mono_ms();
   lease_ms_ = lease_ms;
   idempotency::claim(*link.client, link.scripts, pending_key_, fingerprint_, owner_, lease_ms, deadline_ms,
                      std::move(done));
@@ -184,7 +179,7 @@ bool Exchange::complete(Link& link, int status, std::string_view reason, std::st
   if (status >= 500) {
     // A 5xx is not final: release the key so a retry may succeed.
     idempotency::release(*link.client, link.scripts, key, owner_, std::move(done));
-  } else if (steady_ms() - claim_sent_ms_ + kLeaseMarginMs <= lease_ms_) {
+  } else if (clock::mono_ms() - claim_sent_ms_ + kLeaseMarginMs <= lease_ms_) {
     // The lease cannot have run out yet: one plain SET, no script, no read.
     std::string record = answer_record(fingerprint_, !overflow, status, reason, header_lines, body);
     idempotency::record_answer(*link.client, key, record, ttl_ms, std::move(done));

@@ -56,12 +56,6 @@ int64_t QueueState::estimate_ms(int64_t ahead, double fallback_rate) const {
   return static_cast<int64_t>(static_cast<double>(ahead) * 1000.0 / r);
 }
 
-uint64_t mono_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
-
 namespace {
 
 bool same_servers(const UpstreamConfig& a, const UpstreamConfig& b) {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "admission/budget.h"
+#include "core/clock.h"
 #include "admission/client_limiter.h"
 #include "admission/shared_budget.h"
 #include "breaker/latency_window.h"
@@ -149,6 +150,6 @@ struct Snapshot {
 };
 
 // Monotonic nanoseconds (the clock every budget uses).
-uint64_t mono_ns();
+using clock::mono_ns;
 
 }  // namespace fg::net

@@ -2,43 +2,20 @@
 #include "proxy/worker_state.h"
 
 #include <algorithm>
-#include <cstring>
-#include <random>
 #ifdef __GLIBC__
 #include <malloc.h>
 #endif
 
 #include "proxy/client_conn.h"
+#include "core/random.h"
 
 namespace fg::proxy {
 namespace {
 
-// Random bytes from the OS CSPRNG, read 1 KiB at a time rather than one system call
-// per idempotency claim; the bytes are this thread's alone and each is used once.
-void random_bytes(unsigned char* out, size_t n) {
-  static thread_local unsigned char pool[1024];
-  static thread_local size_t used = sizeof pool;
-  while (n > 0) {
-    if (used == sizeof pool) {
-      if (uv_random(nullptr, nullptr, pool, sizeof pool, 0, nullptr) != 0) {
-        std::random_device rd;  // uv_random failing means the OS is broken
-        for (auto& b : pool) b = static_cast<unsigned char>(rd());
-      }
-      used = 0;
-    }
-    size_t take = std::min(n, sizeof pool - used);
-    std::memcpy(out, pool + used, take);
-    std::memset(pool + used, 0, take);
-    used += take;
-    out += take;
-    n -= take;
-  }
-}
-
 std::string random_hex(size_t bytes) {
   unsigned char buf[16];
   if (bytes > sizeof buf) bytes = sizeof buf;
-  random_bytes(buf, bytes);
+  random::bytes(buf, bytes);
   static const char* kHex = "0123456789abcdef";
   std::string out(bytes * 2, '0');
   for (size_t i = 0; i < bytes; i++) {

@@ -11,11 +11,10 @@
 // the idempotency record named in the ticket (idem:{<route>}:...), so each script runs in
 // one hash slot of a Redis Cluster.
 #include "queue/queue_store.h"
+#include "core/random.h"
 
 #include <uv.h>
 
-#include <cstring>
-#include <random>
 
 namespace fg::queue {
 namespace {
@@ -416,22 +415,8 @@ void cancel(redis::Client& c, Scripts& s, const Keys& k, std::string_view ticket
 }
 
 std::string new_ticket_id(std::string_view route) {
-  // The OS CSPRNG (getrandom) read 64 ids at a time rather than one system call per
-  // ticket; the bytes are this thread's alone and each is used once.
-  static thread_local unsigned char pool[16 * 64];
-  static thread_local size_t used = sizeof pool;
-  if (used == sizeof pool) {
-    if (uv_random(nullptr, nullptr, pool, sizeof pool, 0, nullptr) != 0) {
-      // uv_random failing means the OS is broken.
-      std::random_device rd;
-      for (auto& b : pool) b = static_cast<unsigned char>(rd());
-    }
-    used = 0;
-  }
   unsigned char buf[16];
-  std::memcpy(buf, pool + used, sizeof buf);
-  std::memset(pool + used, 0, sizeof buf);
-  used += sizeof buf;
+  random::bytes(buf, sizeof buf);
   static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   std::string out;
   out.reserve(23 + route.size());

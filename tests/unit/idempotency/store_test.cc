@@ -13,9 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "tests/support/loop_fixture.h"
-#include "tests/support/redis_server.h"
-#include "tests/support/redis_test_client.h"
+#include "tests/support/redis_rig.h"
 
 namespace {
 
@@ -43,25 +41,11 @@ RequestHead post(const std::string& key) {
   return h;
 }
 
-class Rig {
+class Rig : public fg::test::RedisRig {
  public:
-  Rig() {
-    INFO(server_.error());
-    REQUIRE(server_.ok());
-    auto ep = fg::redis::parse_url(server_.url());
-    REQUIRE(ep.is_ok());
-    client_ = std::make_unique<fg::redis::Client>(&fx_.loop,
-                                                  fg::test::test_client_options(ep.value(), "idempotency-store-test"));
-    client_->start();
-    REQUIRE(fx_.run_until([this] { return client_->connected(); }, 5000));
-    link.client = client_.get();
+  Rig() : RedisRig("idempotency-store-test") {
+    link.client = &client();
     link.hold = [] { return std::function<void()>([] {}); };
-  }
-  ~Rig() {
-    bool closed = false;
-    client_->close([&closed] { closed = true; });
-    if (fx_.run_until([&closed] { return closed; }, 5000)) client_.reset();
-    else (void)client_.release();  // ~Client would abort; the fixture's check reports it
   }
 
   // A prepared exchange for `key`; claim() then gives Redis's answer as a decision.
@@ -75,7 +59,7 @@ class Rig {
     x.prepare(rules, "t:", "orders", "10.0.0.1", owner);
     std::optional<Decision> got;
     x.claim(link, head, body, lease_ms, UINT64_MAX, [&](ClaimResult& r) { got = x.claimed(r, rules, false); });
-    REQUIRE(fx_.run_until([&got] { return got.has_value(); }, 5000));
+    REQUIRE(pump([&got] { return got.has_value(); }));
     return std::move(*got);
   }
 
@@ -83,15 +67,7 @@ class Rig {
   void complete(Exchange& x) {
     bool done = false;
     REQUIRE(x.complete(link, 201, "Created", kHeaders, kBody, false, kTtl, [&done] { done = true; }));
-    REQUIRE(fx_.run_until([&done] { return done; }, 5000));
-  }
-
-  Reply raw(std::vector<std::string> argv) {
-    std::optional<std::pair<Failure, Reply>> got;
-    client_->command(std::move(argv), [&got](Failure f, Reply& r) { got = std::make_pair(f, r); });
-    REQUIRE(fx_.run_until([&got] { return got.has_value(); }, 5000));
-    REQUIRE(got->first == Failure::kNone);
-    return got->second;
+    REQUIRE(pump([&done] { return done; }));
   }
 
   // calls per command since the last CONFIG RESETSTAT, from INFO commandstats.
@@ -109,11 +85,6 @@ class Rig {
   }
 
   Link link;
-
- private:
-  fg::test::RedisServer server_;
-  fg::test::LoopFixture fx_;
-  std::unique_ptr<fg::redis::Client> client_;
 };
 
 }  // namespace

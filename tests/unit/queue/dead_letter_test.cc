@@ -15,9 +15,7 @@
 
 #include "queue/queue_store.h"
 #include "queue/retry_schedule.h"
-#include "tests/support/loop_fixture.h"
-#include "tests/support/redis_server.h"
-#include "tests/support/redis_test_client.h"
+#include "tests/support/redis_rig.h"
 
 namespace {
 
@@ -33,56 +31,14 @@ constexpr uint64_t kNow = kCreated + 24ULL * 3600 * 1000;
 constexpr uint64_t kMaxWait = 60'000;
 constexpr uint64_t kTtl = 600'000;
 
-// The loop (the shared fixture), one client and a fresh redis-server for one test;
-// finish() closes the client and requires uv_loop_close() == 0.
-class Rig {
+// A fresh redis-server, the loop and one client for one test (tests/support/redis_rig.h),
+// with the dead-letter stream's consumer group created.
+class Rig : public fg::test::RedisRig {
  public:
-  Rig() {
-    INFO(server_.error());
-    REQUIRE(server_.ok());
-    auto ep = fg::redis::parse_url(server_.url());
-    REQUIRE(ep.is_ok());
-    client_ = std::make_unique<fg::redis::Client>(&fx_.loop,
-                                                  fg::test::test_client_options(ep.value(), "dead-letter-test"));
-    client_->start();
-    REQUIRE(pump([this] { return client_->connected(); }));
+  Rig() : RedisRig("dead-letter-test") {
     raw({"XGROUP", "CREATE", keys.stream(kRoute), q::kGroup, "0", "MKSTREAM"});
   }
-  ~Rig() {
-    if (!finished_) finish();
-  }
 
-  // Closes the client and the loop; false when a handle was left open.
-  bool finish() {
-    finished_ = true;
-    bool closed = false;
-    client_->close([&closed] { closed = true; });
-    bool ok = pump([&closed] { return closed; });
-    if (ok) client_.reset();
-    else (void)client_.release();  // ~Client would abort; the test reports the failure
-    return fx_.close() && ok;
-  }
-
-  // Runs the loop until `done()` or 5 s passed.
-  bool pump(const std::function<bool()>& done) { return fx_.run_until(done, 5000); }
-
-  // Runs `start(cb)` and waits for cb's value.
-  template <class T>
-  T wait_for(const std::function<void(std::function<void(T)>)>& start) {
-    std::optional<T> got;
-    start([&got](T v) { got = std::move(v); });
-    REQUIRE(pump([&got] { return got.has_value(); }));
-    return std::move(*got);
-  }
-
-  Reply raw(std::vector<std::string> argv) {
-    // Checked after the loop returned: a REQUIRE must not throw through libuv's frames.
-    auto got = wait_for<std::pair<Failure, Reply>>([&](auto cb) {
-      client_->command(std::move(argv), [cb](Failure f, Reply& r) { cb({f, r}); });
-    });
-    REQUIRE(got.first == Failure::kNone);
-    return got.second;
-  }
   int64_t num(std::vector<std::string> argv) {
     Reply r = raw(std::move(argv));
     if (r.type == Reply::Type::kInteger) return r.integer;
@@ -115,7 +71,7 @@ class Rig {
       raw({"SET", t.idem_key, "i" + t.idem_owner + "\nfp\n0", "PX", "30000"});
     }
     auto res = wait_for<q::EnqueueResult>([&](auto cb) {
-      q::enqueue(*client_, scripts, keys, t, 1000, kTtl, 0, [cb](q::EnqueueResult& r) { cb(r); });
+      q::enqueue(client(), scripts, keys, t, 1000, kTtl, 0, [cb](q::EnqueueResult& r) { cb(r); });
     });
     REQUIRE(res.kind == q::EnqueueResult::Kind::kOk);
     return t.id;
@@ -137,7 +93,7 @@ class Rig {
     auto [entry, ticket] = next_entry();
     REQUIRE(ticket == expect_ticket);
     auto d = wait_for<q::Delivery>([&](auto cb) {
-      q::start(*client_, scripts, keys, kRoute, entry, ticket, now, kMaxWait, [cb](q::Delivery& del) { cb(del); });
+      q::start(client(), scripts, keys, kRoute, entry, ticket, now, kMaxWait, [cb](q::Delivery& del) { cb(del); });
     });
     REQUIRE(d.kind == q::Delivery::Kind::kGo);
     CHECK(d.attempts == expect_attempts);
@@ -148,67 +104,61 @@ class Rig {
   q::MoveResult park(const std::string& entry, const std::string& id, uint64_t due, const char* reason = "timeout",
                      const q::Fence& fence = {}) {
     return wait_for<q::MoveResult>(
-        [&](auto cb) { q::park(*client_, retry, keys, kRoute, entry, id, reason, kNow, due, cb, fence); });
+        [&](auto cb) { q::park(client(), retry, keys, kRoute, entry, id, reason, kNow, due, cb, fence); });
   }
   q::MoveResult bury(const std::string& entry, const std::string& id, uint64_t now = kNow,
                      const char* reason = "connect", const q::Fence& fence = {}) {
     return wait_for<q::MoveResult>(
-        [&](auto cb) { q::bury(*client_, retry, keys, kRoute, entry, id, reason, now, cb, fence); });
+        [&](auto cb) { q::bury(client(), retry, keys, kRoute, entry, id, reason, now, cb, fence); });
   }
   // Fire and forget: a PING after it is answered after it ran.
   void count_retry(const std::string& entry, const std::string& id, const std::string& consumer,
                    const q::Fence& fence) {
-    q::count_retry(*client_, scripts, keys, kRoute, entry, consumer, id, fence);
+    q::count_retry(client(), scripts, keys, kRoute, entry, consumer, id, fence);
     raw({"PING"});
   }
   void keep_claimed(const std::string& entry, const std::string& consumer, const q::Fence& fence) {
-    q::keep_claimed(*client_, scripts, keys, kRoute, entry, consumer, fence);
+    q::keep_claimed(client(), scripts, keys, kRoute, entry, consumer, fence);
     raw({"PING"});
   }
   q::Promoted promote(uint64_t now, uint64_t max = 100, const q::Fence& fence = {}) {
-    return wait_for<q::Promoted>([&](auto cb) { q::promote(*client_, retry, keys, kRoute, now, max, cb, fence); });
+    return wait_for<q::Promoted>([&](auto cb) { q::promote(client(), retry, keys, kRoute, now, max, cb, fence); });
   }
   q::DeadPage list(uint64_t offset = 0, uint64_t count = 100) {
     return wait_for<q::DeadPage>(
-        [&](auto cb) { q::list_dead(*client_, retry, keys, kRoute, offset, count, [cb](q::DeadPage& p) { cb(p); }); });
+        [&](auto cb) { q::list_dead(client(), retry, keys, kRoute, offset, count, [cb](q::DeadPage& p) { cb(p); }); });
   }
   std::pair<bool, int64_t> count() {
     return wait_for<std::pair<bool, int64_t>>(
-        [&](auto cb) { q::count_dead(*client_, keys, kRoute, [cb](bool ok, int64_t n) { cb({ok, n}); }); });
+        [&](auto cb) { q::count_dead(client(), keys, kRoute, [cb](bool ok, int64_t n) { cb({ok, n}); }); });
   }
   q::Redelivered redeliver(const std::string& id, const std::string& route = kRoute) {
-    return wait_for<q::Redelivered>([&](auto cb) { q::redeliver(*client_, retry, keys, route, id, kNow, cb); });
+    return wait_for<q::Redelivered>([&](auto cb) { q::redeliver(client(), retry, keys, route, id, kNow, cb); });
   }
   q::Redelivered redeliver_all(uint64_t max) {
-    return wait_for<q::Redelivered>([&](auto cb) { q::redeliver_all(*client_, retry, keys, kRoute, kNow, max, cb); });
+    return wait_for<q::Redelivered>([&](auto cb) { q::redeliver_all(client(), retry, keys, kRoute, kNow, max, cb); });
   }
   q::TicketView poll(const std::string& id) {
     return wait_for<q::TicketView>(
-        [&](auto cb) { q::poll(*client_, scripts, keys, id, [cb](q::TicketView& v) { cb(v); }); });
+        [&](auto cb) { q::poll(client(), scripts, keys, id, [cb](q::TicketView& v) { cb(v); }); });
   }
   bool expire(const std::string& id) {
-    return wait_for<bool>([&](auto cb) { q::expire(*client_, scripts, keys, id, kNow, kTtl, cb); });
+    return wait_for<bool>([&](auto cb) { q::expire(client(), scripts, keys, id, kNow, kTtl, cb); });
   }
   q::CancelResult cancel(const std::string& id) {
     return wait_for<q::CancelResult>([&](auto cb) {
-      q::cancel(*client_, scripts, keys, id, kNow, kTtl, [cb](q::CancelResult r, const std::string&) { cb(r); });
+      q::cancel(client(), scripts, keys, id, kNow, kTtl, [cb](q::CancelResult r, const std::string&) { cb(r); });
     });
   }
   bool finish_done(const std::string& entry, const std::string& id, const char* state = "done") {
     return wait_for<q::Written>([&](auto cb) {
-      q::finish(*client_, scripts, keys, kRoute, entry, id, state, "resp", "", kNow, kTtl, true, kTtl, cb);
+      q::finish(client(), scripts, keys, kRoute, entry, id, state, "resp", "", kNow, kTtl, true, kTtl, cb);
     }) == q::Written::kOk;
   }
 
   q::Keys keys{"fgdl:"};
   q::Scripts scripts;
   q::RetryScripts retry;
-
- private:
-  fg::test::RedisServer server_;
-  fg::test::LoopFixture fx_;
-  std::unique_ptr<fg::redis::Client> client_;
-  bool finished_ = false;
 };
 
 // ---- the schedule (pure) ----
