@@ -10,10 +10,12 @@
 #include <functional>
 #include <memory>
 
+#include "core/clock.h"
+
 namespace fg::cluster {
 
 // The monotonic clock in ms, the clock of every cluster timeout.
-inline uint64_t mono_ms() { return uv_hrtime() / 1000000; }
+using clock::mono_ms;
 
 // A repeating (or one-shot) timer. Constructed, started, stopped and destroyed on the
 // loop's thread; the callback never runs after the destructor.
