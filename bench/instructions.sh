@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # User-space instructions per request, counted by valgrind's callgrind: the 429
-# rejection path (a route with rate 1 under load) and the plain proxy path (the
-# same route without a budget, the demo shop behind it). Instruction counts do
+# rejection path (a route with rate 1 under load), the plain proxy path (the same
+# route without a budget, the demo shop behind it) and that path with the access
+# log on (`logged`: one JSON line per request to a file). Instruction counts do
 # not depend on what else the machine is doing, so this is the figure to compare
 # between revisions on a busy machine (wall-clock req/s needs a quiet one).
 #
-#   bench/instructions.sh                   both paths, 10 s of load each
+#   bench/instructions.sh                   all three paths, 10 s of load each
 #   DUR=20 bench/instructions.sh reject     one path
 #
 # Environment:
@@ -28,9 +29,9 @@ source "$repo_root/bench/lib.sh"
 DUR="${DUR:-10}"
 CONNS="${CONNS:-10}"
 paths=("$@")
-[[ ${#paths[@]} -gt 0 ]] || paths=(reject proxy)
+[[ ${#paths[@]} -gt 0 ]] || paths=(reject proxy logged)
 for p in "${paths[@]}"; do
-  [[ "$p" == reject || "$p" == proxy ]] || die "unknown path '$p' (reject or proxy)"
+  [[ "$p" == reject || "$p" == proxy || "$p" == logged ]] || die "unknown path '$p' (reject, proxy or logged)"
 done
 
 bench_prerequisites wrk curl valgrind callgrind_annotate
@@ -43,8 +44,8 @@ bench_start shop "$shop_bin" --listen "127.0.0.1:$shop_port" --threads 1
 shop_pid=$started_pid
 wait_http shop "$shop_pid" "http://127.0.0.1:$shop_port/api/products"
 
-measure() {  # measure PATH_NAME ROUTE_EXTRA
-  local name="$1" extra="$2"
+measure() {  # measure PATH_NAME ROUTE_EXTRA [ACCESS_LOG]
+  local name="$1" extra="$2" access="${3:-false}"
   cat >"$work/$name.toml" <<EOF
 [server]
 listen = "127.0.0.1:$fg_port"
@@ -64,7 +65,7 @@ $extra
 
 [log]
 file = "$work/$name.log"
-access = false
+access = $access
 EOF
   "$floodgate_bin" --check -c "$work/$name.toml" >/dev/null || die "the generated config $name.toml is rejected"
   valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.$name" \
@@ -94,5 +95,6 @@ for p in "${paths[@]}"; do
   case "$p" in
     reject) measure reject $'rate = 1\nburst = 1\noverflow = "reject"' ;;
     proxy) measure proxy "" ;;
+    logged) measure logged "" true ;;
   esac
 done

@@ -116,15 +116,34 @@ uint64_t wall_ms() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000 + static_cast<uint64_t>(ts.tv_nsec) / 1000000;
 }
 
+size_t format_timestamp(char* out, uint64_t ms) {
+  // Every line of a second shares "YYYY-MM-DDTHH:MM:SS.": it is formatted once per
+  // second and thread, and a line only adds its milliseconds.
+  static thread_local uint64_t cached_secs = UINT64_MAX;
+  static thread_local char prefix[32];
+  static thread_local size_t prefix_len = 0;
+  uint64_t secs = ms / 1000;
+  if (secs != cached_secs) {
+    time_t t = static_cast<time_t>(secs);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    int n = std::snprintf(prefix, sizeof prefix, "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900,
+                          tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    prefix_len = n > 0 ? static_cast<size_t>(n) : 0;
+    cached_secs = secs;
+  }
+  std::memcpy(out, prefix, prefix_len);
+  unsigned frac = static_cast<unsigned>(ms % 1000);
+  out[prefix_len] = static_cast<char>('0' + frac / 100);
+  out[prefix_len + 1] = static_cast<char>('0' + frac / 10 % 10);
+  out[prefix_len + 2] = static_cast<char>('0' + frac % 10);
+  out[prefix_len + 3] = 'Z';
+  return prefix_len + 4;
+}
+
 void append_timestamp(std::string& out, uint64_t ms) {
-  time_t secs = static_cast<time_t>(ms / 1000);
-  struct tm tm;
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  int n = std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                        static_cast<int>(ms % 1000));
-  out.append(buf, static_cast<size_t>(n));
+  char buf[kTimestampMax];
+  out.append(buf, format_timestamp(buf, ms));
 }
 
 Line::Line(std::string& out) : out_(out) { out_ += '{'; }

@@ -39,6 +39,9 @@ bool keep_access_line(int status);
 // Milliseconds since the Unix epoch, and its ISO-8601 UTC form "2026-11-25T22:04:38.123Z".
 uint64_t wall_ms();
 void append_timestamp(std::string& out, uint64_t wall_ms);
+// The same into out[0..kTimestampMax); returns its length (24 until the year 10000).
+constexpr size_t kTimestampMax = 40;
+size_t format_timestamp(char* out, uint64_t wall_ms);
 
 // A small builder for one JSON object: add fields, then finish() appends the newline.
 class Line {
@@ -63,9 +66,8 @@ void event(std::string_view level, std::string_view name, Fill&& fill) {
   std::string buf;
   buf.reserve(256);
   Line line(buf);
-  std::string ts;
-  append_timestamp(ts, wall_ms());
-  line.str("ts", ts).str("level", level).str("event", name);
+  char ts[kTimestampMax];
+  line.str("ts", std::string_view(ts, format_timestamp(ts, wall_ms()))).str("level", level).str("event", name);
   fill(line);
   line.finish();
   write_raw(buf);

@@ -727,8 +727,8 @@ void ClientConn::write_access_log() {
   // Metrics above count every request; the line itself may be sampled (never an error).
   if (!cfg.log.access || !log::keep_access_line(s.status())) return;
   std::string& out = worker_->access_log().buffer();
-  std::string ts;
-  log::append_timestamp(ts, log::wall_ms());
+  char ts_buf[log::kTimestampMax];
+  std::string_view ts(ts_buf, log::format_timestamp(ts_buf, log::wall_ms()));
   std::string_view route = s.route() >= 0 ? std::string_view(cfg.routes[static_cast<size_t>(s.route())].name)
                                           : std::string_view();
   // Only the fields log.access_fields selects, always in this order.

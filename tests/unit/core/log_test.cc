@@ -21,4 +21,16 @@ TEST_CASE("timestamps are ISO-8601 UTC with milliseconds", "[core]") {
   std::string ts;
   fg::log::append_timestamp(ts, 1764108278123ULL);  // 2025-11-25T22:04:38.123Z
   CHECK(ts == "2025-11-25T22:04:38.123Z");
+  // The second is formatted once and reused: later milliseconds of it, the next second,
+  // a minute and a year boundary, and an earlier second again all come out right.
+  auto at = [](uint64_t ms) {
+    char buf[fg::log::kTimestampMax];
+    return std::string(buf, fg::log::format_timestamp(buf, ms));
+  };
+  CHECK(at(1764108278005ULL) == "2025-11-25T22:04:38.005Z");
+  CHECK(at(1764108278999ULL) == "2025-11-25T22:04:38.999Z");
+  CHECK(at(1764108279000ULL) == "2025-11-25T22:04:39.000Z");
+  CHECK(at(1767225599999ULL) == "2025-12-31T23:59:59.999Z");
+  CHECK(at(1767225600040ULL) == "2026-01-01T00:00:00.040Z");
+  CHECK(at(1764108278123ULL) == "2025-11-25T22:04:38.123Z");
 }
