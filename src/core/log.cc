@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <cerrno>
 #include <cinttypes>
 #include <cstdio>
@@ -148,26 +149,42 @@ void append_timestamp(std::string& out, uint64_t ms) {
 
 Line::Line(std::string& out) : out_(out) { out_ += '{'; }
 
-void Line::key(std::string_view k) {
-  if (out_.back() != '{') out_ += ',';
-  out_ += '"';
-  out_.append(k);
-  out_ += "\":";
+// Field names are short literals: the separator, the quoted name and what follows are
+// put together on the stack and appended once (an access line has a dozen fields).
+void Line::key(std::string_view k, std::string_view tail) {
+  char buf[96];
+  if (k.size() + tail.size() + 4 > sizeof buf) {
+    if (!first_) out_ += ',';
+    out_ += '"';
+    out_.append(k);
+    out_ += "\":";
+    out_.append(tail);
+  } else {
+    char* p = buf;
+    if (!first_) *p++ = ',';
+    *p++ = '"';
+    std::memcpy(p, k.data(), k.size());
+    p += k.size();
+    *p++ = '"';
+    *p++ = ':';
+    std::memcpy(p, tail.data(), tail.size());
+    p += tail.size();
+    out_.append(buf, static_cast<size_t>(p - buf));
+  }
+  first_ = false;
 }
 
 Line& Line::str(std::string_view k, std::string_view value) {
-  key(k);
-  out_ += '"';
+  key(k, "\"");
   json::append_escaped(out_, value);
   out_ += '"';
   return *this;
 }
 
 Line& Line::num(std::string_view k, int64_t value) {
-  key(k);
   char buf[24];
-  int n = std::snprintf(buf, sizeof buf, "%" PRId64, value);
-  out_.append(buf, static_cast<size_t>(n));
+  char* end = std::to_chars(buf, buf + sizeof buf, value).ptr;
+  key(k, std::string_view(buf, static_cast<size_t>(end - buf)));
   return *this;
 }
 
@@ -180,8 +197,7 @@ Line& Line::dbl(std::string_view k, double value) {
 }
 
 Line& Line::boolean(std::string_view k, bool value) {
-  key(k);
-  out_ += value ? "true" : "false";
+  key(k, value ? "true" : "false");
   return *this;
 }
 

@@ -54,8 +54,10 @@ class Line {
   void finish();
 
  private:
-  void key(std::string_view k);
+  // Appends `,"k":` (no comma before the first field) and then `tail` in one append.
+  void key(std::string_view k, std::string_view tail = {});
   std::string& out_;
+  bool first_ = true;
 };
 
 // Writes an event line {"ts":..,"level":..,"event":name, ...}; `fill` may add fields.
