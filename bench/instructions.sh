@@ -88,7 +88,7 @@ EOF
   printf '%-7s requests %-8s instructions %-13s per request %s\n' "$name" "$requests" "$total" \
     "$(( total / (requests > 0 ? requests : 1) ))"
   callgrind_annotate "$work/callgrind.$name" 2>/dev/null |
-    awk '/file:function/ { on = 1; getline; next } on && NF { print "    " $0 } ' | head -10 | cut -c1-140
+    awk '/file:function/ { on = 1; getline; next } on && NF { print "    " $0 } ' | head -10 | cut -c1-140 || true  # head may close the pipe early (SIGPIPE)
 }
 
 for p in "${paths[@]}"; do
