@@ -501,17 +501,18 @@ std::string UpstreamPool::server_address(size_t i) const {
   return servers_[i].resolved ? address_text(servers_[i].addr) : std::string();
 }
 
-bool UpstreamPool::usable(size_t i, const std::vector<bool>& tried) const {
-  if (tried[i] || !servers_[i].resolved) return false;
+bool UpstreamPool::serves(size_t i) const {
+  if (!servers_[i].resolved) return false;
   if (i < counters_->down.size() && counters_->down[i].load(std::memory_order_relaxed)) return false;
   if (breaker::Breaker* b = counters_->breaker_of(i); b && b->state() == breaker::State::kOpen) return false;
   return true;
 }
 
+bool UpstreamPool::usable(size_t i, const std::vector<bool>& tried) const { return !tried[i] && serves(i); }
+
 bool UpstreamPool::any_available() const {
-  std::vector<bool> none(servers_.size(), false);
   for (size_t i = 0; i < servers_.size(); i++) {
-    if (!usable(i, none)) continue;
+    if (!serves(i)) continue;
     if (counters_->count[i].load(std::memory_order_relaxed) < static_cast<int64_t>(config_.max_connections))
       return true;
   }
@@ -519,9 +520,8 @@ bool UpstreamPool::any_available() const {
 }
 
 bool UpstreamPool::any_usable() const {
-  std::vector<bool> none(servers_.size(), false);
   for (size_t i = 0; i < servers_.size(); i++)
-    if (usable(i, none)) return true;
+    if (serves(i)) return true;
   return false;
 }
 

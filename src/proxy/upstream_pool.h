@@ -240,6 +240,9 @@ class UpstreamPool {
   void resolution_done(Status s);
   void forget(UpstreamConn* conn);  // a connection closed
   size_t pick(const std::vector<bool>& tried);
+  // Server i is resolved, not marked down and its breaker is not open.
+  bool serves(size_t i) const;
+  // ... and was not tried yet by this request.
   bool usable(size_t i, const std::vector<bool>& tried) const;
   size_t primaries_ = 0;
 
