@@ -61,7 +61,17 @@ struct ResponseParser::Impl {
   // Clears the per-message state; also used between an interim 1xx and the final response.
   void start_message() {
     llhttp_reset(&parser_);
-    head_ = ResponseHead{};
+    // The head is only lent to the caller, so its headers are kept from one response to
+    // the next and written over in place (headers_used_ counts this message's): an
+    // upstream that sends the same headers every time costs no allocation for them.
+    head_.status = 0;
+    head_.reason.clear();
+    head_.version_major = 1;
+    head_.version_minor = 1;
+    head_.body = BodyKind::kNone;
+    head_.content_length = 0;
+    head_.keep_alive = true;
+    headers_used_ = 0;
     head_.headers.reserve(kReservedHeaders);
     field_.clear();
     value_.clear();
@@ -100,13 +110,22 @@ struct ResponseParser::Impl {
 
   int on_header_value_complete() {
     if (head_delivered_) return 0;
-    head_.headers.push_back(Header{std::move(field_), std::string(trim_ows(value_))});
+    std::string_view value = trim_ows(value_);
+    if (headers_used_ < head_.headers.size()) {
+      Header& h = head_.headers[headers_used_];
+      h.name.assign(field_);
+      h.value.assign(value);
+    } else {
+      head_.headers.push_back(Header{field_, std::string(value)});
+    }
+    ++headers_used_;
     field_.clear();
     value_.clear();
     return 0;
   }
 
   int on_headers_complete() {
+    if (!head_delivered_) head_.headers.resize(headers_used_);  // drops the last message's extra ones
     const int status = llhttp_get_status_code(&parser_);
     // llhttp accepts any run of digits as a status ("20", "000", "999"); relaying one
     // outside RFC 9110's 100..599 would hand the client a status line it cannot read.
@@ -220,6 +239,7 @@ struct ResponseParser::Impl {
   State state_ = State::kNeedMore;
   std::string error_;
   ResponseHead head_;
+  size_t headers_used_ = 0;  // headers of the current message in head_.headers
   std::string field_;
   std::string value_;
   uint64_t head_bytes_ = 0;

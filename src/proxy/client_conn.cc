@@ -253,10 +253,10 @@ void ClientConn::on_request_head(http::RequestHead& head) {
   const auto& snap = worker_->snapshot();
   const Config& cfg = *snap->config;
   uint64_t now = uv_hrtime();  // request start, for durations
-  std::string request_id;
+  std::string request_id = session_.take_request_id();
   const http::Header* rid = http::find_header(head.headers, "X-Request-Id");
   if (rid && valid_request_id(rid->value))
-    request_id = rid->value;
+    request_id.assign(rid->value);
   else
     worker_->next_request_id(request_id);
   in_request_ = true;

@@ -58,6 +58,13 @@ class ProxySession final : public UpstreamUser {
   // Facts for the access log of the current/last exchange.
   const http::RequestHead& head() const { return head_; }
   const std::string& request_id() const { return request_id_; }
+  // The finished request's id string, handed back for the next request's id to be
+  // written into (its capacity is reused: no allocation per request).
+  std::string take_request_id() {
+    std::string out = std::move(request_id_);
+    request_id_.clear();
+    return out;
+  }
   int route() const { return route_; }
   int status() const { return status_; }
   int outcome() const { return outcome_; }

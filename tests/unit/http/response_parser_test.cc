@@ -250,6 +250,23 @@ TEST_CASE("the parser is reusable for the next response after begin()", "[http]"
   CHECK(rec.heads[1].status == 404);
   CHECK(rec.body == "ano");
   CHECK(rec.completes == 2);
+  // Headers are written over in place from one response to the next: nothing of the
+  // first response's head may show in the second's, with fewer or with more headers.
+  CHECK(rec.heads[1].reason == "Not Found");
+  CHECK(rec.heads[1].keep_alive);
+  REQUIRE(rec.heads[1].headers.size() == 1);
+  CHECK(rec.heads[1].headers[0].name == "Content-Length");
+  CHECK(rec.heads[1].headers[0].value == "2");
+  std::string third = "HTTP/1.1 200 OK\r\nX-A: 1\r\nX-B:  two  \r\nX-C: 3\r\nContent-Length: 0\r\n\r\n";
+  parser.begin(false);
+  o = parser.execute(third.data(), third.size());
+  REQUIRE(o.state == State::kMessageDone);
+  REQUIRE(rec.heads.size() == 3);
+  REQUIRE(rec.heads[2].headers.size() == 4);
+  CHECK(rec.heads[2].headers[0].name == "X-A");
+  CHECK(rec.heads[2].headers[1].value == "two");
+  CHECK(rec.heads[2].headers[3].name == "Content-Length");
+  CHECK(rec.heads[2].reason == "OK");
 }
 
 TEST_CASE("invalid upstream responses are errors", "[http]") {
