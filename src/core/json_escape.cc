@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 namespace fg::json {
 namespace {
@@ -51,6 +52,18 @@ size_t utf8_sequence(std::string_view s, size_t i) {
   return n;
 }
 
+// True when none of the 8 bytes in `w` needs escaping and all are ASCII: no byte below
+// 0x20, no '"', '\\' or 0x7f, no high bit. The classic "has a byte less than n" and
+// "has a zero byte" word tests (exact as to whether such a byte exists).
+inline bool plain_word(uint64_t w) {
+  constexpr uint64_t kOnes = 0x0101010101010101ULL;
+  constexpr uint64_t kHigh = 0x8080808080808080ULL;
+  auto has_zero = [](uint64_t v) { return (v - kOnes) & ~v & kHigh; };
+  uint64_t bad = ((w - kOnes * 0x20) & ~w & kHigh) | has_zero(w ^ (kOnes * '"')) |
+                 has_zero(w ^ (kOnes * '\\')) | has_zero(w ^ (kOnes * 0x7f)) | (w & kHigh);
+  return bad == 0;
+}
+
 void append_hex_escape(std::string& out, unsigned char c) {
   out.append("\\u00");
   out.push_back(kHex[c >> 4]);
@@ -65,6 +78,10 @@ void append_escaped(std::string& out, std::string_view s, InvalidUtf8 invalid) {
   // so they are copied in one append without reserving or walking them twice.
   const auto* bytes = reinterpret_cast<const unsigned char*>(s.data());
   size_t clean = 0;
+  for (uint64_t w; clean + 8 <= s.size(); clean += 8) {
+    std::memcpy(&w, bytes + clean, 8);
+    if (!plain_word(w)) break;
+  }
   while (clean < s.size() && kPlain.ascii[bytes[clean]]) clean++;
   if (!check_utf8) {
     while (clean < s.size() && (bytes[clean] >= 0x80 || kPlain.ascii[bytes[clean]])) clean++;

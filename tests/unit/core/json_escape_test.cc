@@ -59,3 +59,34 @@ TEST_CASE("json escape: invalid UTF-8 escaped as Latin-1 when asked", "[core]") 
   append_escaped(out, "\"\xff\n", InvalidUtf8::kEscape);
   CHECK(out == "\\\"\\u00ff\\n");
 }
+
+// The clean prefix is scanned eight bytes at a time: a byte that needs escaping must be
+// found at every offset of a word and in the tail, in strings of every short length.
+TEST_CASE("json escape: a special byte is escaped wherever it sits", "[core]") {
+  struct Special {
+    std::string in;
+    std::string kept;     // InvalidUtf8::kKeep
+    std::string escaped;  // InvalidUtf8::kEscape
+  };
+  const Special specials[] = {
+      {"\"", "\\\"", "\\\""},       {"\\", "\\\\", "\\\\"},         {"\n", "\\n", "\\n"},
+      {std::string(1, '\x01'), "\\u0001", "\\u0001"},              {"\x1f", "\\u001f", "\\u001f"},
+      {"\x7f", "\\u007f", "\\u007f"}, {"\xc3\xa9", "\xc3\xa9", "\xc3\xa9"},
+      {"\x80", "\x80", "\\u0080"},    {"\xff", "\xff", "\\u00ff"},    {" ", " ", " "},
+      {"~", "~", "~"}};
+  for (size_t len = 0; len <= 24; ++len) {
+    for (size_t at = 0; at <= len; ++at) {
+      for (const Special& sp : specials) {
+        std::string in = std::string(at, 'a') + sp.in + std::string(len - at, 'b');
+        std::string want_kept = std::string(at, 'a') + sp.kept + std::string(len - at, 'b');
+        std::string want_escaped = std::string(at, 'a') + sp.escaped + std::string(len - at, 'b');
+        std::string got_kept, got_escaped;
+        fg::json::append_escaped(got_kept, in);
+        fg::json::append_escaped(got_escaped, in, fg::json::InvalidUtf8::kEscape);
+        INFO("length " << in.size() << ", special at " << at);
+        REQUIRE(got_kept == want_kept);
+        REQUIRE(got_escaped == want_escaped);
+      }
+    }
+  }
+}
