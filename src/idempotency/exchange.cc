@@ -161,11 +161,6 @@ void Exchange::abandon(Link& link, const ClaimResult& r, const std::string& key,
     idempotency::release(*link.client, link.scripts, key, owner);
 }
 
-std::string Exchange::take_held() {
-  hold_ = false;
-  return std::move(held_);
-}
-
 bool Exchange::complete(Link& link, int status, std::string_view reason, std::string_view header_lines,
                         std::string_view body, bool overflow, uint64_t ttl_ms, std::function<void()> after) {
   if (!capture_ || key_.empty() || link.client == nullptr) return false;

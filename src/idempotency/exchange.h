@@ -114,8 +114,13 @@ class Exchange {
   // Client output is held back until Redis has the record.
   bool holding() const { return hold_; }
   void hold(const char* data, size_t len) { held_.append(data, len); }
-  // Stops holding; returns what was held (the caller writes it).
-  std::string take_held();
+  // Stops holding; returns what was held, for the caller to write and then drop.
+  std::string_view stop_holding() {
+    hold_ = false;
+    return held_;
+  }
+  // Forgets what was held; the buffer keeps its capacity for the next request.
+  void drop_held() { held_.clear(); }
 
   // The upstream answer ended: stores it (a 5xx or an overflowing answer is released
   // or recorded as not replayable), then `after` runs once Redis answered. False when

@@ -374,10 +374,12 @@ bool ProxySession::room_for_response(size_t queued) const {
 }
 
 bool ProxySession::flush_held() {
-  std::string held = idem_.take_held();
+  std::string_view held = idem_.stop_holding();
   if (held.empty()) return true;
   uv_buf_t b = net::buf_of(held.data(), held.size());
-  return client_->write(&b, 1);
+  bool ok = client_->write(&b, 1);  // copies what the socket does not take at once
+  idem_.drop_held();                // a second flush (overflow, then the end) writes nothing
+  return ok;
 }
 
 void ProxySession::on_upstream_body(const char* data, size_t len) {

@@ -281,6 +281,9 @@ struct Client::Impl {
   // ---- commands --------------------------------------------------------------
 
   Op* new_op(Callback cb);
+  // Frees a finished op, or keeps it for the thread's next command.
+  static void free_op(Op* op);
+  static std::vector<Op*>* op_pool();  // null while the thread's pool is being destroyed
 
   void submit(Op* op, bool (Impl::*send_first)(Op*));
 

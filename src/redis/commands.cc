@@ -38,13 +38,64 @@ void convert_reply(const redisReply* r, Reply& out) {
   }
 }
 
+constexpr size_t kPooledOps = 256;
+constexpr size_t kPooledBufferBytes = 16 * 1024;
+// Trivially destructible, so still readable while the thread's other thread_locals
+// are being destroyed (an op freed then is deleted, not pooled).
+thread_local bool op_pool_gone = false;
+
 }  // namespace
 
+// Finished ops are kept for the thread's next commands (a client lives on one loop
+// thread): a command then allocates neither its op nor its packed arguments, whose
+// buffer keeps its capacity. Ops holding a large buffer are freed instead.
+std::vector<Client::Impl::Op*>* Client::Impl::op_pool() {
+  struct Pool {
+    std::vector<Op*> free;
+    ~Pool() {
+      op_pool_gone = true;
+      for (Op* op : free) delete op;
+    }
+  };
+  thread_local Pool pool;
+  return op_pool_gone ? nullptr : &pool.free;
+}
+
 Client::Impl::Op* Client::Impl::new_op(Callback cb) {
-  Op* op = new Op;
+  Op* op;
+  std::vector<Op*>* pool = op_pool();
+  if (pool != nullptr && !pool->empty()) {
+    op = pool->back();
+    pool->pop_back();
+  } else {
+    op = new Op;
+  }
   op->impl = this;
   op->cb = std::move(cb);
   return op;
+}
+
+void Client::Impl::free_op(Op* op) {
+  std::vector<Op*>* pool = op_pool();
+  if (pool == nullptr || pool->size() >= kPooledOps || op->packed.buf.capacity() > kPooledBufferBytes) {
+    delete op;
+    return;
+  }
+  op->prev = op->next = nullptr;
+  op->list = nullptr;
+  op->impl = nullptr;
+  op->cb = nullptr;
+  op->deadline = 0;
+  op->hiredis_refs = 0;
+  op->done = false;
+  op->retried = false;
+  op->script = nullptr;
+  op->keys.clear();
+  op->args.clear();
+  op->packed.buf.clear();
+  op->packed.keys = 0;
+  op->packed.count = 0;
+  pool->push_back(op);
 }
 
 void Client::Impl::submit(Op* op, bool (Impl::*send_first)(Op*)) {
@@ -164,7 +215,7 @@ bool Client::Impl::start_eval(Op* op) {
 // Drops hiredis' reference after it ran one of our callbacks.
 void Client::Impl::release(Op* op) {
   --op->hiredis_refs;
-  if (op->done && op->hiredis_refs == 0) delete op;
+  if (op->done && op->hiredis_refs == 0) free_op(op);
 }
 
 // Delivers the outcome exactly once. The op is unlinked and marked done before the
@@ -173,7 +224,7 @@ void Client::Impl::finish_op(Op* op, Failure failure, Reply& reply) {
   if (op->list) op->list->remove(op);
   op->done = true;
   Callback cb = std::move(op->cb);
-  if (op->hiredis_refs == 0) delete op;
+  if (op->hiredis_refs == 0) free_op(op);
   if (cb) cb(failure, reply);
 }
 

@@ -118,9 +118,10 @@ TEST_CASE("a won claim forwards, records the answer and holds the client's copy"
   CHECK(x.capturing());
   CHECK(x.holding());
   x.hold("HTTP/1.1 200 OK\r\n", 17);
-  CHECK(x.take_held() == "HTTP/1.1 200 OK\r\n");
+  CHECK(x.stop_holding() == "HTTP/1.1 200 OK\r\n");
   CHECK_FALSE(x.holding());
-  CHECK(x.take_held().empty());
+  x.drop_held();
+  CHECK(x.stop_holding().empty());
 
   // Parked: the claim goes with the ticket, nothing is captured here.
   Exchange p = prepared(rules);
