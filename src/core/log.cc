@@ -167,7 +167,7 @@ void Line::key(std::string_view k, std::string_view tail) {
     p += k.size();
     *p++ = '"';
     *p++ = ':';
-    std::memcpy(p, tail.data(), tail.size());
+    if (!tail.empty()) std::memcpy(p, tail.data(), tail.size());  // an empty view may be null
     p += tail.size();
     out_.append(buf, static_cast<size_t>(p - buf));
   }
