@@ -19,6 +19,8 @@
 namespace fg::proxy {
 namespace {
 
+constexpr uint64_t kClaimDeadlineMarginMs = 5;
+
 // Done tickets hold responses in the idempotency store's format.
 const queue::StoredFormat kStoredFormat{
     [](std::string_view stored, int* status) {
@@ -135,7 +137,13 @@ void ProxySession::decide_idempotency() {
   // claim whose gateway died is released by expiry.
   uint64_t lease_ms = up.connect_timeout_ms * up.servers.size() + up.timeout_ms + 5000;
   net::Guard<ProxySession> g = anchor_.guard();
-  uint64_t deadline = log::wall_ms() + cfg.redis.timeout_ms;
+  // Redis refuses the claim once its own clock is past `deadline` (idempotency/store.cc).
+  // The deadline lies a few ms before this gateway gives the command up: Redis rounds
+  // its wall clock to ms and the loop's timer fires on ms-rounded monotonic time, so
+  // without the margin a claim that Redis ran in the very millisecond after the 503
+  // could still take the key and refuse the client's retry for a whole lease.
+  uint64_t margin = std::min<uint64_t>(kClaimDeadlineMarginMs, cfg.redis.timeout_ms / 2);
+  uint64_t deadline = log::wall_ms() + cfg.redis.timeout_ms - margin;
   idem_.claim(link, head_, body_buf_, lease_ms, deadline,
               [g, l = &link, key = idem_.claiming(), owner = idem_.owner()](idempotency::ClaimResult& r) {
                 ProxySession* s = live(g);
