@@ -164,24 +164,26 @@ void Exchange::abandon(Link& link, const ClaimResult& r, const std::string& key,
 bool Exchange::complete(Link& link, int status, std::string_view reason, std::string_view header_lines,
                         std::string_view body, bool overflow, uint64_t ttl_ms, std::function<void()> after) {
   if (!capture_ || key_.empty() || link.client == nullptr) return false;
-  std::string key = std::move(key_);
-  key_.clear();
   capture_ = false;
   auto done = [hold = link.hold(), after = std::move(after)] {
     hold();
     after();
   };
+  // The client copies the key and the record before it returns and never calls back
+  // from inside the call, so both are passed as they are and key_ keeps its capacity.
   if (status >= 500) {
     // A 5xx is not final: release the key so a retry may succeed.
-    idempotency::release(*link.client, link.scripts, key, owner_, std::move(done));
+    idempotency::release(*link.client, link.scripts, key_, owner_, std::move(done));
   } else if (clock::mono_ms() - claim_sent_ms_ + kLeaseMarginMs <= lease_ms_) {
     // The lease cannot have run out yet: one plain SET, no script, no read.
-    std::string record = answer_record(fingerprint_, !overflow, status, reason, header_lines, body);
-    idempotency::record_answer(*link.client, key, record, ttl_ms, std::move(done));
+    thread_local std::string record;
+    answer_record(record, fingerprint_, !overflow, status, reason, header_lines, body);
+    idempotency::record_answer(*link.client, key_, record, ttl_ms, std::move(done));
   } else {
     std::string blob = overflow ? std::string() : encode_response(status, reason, header_lines, body);
-    idempotency::complete(*link.client, link.scripts, key, owner_, blob, !overflow, ttl_ms, std::move(done));
+    idempotency::complete(*link.client, link.scripts, key_, owner_, blob, !overflow, ttl_ms, std::move(done));
   }
+  key_.clear();
   return true;
 }
 

@@ -126,8 +126,10 @@ void claim(redis::Client& client, Scripts& scripts, const std::string& key, cons
            const std::string& owner, uint64_t lease_ms, uint64_t deadline_ms,
            std::function<void(ClaimResult&)> done) {
   std::string lease_end = std::to_string(wall_ms() + lease_ms);
-  std::string record;
-  record.reserve(3 + owner.size() + fingerprint.size() + lease_end.size());
+  // Built in a buffer of the thread's that keeps its capacity: the client copies the
+  // arguments before it returns.
+  thread_local std::string record;
+  record.clear();
   record += 'i';
   record += owner;
   record += '\n';
@@ -200,21 +202,19 @@ void append_response(std::string& out, int status, std::string_view reason, std:
 
 }  // namespace
 
-std::string answer_record(std::string_view fingerprint, bool stored, int status, std::string_view reason,
-                          std::string_view header_lines, std::string_view body) {
-  std::string out;
+void answer_record(std::string& out, std::string_view fingerprint, bool stored, int status,
+                   std::string_view reason, std::string_view header_lines, std::string_view body) {
+  out.clear();
   if (!stored) {
-    out.reserve(1 + fingerprint.size());
     out += 'u';
     out.append(fingerprint);
-    return out;
+    return;
   }
   out.reserve(24 + fingerprint.size() + reason.size() + header_lines.size() + body.size());
   out += 'd';
   out.append(fingerprint);
   out += '\n';
   append_response(out, status, reason, header_lines, body);
-  return out;
 }
 
 std::string encode_response(int status, std::string_view reason, std::string_view header_lines,

@@ -63,9 +63,9 @@ void complete(redis::Client& client, Scripts& scripts, const std::string& key, c
 void record_answer(redis::Client& client, const std::string& key, std::string_view record, uint64_t ttl_ms,
                    std::function<void()> done = nullptr);
 // "d<fingerprint>\n<response>" (stored) or "u<fingerprint>" (too large to keep), the
-// layout described in store.cc, built in one buffer.
-std::string answer_record(std::string_view fingerprint, bool stored, int status, std::string_view reason,
-                          std::string_view header_lines, std::string_view body);
+// layout described in store.cc, built in `out` (replacing what it held).
+void answer_record(std::string& out, std::string_view fingerprint, bool stored, int status,
+                   std::string_view reason, std::string_view header_lines, std::string_view body);
 
 // Drops the owning attempt's claim (5xx answers, upstream failures, aborted requests),
 // so that a retry may proceed.
