@@ -32,6 +32,8 @@
 #include <cstdio>
 #include <utility>
 
+#include "core/clock.h"
+
 namespace fg::cluster {
 namespace {
 
@@ -84,13 +86,13 @@ ClientSync::ClientSync(uv_loop_t* loop, redis::Client* redis, std::shared_ptr<ad
       key_(options_.prefix + "cl:{" + options_.route + "}"),
       seen_key_(key_ + ":seen") {
   set_limiter(std::move(limiter));
-  timer_ = std::make_unique<Timer>(loop, [this] { sync(); });
+  timer_ = std::make_unique<loop::Timer>(loop, [this] { sync(); });
 }
 
 ClientSync::~ClientSync() { stop(); }
 
 void ClientSync::start() {
-  alive_ = make_alive();
+  alive_ = loop::make_alive();
   timer_->start(options_.sync_ms, options_.sync_ms);
 }
 
@@ -112,7 +114,7 @@ void ClientSync::set_limiter(std::shared_ptr<admission::ClientLimiter> limiter) 
 
 void ClientSync::sync() {
   if (!alive_ || in_flight_) return;
-  uint64_t now = mono_ms();
+  uint64_t now = clock::mono_ms();
   ++round_;
   std::vector<admission::ClientLimiter::Delta> deltas = limiter_->collect(options_.max_reported);
   std::vector<Sent> sent;
@@ -152,7 +154,7 @@ void ClientSync::sync() {
   if (sent.empty()) return;  // an idle route costs Redis nothing
   reported_.fetch_add(reported, std::memory_order_relaxed);
   in_flight_ = true;
-  Watch watch = alive_;
+  loop::Watch watch = alive_;
   redis_->eval(&shared_sync_script(), {key_, seen_key_}, std::move(args),
                [this, watch, sent = std::move(sent)](redis::Failure failure, redis::Reply& reply) {
                  if (watch.expired()) return;

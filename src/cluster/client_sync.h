@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "admission/client_limiter.h"
-#include "cluster/loop_handles.h"
+#include "loop/handles.h"
 #include "redis/redis_client.h"
 
 namespace fg::cluster {
@@ -85,8 +85,8 @@ class ClientSync {
   ClientSyncOptions options_;
   std::string key_;
   std::string seen_key_;
-  std::unique_ptr<Timer> timer_;
-  Alive alive_;
+  std::unique_ptr<loop::Timer> timer_;
+  loop::Alive alive_;
   bool in_flight_ = false;
   uint64_t round_ = 0;
   std::unordered_map<uint64_t, Follow> follow_;

@@ -35,6 +35,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/clock.h"
+
 namespace fg::cluster {
 namespace {
 
@@ -97,19 +99,19 @@ ClusterBudget::ClusterBudget(uv_loop_t* loop, redis::Client* redis, const Member
       local_(options_.rate, options_.burst, uv_hrtime()) {
   max_lease_ = options_.max_lease != 0 ? options_.max_lease : default_max_lease(options_.rate, options_.horizon_ms);
   publish_rate();
-  timer_ = std::make_unique<Timer>(loop, [this] { tick(); });
-  retry_ = std::make_unique<Timer>(loop, [this] {
+  timer_ = std::make_unique<loop::Timer>(loop, [this] { tick(); });
+  retry_ = std::make_unique<loop::Timer>(loop, [this] {
     next_lease_ms_ = 0;
     maybe_lease();
   });
-  wakeup_ = std::make_unique<Wakeup>(loop, [this] { maybe_lease(); });
+  wakeup_ = std::make_unique<loop::Wakeup>(loop, [this] { maybe_lease(); });
 }
 
 ClusterBudget::~ClusterBudget() { stop(); }
 
 void ClusterBudget::start() {
-  alive_ = make_alive();
-  last_tick_ms_ = mono_ms();
+  alive_ = loop::make_alive();
+  last_tick_ms_ = clock::mono_ms();
   last_attempts_ = attempts();
   timer_->start(options_.tick_ms, options_.tick_ms);
 }
@@ -215,7 +217,7 @@ int64_t ClusterBudget::target() const {
 }
 
 void ClusterBudget::tick() {
-  uint64_t now = mono_ms();
+  uint64_t now = clock::mono_ms();
   uint64_t attempts = this->attempts();
   bool demanded = attempts != last_attempts_;
   // Demand over the last kDemandTicks ticks (~100 ms), or since start() when that is
@@ -255,7 +257,7 @@ void ClusterBudget::tick() {
 
 void ClusterBudget::maybe_lease() {
   if (!alive_ || lease_in_flight_) return;
-  uint64_t now = mono_ms();
+  uint64_t now = clock::mono_ms();
   if (now < next_lease_ms_) return;  // the tick comes back for it
   bool fallback = fallback_.load(std::memory_order_relaxed);
   int64_t debt = fallback ? 0 : debt_.load(std::memory_order_relaxed);
@@ -264,7 +266,7 @@ void ClusterBudget::maybe_lease() {
   refill_wanted_.store(false, std::memory_order_relaxed);
   if (want == 0 && debt == 0) return;
   lease_in_flight_ = true;
-  Watch watch = alive_;
+  loop::Watch watch = alive_;
   redis_->eval(&shared_lease_script(), {key_},
                {number(options_.rate), number(options_.burst), std::to_string(want), std::to_string(debt)},
                [this, watch, debt](redis::Failure failure, redis::Reply& reply) {
@@ -275,7 +277,7 @@ void ClusterBudget::maybe_lease() {
 
 void ClusterBudget::on_lease(redis::Failure failure, const redis::Reply& reply, int64_t debt_sent) {
   lease_in_flight_ = false;
-  uint64_t now = mono_ms();
+  uint64_t now = clock::mono_ms();
   bool ok = failure == redis::Failure::kNone && reply.type == redis::Reply::Type::kArray &&
             reply.elements.size() == 3;
   if (!ok) {

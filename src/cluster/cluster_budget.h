@@ -14,7 +14,7 @@
 
 #include "admission/budget.h"
 #include "admission/shared_budget.h"
-#include "cluster/loop_handles.h"
+#include "loop/handles.h"
 #include "cluster/membership.h"
 #include "redis/redis_client.h"
 
@@ -112,10 +112,10 @@ class ClusterBudget : public admission::SharedBudget {
   const Membership* membership_;
   ClusterBudgetOptions options_;
   std::string key_;
-  std::unique_ptr<Timer> timer_;
-  std::unique_ptr<Timer> retry_;  // the next lease after a short grant, on time
-  std::unique_ptr<Wakeup> wakeup_;
-  Alive alive_;
+  std::unique_ptr<loop::Timer> timer_;
+  std::unique_ptr<loop::Timer> retry_;  // the next lease after a short grant, on time
+  std::unique_ptr<loop::Wakeup> wakeup_;
+  loop::Alive alive_;
 
   // Hot path, shared by the workers.
   std::atomic<int64_t> tokens_{0};     // left in the current lease

@@ -14,6 +14,8 @@
 #include <string>
 #include <utility>
 
+#include "core/clock.h"
+
 namespace fg::cluster {
 namespace {
 
@@ -89,13 +91,13 @@ LeaderKeys::LeaderKeys(const std::string& prefix, const std::string& name, const
 
 LeaderLease::LeaderLease(uv_loop_t* loop, redis::Client* redis, LeaderLeaseOptions options)
     : redis_(redis), options_(std::move(options)), keys_(options_.prefix, options_.name, options_.tag) {
-  timer_ = std::make_unique<Timer>(loop, [this] { attempt(); });
+  timer_ = std::make_unique<loop::Timer>(loop, [this] { attempt(); });
 }
 
 LeaderLease::~LeaderLease() { stop(false); }
 
 void LeaderLease::start() {
-  alive_ = make_alive();
+  alive_ = loop::make_alive();
   timer_->start(0, std::max<uint64_t>(1, options_.ttl_ms / 3));
 }
 
@@ -117,7 +119,7 @@ void LeaderLease::stop(bool release) {
 
 uint64_t LeaderLease::token() const {
   uint64_t tok = token_.load(std::memory_order_relaxed);
-  if (tok == 0 || mono_ms() >= valid_until_ms_.load(std::memory_order_relaxed)) return 0;
+  if (tok == 0 || clock::mono_ms() >= valid_until_ms_.load(std::memory_order_relaxed)) return 0;
   return tok;
 }
 
@@ -128,14 +130,14 @@ void LeaderLease::lose() {
 }
 
 void LeaderLease::attempt() {
-  uint64_t now = mono_ms();
+  uint64_t now = clock::mono_ms();
   // A holder past its local deadline is no longer leader, whatever Redis says later.
   if (token_.load(std::memory_order_relaxed) != 0 && now >= valid_until_ms_.load(std::memory_order_relaxed)) {
     lose();
   }
   if (in_flight_) return;
   in_flight_ = true;
-  Watch watch = alive_;
+  loop::Watch watch = alive_;
   uint64_t sent = now;
   redis_->eval(&shared_acquire_script(), {keys_.lock, keys_.epoch, keys_.fence},
                {options_.holder_id, std::to_string(options_.ttl_ms)},

@@ -13,7 +13,7 @@
 #include <string>
 #include <string_view>
 
-#include "cluster/loop_handles.h"
+#include "loop/handles.h"
 #include "redis/redis_client.h"
 
 namespace fg::cluster {
@@ -83,8 +83,8 @@ class LeaderLease {
   redis::Client* redis_;
   LeaderLeaseOptions options_;
   LeaderKeys keys_;
-  std::unique_ptr<Timer> timer_;
-  Alive alive_;
+  std::unique_ptr<loop::Timer> timer_;
+  loop::Alive alive_;
   bool in_flight_ = false;
   std::atomic<uint64_t> token_{0};
   std::atomic<uint64_t> valid_until_ms_{0};  // monotonic ms

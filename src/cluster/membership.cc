@@ -35,13 +35,13 @@ redis::Script& shared_heartbeat_script() {
 
 Membership::Membership(uv_loop_t* loop, redis::Client* redis, MembershipOptions options)
     : redis_(redis), options_(std::move(options)), key_(options_.prefix + "cluster:members") {
-  timer_ = std::make_unique<Timer>(loop, [this] { beat(); });
+  timer_ = std::make_unique<loop::Timer>(loop, [this] { beat(); });
 }
 
 Membership::~Membership() { stop(false); }
 
 void Membership::start() {
-  alive_ = make_alive();
+  alive_ = loop::make_alive();
   timer_->start(0, std::max<uint64_t>(1, options_.heartbeat_ms));
 }
 
@@ -67,7 +67,7 @@ uint32_t Membership::live_instances() const {
 }
 
 void Membership::beat() {
-  Watch watch = alive_;
+  loop::Watch watch = alive_;
   redis_->eval(&shared_heartbeat_script(), {key_}, {options_.instance_id, std::to_string(options_.ttl_ms)},
                [this, watch](redis::Failure failure, redis::Reply& reply) {
                  if (watch.expired()) return;

@@ -12,7 +12,7 @@
 #include <memory>
 #include <string>
 
-#include "cluster/loop_handles.h"
+#include "loop/handles.h"
 #include "redis/redis_client.h"
 
 namespace fg::cluster {
@@ -59,8 +59,8 @@ class Membership {
   redis::Client* redis_;
   MembershipOptions options_;
   std::string key_;
-  std::unique_ptr<Timer> timer_;
-  Alive alive_;
+  std::unique_ptr<loop::Timer> timer_;
+  loop::Alive alive_;
   std::atomic<uint32_t> live_{0};
   std::atomic<bool> seen_{false};
   std::atomic<uint64_t> heartbeats_{0};

@@ -9,7 +9,7 @@
 #include "http/serialize.h"
 #include "idempotency/store.h"
 #include "net/stream_write.h"
-#include "proxy/timers.h"
+#include "loop/handles.h"
 #include "proxy/worker_state.h"
 
 namespace fg::proxy {
@@ -33,11 +33,11 @@ std::string json_escape(std::string_view s) {
 
 Delivery::Delivery(Dispatcher* d, std::string entry, std::string ticket, bool reclaimed)
     : d_(d), entry_(std::move(entry)), ticket_(std::move(ticket)), reclaimed_(reclaimed), fence_(d->fence()) {
-  timer_ = new_timer(d_->worker()->loop(), this);
+  timer_ = loop::new_timer(d_->worker()->loop(), this);
   snap_ = d_->worker()->snapshot();
 }
 
-Delivery::~Delivery() { close_timer(timer_); }
+Delivery::~Delivery() { loop::close_timer(timer_); }
 
 void Delivery::begin() { wait_budget(); }
 

@@ -11,7 +11,7 @@
 #include "net/stream_write.h"
 #include "proxy/delivery.h"
 #include "proxy/worker_state.h"
-#include "proxy/timers.h"
+#include "loop/handles.h"
 #include "proxy/upstream_pool.h"
 
 namespace fg::proxy {
@@ -31,10 +31,10 @@ Dispatcher::Dispatcher(WorkerState* worker, std::string route) : worker_(worker)
   // One consumer name per worker of this process: pending entries of a dead process
   // are found by XAUTOCLAIM, whoever asks.
   consumer_ = std::string(host) + "-" + std::to_string(getpid()) + "-" + std::to_string(worker->id());
-  read_timer_ = new_timer(worker->loop(), this);
-  reclaim_timer_ = new_timer(worker->loop(), this);
-  sample_timer_ = new_timer(worker->loop(), this);
-  promote_timer_ = new_timer(worker->loop(), this);
+  read_timer_ = loop::new_timer(worker->loop(), this);
+  reclaim_timer_ = loop::new_timer(worker->loop(), this);
+  sample_timer_ = loop::new_timer(worker->loop(), this);
+  promote_timer_ = loop::new_timer(worker->loop(), this);
 }
 
 Dispatcher::~Dispatcher() {
@@ -106,10 +106,10 @@ void Dispatcher::force_stop() {
 void Dispatcher::maybe_idle() {
   if (!stopping_ || closed_ || !deliveries_.empty() || reading_ || promoting_) return;
   closed_ = true;
-  close_timer(read_timer_);
-  close_timer(reclaim_timer_);
-  close_timer(sample_timer_);
-  close_timer(promote_timer_);
+  loop::close_timer(read_timer_);
+  loop::close_timer(reclaim_timer_);
+  loop::close_timer(sample_timer_);
+  loop::close_timer(promote_timer_);
   if (webhook_pool_) worker_->keep_pool(std::move(webhook_pool_));
   auto cb = std::move(on_idle_);
   if (cb) cb();

@@ -5,7 +5,7 @@
 #include "core/log.h"
 #include "net/stream_write.h"
 #include "proxy/dispatcher.h"
-#include "proxy/timers.h"
+#include "loop/handles.h"
 #include "proxy/upstream_pool.h"
 #include "proxy/worker_state.h"
 
@@ -24,9 +24,9 @@ class WebhookPost final : public UpstreamUser {
  public:
   WebhookPost(std::shared_ptr<UpstreamPool> pool, std::string head, std::string body)
       : pool_(std::move(pool)), head_(std::move(head)), body_(std::move(body)) {
-    timer_ = new_timer(pool_->worker()->loop(), this);
+    timer_ = loop::new_timer(pool_->worker()->loop(), this);
   }
-  ~WebhookPost() override { close_timer(timer_); }
+  ~WebhookPost() override { loop::close_timer(timer_); }
 
   void send() {
     tried_.assign(pool_->server_count(), false);

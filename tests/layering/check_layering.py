@@ -32,6 +32,7 @@ LAYERS = {
     "admission": 2,   # budgets, per-client limits, the admission gate (atomics, no loop)
     "breaker": 2,     # circuit breakers and latency windows (atomics, no loop)
     "tls": 2,         # the TLS engine on memory BIOs (OpenSSL, no loop)
+    "loop": 2,        # libuv handles that outlive their owners (timers, wakeups)
     "redis": 3,       # the only module that includes hiredis
     "cache": 3,       # the response cache
     "pages": 3,       # HTML pages for browsers

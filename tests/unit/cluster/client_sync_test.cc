@@ -21,7 +21,7 @@ using fg::admission::ClientLimiter;
 using fg::admission::hash_key;
 using fg::cluster::ClientSync;
 using fg::cluster::ClientSyncOptions;
-using fg::cluster::Timer;
+using fg::loop::Timer;
 using fg::test::ClusterFixture;
 
 constexpr double kRate = 10;  // client_rate

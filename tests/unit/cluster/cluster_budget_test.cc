@@ -25,7 +25,7 @@ using fg::cluster::ClusterBudget;
 using fg::cluster::ClusterBudgetOptions;
 using fg::cluster::Membership;
 using fg::cluster::MembershipOptions;
-using fg::cluster::Timer;
+using fg::loop::Timer;
 using fg::test::ClusterFixture;
 using fg::test::mono_ms;
 

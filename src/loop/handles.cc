@@ -1,8 +1,8 @@
-#include "cluster/loop_handles.h"
+#include "loop/handles.h"
 
 #include <utility>
 
-namespace fg::cluster {
+namespace fg::loop {
 
 struct Timer::Handle {
   uv_timer_t timer;
@@ -55,4 +55,4 @@ Wakeup::~Wakeup() {
 
 void Wakeup::send() { uv_async_send(&h_->async); }
 
-}  // namespace fg::cluster
+}  // namespace fg::loop
