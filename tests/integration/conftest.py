@@ -97,7 +97,13 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    reports = harness.finish(keep_tmp=harness.any_failed or exitstatus != 0)
+    # A file whose tests never ran (all deselected by -k, or the run stopped at a
+    # collection error) never reopened its scope: stop what its import started.
+    reports = []
+    for scope in _file_scopes.values():
+        reports += scope.close()
+    _file_scopes.clear()
+    reports += harness.finish(keep_tmp=harness.any_failed or exitstatus != 0)
     if reports:
         print("\nsanitizer report from a process started outside any file:\n"
               + "\n\n".join(reports), flush=True)

@@ -15,6 +15,12 @@ def start_shared(name):
     share; both stop after its last test. Tests that leave Redis running each use their
     own key prefix (new_prefix)."""
     global shop, redis
+    # The helpers below and the support modules read this module's shop and redis, so
+    # a second file in the same process would take them over from the first: refuse,
+    # clearly, instead of resetting another file's shop.
+    if shop is not None or redis is not None:
+        raise RuntimeError("shared_redis serves one integration file per process; run each "
+                           "test file in its own pytest process, as `meson test` does")
     shop = start_shop(name=name, threads=2)
     redis = start_redis()
     return shop, redis
