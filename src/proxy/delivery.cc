@@ -8,8 +8,8 @@
 #include "core/log.h"
 #include "http/serialize.h"
 #include "idempotency/store.h"
-#include "net/stream_write.h"
 #include "loop/handles.h"
+#include "net/stream_write.h"
 #include "proxy/worker_state.h"
 
 namespace fg::proxy {

@@ -8,11 +8,11 @@
 #include <cstring>
 
 #include "core/log.h"
+#include "loop/handles.h"
 #include "net/stream_write.h"
 #include "proxy/delivery.h"
-#include "proxy/worker_state.h"
-#include "loop/handles.h"
 #include "proxy/upstream_pool.h"
+#include "proxy/worker_state.h"
 
 namespace fg::proxy {
 namespace {

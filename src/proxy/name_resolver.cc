@@ -9,6 +9,8 @@
 #include <memory>
 #include <mutex>
 
+#include "loop/handles.h"
+
 namespace fg::proxy {
 namespace {
 
@@ -75,9 +77,7 @@ NameResolver::~NameResolver() {
   // on_cares) and reports each socket closed (on_sock_state closes its poll).
   if (channel_ != nullptr) ares_destroy(channel_);
   while (!polls_.empty()) close_poll(polls_.begin()->first);
-  if (timer_ != nullptr) {
-    uv_close(reinterpret_cast<uv_handle_t*>(timer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-  }
+  if (timer_ != nullptr) loop::close_timer(timer_);
 }
 
 Status NameResolver::init() {
@@ -97,9 +97,7 @@ Status NameResolver::init() {
     channel_ = nullptr;
     return Status::error(std::string("cannot start the c-ares resolver: ") + ares_strerror(rc));
   }
-  timer_ = new uv_timer_t;
-  uv_timer_init(loop_, timer_);
-  timer_->data = this;
+  timer_ = loop::new_timer(loop_, this);
   rc = ares_set_servers_ports_csv(channel_, servers_csv(servers_).c_str());
   if (rc != ARES_SUCCESS) return Status::error(std::string("c-ares refused the resolver list: ") + ares_strerror(rc));
   return Status::ok();

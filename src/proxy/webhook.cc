@@ -3,9 +3,9 @@
 #include <charconv>
 
 #include "core/log.h"
+#include "loop/handles.h"
 #include "net/stream_write.h"
 #include "proxy/dispatcher.h"
-#include "loop/handles.h"
 #include "proxy/upstream_pool.h"
 #include "proxy/worker_state.h"
 
