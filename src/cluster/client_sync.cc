@@ -92,13 +92,14 @@ ClientSync::ClientSync(uv_loop_t* loop, redis::Client* redis, std::shared_ptr<ad
 ClientSync::~ClientSync() { stop(); }
 
 void ClientSync::start() {
-  alive_ = loop::make_alive();
+  running_ = true;
   timer_->start(options_.sync_ms, options_.sync_ms);
 }
 
 void ClientSync::stop() {
-  if (!alive_) return;
-  alive_.reset();
+  if (!running_) return;
+  running_ = false;
+  anchor_.renew();  // replies to what was sent before stop() are dropped
   timer_->stop();
   in_flight_ = false;
 }
@@ -113,7 +114,7 @@ void ClientSync::set_limiter(std::shared_ptr<admission::ClientLimiter> limiter) 
 }
 
 void ClientSync::sync() {
-  if (!alive_ || in_flight_) return;
+  if (!running_ || in_flight_) return;
   uint64_t now = clock::mono_ms();
   ++round_;
   std::vector<admission::ClientLimiter::Delta> deltas = limiter_->collect(options_.max_reported);
@@ -154,10 +155,10 @@ void ClientSync::sync() {
   if (sent.empty()) return;  // an idle route costs Redis nothing
   reported_.fetch_add(reported, std::memory_order_relaxed);
   in_flight_ = true;
-  loop::Watch watch = alive_;
+  loop::Guard<ClientSync> guard = anchor_.guard();
   redis_->eval(&shared_sync_script(), {key_, seen_key_}, std::move(args),
-               [this, watch, sent = std::move(sent)](redis::Failure failure, redis::Reply& reply) {
-                 if (watch.expired()) return;
+               [this, guard, sent = std::move(sent)](redis::Failure failure, redis::Reply& reply) {
+                 if (!guard) return;
                  on_reply(failure, reply, sent);
                });
 }

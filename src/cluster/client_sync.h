@@ -17,6 +17,7 @@
 
 #include "admission/client_limiter.h"
 #include "loop/handles.h"
+#include "loop/lifetime.h"
 #include "redis/redis_client.h"
 
 namespace fg::cluster {
@@ -86,7 +87,8 @@ class ClientSync {
   std::string key_;
   std::string seen_key_;
   std::unique_ptr<loop::Timer> timer_;
-  loop::Alive alive_;
+  bool running_ = false;  // between start() and stop()
+  loop::Anchor<ClientSync> anchor_{this};  // Redis replies reach this object through it
   bool in_flight_ = false;
   uint64_t round_ = 0;
   std::unordered_map<uint64_t, Follow> follow_;

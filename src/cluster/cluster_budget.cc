@@ -110,15 +110,16 @@ ClusterBudget::ClusterBudget(uv_loop_t* loop, redis::Client* redis, const Member
 ClusterBudget::~ClusterBudget() { stop(); }
 
 void ClusterBudget::start() {
-  alive_ = loop::make_alive();
+  running_ = true;
   last_tick_ms_ = clock::mono_ms();
   last_attempts_ = attempts();
   timer_->start(options_.tick_ms, options_.tick_ms);
 }
 
 void ClusterBudget::stop() {
-  if (!alive_) return;
-  alive_.reset();
+  if (!running_) return;
+  running_ = false;
+  anchor_.renew();  // replies to what was sent before stop() are dropped
   timer_->stop();
   retry_->stop();
   tokens_expired_.fetch_add(static_cast<uint64_t>(std::max<int64_t>(0, tokens_.exchange(0))),
@@ -256,7 +257,7 @@ void ClusterBudget::tick() {
 }
 
 void ClusterBudget::maybe_lease() {
-  if (!alive_ || lease_in_flight_) return;
+  if (!running_ || lease_in_flight_) return;
   uint64_t now = clock::mono_ms();
   if (now < next_lease_ms_) return;  // the tick comes back for it
   bool fallback = fallback_.load(std::memory_order_relaxed);
@@ -266,11 +267,11 @@ void ClusterBudget::maybe_lease() {
   refill_wanted_.store(false, std::memory_order_relaxed);
   if (want == 0 && debt == 0) return;
   lease_in_flight_ = true;
-  loop::Watch watch = alive_;
+  loop::Guard<ClusterBudget> guard = anchor_.guard();
   redis_->eval(&shared_lease_script(), {key_},
                {number(options_.rate), number(options_.burst), std::to_string(want), std::to_string(debt)},
-               [this, watch, debt](redis::Failure failure, redis::Reply& reply) {
-                 if (watch.expired()) return;
+               [this, guard, debt](redis::Failure failure, redis::Reply& reply) {
+                 if (!guard) return;
                  on_lease(failure, reply, debt);
                });
 }

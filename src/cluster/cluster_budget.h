@@ -14,8 +14,9 @@
 
 #include "admission/budget.h"
 #include "admission/shared_budget.h"
-#include "loop/handles.h"
 #include "cluster/membership.h"
+#include "loop/handles.h"
+#include "loop/lifetime.h"
 #include "redis/redis_client.h"
 
 namespace fg::cluster {
@@ -115,7 +116,8 @@ class ClusterBudget : public admission::SharedBudget {
   std::unique_ptr<loop::Timer> timer_;
   std::unique_ptr<loop::Timer> retry_;  // the next lease after a short grant, on time
   std::unique_ptr<loop::Wakeup> wakeup_;
-  loop::Alive alive_;
+  bool running_ = false;  // between start() and stop()
+  loop::Anchor<ClusterBudget> anchor_{this};  // Redis replies reach this object through it
 
   // Hot path, shared by the workers.
   std::atomic<int64_t> tokens_{0};     // left in the current lease

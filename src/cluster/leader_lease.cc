@@ -97,17 +97,18 @@ LeaderLease::LeaderLease(uv_loop_t* loop, redis::Client* redis, LeaderLeaseOptio
 LeaderLease::~LeaderLease() { stop(false); }
 
 void LeaderLease::start() {
-  alive_ = loop::make_alive();
+  running_ = true;
   timer_->start(0, std::max<uint64_t>(1, options_.ttl_ms / 3));
 }
 
 void LeaderLease::try_now() {
-  if (alive_ && !in_flight_) attempt();
+  if (running_ && !in_flight_) attempt();
 }
 
 void LeaderLease::stop(bool release) {
-  if (!alive_) return;
-  alive_.reset();
+  if (!running_) return;
+  running_ = false;
+  anchor_.renew();  // replies to what was sent before stop() are dropped
   timer_->stop();
   uint64_t tok = token_.load(std::memory_order_relaxed);
   if (tok != 0 && release) {
@@ -137,12 +138,12 @@ void LeaderLease::attempt() {
   }
   if (in_flight_) return;
   in_flight_ = true;
-  loop::Watch watch = alive_;
+  loop::Guard<LeaderLease> guard = anchor_.guard();
   uint64_t sent = now;
   redis_->eval(&shared_acquire_script(), {keys_.lock, keys_.epoch, keys_.fence},
                {options_.holder_id, std::to_string(options_.ttl_ms)},
-               [this, watch, sent](redis::Failure failure, redis::Reply& reply) {
-                 if (watch.expired()) return;
+               [this, guard, sent](redis::Failure failure, redis::Reply& reply) {
+                 if (!guard) return;
                  in_flight_ = false;
                  if (failure != redis::Failure::kNone || reply.type != redis::Reply::Type::kInteger) {
                    return;  // keep what we had until its local deadline

@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "loop/handles.h"
+#include "loop/lifetime.h"
 #include "redis/redis_client.h"
 
 namespace fg::cluster {
@@ -84,7 +85,8 @@ class LeaderLease {
   LeaderLeaseOptions options_;
   LeaderKeys keys_;
   std::unique_ptr<loop::Timer> timer_;
-  loop::Alive alive_;
+  bool running_ = false;  // between start() and stop()
+  loop::Anchor<LeaderLease> anchor_{this};  // Redis replies reach this object through it
   bool in_flight_ = false;
   std::atomic<uint64_t> token_{0};
   std::atomic<uint64_t> valid_until_ms_{0};  // monotonic ms

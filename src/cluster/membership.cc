@@ -41,16 +41,17 @@ Membership::Membership(uv_loop_t* loop, redis::Client* redis, MembershipOptions 
 Membership::~Membership() { stop(false); }
 
 void Membership::start() {
-  alive_ = loop::make_alive();
+  running_ = true;
   timer_->start(0, std::max<uint64_t>(1, options_.heartbeat_ms));
 }
 
 void Membership::stop(bool leave, std::function<void()> on_left) {
-  if (!alive_) {
+  if (!running_) {
     if (on_left) on_left();
     return;
   }
-  alive_.reset();
+  running_ = false;
+  anchor_.renew();  // replies to what was sent before stop() are dropped
   timer_->stop();
   if (!leave) {
     if (on_left) on_left();
@@ -67,10 +68,10 @@ uint32_t Membership::live_instances() const {
 }
 
 void Membership::beat() {
-  loop::Watch watch = alive_;
+  loop::Guard<Membership> guard = anchor_.guard();
   redis_->eval(&shared_heartbeat_script(), {key_}, {options_.instance_id, std::to_string(options_.ttl_ms)},
-               [this, watch](redis::Failure failure, redis::Reply& reply) {
-                 if (watch.expired()) return;
+               [this, guard](redis::Failure failure, redis::Reply& reply) {
+                 if (!guard) return;
                  if (failure != redis::Failure::kNone || reply.type != redis::Reply::Type::kInteger) {
                    failures_.fetch_add(1, std::memory_order_relaxed);
                    return;

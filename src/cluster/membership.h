@@ -13,6 +13,7 @@
 #include <string>
 
 #include "loop/handles.h"
+#include "loop/lifetime.h"
 #include "redis/redis_client.h"
 
 namespace fg::cluster {
@@ -60,7 +61,8 @@ class Membership {
   MembershipOptions options_;
   std::string key_;
   std::unique_ptr<loop::Timer> timer_;
-  loop::Alive alive_;
+  bool running_ = false;  // between start() and stop()
+  loop::Anchor<Membership> anchor_{this};  // Redis replies reach this object through it
   std::atomic<uint32_t> live_{0};
   std::atomic<bool> seen_{false};
   std::atomic<uint64_t> heartbeats_{0};

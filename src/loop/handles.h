@@ -1,14 +1,14 @@
 // libuv handles for objects that may go away before a close callback runs. Each handle
 // lives on the heap and frees itself in its own close callback, never with its owner,
 // so an owner may be destroyed right after it stopped: the handle finishes closing on a
-// later loop turn without touching the owner.
+// later loop turn without touching the owner. Callbacks of other kinds (Redis replies)
+// reach their object through loop/lifetime.h.
 #pragma once
 
 #include <uv.h>
 
 #include <cstdint>
 #include <functional>
-#include <memory>
 
 namespace fg::loop {
 
@@ -56,12 +56,5 @@ inline uv_timer_t* new_timer(uv_loop_t* loop, void* data) {
 inline void close_timer(uv_timer_t* t) {
   uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
 }
-
-// A callback may run after its object stopped (close() of a Redis client fails what is
-// pending, possibly later). Each object keeps an Alive and its callbacks hold a Watch:
-// a callback whose Watch expired returns without touching the object. Loop thread only.
-using Alive = std::shared_ptr<char>;
-using Watch = std::weak_ptr<char>;
-inline Alive make_alive() { return std::make_shared<char>(0); }
 
 }  // namespace fg::loop

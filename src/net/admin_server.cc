@@ -5,7 +5,7 @@
 #include "core/log.h"
 #include "http/serialize.h"
 #include "net/controller.h"
-#include "net/lifetime.h"
+#include "loop/lifetime.h"
 #include "net/stream_write.h"
 
 namespace fg::net {
@@ -188,7 +188,7 @@ public:
   http::RequestHead head_;
   bool closing_ = false;
   bool close_after_write_ = false;
-  Anchor<AdminConn> anchor_{this};  // Redis answers reach this connection through it
+  loop::Anchor<AdminConn> anchor_{this};  // Redis answers reach this connection through it
 };
 
 AdminServer::AdminServer(uv_loop_t* loop, Controller* controller)

@@ -1,6 +1,6 @@
 // Deferred deletion for one loop: objects retired here are freed from a uv_check
 // callback, after the callback that retired them (and every frame above it) returned.
-// Together with net/lifetime.h this is the rule that no object is freed while a
+// Together with loop/lifetime.h this is the rule that no object is freed while a
 // callback into it can still be running. Loop-thread only.
 #pragma once
 

@@ -90,7 +90,7 @@ class Worker {
   static constexpr size_t kReadBufferSize = 64 * 1024;
   char* read_buffer() { return read_buffer_.get(); }
 
-  // Frees objects outside of callbacks (net/lifetime.h).
+  // Frees objects outside of callbacks (loop/lifetime.h).
   Reaper& reaper() { return *reaper_; }
 
   // A listener has a connection (null: accepting failed, e.g. out of descriptors).

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "floodgate/config.h"
-#include "net/lifetime.h"
+#include "loop/lifetime.h"
 #include "net/snapshot.h"
 #include "proxy/dispatcher.h"
 #include "proxy/upstream_pool.h"
@@ -126,7 +126,7 @@ class Delivery final : public UpstreamUser {
   } move_;  // the park or bury being written (move_out)
   uint64_t redis_backoff_ms_ = 0;
   void (*backoff_next_)(Delivery*) = nullptr;
-  net::Anchor<Delivery> anchor_{this};
+  loop::Anchor<Delivery> anchor_{this};
 };
 
 }  // namespace fg::proxy

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "floodgate/config.h"
-#include "net/lifetime.h"
+#include "loop/lifetime.h"
 #include "queue/queue_store.h"
 
 namespace fg::proxy {
@@ -118,7 +118,7 @@ class Dispatcher {
   std::string webhook_url_;
   std::string webhook_host_;
   std::string webhook_path_;
-  net::Anchor<Dispatcher> anchor_{this};  // Redis replies reach this object through it
+  loop::Anchor<Dispatcher> anchor_{this};  // Redis replies reach this object through it
   friend class Delivery;
 };
 

@@ -7,7 +7,7 @@
 #include <memory>
 
 #include "core/log.h"
-#include "net/lifetime.h"
+#include "loop/lifetime.h"
 #include "net/stream_write.h"
 #include "proxy/worker_state.h"
 #include "proxy/upstream_pool.h"
@@ -85,7 +85,7 @@ class HealthChecker::Probe {
   // One name on its way through the resolver; the probe may be gone when it answers.
   struct Lookup {
     uv_getaddrinfo_t req;
-    net::Guard<Probe> probe;
+    loop::Guard<Probe> probe;
   };
 
   static void on_resolved(uv_getaddrinfo_t* req, int status, addrinfo* res) {
@@ -252,7 +252,7 @@ class HealthChecker::Probe {
   int pending_closes_ = 0;
   bool stopped_ = false;
   bool resolving_ = false;
-  net::Anchor<Probe> anchor_{this};  // resolver answers reach the probe through it
+  loop::Anchor<Probe> anchor_{this};  // resolver answers reach the probe through it
 };
 
 HealthChecker::HealthChecker(WorkerState* worker) : worker_(worker) {}

@@ -50,7 +50,7 @@ std::string servers_csv(const std::vector<HostPort>& servers) {
 
 struct NameResolver::SystemLookup {
   uv_getaddrinfo_t req;
-  net::Guard<NameResolver> owner;
+  loop::Guard<NameResolver> owner;
   uint16_t port;
   std::function<void(NameAnswer)> done;
 };

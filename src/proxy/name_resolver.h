@@ -16,7 +16,7 @@
 
 #include "floodgate/config.h"
 #include "floodgate/status.h"
-#include "net/lifetime.h"
+#include "loop/lifetime.h"
 
 struct ares_channeldata;
 struct ares_addrinfo;
@@ -64,7 +64,7 @@ class NameResolver {
   uv_timer_t* timer_ = nullptr;  // c-ares timeouts; freed in its close callback
   size_t pending_ = 0;           // c-ares queries out
   bool destroying_ = false;
-  net::Anchor<NameResolver> anchor_{this};  // system lookups reach the resolver through it
+  loop::Anchor<NameResolver> anchor_{this};  // system lookups reach the resolver through it
 };
 
 }  // namespace fg::proxy

@@ -416,7 +416,7 @@ void ProxySession::on_upstream_complete() {
   if (!flush_batch() || !active_) return;
   if (idem_.capturing()) {
     // The answer leaves once Redis holds its record (or released a 5xx's claim).
-    net::Guard<ProxySession> g = anchor_.guard();
+    loop::Guard<ProxySession> g = anchor_.guard();
     auto after = [g] {
       ProxySession* s = live(g);
       if (s == nullptr) return;
@@ -522,7 +522,7 @@ void ProxySession::fail(int status, const char* code, const char* message) {
       pool_->release(conn_, false);
       conn_ = nullptr;
     }
-    net::Guard<ProxySession> g = anchor_.guard();
+    loop::Guard<ProxySession> g = anchor_.guard();
     idem_.release_then(link, [g, status, code, message] {
       if (ProxySession* s = live(g)) s->fail(status, code, message);
     });

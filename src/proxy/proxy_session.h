@@ -15,7 +15,7 @@
 #include "http/message.h"
 #include "http/serialize.h"
 #include "idempotency/exchange.h"
-#include "net/lifetime.h"
+#include "loop/lifetime.h"
 #include "net/snapshot.h"
 #include "queue/queue_store.h"
 #include "queue/ticket_service.h"
@@ -204,9 +204,9 @@ class ProxySession final : public UpstreamUser {
   // captured to be stored for replay.
   // Asynchronous callbacks (Redis, ticket and cache waiters) hold guards from it;
   // renewed per exchange, so that a callback of an earlier exchange is ignored.
-  net::Anchor<ProxySession> anchor_{this};
+  loop::Anchor<ProxySession> anchor_{this};
   // The session behind `g` if its exchange is still the current one and still going.
-  static ProxySession* live(const net::Guard<ProxySession>& g) {
+  static ProxySession* live(const loop::Guard<ProxySession>& g) {
     ProxySession* s = g.get();
     return s != nullptr && s->active_ ? s : nullptr;
   }

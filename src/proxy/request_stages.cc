@@ -136,7 +136,7 @@ void ProxySession::decide_idempotency() {
   // The lease outlives any honest attempt (connect + first byte + margin), so only a
   // claim whose gateway died is released by expiry.
   uint64_t lease_ms = up.connect_timeout_ms * up.servers.size() + up.timeout_ms + 5000;
-  net::Guard<ProxySession> g = anchor_.guard();
+  loop::Guard<ProxySession> g = anchor_.guard();
   // Redis refuses the claim once its own clock is past `deadline` (idempotency/store.cc).
   // The deadline lies a few ms before this gateway gives the command up: Redis rounds
   // its wall clock to ms and the loop's timer fires on ms-rounded monotonic time, so
@@ -207,7 +207,7 @@ void ProxySession::answer_replicated(const std::string& ticket, int64_t ahead, i
   const RouteConfig& rc = cfg.routes[static_cast<size_t>(route_)];
   redis->command({"SET", cfg.redis.prefix + "sync:{" + rc.name + "}", ticket, "PX", "60000"},
                  [](redis::Failure, redis::Reply&) {});
-  net::Guard<ProxySession> g = anchor_.guard();
+  loop::Guard<ProxySession> g = anchor_.guard();
   redis->command({"WAIT", std::to_string(replicas), std::to_string(cfg.redis.wait_timeout_ms)},
                  [g, ticket, ahead, outcome, replicas](redis::Failure f, redis::Reply& rep) {
                    ProxySession* s = live(g);
@@ -274,7 +274,7 @@ void ProxySession::enqueue() {
   t.idem_key = idem_.key();
   t.idem_owner = idem_.owner();
   uint64_t hash_ttl = rc.queue.max_wait_ms + rc.queue.processing_timeout_ms * 4 + rc.queue.ticket_ttl_ms;
-  net::Guard<ProxySession> g = anchor_.guard();
+  loop::Guard<ProxySession> g = anchor_.guard();
   std::string id = t.id;
   std::string ikey = idem_.key(), iowner = idem_.owner();
   uint64_t replicas = cfg.redis.wait_replicas, wait_ms = cfg.redis.wait_timeout_ms;
@@ -416,7 +416,7 @@ void ProxySession::start_ticket(std::shared_ptr<const net::Snapshot> snap, http:
     return;
   }
   if (cancel) {
-    net::Guard<ProxySession> g = anchor_.guard();
+    loop::Guard<ProxySession> g = anchor_.guard();
     const Config& cfg = *snap_->config;
     queue::cancel(*redis, w->queue_scripts(), queue::Keys{cfg.redis.prefix}, ticket_, log::wall_ms(), 3600 * 1000,
                   [g, w, ticket = ticket_](queue::CancelResult r, const std::string& route) {
@@ -457,7 +457,7 @@ void ProxySession::poll_ticket(bool final) {
     ticket_read(seen, final, true);
     return;
   }
-  net::Guard<ProxySession> g = anchor_.guard();
+  loop::Guard<ProxySession> g = anchor_.guard();
   memory.begin_read(ticket_);
   queue::poll(*redis, w->queue_scripts(), queue::Keys{snap_->config->redis.prefix}, ticket_,
               [g, final, w, ticket = ticket_](queue::TicketView& v) {
@@ -481,7 +481,7 @@ void ProxySession::ticket_read(queue::TicketView& v, bool final, bool from_memor
     return;
   }
   // Long-poll: wait for a published change (or the deadline).
-  net::Guard<ProxySession> g = anchor_.guard();
+  loop::Guard<ProxySession> g = anchor_.guard();
   w->tickets().wait(ticket_, ticket_deadline_ms_, [g] {
     if (ProxySession* s2 = g.get()) s2->ticket_changed();
   });
@@ -597,7 +597,7 @@ bool ProxySession::cache_lookup() {
     case cache::Stage::Join::kWait: {
       // Another request, on this worker or another, is fetching this very response:
       // wait for it (coalescing).
-      net::Guard<ProxySession> g = anchor_.guard();
+      loop::Guard<ProxySession> g = anchor_.guard();
       stage.wait(waiter, [g] {
         if (ProxySession* s = g.get()) s->cache_ready();
       });

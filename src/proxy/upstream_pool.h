@@ -16,7 +16,7 @@
 #include "breaker/breaker.h"
 #include "breaker/server_counters.h"
 #include "http/response_parser.h"
-#include "net/lifetime.h"
+#include "loop/lifetime.h"
 #include "tls/session.h"
 #include "proxy/name_resolver.h"
 
@@ -258,7 +258,7 @@ class UpstreamPool {
   Status resolve_status_;
   std::function<void(Status)> resolve_done_;
   std::unique_ptr<NameResolver> resolver_;   // created when some server is a host name
-  net::Anchor<UpstreamPool> anchor_{this};  // resolver answers reach the pool through it
+  loop::Anchor<UpstreamPool> anchor_{this};  // resolver answers reach the pool through it
 };
 
 }  // namespace fg::proxy

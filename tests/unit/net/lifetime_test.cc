@@ -1,5 +1,5 @@
-// Tests for the lifetime rule: guards (net/lifetime.h) and the reaper (net/reaper.h).
-#include "net/lifetime.h"
+// Tests for the lifetime rule: guards (loop/lifetime.h) and the reaper (net/reaper.h).
+#include "loop/lifetime.h"
 
 #include <catch2/catch.hpp>
 
@@ -12,8 +12,8 @@
 
 namespace {
 
-using fg::net::Anchor;
-using fg::net::Guard;
+using fg::loop::Anchor;
+using fg::loop::Guard;
 
 struct Thing {
   Anchor<Thing> anchor{this};

@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <memory>
 
-namespace fg::net {
+namespace fg::loop {
 
 template <class T>
 class Guard;
@@ -59,4 +59,4 @@ class Guard {
   uint64_t generation_ = 0;
 };
 
-}  // namespace fg::net
+}  // namespace fg::loop
